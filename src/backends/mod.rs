@@ -1,0 +1,82 @@
+//! Backends store or publish readings. Each runs behind its own queue (see
+//! `router.rs`); a backend never knows which device produced a reading.
+
+pub mod csv;
+pub mod sqlite;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::BaseConfig;
+use crate::reading::Reading;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    /// Worth retrying: disk full, database busy, broker or server unreachable.
+    #[error("{0}")]
+    Transient(String),
+    /// The batch will never be accepted as it is: retrying would block the queue.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl BackendError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BackendError::Transient(_))
+    }
+}
+
+/// How a backend wants its readings batched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchPolicy {
+    /// Write at least this often.
+    pub flush_interval: Duration,
+    /// Write early when this many readings wait.
+    pub batch_size: usize,
+    /// Batches (one per poll) the queue holds before new ones are dropped.
+    pub queue_capacity: usize,
+}
+
+#[async_trait]
+pub trait Backend: Send {
+    fn name(&self) -> &'static str;
+    fn policy(&self) -> BatchPolicy;
+    /// Stores a batch: all of it or, on error, none of it.
+    async fn write(&mut self, batch: &[Reading]) -> Result<(), BackendError>;
+    /// Makes everything written so far durable; called once at shutdown.
+    async fn flush(&mut self) -> Result<(), BackendError>;
+}
+
+/// Opens every configured backend. Fails if any cannot be opened: the daemon
+/// should not report itself ready with a backend missing.
+pub async fn open_all(base: &BaseConfig) -> Result<Vec<Box<dyn Backend>>, BackendError> {
+    let mut backends: Vec<Box<dyn Backend>> = Vec::new();
+    if let Some(cfg) = &base.backends.sqlite {
+        backends.push(Box::new(sqlite::SqliteBackend::open(cfg, &base.data_dir).await?));
+    }
+    if let Some(cfg) = &base.backends.csv {
+        backends.push(Box::new(csv::CsvBackend::open(cfg, &base.data_dir).await?));
+    }
+    Ok(backends)
+}
+
+/// Runs `f` on the blocking pool with exclusive access to `state`: file and
+/// database I/O never runs on the async worker threads.
+pub(crate) async fn blocking<S, T, F>(state: &Arc<Mutex<S>>, f: F) -> Result<T, BackendError>
+where
+    S: Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&mut S) -> Result<T, BackendError> + Send + 'static,
+{
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = state
+            .lock()
+            .map_err(|_| BackendError::Transient("backend state poisoned by a panic".into()))?;
+        f(&mut guard)
+    })
+    .await
+    .map_err(|e| BackendError::Transient(format!("backend task failed: {e}")))?
+}

@@ -1,0 +1,403 @@
+//! SQLite: one table per device, a `ts` column (unix seconds, UTC) and one column
+//! per metric, added as metrics appear; a `metrics` table records each column's
+//! unit and kind. Grafana's SQLite plugin reads it as it is:
+//! `SELECT ts AS time, power_delivered FROM "p1" WHERE ts >= $__unixEpochFrom()`.
+//!
+//! `ts` is the table's INTEGER PRIMARY KEY: one row per device per second. Readings
+//! of the same second merge into that row (a DSMR gas value carrying the same
+//! capture time in every telegram is stored once, not once a telegram).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params_from_iter, Connection, ErrorCode};
+use serde::{Deserialize, Serialize};
+
+use super::{blocking, Backend, BackendError, BatchPolicy};
+use crate::reading::{Reading, Value};
+
+/// `backends.sqlite`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// The database file; relative to `data_dir`.
+    #[serde(default = "default_path")]
+    pub path: PathBuf,
+    /// How often readings are committed. Longer spares an SD card; a crash loses at
+    /// most this window (a clean shutdown loses nothing).
+    #[serde(default = "default_flush_interval", with = "crate::config::duration")]
+    pub flush_interval: Duration,
+    /// Commit early when this many readings wait.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Polls queued for this backend before new ones are dropped (and counted).
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+}
+
+pub fn default_path() -> PathBuf {
+    PathBuf::from("mesura.db")
+}
+pub fn default_flush_interval() -> Duration {
+    Duration::from_secs(5)
+}
+pub fn default_batch_size() -> usize {
+    5000
+}
+pub fn default_queue_capacity() -> usize {
+    10_000
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig {
+            path: default_path(),
+            flush_interval: default_flush_interval(),
+            batch_size: default_batch_size(),
+            queue_capacity: default_queue_capacity(),
+        }
+    }
+}
+
+pub struct SqliteBackend {
+    store: Arc<Mutex<Store>>,
+    policy: BatchPolicy,
+}
+
+impl SqliteBackend {
+    pub async fn open(config: &SqliteConfig, data_dir: &Path) -> Result<Self, BackendError> {
+        let path = data_dir.join(&config.path);
+        let store = tokio::task::spawn_blocking(move || Store::open(&path))
+            .await
+            .map_err(|e| BackendError::Transient(e.to_string()))??;
+        Ok(SqliteBackend {
+            store: Arc::new(Mutex::new(store)),
+            policy: BatchPolicy {
+                flush_interval: config.flush_interval,
+                batch_size: config.batch_size.max(1),
+                queue_capacity: config.queue_capacity,
+            },
+        })
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn policy(&self) -> BatchPolicy {
+        self.policy
+    }
+
+    async fn write(&mut self, batch: &[Reading]) -> Result<(), BackendError> {
+        let batch = batch.to_vec();
+        blocking(&self.store, move |store| store.write(&batch)).await
+    }
+
+    async fn flush(&mut self) -> Result<(), BackendError> {
+        // Every write commits; a checkpoint folds the WAL back into the database
+        // so the file is complete on its own after a clean shutdown.
+        blocking(&self.store, |store| {
+            store
+                .conn
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+                .map_err(classify)
+        })
+        .await
+    }
+}
+
+/// The connection and what we know of its schema.
+pub struct Store {
+    conn: Connection,
+    columns: HashMap<String, HashSet<String>>,
+}
+
+/// Quotes an SQL identifier: device ids and metric names may hold any character.
+pub fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+fn classify(e: rusqlite::Error) -> BackendError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch) => {
+            BackendError::Permanent(format!("sqlite: {e}"))
+        }
+        _ => BackendError::Transient(format!("sqlite: {e}")),
+    }
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, BackendError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| BackendError::Transient(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| BackendError::Transient(format!("cannot open {}: {e}", path.display())))?;
+        // WAL lets Grafana and sqlite3 read while we write, without "database is
+        // locked"; NORMAL is durable across process crashes (only an OS crash or
+        // power loss can cost the last commit), with far fewer fsyncs than FULL.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(classify)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(classify)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(classify)?;
+        conn.set_prepared_statement_cache_capacity(256);
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS metrics (
+                device TEXT NOT NULL,
+                metric TEXT NOT NULL,
+                unit TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                PRIMARY KEY (device, metric)
+            ) WITHOUT ROWID;",
+        )
+        .map_err(classify)?;
+        let mut store = Store {
+            conn,
+            columns: HashMap::new(),
+        };
+        store.load_schema()?;
+        Ok(store)
+    }
+
+    fn load_schema(&mut self) -> Result<(), BackendError> {
+        self.columns.clear();
+        let tables: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+                .map_err(classify)?;
+            let rows = stmt.query_map([], |row| row.get(0)).map_err(classify)?;
+            rows.collect::<Result<_, _>>().map_err(classify)?
+        };
+        for table in tables {
+            let mut stmt = self
+                .conn
+                .prepare(&format!("PRAGMA table_info({})", quote(&table)))
+                .map_err(classify)?;
+            let cols = stmt.query_map([], |row| row.get::<_, String>(1)).map_err(classify)?;
+            let cols: HashSet<String> = cols.collect::<Result<_, _>>().map_err(classify)?;
+            self.columns.insert(table, cols);
+        }
+        Ok(())
+    }
+
+    /// Writes a batch in one transaction. On failure nothing is written and the
+    /// schema cache is reloaded (an ALTER may have been rolled back).
+    pub fn write(&mut self, batch: &[Reading]) -> Result<(), BackendError> {
+        let result = self.write_tx(batch);
+        if result.is_err() {
+            let _ = self.load_schema();
+        }
+        result
+    }
+
+    fn write_tx(&mut self, batch: &[Reading]) -> Result<(), BackendError> {
+        // Group readings into rows: one per (device, second), in arrival order.
+        let mut rows: Vec<(&str, i64, Vec<&Reading>)> = Vec::new();
+        let mut index: HashMap<(&str, i64), usize> = HashMap::new();
+        for r in batch {
+            let key = (&*r.device, r.timestamp.timestamp());
+            let i = *index.entry(key).or_insert_with(|| {
+                rows.push((key.0, key.1, Vec::new()));
+                rows.len() - 1
+            });
+            rows[i].2.push(r);
+        }
+        let tx = self.conn.transaction().map_err(classify)?;
+        for (device, ts, readings) in &rows {
+            let known = match self.columns.get_mut(*device) {
+                Some(cols) => cols,
+                None => {
+                    let table = quote(device);
+                    tx.execute_batch(&format!(
+                        "CREATE TABLE IF NOT EXISTS {table} (ts INTEGER PRIMARY KEY NOT NULL);"
+                    ))
+                    .map_err(classify)?;
+                    self.columns
+                        .entry((*device).to_owned())
+                        .or_insert_with(|| HashSet::from(["ts".to_owned()]))
+                }
+            };
+            for r in readings {
+                if !known.contains(&*r.metric) {
+                    let sql_type = if matches!(r.value, Value::Text(_)) {
+                        "TEXT"
+                    } else {
+                        "REAL"
+                    };
+                    tx.execute_batch(&format!(
+                        "ALTER TABLE {} ADD COLUMN {} {sql_type};",
+                        quote(device),
+                        quote(&r.metric)
+                    ))
+                    .map_err(classify)?;
+                    tx.execute(
+                        "INSERT OR REPLACE INTO metrics (device, metric, unit, kind) VALUES (?1, ?2, ?3, ?4)",
+                        (device, &*r.metric, r.unit.symbol(), r.kind.as_str()),
+                    )
+                    .map_err(classify)?;
+                    known.insert(r.metric.to_string());
+                }
+            }
+            // Later readings of a metric in the same second win.
+            let mut cols: Vec<&str> = Vec::with_capacity(readings.len());
+            let mut values: Vec<rusqlite::types::Value> = vec![rusqlite::types::Value::Integer(*ts)];
+            for r in readings {
+                let v = match &r.value {
+                    Value::Number(n) if n.is_finite() => rusqlite::types::Value::Real(*n),
+                    Value::Number(_) => rusqlite::types::Value::Null,
+                    Value::Text(t) => rusqlite::types::Value::Text(t.to_string()),
+                };
+                match cols.iter().position(|c| *c == &*r.metric) {
+                    Some(i) => values[i + 1] = v,
+                    None => {
+                        cols.push(&r.metric);
+                        values.push(v);
+                    }
+                }
+            }
+            let names: Vec<String> = cols.iter().map(|c| quote(c)).collect();
+            let placeholders = vec!["?"; cols.len()].join(", ");
+            let updates: Vec<String> = names.iter().map(|n| format!("{n} = excluded.{n}")).collect();
+            let sql = format!(
+                "INSERT INTO {} (ts, {}) VALUES (?, {placeholders}) ON CONFLICT(ts) DO UPDATE SET {}",
+                quote(device),
+                names.join(", "),
+                updates.join(", ")
+            );
+            let mut stmt = tx.prepare_cached(&sql).map_err(classify)?;
+            stmt.execute(params_from_iter(values.iter())).map_err(classify)?;
+        }
+        tx.commit().map_err(classify)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::{Kind, Unit};
+    use chrono::{DateTime, Utc};
+
+    fn reading(device: &str, metric: &str, value: f64, ts: i64) -> Reading {
+        Reading {
+            device: Arc::from(device),
+            metric: Arc::from(metric),
+            value: Value::Number(value),
+            unit: Unit::Watt,
+            kind: Kind::Gauge,
+            timestamp: DateTime::<Utc>::from_timestamp(ts, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn schema_evolves_as_metrics_appear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let mut store = Store::open(&path).unwrap();
+        store.write(&[reading("p1", "power_delivered", 100.0, 10)]).unwrap();
+        store
+            .write(&[
+                reading("p1", "power_delivered", 110.0, 11),
+                reading("p1", "voltage_l1", 231.0, 11),
+            ])
+            .unwrap();
+        store.write(&[reading("odd \"name\", x", "a b", 1.0, 12)]).unwrap();
+        drop(store);
+
+        let conn = Connection::open(&path).unwrap();
+        let rows: Vec<(i64, f64, Option<f64>)> = conn
+            .prepare("SELECT ts, power_delivered, voltage_l1 FROM p1 ORDER BY ts")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, vec![(10, 100.0, None), (11, 110.0, Some(231.0))]);
+        let catalogue: Vec<(String, String, String, String)> = conn
+            .prepare("SELECT device, metric, unit, kind FROM metrics ORDER BY device, metric")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(catalogue.len(), 3);
+        assert_eq!(
+            catalogue[1],
+            ("p1".into(), "power_delivered".into(), "W".into(), "gauge".into())
+        );
+        let odd: f64 = conn
+            .query_row("SELECT \"a b\" FROM \"odd \"\"name\"\", x\"", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(odd, 1.0);
+
+        // Reopening picks the schema up from the file: a new metric still gets its column.
+        let mut store = Store::open(&path).unwrap();
+        store.write(&[reading("p1", "current_l1", 2.5, 13)]).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM p1 WHERE current_l1 = 2.5", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn same_second_merges_into_one_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let mut store = Store::open(&path).unwrap();
+        store
+            .write(&[
+                reading("gas", "gas_delivered", 5.0, 100),
+                reading("gas", "gas_delivered", 5.0, 100),
+            ])
+            .unwrap();
+        store
+            .write(&[
+                reading("gas", "gas_delivered", 5.5, 100),
+                reading("gas", "other", 1.0, 100),
+            ])
+            .unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let (n, v): (i64, f64) = conn
+            .query_row("SELECT count(*), max(gas_delivered) FROM gas", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((n, v), (1, 5.5));
+    }
+
+    #[test]
+    fn readers_never_see_database_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let mut store = Store::open(&path).unwrap();
+        store.write(&[reading("p1", "power_delivered", 1.0, 1)]).unwrap();
+        let reader_path = path.clone();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_reader = stop.clone();
+        // A reader like Grafana's plugin: a plain connection, no busy timeout.
+        let reader = std::thread::spawn(move || -> Result<u64, rusqlite::Error> {
+            let conn = Connection::open(&reader_path)?;
+            let mut reads = 0;
+            while !stop_reader.load(std::sync::atomic::Ordering::Relaxed) {
+                let _: i64 = conn.query_row("SELECT count(*) FROM p1", [], |r| r.get(0))?;
+                reads += 1;
+            }
+            Ok(reads)
+        });
+        for second in 2..400 {
+            let batch: Vec<Reading> = (0..20)
+                .map(|i| reading("p1", "power_delivered", f64::from(i), second))
+                .collect();
+            store.write(&batch).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let reads = reader.join().unwrap().expect("the reader hit an error");
+        assert!(reads > 0);
+    }
+}

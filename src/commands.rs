@@ -1,0 +1,173 @@
+//! The one-shot subcommands: `check`, `devices`, `read`. Each returns its text and
+//! whether it succeeded; `main.rs` prints and sets the exit code.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::clock;
+use crate::config::{self, Config, ConfigError, DeviceKind};
+use crate::monitors::{self, MonitorContext};
+
+pub struct Outcome {
+    pub text: String,
+    pub ok: bool,
+}
+
+/// `mesura check`: loads everything, prints each device and backend, lists every
+/// error found. Secrets print as `***`.
+pub fn check(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Outcome {
+    let mut text = String::new();
+    let config = match Config::load(path, lookup) {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome {
+                text: format!("error: {e}\n1 error found\n"),
+                ok: false,
+            }
+        }
+    };
+    let base = &config.base;
+    let _ = writeln!(text, "config: {}", path.display());
+    let _ = writeln!(text, "data_dir: {}", base.data_dir.display());
+    let _ = writeln!(text, "devices_dir: {}", base.devices_dir.display());
+    let _ = writeln!(text, "backends:");
+    match serde_yaml_ng::to_string(&base.backends) {
+        Ok(yaml) => text.push_str(&indent(&yaml, "  ")),
+        Err(e) => {
+            let _ = writeln!(text, "  (cannot show: {e})");
+        }
+    }
+    let _ = writeln!(text, "devices:");
+    if config.devices.devices.is_empty() {
+        let _ = writeln!(text, "  (none in {})", base.devices_dir.display());
+    }
+    for device in config.devices.devices.values() {
+        let state = if device.common.enabled { "" } else { " (disabled)" };
+        let _ = writeln!(
+            text,
+            "  {} — {}{state}, every {}, from {}",
+            device.id,
+            device.kind.type_name(),
+            humantime::format_duration(device.poll_interval()),
+            device.file.display()
+        );
+        if let Ok(yaml) = serde_yaml_ng::to_string(&device.kind) {
+            for line in yaml.lines().filter(|l| !l.starts_with("type:")) {
+                let _ = writeln!(text, "      {line}");
+            }
+        }
+    }
+    let errors = &config.devices.errors;
+    for e in errors {
+        let _ = writeln!(text, "error: {e}");
+    }
+    let _ = match errors.len() {
+        0 => writeln!(text, "ok: {} device(s), no errors", config.devices.devices.len()),
+        n => writeln!(text, "{n} error(s) found"),
+    };
+    Outcome {
+        text,
+        ok: errors.is_empty(),
+    }
+}
+
+fn indent(text: &str, prefix: &str) -> String {
+    text.lines().map(|l| format!("{prefix}{l}\n")).collect()
+}
+
+/// `mesura devices`: every device type with its config keys and metrics.
+pub fn devices() -> String {
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "Common keys (every type): type, poll_interval, enabled, backends, failure_threshold, max_backoff, breaker_cooldown\n"
+    );
+    for type_name in DeviceKind::TYPES {
+        let _ = writeln!(text, "{type_name}");
+        let _ = writeln!(text, "  keys: {}", DeviceKind::keys(type_name).join(", "));
+        let _ = writeln!(text, "  metrics:");
+        for m in monitors::type_metrics(type_name) {
+            let unit = if m.unit.symbol().is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", m.unit)
+            };
+            let _ = writeln!(
+                text,
+                "    {:<28} {:<8}{unit} {}",
+                m.name,
+                m.kind.as_str(),
+                m.description
+            );
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// `mesura read DEVICE`: one read of one device, as a table; no backend touched.
+pub async fn read(path: &Path, device: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Outcome {
+    let fail = |text: String| Outcome { text, ok: false };
+    let config = match Config::load(path, lookup) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("error: {e}\n")),
+    };
+    let Some(device_config) = config.devices.devices.get(device) else {
+        let mut text = format!(
+            "error: no valid device `{device}` in {}\n",
+            config.base.devices_dir.display()
+        );
+        for e in config.devices.errors.iter().filter(|e| is_file_of(e, device)) {
+            let _ = writeln!(text, "error: {e}");
+        }
+        let known: Vec<&str> = config.devices.devices.keys().map(|k| &**k).collect();
+        let _ = writeln!(text, "devices: {}", known.join(", "));
+        return fail(text);
+    };
+    let ctx = MonitorContext {
+        id: device_config.id.clone(),
+        clock: clock::system(),
+        data_dir: config.base.data_dir.clone(),
+    };
+    let mut monitor = match monitors::build(device_config, ctx) {
+        Ok(m) => m,
+        Err(e) => return fail(format!("error: {e}\n")),
+    };
+    let limit = device_config.poll_interval().max(Duration::from_secs(30));
+    let readings = match tokio::time::timeout(limit, monitor.read()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return fail(format!("error: {device}: {e}\n")),
+        Err(_) => {
+            return fail(format!(
+                "error: {device}: no reading within {}\n",
+                humantime::format_duration(limit)
+            ))
+        }
+    };
+    let mut text = format!(
+        "{:<30} {:>16} {:<6} {:<8} {}\n",
+        "metric", "value", "unit", "kind", "timestamp (UTC)"
+    );
+    for r in &readings {
+        let _ = writeln!(
+            text,
+            "{:<30} {:>16} {:<6} {:<8} {}",
+            r.metric,
+            r.value.to_string(),
+            r.unit.symbol(),
+            r.kind.as_str(),
+            r.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
+    Outcome { text, ok: true }
+}
+
+fn is_file_of(error: &ConfigError, device: &str) -> bool {
+    error.file().and_then(|f| f.file_stem()).and_then(|s| s.to_str()) == Some(device)
+}
+
+/// Re-exported for main: the process environment as a lookup.
+pub fn env_lookup(name: &str) -> Option<String> {
+    config::process_env(name)
+}

@@ -1,0 +1,397 @@
+//! Device files: `config.d/<id>.yaml`, one device each, `type:` selecting the monitor.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::error::{ConfigError, Location};
+use super::parse::{did_you_mean, fields_of, line_of_key, parse_typed};
+use crate::reading::DeviceId;
+
+/// Keys every device file may have, whatever its type.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct CommonConfig {
+    /// The device type: selects the monitor (`mesura devices` lists them).
+    #[serde(rename = "type")]
+    pub device_type: String,
+    /// How often to read the device (humantime: `10s`, `5m`). For streaming meters
+    /// (DSMR) how often a reading is kept. Default: the type's own.
+    #[serde(default, with = "super::duration::option", skip_serializing_if = "Option::is_none")]
+    pub poll_interval: Option<Duration>,
+    /// `false` keeps the file but does not run the device.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    /// The configured backends that receive this device's readings (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends: Option<Vec<String>>,
+    /// Consecutive failed reads after which the circuit breaker opens.
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// Longest wait between retries of a failing device (exponential backoff, jittered).
+    #[serde(default = "default_max_backoff", with = "super::duration")]
+    pub max_backoff: Duration,
+    /// How long an open breaker waits before probing the device again.
+    #[serde(default = "default_breaker_cooldown", with = "super::duration")]
+    pub breaker_cooldown: Duration,
+}
+
+pub fn default_enabled() -> bool {
+    true
+}
+pub fn default_failure_threshold() -> u32 {
+    5
+}
+pub fn default_max_backoff() -> Duration {
+    Duration::from_secs(300)
+}
+pub fn default_breaker_cooldown() -> Duration {
+    Duration::from_secs(300)
+}
+
+const COMMON_KEYS: &[&str] = &[
+    "type",
+    "poll_interval",
+    "enabled",
+    "backends",
+    "failure_threshold",
+    "max_backoff",
+    "breaker_cooldown",
+];
+
+/// What every device type's config struct provides.
+pub trait DeviceTypeConfig: DeserializeOwned + Serialize + Clone + PartialEq + Debug {
+    /// Poll interval when the file does not set one.
+    fn default_poll_interval() -> Duration;
+    /// Checks beyond types (ranges, combinations): `Err((key, message))`.
+    fn validate(&self, _common: &CommonConfig) -> Result<(), (String, String)> {
+        Ok(())
+    }
+}
+
+/// Declares the device types: the enum, its parse dispatch and its metadata.
+/// Adding a device type is one line here, one module in `monitors/`, one example file.
+macro_rules! device_types {
+    ($( $(#[$doc:meta])* $variant:ident($name:literal) => $config:ty, )+) => {
+        /// A device's type-specific configuration, tagged by `type:`.
+        #[derive(Debug, Clone, PartialEq, Serialize)]
+        #[serde(tag = "type")]
+        pub enum DeviceKind {
+            $( $(#[$doc])* #[serde(rename = $name)] $variant($config), )+
+        }
+
+        impl DeviceKind {
+            /// Every `type:` value.
+            pub const TYPES: &'static [&'static str] = &[$($name),+];
+
+            pub fn type_name(&self) -> &'static str {
+                match self { $( DeviceKind::$variant(_) => $name, )+ }
+            }
+
+            pub fn default_poll_interval(&self) -> Duration {
+                match self { $( DeviceKind::$variant(_) => <$config>::default_poll_interval(), )+ }
+            }
+
+            fn validate(&self, common: &CommonConfig) -> Result<(), (String, String)> {
+                match self { $( DeviceKind::$variant(c) => c.validate(common), )+ }
+            }
+
+            /// The type-specific keys of `type_name`.
+            pub fn keys(type_name: &str) -> &'static [&'static str] {
+                match type_name { $( $name => fields_of::<$config>(), )+ _ => &[] }
+            }
+
+            fn parse(type_name: &str, file: &Path, src: &str) -> Option<Result<(Self, Vec<String>), ConfigError>> {
+                match type_name {
+                    $( $name => Some(parse_typed::<$config>(file, src).map(|(c, i)| (DeviceKind::$variant(c), i))), )+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+device_types! {
+    /// Built-in simulated devices with realistic curves: no hardware needed.
+    Simulated("simulated") => crate::monitors::simulated::SimulatedConfig,
+}
+
+/// One device: its id (the file stem), where it came from, and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceConfig {
+    pub id: DeviceId,
+    #[serde(skip)]
+    pub file: PathBuf,
+    #[serde(flatten)]
+    pub common: CommonConfig,
+    #[serde(flatten)]
+    pub kind: DeviceKind,
+}
+
+impl DeviceConfig {
+    pub fn poll_interval(&self) -> Duration {
+        self.common
+            .poll_interval
+            .unwrap_or_else(|| self.kind.default_poll_interval())
+    }
+
+    /// Whether this device's readings go to the backend called `backend`.
+    pub fn sends_to(&self, backend: &str) -> bool {
+        self.common
+            .backends
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|b| b == backend))
+    }
+}
+
+/// Names that would collide with mesura's own tables in the SQLite file.
+fn reserved_id(id: &str) -> bool {
+    id == "metrics" || id.starts_with("outbox") || id.starts_with("sqlite_") || id.starts_with('_')
+}
+
+/// Parses one device file's text (already interpolated). `backends` are the names
+/// configured in the base config, to check a device's `backends:` subset.
+pub fn parse_device(file: &Path, src: &str, backends: &[&str]) -> Result<DeviceConfig, ConfigError> {
+    let id = device_id(file)?;
+    if src.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            file,
+            Location {
+                line: 1,
+                column: 1,
+                key: None,
+            },
+            "the file is empty: a device file needs at least `type:`",
+        ));
+    }
+    let (common, ignored_common) = parse_typed::<CommonConfig>(file, src)?;
+    let type_line = line_of_key(src, "type").unwrap_or(1);
+    let (kind, ignored_kind) = DeviceKind::parse(&common.device_type, file, src).unwrap_or_else(|| {
+        let hint = did_you_mean(&common.device_type, DeviceKind::TYPES.iter().copied())
+            .map(|t| format!(" (did you mean `{t}`?)"))
+            .unwrap_or_default();
+        Err(ConfigError::invalid(
+            file,
+            Location {
+                line: type_line,
+                column: 1,
+                key: Some("type".into()),
+            },
+            format!(
+                "unknown device type `{}`{hint}; known types: {}",
+                common.device_type,
+                DeviceKind::TYPES.join(", ")
+            ),
+        ))
+    })?;
+
+    // A key is unknown when neither the common keys nor the type's keys took it.
+    let unknown_top: HashSet<&str> = ignored_common.iter().map(String::as_str).collect();
+    let unknown: Vec<&String> = ignored_kind
+        .iter()
+        .filter(|path| unknown_top.contains(path.split('.').next().unwrap_or(path)))
+        .collect();
+    if let Some(first) = unknown.first() {
+        let candidates: Vec<&str> = COMMON_KEYS
+            .iter()
+            .chain(DeviceKind::keys(kind.type_name()))
+            .copied()
+            .collect();
+        let described: Vec<String> = unknown
+            .iter()
+            .map(|k| match did_you_mean(k, candidates.iter().copied()) {
+                Some(s) => format!("`{k}` (did you mean `{s}`?)"),
+                None => format!("`{k}`"),
+            })
+            .collect();
+        return Err(ConfigError::invalid(
+            file,
+            Location {
+                line: line_of_key(src, first).unwrap_or(1),
+                column: 1,
+                key: Some((*first).clone()),
+            },
+            format!(
+                "unknown key {}; valid keys for type `{}`: {}",
+                described.join(", "),
+                kind.type_name(),
+                candidates.join(", ")
+            ),
+        ));
+    }
+
+    let fail = |key: &str, message: String| {
+        ConfigError::invalid(
+            file,
+            Location {
+                line: line_of_key(src, key).unwrap_or(1),
+                column: 1,
+                key: Some(key.to_owned()),
+            },
+            message,
+        )
+    };
+    if let Some(list) = &common.backends {
+        for name in list {
+            if !backends.contains(&name.as_str()) {
+                return Err(fail(
+                    "backends",
+                    format!(
+                        "backend `{name}` is not configured in the base config (configured: {})",
+                        backends.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if common.failure_threshold == 0 {
+        return Err(fail("failure_threshold", "must be at least 1".into()));
+    }
+    kind.validate(&common).map_err(|(key, message)| fail(&key, message))?;
+    Ok(DeviceConfig {
+        id,
+        file: file.to_path_buf(),
+        common,
+        kind,
+    })
+}
+
+fn device_id(file: &Path) -> Result<DeviceId, ConfigError> {
+    let at_start = Location {
+        line: 1,
+        column: 1,
+        key: None,
+    };
+    let stem = file.file_stem().and_then(|s| s.to_str()).ok_or_else(|| {
+        ConfigError::invalid(
+            file,
+            at_start.clone(),
+            "the file name is not valid UTF-8: it becomes the device id",
+        )
+    })?;
+    if stem.is_empty() || stem.chars().any(|c| c.is_control() || c == '/' || c == '"') || reserved_id(stem) {
+        return Err(ConfigError::invalid(
+            file,
+            at_start,
+            format!("`{stem}` cannot be a device id (the file stem): no control characters or quotes, and not `metrics`, `outbox*`, `sqlite_*` or `_*`"),
+        ));
+    }
+    Ok(Arc::from(stem))
+}
+
+/// Whether a file in `config.d/` is a device file: `*.yaml`/`*.yml`, not hidden,
+/// not an editor's backup or swap file.
+pub fn is_device_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let ext_ok = name.ends_with(".yaml") || name.ends_with(".yml");
+    ext_ok && !name.starts_with('.') && !name.starts_with('#') && !name.ends_with('~')
+}
+
+/// Every device file in `dir`, parsed: the good ones by id, and every error.
+#[derive(Debug, Default)]
+pub struct DeviceSet {
+    pub devices: BTreeMap<DeviceId, DeviceConfig>,
+    pub errors: Vec<ConfigError>,
+}
+
+pub fn load_devices(dir: &Path, backends: &[&str], lookup: &dyn Fn(&str) -> Option<String>) -> DeviceSet {
+    let mut set = DeviceSet::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return set,
+        Err(source) => {
+            set.errors.push(ConfigError::Io {
+                file: dir.to_path_buf(),
+                source,
+            });
+            return set;
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_device_file(p))
+        .collect();
+    files.sort();
+    for file in files {
+        match load_device_file(&file, backends, lookup) {
+            Ok(device) => {
+                if let Some(other) = set.devices.get(&device.id) {
+                    set.errors.push(ConfigError::invalid(
+                        &file,
+                        Location {
+                            line: 1,
+                            column: 1,
+                            key: None,
+                        },
+                        format!(
+                            "device id `{}` is already defined by {}",
+                            device.id,
+                            other.file.display()
+                        ),
+                    ));
+                } else {
+                    set.devices.insert(device.id.clone(), device);
+                }
+            }
+            Err(e) => set.errors.push(e),
+        }
+    }
+    set
+}
+
+/// Reads, interpolates and parses one device file.
+pub fn load_device_file(
+    file: &Path,
+    backends: &[&str],
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<DeviceConfig, ConfigError> {
+    let raw = read_config_file(file)?;
+    let src = super::env::interpolate(file, &raw, lookup)?;
+    parse_device(file, &src, backends)
+}
+
+/// Config files are small; anything over this is a mistake (a log file dropped
+/// into config.d), not something to parse.
+const MAX_CONFIG_FILE: u64 = 1024 * 1024;
+
+pub fn read_config_file(file: &Path) -> Result<String, ConfigError> {
+    let at_start = Location {
+        line: 1,
+        column: 1,
+        key: None,
+    };
+    let meta = std::fs::metadata(file).map_err(|source| ConfigError::Io {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    if meta.len() > MAX_CONFIG_FILE {
+        return Err(ConfigError::invalid(
+            file,
+            at_start,
+            format!("the file is {} bytes; config files are limited to 1 MiB", meta.len()),
+        ));
+    }
+    let bytes = std::fs::read(file).map_err(|source| ConfigError::Io {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let before = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        ConfigError::invalid(
+            file,
+            Location {
+                line,
+                column: 1,
+                key: None,
+            },
+            "the file is not valid UTF-8",
+        )
+    })
+}

@@ -1,0 +1,194 @@
+//! Configuration: `config.yaml` (the base: data dir, backends, logging) and one file
+//! per device in `config.d/`. See docs/configuration.md for every key.
+
+mod device;
+pub mod duration;
+pub mod env;
+mod error;
+pub mod parse;
+mod secret;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use device::{
+    is_device_file, load_device_file, load_devices, parse_device, read_config_file, CommonConfig, DeviceConfig,
+    DeviceKind, DeviceSet, DeviceTypeConfig,
+};
+pub use error::{ConfigError, Location};
+pub use secret::Secret;
+
+use crate::backends::csv::CsvConfig;
+use crate::backends::sqlite::SqliteConfig;
+
+/// `config.yaml`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseConfig {
+    /// Where the SQLite database, CSV files and other state live; relative paths are
+    /// relative to the directory of config.yaml.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The directory of device files; default `config.d` beside config.yaml.
+    #[serde(default = "default_devices_dir")]
+    pub devices_dir: PathBuf,
+    /// Log level and format.
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    /// Where readings go. Without this section: SQLite only.
+    #[serde(default)]
+    pub backends: BackendsConfig,
+}
+
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+pub fn default_devices_dir() -> PathBuf {
+    PathBuf::from("config.d")
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter
+    /// (`info,mesura::backends=debug`). `RUST_LOG` wins when set.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `text` for people, `json` for log shippers.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: default_log_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+pub fn default_log_level() -> String {
+    "info".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The configured backends, by name. A device's `backends:` list picks from these.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendsConfig {
+    /// SQLite, for Grafana. On by default.
+    #[serde(default = "default_sqlite")]
+    pub sqlite: Option<SqliteConfig>,
+    /// CSV files, one per device per day.
+    #[serde(default)]
+    pub csv: Option<CsvConfig>,
+}
+
+fn default_sqlite() -> Option<SqliteConfig> {
+    Some(SqliteConfig::default())
+}
+
+impl Default for BackendsConfig {
+    fn default() -> Self {
+        BackendsConfig {
+            sqlite: default_sqlite(),
+            csv: None,
+        }
+    }
+}
+
+impl BackendsConfig {
+    /// The names of the enabled backends.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.sqlite.is_some() {
+            names.push("sqlite");
+        }
+        if self.csv.is_some() {
+            names.push("csv");
+        }
+        names
+    }
+}
+
+/// Everything loaded: the base config with its paths resolved, and the devices.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub base: BaseConfig,
+    pub devices: DeviceSet,
+}
+
+impl Config {
+    /// Loads config.yaml and every device file. A broken base config is an error; a
+    /// broken device file is recorded in `devices.errors` and the others load.
+    pub fn load(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let overrides = env::overrides(std::env::vars());
+        let base = load_base(path, lookup, &overrides)?;
+        let devices = base.load_devices(lookup);
+        Ok(Config {
+            path: path.to_path_buf(),
+            base,
+            devices,
+        })
+    }
+}
+
+impl BaseConfig {
+    pub fn load_devices(&self, lookup: &dyn Fn(&str) -> Option<String>) -> DeviceSet {
+        load_devices(&self.devices_dir, &self.backends.names(), lookup)
+    }
+}
+
+/// The environment as a lookup function.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Loads and validates config.yaml, applies `MESURA_*` overrides and resolves
+/// relative paths against the config file's directory.
+pub fn load_base(
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    overrides: &[(String, Vec<String>, String)],
+) -> Result<BaseConfig, ConfigError> {
+    let raw = read_config_file(path)?;
+    let src = env::interpolate(path, &raw, lookup)?;
+    // An empty file is a valid config: every default.
+    let text = if src.trim().is_empty() { "{}" } else { src.as_str() };
+    let (mut base, _) = parse::parse_typed::<BaseConfig>(path, text)?;
+    if !overrides.is_empty() {
+        let mut tree: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(text).map_err(|e| parse::yaml_error(path, text, String::new(), &e))?;
+        for (var, key_path, value) in overrides {
+            env::apply_override(&mut tree, var, key_path, value)?;
+        }
+        base = serde_yaml_ng::from_value(tree).map_err(|e| ConfigError::Env {
+            var: overrides
+                .iter()
+                .map(|(v, _, _)| v.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            message: e.to_string(),
+        })?;
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    base.data_dir = dir.join(&base.data_dir);
+    base.devices_dir = dir.join(&base.devices_dir);
+    Ok(base)
+}
+
+#[cfg(test)]
+mod tests;

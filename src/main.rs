@@ -1,0 +1,174 @@
+//! The `mesura` command line: parses arguments, sets up logging, handles signals,
+//! and hands everything else to the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use mesura::app::Daemon;
+use mesura::commands;
+use mesura::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "mesura",
+    version,
+    about = "Reads home energy and climate devices and keeps every reading"
+)]
+struct Cli {
+    /// The base config file; device files live in its `devices_dir` (default `config.d/` beside it).
+    #[arg(long, short, global = true, default_value = "config.yaml", env = "MESURA_CONFIG")]
+    config: PathBuf,
+    /// Log level or filter (overrides `logging.level`; `RUST_LOG` overrides both).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// Log format (overrides `logging.format`).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<CliLogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CliLogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Load and validate every file; print devices and backends; exit 1 on any error.
+    Check,
+    /// List the device types with their config keys and metrics.
+    Devices,
+    /// Read one device once and print the values (no backend is touched).
+    Read {
+        /// The device id (its file stem in config.d/).
+        device: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    load_dotenv(&cli.config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(2)))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command.as_ref().unwrap_or(&Command::Run) {
+            Command::Run => run(&cli).await,
+            Command::Check => Ok(print(commands::check(&cli.config, &commands::env_lookup))),
+            Command::Devices => {
+                print!("{}", commands::devices());
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Read { device } => {
+                init_tracing(&cli, "warn", LogFormat::Text);
+                Ok(print(commands::read(&cli.config, device, &commands::env_lookup).await))
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print(outcome: commands::Outcome) -> ExitCode {
+    if outcome.ok {
+        print!("{}", outcome.text);
+        ExitCode::SUCCESS
+    } else {
+        eprint!("{}", outcome.text);
+        ExitCode::FAILURE
+    }
+}
+
+/// `.env` beside the config file, then in the working directory; variables already
+/// set in the environment win.
+fn load_dotenv(config: &Path) {
+    let dir = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let _ = dotenvy::from_path(dir.join(".env"));
+    let _ = dotenvy::dotenv();
+}
+
+fn init_tracing(cli: &Cli, level: &str, format: LogFormat) {
+    let level = cli.log_level.as_deref().unwrap_or(level);
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let format = match cli.log_format {
+        Some(CliLogFormat::Json) => LogFormat::Json,
+        Some(CliLogFormat::Text) => LogFormat::Text,
+        None => format,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    // A broken config.yaml stops us here, before anything is opened.
+    let config = Config::load(&cli.config, &commands::env_lookup)
+        .with_context(|| format!("cannot load {}", cli.config.display()))?;
+    init_tracing(cli, &config.base.logging.level, config.base.logging.format);
+    tracing::info!(config = %cli.config.display(), version = env!("CARGO_PKG_VERSION"), "mesura starting");
+    let daemon = Daemon::start(config, mesura::clock::system()).await?;
+    let shutdown = CancellationToken::new();
+    wait_for_signal(&shutdown).await?;
+    tracing::info!("stopping: monitors first, then the backends drain and flush");
+    let summary = daemon.shutdown().await;
+    let polls: u64 = summary.polls.values().sum();
+    let readings: u64 = summary.readings.values().sum();
+    let written: Vec<String> = summary.written.iter().map(|(b, n)| format!("{b}={n}")).collect();
+    let dropped: u64 = summary.dropped.values().sum();
+    tracing::info!(polls, readings, written = %written.join(" "), dropped, "shutdown complete");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(unix)]
+async fn wait_for_signal(shutdown: &CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+        _ = shutdown.cancelled() => {}
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal(shutdown: &CancellationToken) -> anyhow::Result<()> {
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
+        _ = shutdown.cancelled() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Protocol codecs: pure functions over bytes, no I/O, no device, no store.

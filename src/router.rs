@@ -1,0 +1,206 @@
+//! The router: one bounded queue per backend, so a slow or dead backend never
+//! blocks a monitor or another backend. A full queue drops the batch for that
+//! backend only, counts it and says so in the log (at most once a minute).
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+use crate::backends::{Backend, BackendError, BatchPolicy};
+use crate::reading::Reading;
+use crate::status::{BackendStats, SharedStatus};
+
+/// One poll's readings, shared by every backend queue it goes to.
+pub type Batch = Arc<[Reading]>;
+
+#[derive(Clone)]
+struct Route {
+    name: &'static str,
+    tx: mpsc::Sender<Batch>,
+    stats: Arc<BackendStats>,
+    last_warned: Arc<AtomicI64>,
+}
+
+/// Hands readings to the backends' queues. Cheap to clone: every device task holds
+/// one; when the last clone is dropped, the backends drain and stop.
+#[derive(Clone, Default)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    /// Queues `readings` for every backend `wants` accepts. Never waits.
+    pub fn dispatch(&self, readings: Vec<Reading>, wants: impl Fn(&str) -> bool) {
+        if readings.is_empty() {
+            return;
+        }
+        let batch: Batch = readings.into();
+        for route in self.routes.iter().filter(|r| wants(r.name)) {
+            match route.tx.try_send(batch.clone()) {
+                Ok(()) => BackendStats::add(&route.stats.queued_batches, 1),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    BackendStats::add(&route.stats.dropped_queue_full, batch.len() as u64);
+                    let now = chrono::Utc::now().timestamp();
+                    let last = route.last_warned.load(Ordering::Relaxed);
+                    if now - last >= 60
+                        && route
+                            .last_warned
+                            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        tracing::warn!(
+                            backend = route.name,
+                            dropped_total = BackendStats::get(&route.stats.dropped_queue_full),
+                            "backend queue full: readings for this backend are being dropped (the backend is slower than the devices)"
+                        );
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    BackendStats::add(&route.stats.dropped_rejected, batch.len() as u64);
+                }
+            }
+        }
+    }
+
+    pub fn backend_names(&self) -> Vec<&'static str> {
+        self.routes.iter().map(|r| r.name).collect()
+    }
+}
+
+/// Starts one task per backend and returns the router that feeds them. The tasks
+/// end once every router clone is dropped and their queues are written out.
+pub fn start(backends: Vec<Box<dyn Backend>>, status: &SharedStatus) -> (Router, Vec<JoinHandle<()>>) {
+    let mut routes = Vec::new();
+    let mut tasks = Vec::new();
+    for backend in backends {
+        let name = backend.name();
+        let policy = backend.policy();
+        let (tx, rx) = mpsc::channel(policy.queue_capacity.max(1));
+        let stats = status.backend(name);
+        routes.push(Route {
+            name,
+            tx,
+            stats: stats.clone(),
+            last_warned: Arc::new(AtomicI64::new(0)),
+        });
+        tasks.push(tokio::spawn(run_backend(backend, rx, policy, stats)));
+    }
+    (Router { routes }, tasks)
+}
+
+/// Attempts at the final write on shutdown before giving up on a failing backend.
+const SHUTDOWN_ATTEMPTS: u32 = 3;
+
+/// A backend's task: collects batches, writes them every `flush_interval` or when
+/// `batch_size` readings wait. While a write fails, it stops taking from the queue,
+/// so the pressure shows up as a full queue (counted) instead of unbounded memory.
+async fn run_backend(
+    mut backend: Box<dyn Backend>,
+    mut rx: mpsc::Receiver<Batch>,
+    policy: BatchPolicy,
+    stats: Arc<BackendStats>,
+) {
+    let name = backend.name();
+    let mut pending: Vec<Reading> = Vec::with_capacity(policy.batch_size);
+    let mut ticker = tokio::time::interval(policy.flush_interval.max(Duration::from_millis(10)));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            biased;
+            batch = rx.recv(), if pending.len() < policy.batch_size => match batch {
+                Some(batch) => {
+                    stats.queued_batches.fetch_sub(1, Ordering::Relaxed);
+                    pending.extend(batch.iter().cloned());
+                    if pending.len() >= policy.batch_size && !failing {
+                        failing = !write_pending(backend.as_mut(), &mut pending, &stats).await;
+                    }
+                }
+                None => break,
+            },
+            _ = ticker.tick() => {
+                if !pending.is_empty() {
+                    failing = !write_pending(backend.as_mut(), &mut pending, &stats).await;
+                }
+                // A failing backend stops receiving, so it would never see the
+                // queue close; notice it here.
+                if failing && rx.is_closed() {
+                    break;
+                }
+            }
+        }
+    }
+    // Every sender is gone: the monitors have stopped. Write out what is left.
+    while let Ok(batch) = rx.try_recv() {
+        stats.queued_batches.fetch_sub(1, Ordering::Relaxed);
+        pending.extend(batch.iter().cloned());
+    }
+    for attempt in 1..=SHUTDOWN_ATTEMPTS {
+        if pending.is_empty() || write_pending(backend.as_mut(), &mut pending, &stats).await {
+            break;
+        }
+        if attempt < SHUTDOWN_ATTEMPTS {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    if !pending.is_empty() {
+        BackendStats::add(&stats.dropped_rejected, pending.len() as u64);
+        tracing::error!(
+            backend = name,
+            lost = pending.len(),
+            "shutdown: could not write the last readings"
+        );
+    }
+    if let Err(e) = backend.flush().await {
+        tracing::error!(backend = name, error = %e, "shutdown: flush failed");
+    }
+    tracing::debug!(
+        backend = name,
+        written = BackendStats::get(&stats.written),
+        "backend stopped"
+    );
+}
+
+/// Writes `pending`; returns whether it is now empty. A permanent refusal drops the
+/// batch (counted), a transient failure keeps it for the next attempt.
+async fn write_pending(backend: &mut dyn Backend, pending: &mut Vec<Reading>, stats: &BackendStats) -> bool {
+    match backend.write(pending).await {
+        Ok(()) => {
+            BackendStats::add(&stats.written, pending.len() as u64);
+            pending.clear();
+            if let Ok(mut last) = stats.last_error.lock() {
+                if last.take().is_some() {
+                    tracing::info!(backend = backend.name(), "backend writes again");
+                }
+            }
+            true
+        }
+        Err(e) => {
+            BackendStats::add(&stats.write_errors, 1);
+            let first = stats
+                .last_error
+                .lock()
+                .map(|mut last| last.replace(e.to_string()).is_none())
+                .unwrap_or(true);
+            match e {
+                BackendError::Permanent(_) => {
+                    tracing::error!(backend = backend.name(), error = %e, dropped = pending.len(), "backend refused a batch for good: dropped");
+                    BackendStats::add(&stats.dropped_rejected, pending.len() as u64);
+                    pending.clear();
+                    true
+                }
+                BackendError::Transient(_) => {
+                    if first {
+                        tracing::warn!(backend = backend.name(), error = %e, waiting = pending.len(), "backend write failed; keeping the readings and retrying");
+                    }
+                    false
+                }
+            }
+        }
+    }
+}

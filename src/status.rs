@@ -1,0 +1,108 @@
+//! Live state of devices and backends, shared by the tasks that change it and the
+//! code that reports it (the shutdown summary, later the status API and /metrics).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::reading::DeviceId;
+use crate::retry::BreakerState;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceStatus {
+    pub device_type: &'static str,
+    pub polls_ok: u64,
+    pub polls_failed: u64,
+    pub readings: u64,
+    pub consecutive_failures: u32,
+    pub breaker: BreakerState,
+    pub last_reading: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub errors_by_kind: BTreeMap<&'static str, u64>,
+}
+
+impl DeviceStatus {
+    fn new(device_type: &'static str) -> Self {
+        DeviceStatus {
+            device_type,
+            polls_ok: 0,
+            polls_failed: 0,
+            readings: 0,
+            consecutive_failures: 0,
+            breaker: BreakerState::Closed,
+            last_reading: None,
+            last_error: None,
+            errors_by_kind: BTreeMap::new(),
+        }
+    }
+}
+
+/// Per-backend counters, updated lock-free on the hot path.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Readings committed by the backend.
+    pub written: AtomicU64,
+    /// Readings dropped because the backend's queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Readings dropped after the backend refused them for good.
+    pub dropped_rejected: AtomicU64,
+    /// Failed write attempts.
+    pub write_errors: AtomicU64,
+    /// Batches waiting in the queue.
+    pub queued_batches: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl BackendStats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Status {
+    devices: Mutex<BTreeMap<DeviceId, DeviceStatus>>,
+    backends: Mutex<BTreeMap<&'static str, Arc<BackendStats>>>,
+}
+
+pub type SharedStatus = Arc<Status>;
+
+impl Status {
+    pub fn device_started(&self, id: &DeviceId, device_type: &'static str) {
+        let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        devices
+            .entry(id.clone())
+            .or_insert_with(|| DeviceStatus::new(device_type));
+    }
+
+    pub fn device_removed(&self, id: &DeviceId) {
+        self.devices.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    pub fn update_device(&self, id: &DeviceId, f: impl FnOnce(&mut DeviceStatus)) {
+        let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(status) = devices.get_mut(id) {
+            f(status);
+        }
+    }
+
+    pub fn devices(&self) -> BTreeMap<DeviceId, DeviceStatus> {
+        self.devices.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn backend(&self, name: &'static str) -> Arc<BackendStats> {
+        let mut backends = self.backends.lock().unwrap_or_else(|p| p.into_inner());
+        backends.entry(name).or_default().clone()
+    }
+
+    pub fn backends(&self) -> BTreeMap<&'static str, Arc<BackendStats>> {
+        self.backends.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}

@@ -1,0 +1,69 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A config dir in a tempdir: `config.yaml` plus device files.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    pub fn new(base: &str) -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("config.d")).expect("config.d");
+        std::fs::write(dir.path().join("config.yaml"), base).expect("config.yaml");
+        Setup { dir }
+    }
+
+    pub fn device(&self, id: &str, body: &str) -> &Self {
+        std::fs::write(self.dir.path().join("config.d").join(format!("{id}.yaml")), body).expect("device file");
+        self
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("data/mesura.db")
+    }
+
+    pub fn csv_rows(&self, device: &str) -> usize {
+        let dir = self.dir.path().join("data/csv").join(device);
+        let Ok(entries) = std::fs::read_dir(&dir) else { return 0 };
+        entries
+            .filter_map(|e| e.ok())
+            .map(|e| {
+                std::fs::read_to_string(e.path())
+                    .unwrap_or_default()
+                    .lines()
+                    .count()
+                    .saturating_sub(1)
+            })
+            .sum()
+    }
+}
+
+pub fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// Rows in a device's table (0 when the table does not exist yet).
+pub fn sqlite_rows(db: &Path, device: &str) -> i64 {
+    let Ok(conn) = rusqlite::Connection::open(db) else {
+        return 0;
+    };
+    conn.query_row(&format!("SELECT count(*) FROM \"{device}\""), [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
+/// Polls `check` until it holds or `limit` passes: a bounded wait, never a fixed sleep.
+pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
