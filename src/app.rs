@@ -1,16 +1,22 @@
-//! The daemon: opens the backends, starts the router and the supervisor, and shuts
-//! them down in order — monitors first, then the backends drain and flush.
+//! The daemon: opens the backends, starts the router and the supervisor, applies
+//! config changes live, and shuts down in order — monitors first, then the
+//! backends drain and flush.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::backends::{self, BackendError};
 use crate::clock::SharedClock;
-use crate::config::{BaseConfig, Config};
-use crate::router;
+use crate::config::{self, BaseConfig, Config, ConfigError, DeviceConfig, DeviceSet};
+use crate::reading::DeviceId;
+use crate::router::Router;
 use crate::status::{BackendStats, SharedStatus, Status};
 use crate::supervisor::{Shared, Supervisor};
+use crate::watch::ConfigWatcher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -19,10 +25,51 @@ pub enum AppError {
 }
 
 pub struct Daemon {
+    config_path: PathBuf,
     base: BaseConfig,
+    /// The last good config of every device file, enabled or not.
+    known: BTreeMap<DeviceId, DeviceConfig>,
     supervisor: Supervisor,
-    backend_tasks: Vec<JoinHandle<()>>,
+    router: Router,
+    backend_tasks: BTreeMap<&'static str, JoinHandle<()>>,
     status: SharedStatus,
+    reload_requests: (mpsc::Sender<()>, mpsc::Receiver<()>),
+    reloads: broadcast::Sender<ReloadSummary>,
+}
+
+/// A way to reach a running daemon: its status, and reload requests (SIGHUP).
+#[derive(Clone)]
+pub struct DaemonHandle {
+    pub status: SharedStatus,
+    reload: mpsc::Sender<()>,
+    reloads: broadcast::Sender<ReloadSummary>,
+}
+
+impl DaemonHandle {
+    /// Asks for a reload of every config file, as SIGHUP does.
+    pub fn request_reload(&self) {
+        let _ = self.reload.try_send(());
+    }
+
+    /// Every reload's summary from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ReloadSummary> {
+        self.reloads.subscribe()
+    }
+}
+
+/// What a reload did, by device id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: usize,
+    /// Files with errors: their devices keep their last good config, if any.
+    pub failed: Vec<String>,
+    /// Backends rebuilt because their settings changed (or added / removed).
+    pub backends: Vec<String>,
+    /// The base config could not be loaded: the old one stays in force.
+    pub base_error: Option<String>,
 }
 
 /// What a run did, for the shutdown log line and for tests.
@@ -43,27 +90,39 @@ impl Daemon {
     /// errors are logged and skipped; the other devices run.
     pub async fn start(config: Config, clock: SharedClock) -> Result<Daemon, AppError> {
         let status: SharedStatus = std::sync::Arc::new(Status::default());
-        let backends = backends::open_all(&config.base).await?;
-        let (router, backend_tasks) = router::start(backends, &status);
+        let router = Router::default();
+        let mut backend_tasks = BTreeMap::new();
+        for backend in backends::open_all(&config.base).await? {
+            let name = backend.name();
+            backend_tasks.insert(name, router.add(backend, &status, None));
+        }
         let shared = Shared {
-            router,
+            router: router.clone(),
             status: status.clone(),
             clock,
             data_dir: config.base.data_dir.clone(),
         };
-        let mut supervisor = Supervisor::new(shared);
-        for error in &config.devices.errors {
-            tracing::error!("{error}; this device is not started, the others run");
-        }
-        for device in config.devices.devices.into_values() {
-            supervisor.start(device);
-        }
-        Ok(Daemon {
+        let mut daemon = Daemon {
+            config_path: config.path,
             base: config.base,
-            supervisor,
+            known: BTreeMap::new(),
+            supervisor: Supervisor::new(shared),
+            router,
             backend_tasks,
             status,
-        })
+            reload_requests: mpsc::channel(1),
+            reloads: broadcast::channel(16).0,
+        };
+        daemon.apply_devices(config.devices).await;
+        Ok(daemon)
+    }
+
+    pub fn handle(&self) -> DaemonHandle {
+        DaemonHandle {
+            status: self.status.clone(),
+            reload: self.reload_requests.0.clone(),
+            reloads: self.reloads.clone(),
+        }
     }
 
     pub fn status(&self) -> &SharedStatus {
@@ -74,8 +133,170 @@ impl Daemon {
         &self.base
     }
 
-    pub fn supervisor(&mut self) -> &mut Supervisor {
-        &mut self.supervisor
+    /// Runs until `shutdown`, applying config changes as files change or a reload
+    /// is requested; then shuts down.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Summary {
+        let mut watcher = self.start_watcher();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(()) = self.reload_requests.1.recv() => { self.reload().await; }
+                Some(()) = changed(&mut watcher) => {
+                    let devices_dir = self.base.devices_dir.clone();
+                    self.reload().await;
+                    if self.base.devices_dir != devices_dir {
+                        watcher = self.start_watcher();
+                    }
+                }
+            }
+            self.supervisor.reap();
+        }
+        self.shutdown().await
+    }
+
+    fn start_watcher(&self) -> Option<ConfigWatcher> {
+        if !self.base.watch.enabled {
+            return None;
+        }
+        match ConfigWatcher::start(&self.config_path, &self.base.devices_dir, self.base.watch.debounce) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %self.base.devices_dir.display(), "cannot watch the config files; changes apply on SIGHUP only");
+                None
+            }
+        }
+    }
+
+    /// Reloads config.yaml and every device file and applies the difference: only
+    /// what changed is stopped, rebuilt or started.
+    pub async fn reload(&mut self) -> ReloadSummary {
+        let mut summary = ReloadSummary::default();
+        match self.reload_base().await {
+            Ok(rebuilt) => summary.backends = rebuilt,
+            Err(e) => {
+                tracing::error!("{e}; the previous config.yaml stays in force");
+                summary.base_error = Some(e.to_string());
+            }
+        }
+        let set = self.base.load_devices(&config::process_env);
+        let devices = self.apply_devices(set).await;
+        summary.added = devices.added;
+        summary.changed = devices.changed;
+        summary.removed = devices.removed;
+        summary.unchanged = devices.unchanged;
+        summary.failed = devices.failed;
+        tracing::info!(
+            failed = summary.failed.len(),
+            backends_rebuilt = summary.backends.len(),
+            "reload: +{} ~{} -{} ={}",
+            summary.added.len(),
+            summary.changed.len(),
+            summary.removed.len(),
+            summary.unchanged
+        );
+        let _ = self.reloads.send(summary.clone());
+        summary
+    }
+
+    /// Applies a new base config. Backends whose settings changed are rebuilt: the
+    /// new one takes the route at once, and starts writing after the old one has
+    /// written out its queue — no reading lost, never two writers on one file.
+    async fn reload_base(&mut self) -> Result<Vec<String>, ConfigError> {
+        let overrides = config::env::overrides(std::env::vars());
+        let new = config::load_base(&self.config_path, &config::process_env, &overrides)?;
+        if new == self.base {
+            return Ok(Vec::new());
+        }
+        let mut rebuilt = Vec::new();
+        let names: BTreeSet<&'static str> = self
+            .base
+            .backends
+            .names()
+            .into_iter()
+            .chain(new.backends.names())
+            .collect();
+        for name in names {
+            if backends::same_settings(name, &self.base, &new) {
+                continue;
+            }
+            let previous = self.backend_tasks.remove(name);
+            match backends::open(name, &new).await {
+                Ok(Some(backend)) => {
+                    self.backend_tasks
+                        .insert(name, self.router.add(backend, &self.status, previous));
+                    tracing::info!(backend = name, "backend settings changed: rebuilt");
+                }
+                Ok(None) => {
+                    self.router.remove(name);
+                    if let Some(task) = previous {
+                        let _ = task.await;
+                    }
+                    tracing::info!(backend = name, "backend removed");
+                }
+                Err(e) => {
+                    tracing::error!(backend = name, error = %e, "cannot open the changed backend; the old one keeps running");
+                    if let Some(task) = previous {
+                        self.backend_tasks.insert(name, task);
+                    }
+                    continue;
+                }
+            }
+            rebuilt.push(name.to_owned());
+        }
+        if new.logging != self.base.logging {
+            tracing::warn!("logging settings changed: they apply after a restart");
+        }
+        self.base = new;
+        Ok(rebuilt)
+    }
+
+    async fn apply_devices(&mut self, set: DeviceSet) -> ReloadSummary {
+        let mut summary = ReloadSummary::default();
+        let mut failed_ids = BTreeSet::new();
+        for error in &set.errors {
+            let id = error
+                .file()
+                .and_then(|f| f.file_stem())
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            if self.supervisor.is_running(&id) {
+                tracing::error!("{error}; the device keeps running with its last good config");
+            } else {
+                tracing::error!("{error}; this device is not started, the others run");
+            }
+            summary.failed.push(id.clone());
+            failed_ids.insert(id);
+        }
+        let gone: Vec<DeviceId> = self
+            .known
+            .keys()
+            .filter(|id| !set.devices.contains_key(*id) && !failed_ids.contains(&***id))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.supervisor.stop(&id).await;
+            self.known.remove(&id);
+            summary.removed.push(id.to_string());
+        }
+        for (id, new) in set.devices {
+            match self.known.get(&id) {
+                Some(old) if *old == new => summary.unchanged += 1,
+                Some(_) => {
+                    // The old task must have let go of its port before the new one opens it.
+                    self.supervisor.stop(&id).await;
+                    self.supervisor.start(new.clone());
+                    summary.changed.push(id.to_string());
+                }
+                None => {
+                    self.supervisor.start(new.clone());
+                    summary.added.push(id.to_string());
+                }
+            }
+            self.known.insert(id, new);
+        }
+        summary
     }
 
     /// Stops the monitors, lets every backend write out its queue and flush, and
@@ -84,16 +305,16 @@ impl Daemon {
     pub async fn shutdown(self) -> Summary {
         let Daemon {
             supervisor,
+            router,
             backend_tasks,
             status,
             ..
         } = self;
-        // Dropping the supervisor after its tasks end drops the last router clones,
-        // which closes the backend queues.
         supervisor.shutdown().await;
-        for task in backend_tasks {
+        router.close_all();
+        for (name, task) in backend_tasks {
             if let Err(e) = task.await {
-                tracing::error!(error = %e, "a backend task panicked");
+                tracing::error!(backend = name, error = %e, "a backend task panicked");
             }
         }
         let mut summary = Summary::default();
@@ -109,5 +330,12 @@ impl Daemon {
             );
         }
         summary
+    }
+}
+
+async fn changed(watcher: &mut Option<ConfigWatcher>) -> Option<()> {
+    match watcher {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
     }
 }

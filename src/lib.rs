@@ -16,3 +16,4 @@ pub mod retry;
 pub mod router;
 pub mod status;
 pub mod supervisor;
+pub mod watch;

@@ -140,9 +140,9 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     tracing::info!(config = %cli.config.display(), version = env!("CARGO_PKG_VERSION"), "mesura starting");
     let daemon = Daemon::start(config, mesura::clock::system()).await?;
     let shutdown = CancellationToken::new();
-    wait_for_signal(&shutdown).await?;
-    tracing::info!("stopping: monitors first, then the backends drain and flush");
-    let summary = daemon.shutdown().await;
+    let signals = tokio::spawn(handle_signals(shutdown.clone(), daemon.handle()));
+    let summary = daemon.run(shutdown).await;
+    signals.abort();
     let polls: u64 = summary.polls.values().sum();
     let readings: u64 = summary.readings.values().sum();
     let written: Vec<String> = summary.written.iter().map(|(b, n)| format!("{b}={n}")).collect();
@@ -151,24 +151,32 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// SIGTERM and SIGINT stop the daemon; SIGHUP reloads the config files.
 #[cfg(unix)]
-async fn wait_for_signal(shutdown: &CancellationToken) -> anyhow::Result<()> {
+async fn handle_signals(shutdown: CancellationToken, daemon: mesura::app::DaemonHandle) {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-        _ = shutdown.cancelled() => {}
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot listen for signals; stopping");
+        shutdown.cancel();
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT received"); break; }
+            _ = hup.recv() => { tracing::info!("SIGHUP received: reloading the config files"); daemon.request_reload(); }
+        }
     }
-    Ok(())
+    tracing::info!("stopping: monitors first, then the backends drain and flush");
+    shutdown.cancel();
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal(shutdown: &CancellationToken) -> anyhow::Result<()> {
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
-        _ = shutdown.cancelled() => {}
-    }
-    Ok(())
+async fn handle_signals(shutdown: CancellationToken, _daemon: mesura::app::DaemonHandle) {
+    let _ = tokio::signal::ctrl_c().await;
+    shutdown.cancel();
 }

@@ -3,7 +3,7 @@
 //! backend only, counts it and says so in the log (at most once a minute).
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -26,10 +26,11 @@ struct Route {
 }
 
 /// Hands readings to the backends' queues. Cheap to clone: every device task holds
-/// one; when the last clone is dropped, the backends drain and stop.
+/// one. Routes can be swapped while devices run, so a backend whose settings
+/// changed is rebuilt without stopping anything else.
 #[derive(Clone, Default)]
 pub struct Router {
-    routes: Vec<Route>,
+    routes: Arc<RwLock<Vec<Route>>>,
 }
 
 impl Router {
@@ -39,57 +40,103 @@ impl Router {
             return;
         }
         let batch: Batch = readings.into();
-        for route in self.routes.iter().filter(|r| wants(r.name)) {
-            match route.tx.try_send(batch.clone()) {
-                Ok(()) => BackendStats::add(&route.stats.queued_batches, 1),
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    BackendStats::add(&route.stats.dropped_queue_full, batch.len() as u64);
-                    let now = chrono::Utc::now().timestamp();
-                    let last = route.last_warned.load(Ordering::Relaxed);
-                    if now - last >= 60
-                        && route
-                            .last_warned
-                            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                            .is_ok()
-                    {
-                        tracing::warn!(
-                            backend = route.name,
-                            dropped_total = BackendStats::get(&route.stats.dropped_queue_full),
-                            "backend queue full: readings for this backend are being dropped (the backend is slower than the devices)"
-                        );
-                    }
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    BackendStats::add(&route.stats.dropped_rejected, batch.len() as u64);
-                }
-            }
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        for route in routes.iter().filter(|r| wants(r.name)) {
+            route.send(&batch);
         }
     }
 
     pub fn backend_names(&self) -> Vec<&'static str> {
-        self.routes.iter().map(|r| r.name).collect()
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|r| r.name)
+            .collect()
     }
-}
 
-/// Starts one task per backend and returns the router that feeds them. The tasks
-/// end once every router clone is dropped and their queues are written out.
-pub fn start(backends: Vec<Box<dyn Backend>>, status: &SharedStatus) -> (Router, Vec<JoinHandle<()>>) {
-    let mut routes = Vec::new();
-    let mut tasks = Vec::new();
-    for backend in backends {
+    /// Starts a backend's task and routes readings to it. A route of the same name
+    /// is replaced in the same step, so no reading goes unrouted: the old queue
+    /// closes and drains, and the new task starts writing only once `after` (the old
+    /// task) has finished, so two writers never share a file.
+    pub fn add(
+        &self,
+        backend: Box<dyn Backend>,
+        status: &SharedStatus,
+        after: Option<JoinHandle<()>>,
+    ) -> JoinHandle<()> {
         let name = backend.name();
         let policy = backend.policy();
         let (tx, rx) = mpsc::channel(policy.queue_capacity.max(1));
         let stats = status.backend(name);
-        routes.push(Route {
+        let route = Route {
             name,
             tx,
             stats: stats.clone(),
             last_warned: Arc::new(AtomicI64::new(0)),
+        };
+        let task = tokio::spawn(async move {
+            if let Some(previous) = after {
+                if let Err(e) = previous.await {
+                    tracing::error!(backend = name, error = %e, "the replaced backend task panicked");
+                }
+            }
+            run_backend(backend, rx, policy, stats).await;
         });
-        tasks.push(tokio::spawn(run_backend(backend, rx, policy, stats)));
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        routes.retain(|r| r.name != name);
+        routes.push(route);
+        task
     }
-    (Router { routes }, tasks)
+
+    /// Stops routing to `name`: its queue closes, and its task writes out what is
+    /// queued, flushes and ends.
+    pub fn remove(&self, name: &str) {
+        self.routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|r| r.name != name);
+    }
+
+    /// Closes every queue: the backend tasks drain, flush and end.
+    pub fn close_all(&self) {
+        self.routes.write().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+impl Route {
+    fn send(&self, batch: &Batch) {
+        match self.tx.try_send(batch.clone()) {
+            Ok(()) => BackendStats::add(&self.stats.queued_batches, 1),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                BackendStats::add(&self.stats.dropped_queue_full, batch.len() as u64);
+                let now = chrono::Utc::now().timestamp();
+                let last = self.last_warned.load(Ordering::Relaxed);
+                if now - last >= 60
+                    && self
+                        .last_warned
+                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::warn!(
+                        backend = self.name,
+                        dropped_total = BackendStats::get(&self.stats.dropped_queue_full),
+                        "backend queue full: readings for this backend are being dropped (the backend is slower than the devices)"
+                    );
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                BackendStats::add(&self.stats.dropped_rejected, batch.len() as u64);
+            }
+        }
+    }
+}
+
+/// Starts one task per backend and returns the router that feeds them.
+pub fn start(backends: Vec<Box<dyn Backend>>, status: &SharedStatus) -> (Router, Vec<JoinHandle<()>>) {
+    let router = Router::default();
+    let tasks = backends.into_iter().map(|b| router.add(b, status, None)).collect();
+    (router, tasks)
 }
 
 /// Attempts at the final write on shutdown before giving up on a failing backend.

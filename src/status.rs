@@ -11,9 +11,13 @@ use serde::Serialize;
 use crate::reading::DeviceId;
 use crate::retry::BreakerState;
 
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceStatus {
     pub device_type: &'static str,
+    /// Changes each time the device's task is (re)started.
+    pub generation: u64,
     pub polls_ok: u64,
     pub polls_failed: u64,
     pub readings: u64,
@@ -28,6 +32,7 @@ impl DeviceStatus {
     fn new(device_type: &'static str) -> Self {
         DeviceStatus {
             device_type,
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             polls_ok: 0,
             polls_failed: 0,
             readings: 0,

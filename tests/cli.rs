@@ -174,3 +174,35 @@ fn the_example_config_checks_clean() {
         assert!(text.contains(device), "{text}");
     }
 }
+
+#[test]
+fn sighup_reloads_the_device_files() {
+    let setup = Setup::new("watch:\n  enabled: false\n");
+    setup.device("a", "type: simulated\nprofile: gas\npoll_interval: 1s\n");
+    let log = setup.dir.path().join("log.txt");
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(setup.config_path())
+        .env_remove("RUST_LOG")
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(Duration::from_secs(20), "start", || {
+        read_log().contains("device started")
+    });
+    setup.device("b", "type: simulated\nprofile: climate\npoll_interval: 1s\n");
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    wait_until(Duration::from_secs(20), "the reload", || {
+        read_log().contains("reload: +1 ~0 -0 =1")
+    });
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(child.wait().expect("wait").success());
+}

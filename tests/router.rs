@@ -74,7 +74,7 @@ async fn a_failing_backend_fills_its_own_queue_only() {
         router.dispatch(vec![reading(i)], |_| true);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    drop(router);
+    router.close_all();
     for t in tasks {
         t.await.expect("backend task");
     }

@@ -52,14 +52,39 @@ pub trait Backend: Send {
 /// Opens every configured backend. Fails if any cannot be opened: the daemon
 /// should not report itself ready with a backend missing.
 pub async fn open_all(base: &BaseConfig) -> Result<Vec<Box<dyn Backend>>, BackendError> {
-    let mut backends: Vec<Box<dyn Backend>> = Vec::new();
-    if let Some(cfg) = &base.backends.sqlite {
-        backends.push(Box::new(sqlite::SqliteBackend::open(cfg, &base.data_dir).await?));
-    }
-    if let Some(cfg) = &base.backends.csv {
-        backends.push(Box::new(csv::CsvBackend::open(cfg, &base.data_dir).await?));
+    let mut backends = Vec::new();
+    for name in base.backends.names() {
+        if let Some(backend) = open(name, base).await? {
+            backends.push(backend);
+        }
     }
     Ok(backends)
+}
+
+/// Opens the backend called `name` if it is configured.
+pub async fn open(name: &str, base: &BaseConfig) -> Result<Option<Box<dyn Backend>>, BackendError> {
+    Ok(match name {
+        "sqlite" => match &base.backends.sqlite {
+            Some(cfg) => Some(Box::new(sqlite::SqliteBackend::open(cfg, &base.data_dir).await?)),
+            None => None,
+        },
+        "csv" => match &base.backends.csv {
+            Some(cfg) => Some(Box::new(csv::CsvBackend::open(cfg, &base.data_dir).await?)),
+            None => None,
+        },
+        _ => None,
+    })
+}
+
+/// Whether backend `name` has the same settings in both configs (a reload then
+/// leaves it alone).
+pub fn same_settings(name: &str, a: &BaseConfig, b: &BaseConfig) -> bool {
+    let same_section = match name {
+        "sqlite" => a.backends.sqlite == b.backends.sqlite,
+        "csv" => a.backends.csv == b.backends.csv,
+        _ => true,
+    };
+    same_section && a.data_dir == b.data_dir
 }
 
 /// Runs `f` on the blocking pool with exclusive access to `state`: file and

@@ -39,6 +39,38 @@ pub struct BaseConfig {
     /// Where readings go. Without this section: SQLite only.
     #[serde(default)]
     pub backends: BackendsConfig,
+    /// Live reload of config.yaml and the device files.
+    #[serde(default)]
+    pub watch: WatchConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Watch config.yaml and `devices_dir` and apply changes without a restart
+    /// (SIGHUP reloads either way).
+    #[serde(default = "default_watch_enabled")]
+    pub enabled: bool,
+    /// Quiet time after the last file event before reloading: an editor's save is
+    /// several events (temp file, rename, chmod) that must count as one.
+    #[serde(default = "default_watch_debounce", with = "duration")]
+    pub debounce: std::time::Duration,
+}
+
+pub fn default_watch_enabled() -> bool {
+    true
+}
+pub fn default_watch_debounce() -> std::time::Duration {
+    std::time::Duration::from_secs(1)
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            enabled: default_watch_enabled(),
+            debounce: default_watch_debounce(),
+        }
+    }
 }
 
 pub fn default_data_dir() -> PathBuf {
