@@ -113,7 +113,7 @@ impl Daemon {
             reload_requests: mpsc::channel(1),
             reloads: broadcast::channel(16).0,
         };
-        daemon.apply_devices(config.devices).await;
+        daemon.apply_devices(config.devices, true).await;
         Ok(daemon)
     }
 
@@ -137,6 +137,9 @@ impl Daemon {
     /// is requested; then shuts down.
     pub async fn run(mut self, shutdown: CancellationToken) -> Summary {
         let mut watcher = self.start_watcher();
+        // Files changed between the initial load and the watch starting would
+        // otherwise go unseen until their next change.
+        self.apply(Quiet::UnlessChanged).await;
         loop {
             tokio::select! {
                 biased;
@@ -171,6 +174,10 @@ impl Daemon {
     /// Reloads config.yaml and every device file and applies the difference: only
     /// what changed is stopped, rebuilt or started.
     pub async fn reload(&mut self) -> ReloadSummary {
+        self.apply(Quiet::Never).await
+    }
+
+    async fn apply(&mut self, quiet: Quiet) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
         match self.reload_base().await {
             Ok(rebuilt) => summary.backends = rebuilt,
@@ -180,12 +187,20 @@ impl Daemon {
             }
         }
         let set = self.base.load_devices(&config::process_env);
-        let devices = self.apply_devices(set).await;
+        let devices = self.apply_devices(set, quiet == Quiet::Never).await;
         summary.added = devices.added;
         summary.changed = devices.changed;
         summary.removed = devices.removed;
         summary.unchanged = devices.unchanged;
         summary.failed = devices.failed;
+        let nothing = summary.added.is_empty()
+            && summary.changed.is_empty()
+            && summary.removed.is_empty()
+            && summary.backends.is_empty()
+            && summary.base_error.is_none();
+        if quiet == Quiet::UnlessChanged && nothing {
+            return summary;
+        }
         tracing::info!(
             failed = summary.failed.len(),
             backends_rebuilt = summary.backends.len(),
@@ -251,7 +266,8 @@ impl Daemon {
         Ok(rebuilt)
     }
 
-    async fn apply_devices(&mut self, set: DeviceSet) -> ReloadSummary {
+    /// `log_errors` is false for the start-up catch-up, whose errors were just logged.
+    async fn apply_devices(&mut self, set: DeviceSet, log_errors: bool) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
         let mut failed_ids = BTreeSet::new();
         for error in &set.errors {
@@ -261,7 +277,8 @@ impl Daemon {
                 .and_then(|s| s.to_str())
                 .unwrap_or_default()
                 .to_owned();
-            if self.supervisor.is_running(&id) {
+            if !log_errors {
+            } else if self.supervisor.is_running(&id) {
                 tracing::error!("{error}; the device keeps running with its last good config");
             } else {
                 tracing::error!("{error}; this device is not started, the others run");
@@ -331,6 +348,12 @@ impl Daemon {
         }
         summary
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quiet {
+    Never,
+    UnlessChanged,
 }
 
 async fn changed(watcher: &mut Option<ConfigWatcher>) -> Option<()> {

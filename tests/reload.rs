@@ -80,7 +80,11 @@ impl Live {
     async fn wait(&self, what: &str, check: impl Fn(&Live) -> bool) {
         let start = tokio::time::Instant::now();
         while !check(self) {
-            assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
+            assert!(
+                start.elapsed() < LIMIT,
+                "timed out waiting for {what}; running: {:?}",
+                self.running()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
