@@ -29,6 +29,8 @@ pub struct Daemon {
     base: BaseConfig,
     /// The last good config of every device file, enabled or not.
     known: BTreeMap<DeviceId, DeviceConfig>,
+    /// The error of every device file that failed at the last apply, by id.
+    failed: BTreeMap<String, String>,
     supervisor: Supervisor,
     router: Router,
     backend_tasks: BTreeMap<&'static str, JoinHandle<()>>,
@@ -106,6 +108,7 @@ impl Daemon {
             config_path: config.path,
             base: config.base,
             known: BTreeMap::new(),
+            failed: BTreeMap::new(),
             supervisor: Supervisor::new(shared),
             router,
             backend_tasks,
@@ -113,7 +116,7 @@ impl Daemon {
             reload_requests: mpsc::channel(1),
             reloads: broadcast::channel(16).0,
         };
-        daemon.apply_devices(config.devices, true).await;
+        daemon.apply_devices(config.devices, false).await;
         Ok(daemon)
     }
 
@@ -187,7 +190,8 @@ impl Daemon {
             }
         }
         let set = self.base.load_devices(&config::process_env);
-        let devices = self.apply_devices(set, quiet == Quiet::Never).await;
+        let failed_before: Vec<String> = self.failed.keys().cloned().collect();
+        let devices = self.apply_devices(set, quiet == Quiet::UnlessChanged).await;
         summary.added = devices.added;
         summary.changed = devices.changed;
         summary.removed = devices.removed;
@@ -197,7 +201,8 @@ impl Daemon {
             && summary.changed.is_empty()
             && summary.removed.is_empty()
             && summary.backends.is_empty()
-            && summary.base_error.is_none();
+            && summary.base_error.is_none()
+            && summary.failed == failed_before;
         if quiet == Quiet::UnlessChanged && nothing {
             return summary;
         }
@@ -266,10 +271,12 @@ impl Daemon {
         Ok(rebuilt)
     }
 
-    /// `log_errors` is false for the start-up catch-up, whose errors were just logged.
-    async fn apply_devices(&mut self, set: DeviceSet, log_errors: bool) -> ReloadSummary {
+    /// `catching_up`: the start-up catch-up, which must not log again what the
+    /// initial load just logged.
+    async fn apply_devices(&mut self, set: DeviceSet, catching_up: bool) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
         let mut failed_ids = BTreeSet::new();
+        let previous = std::mem::take(&mut self.failed);
         for error in &set.errors {
             let id = error
                 .file()
@@ -277,13 +284,15 @@ impl Daemon {
                 .and_then(|s| s.to_str())
                 .unwrap_or_default()
                 .to_owned();
-            if !log_errors {
+            let text = error.to_string();
+            if catching_up && previous.get(&id) == Some(&text) {
             } else if self.supervisor.is_running(&id) {
                 tracing::error!("{error}; the device keeps running with its last good config");
             } else {
                 tracing::error!("{error}; this device is not started, the others run");
             }
             summary.failed.push(id.clone());
+            self.failed.insert(id.clone(), text);
             failed_ids.insert(id);
         }
         let gone: Vec<DeviceId> = self
