@@ -30,6 +30,7 @@ fn polls() -> Vec<Vec<Reading>> {
                     .enumerate()
                     .map(|(m, name)| Reading {
                         device: device.clone(),
+                        device_type: "simulated",
                         metric: name.clone(),
                         value: Value::Number((p * m) as f64 * 0.5),
                         unit: Unit::Watt,

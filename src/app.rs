@@ -303,6 +303,7 @@ impl Daemon {
             .collect();
         for id in gone {
             self.supervisor.stop(&id).await;
+            self.router.device_removed(&id);
             self.known.remove(&id);
             summary.removed.push(id.to_string());
         }

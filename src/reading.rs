@@ -123,6 +123,35 @@ impl Unit {
             Unit::None => "",
         }
     }
+
+    /// The unit with this symbol (as stored in the outbox and the catalogue).
+    pub fn from_symbol(symbol: &str) -> Option<Unit> {
+        Unit::ALL.iter().copied().find(|u| u.symbol() == symbol)
+    }
+
+    pub const ALL: &'static [Unit] = &[
+        Unit::Watt,
+        Unit::KiloWattHour,
+        Unit::Var,
+        Unit::KiloVarHour,
+        Unit::Volt,
+        Unit::Ampere,
+        Unit::Hertz,
+        Unit::CubicMetre,
+        Unit::GigaJoule,
+        Unit::Celsius,
+        Unit::Percent,
+        Unit::HectoPascal,
+        Unit::MetrePerSecond,
+        Unit::Degree,
+        Unit::Metre,
+        Unit::Millimetre,
+        Unit::LitrePerHour,
+        Unit::Byte,
+        Unit::Second,
+        Unit::Hour,
+        Unit::None,
+    ];
 }
 
 impl fmt::Display for Unit {
@@ -153,6 +182,9 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reading {
     pub device: DeviceId,
+    /// The device's type (`dsmr`, `simulated`…), stamped by the supervisor; used in
+    /// MQTT topics and uplink payloads. Monitors may leave it empty.
+    pub device_type: &'static str,
     pub metric: MetricName,
     pub value: Value,
     pub unit: Unit,
@@ -192,6 +224,7 @@ impl MetricSpec {
     pub fn reading(&self, device: &DeviceId, value: f64, timestamp: DateTime<Utc>) -> Reading {
         Reading {
             device: device.clone(),
+            device_type: "",
             metric: Arc::from(self.name),
             value: Value::Number(value),
             unit: self.unit,

@@ -11,16 +11,24 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::backends::{Backend, BackendError, BatchPolicy};
-use crate::reading::Reading;
+use crate::reading::{DeviceId, Reading};
 use crate::status::{BackendStats, SharedStatus};
 
 /// One poll's readings, shared by every backend queue it goes to.
 pub type Batch = Arc<[Reading]>;
 
+/// What travels on a backend's queue: readings, or word that a device is gone
+/// (so MQTT can retract its Home Assistant entities), in order.
+#[derive(Clone)]
+enum Item {
+    Readings(Batch),
+    DeviceRemoved(DeviceId),
+}
+
 #[derive(Clone)]
 struct Route {
     name: &'static str,
-    tx: mpsc::Sender<Batch>,
+    tx: mpsc::Sender<Item>,
     stats: Arc<BackendStats>,
     last_warned: Arc<AtomicI64>,
 }
@@ -43,6 +51,16 @@ impl Router {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         for route in routes.iter().filter(|r| wants(r.name)) {
             route.send(&batch);
+        }
+    }
+
+    /// Tells every backend that a device was removed from the configuration.
+    pub fn device_removed(&self, device: &DeviceId) {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        for route in routes.iter() {
+            if route.tx.try_send(Item::DeviceRemoved(device.clone())).is_err() {
+                tracing::warn!(backend = route.name, device = %device, "queue full: the backend is not told the device was removed");
+            }
         }
     }
 
@@ -106,7 +124,7 @@ impl Router {
 
 impl Route {
     fn send(&self, batch: &Batch) {
-        match self.tx.try_send(batch.clone()) {
+        match self.tx.try_send(Item::Readings(batch.clone())) {
             Ok(()) => BackendStats::add(&self.stats.queued_batches, 1),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 BackendStats::add(&self.stats.dropped_queue_full, batch.len() as u64);
@@ -147,7 +165,7 @@ const SHUTDOWN_ATTEMPTS: u32 = 3;
 /// so the pressure shows up as a full queue (counted) instead of unbounded memory.
 async fn run_backend(
     mut backend: Box<dyn Backend>,
-    mut rx: mpsc::Receiver<Batch>,
+    mut rx: mpsc::Receiver<Item>,
     policy: BatchPolicy,
     stats: Arc<BackendStats>,
 ) {
@@ -161,11 +179,20 @@ async fn run_backend(
         tokio::select! {
             biased;
             batch = rx.recv(), if pending.len() < policy.batch_size => match batch {
-                Some(batch) => {
+                Some(Item::Readings(batch)) => {
                     stats.queued_batches.fetch_sub(1, Ordering::Relaxed);
                     pending.extend(batch.iter().cloned());
                     if pending.len() >= policy.batch_size && !failing {
                         failing = !write_pending(backend.as_mut(), &mut pending, &stats).await;
+                    }
+                }
+                Some(Item::DeviceRemoved(device)) => {
+                    // Its last readings go first, then the removal.
+                    if !pending.is_empty() && !failing {
+                        failing = !write_pending(backend.as_mut(), &mut pending, &stats).await;
+                    }
+                    if let Err(e) = backend.device_removed(&device).await {
+                        tracing::warn!(backend = name, device = %device, error = %e, "could not process the device's removal");
                     }
                 }
                 None => break,
@@ -183,9 +210,11 @@ async fn run_backend(
         }
     }
     // Every sender is gone: the monitors have stopped. Write out what is left.
-    while let Ok(batch) = rx.try_recv() {
-        stats.queued_batches.fetch_sub(1, Ordering::Relaxed);
-        pending.extend(batch.iter().cloned());
+    while let Ok(item) = rx.try_recv() {
+        if let Item::Readings(batch) = item {
+            stats.queued_batches.fetch_sub(1, Ordering::Relaxed);
+            pending.extend(batch.iter().cloned());
+        }
     }
     for attempt in 1..=SHUTDOWN_ATTEMPTS {
         if pending.is_empty() || write_pending(backend.as_mut(), &mut pending, &stats).await {

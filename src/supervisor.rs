@@ -180,7 +180,11 @@ impl DeviceTask {
                 }
             };
             match result {
-                Ok(readings) => {
+                Ok(mut readings) => {
+                    let device_type = self.config.kind.type_name();
+                    for r in &mut readings {
+                        r.device_type = device_type;
+                    }
                     let transition = breaker.on_success();
                     self.log_transition(transition, None);
                     backoff.reset();

@@ -44,6 +44,7 @@ impl Backend for Counting {
 fn reading(i: usize) -> Reading {
     Reading {
         device: Arc::from("d"),
+        device_type: "test",
         metric: Arc::from("m"),
         value: Value::Number(i as f64),
         unit: Unit::Watt,

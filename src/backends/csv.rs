@@ -270,6 +270,7 @@ mod tests {
     fn reading(metric: &str, value: f64, ts: &str) -> Reading {
         Reading {
             device: Arc::from("p1"),
+            device_type: "test",
             metric: Arc::from(metric),
             value: Value::Number(value),
             unit: Unit::Watt,

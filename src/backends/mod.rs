@@ -2,6 +2,7 @@
 //! `router.rs`); a backend never knows which device produced a reading.
 
 pub mod csv;
+pub mod outbox;
 pub mod sqlite;
 
 use std::sync::{Arc, Mutex};
@@ -47,6 +48,11 @@ pub trait Backend: Send {
     async fn write(&mut self, batch: &[Reading]) -> Result<(), BackendError>;
     /// Makes everything written so far durable; called once at shutdown.
     async fn flush(&mut self) -> Result<(), BackendError>;
+    /// A device was removed from the configuration (its readings so far have
+    /// been written).
+    async fn device_removed(&mut self, _device: &str) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
 
 /// Opens every configured backend. Fails if any cannot be opened: the daemon

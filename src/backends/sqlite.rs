@@ -287,6 +287,7 @@ mod tests {
     fn reading(device: &str, metric: &str, value: f64, ts: i64) -> Reading {
         Reading {
             device: Arc::from(device),
+            device_type: "test",
             metric: Arc::from(metric),
             value: Value::Number(value),
             unit: Unit::Watt,
