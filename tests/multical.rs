@@ -199,13 +199,15 @@ fn heat(daemon: &Daemon) -> DeviceStatus {
 }
 
 /// A config dir with one `multical` device `heat` on the daemon's end of `pty`.
+/// `extra` must set `timeout`: short where the meter fails on purpose, long where a
+/// retry caused by a busy machine would upset the request counts.
 fn setup(extra: &str) -> (Setup, PtyPair) {
     let setup = Setup::new("backends:\n  sqlite:\n    flush_interval: 1s\n");
     let pty = PtyPair::new(setup.dir.path());
     setup.device(
         "heat",
         &format!(
-            "type: multical\nport: {}\ntimeout: 300ms\nmax_backoff: 1s\nfailure_threshold: 50\n{extra}",
+            "type: multical\nport: {}\nmax_backoff: 1s\nfailure_threshold: 50\n{extra}",
             pty.daemon_end.display()
         ),
     );
@@ -294,7 +296,7 @@ async fn every_register_goes_through_the_daemon_into_sqlite() {
 /// A meter that keeps failing: each poll sends the request twice (one retry),
 /// then the supervisor backs off; no row is ever stored.
 async fn failing_meter(behaviour: Behaviour, kind: &str, message: &str) {
-    let (setup, pty) = setup("poll_interval: 1h\n");
+    let (setup, pty) = setup("timeout: 300ms\npoll_interval: 1h\n");
     let meter = Meter::start(&pty.meter_end, behaviour, table());
     let daemon = start(&setup).await;
     wait_for("three failed polls", || heat(&daemon).polls_failed >= 3).await;
@@ -337,7 +339,7 @@ async fn a_bad_crc_is_retried_then_backed_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_bad_answer_is_retried_within_the_poll() {
-    let (setup, pty) = setup("poll_interval: 1s\nregisters: [energy, temp_flow]\n");
+    let (setup, pty) = setup("timeout: 1s\npoll_interval: 1s\nregisters: [energy, temp_flow]\n");
     let meter = Meter::start(&pty.meter_end, Behaviour::BadCrcThenAnswer, table());
     let daemon = start(&setup).await;
     wait_for("two good polls", || heat(&daemon).polls_ok >= 2).await;
@@ -368,7 +370,7 @@ async fn one_bad_answer_is_retried_within_the_poll() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_the_meter_lacks_are_left_out() {
-    let (setup, pty) = setup("poll_interval: 1h\nregisters: [energy, hour_counter]\n");
+    let (setup, pty) = setup("timeout: 2s\npoll_interval: 1h\nregisters: [energy, hour_counter]\n");
     let without_hours: Vec<RegisterValue> = table()
         .into_iter()
         .filter(|v| v.register() != reg::HOUR_COUNTER)
