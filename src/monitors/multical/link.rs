@@ -228,6 +228,36 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_line_noise_never_panics_and_never_passes() {
+        let mut rng = fastrand::Rng::with_seed(9);
+        let request = request();
+        let good = answer();
+        for _ in 0..20_000 {
+            let mut pending: Vec<u8> = (0..rng.usize(0..64)).map(|_| rng.u8(..)).collect();
+            if rng.bool() {
+                // Mostly frame-shaped noise reaches the decoder.
+                pending.insert(0, kmp::START_FROM_METER);
+                pending.push(kmp::STOP);
+            }
+            while let Some(frame) = next_frame(&mut pending) {
+                if let Some(Ok(values)) = interpret(&frame, &request) {
+                    // Noise passes only as a well-formed answer with a valid CRC.
+                    let again = kmp::encode_register_response(&values);
+                    assert_eq!(kmp::decode_response(&again).unwrap().registers(), values);
+                }
+            }
+            assert!(!pending.contains(&kmp::STOP));
+        }
+        // And the good answer still passes after any amount of noise.
+        let mut pending: Vec<u8> = vec![0xFF; 100];
+        pending.extend(&good);
+        assert!(matches!(
+            interpret(&next_frame(&mut pending).unwrap(), &request),
+            Some(Ok(_))
+        ));
+    }
+
+    #[test]
     fn answers_from_another_address_or_command_are_refused() {
         let other = kmp::encode_register_response_from(0x7F, &[]);
         assert!(matches!(interpret(&other, &request()), Some(Err(m)) if m.contains("address")));
