@@ -13,5 +13,6 @@ need() { # need <command> <debian package>
 }
 
 need kill procps
+need socat socat  # pty pairs for the simulated serial meters (tests/multical.rs)
 
 cargo test --locked --all-targets "$@"

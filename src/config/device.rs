@@ -118,6 +118,8 @@ macro_rules! device_types {
 device_types! {
     /// Built-in simulated devices with realistic curves: no hardware needed.
     Simulated("simulated") => crate::monitors::simulated::SimulatedConfig,
+    /// Kamstrup MULTICAL heat meters over KMP, through an optical head.
+    Multical("multical") => crate::monitors::multical::MulticalConfig,
 }
 
 /// One device: its id (the file stem), where it came from, and its settings.

@@ -1,6 +1,7 @@
 //! Monitors read devices. One module per device type; [`build`] is the one place
 //! that turns a device's config into its monitor.
 
+pub mod multical;
 pub mod simulated;
 
 use std::path::PathBuf;
@@ -69,6 +70,7 @@ pub struct MonitorContext {
 pub fn build(config: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
     Ok(match &config.kind {
         DeviceKind::Simulated(c) => Box::new(simulated::SimulatedMonitor::new(c, ctx)),
+        DeviceKind::Multical(c) => Box::new(multical::MulticalMonitor::new(c, config.poll_interval(), ctx)?),
     })
 }
 
@@ -76,6 +78,7 @@ pub fn build(config: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monit
 pub fn type_metrics(type_name: &str) -> Vec<MetricSpec> {
     match type_name {
         "simulated" => simulated::all_metrics(),
+        "multical" => multical::all_metrics(),
         _ => Vec::new(),
     }
 }

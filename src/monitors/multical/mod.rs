@@ -1,0 +1,394 @@
+//! Kamstrup MULTICAL® heat meters over KMP, through an optical (IR) head on a
+//! serial port. Every configured register is asked for in as few GetRegister
+//! frames as the protocol allows (8 registers a frame): each exchange costs the
+//! meter's battery, and some models stop answering after minutes of optical
+//! traffic. See docs/devices/multical.md.
+
+mod link;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio_serial::{DataBits, FlowControl, Parity, SerialPort, SerialPortBuilderExt, SerialStream, StopBits};
+
+use self::link::AttemptError;
+use super::{Monitor, MonitorContext, MonitorError};
+use crate::config::{CommonConfig, DeviceTypeConfig};
+use crate::protocols::kmp::{self, CanonicalUnit, Quantity, RegisterValue};
+use crate::reading::{MetricSpec, Reading, Unit};
+
+/// `type: multical`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct MulticalConfig {
+    /// Serial device of the optical head, e.g. `/dev/ttyUSB0`; a
+    /// `/dev/serial/by-id/…` path keeps naming the same head after re-plugging.
+    pub port: String,
+    /// Line speed. MULTICAL meters talk 1200 baud on the optical eye, some 2400.
+    /// The frame format is fixed by the protocol: 8 data bits, no parity, 2 stop bits.
+    #[serde(default = "default_baud_rate")]
+    pub baud_rate: u32,
+    /// How long to wait for the meter's answer to one request, from sending it to
+    /// the answer's stop byte. A request that fails is sent once more.
+    #[serde(default = "default_timeout", with = "crate::config::duration")]
+    pub timeout: Duration,
+    /// Close the serial port after every poll and open it again for the next one,
+    /// so other tools can use the head in between. Off by default: heads powered
+    /// from the port's control lines need a moment after opening, and would miss
+    /// the first request.
+    #[serde(default)]
+    pub close_between_polls: bool,
+    /// The registers to read, by name (see docs/devices/multical.md).
+    #[serde(default = "default_registers")]
+    pub registers: Vec<Register>,
+}
+
+pub fn default_baud_rate() -> u32 {
+    1200
+}
+pub fn default_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+/// Eight registers: one GetRegister frame per poll.
+pub fn default_registers() -> Vec<Register> {
+    vec![
+        Register::Energy,
+        Register::Volume,
+        Register::Power,
+        Register::Flow,
+        Register::TempFlow,
+        Register::TempReturn,
+        Register::TempDiff,
+        Register::InfoCode,
+    ]
+}
+
+/// Below this poll interval a warning is logged: see [`poll_interval_warning`].
+pub const BATTERY_FRIENDLY_POLL: Duration = Duration::from_secs(5 * 60);
+
+impl DeviceTypeConfig for MulticalConfig {
+    /// Heat meters change slowly and every read costs battery: 15 minutes.
+    fn default_poll_interval() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+
+    fn validate(&self, _common: &CommonConfig) -> Result<(), (String, String)> {
+        if self.port.trim().is_empty() {
+            return Err(("port".into(), "name the serial device, e.g. /dev/ttyUSB0".into()));
+        }
+        if !(300..=115_200).contains(&self.baud_rate) {
+            return Err((
+                "baud_rate".into(),
+                format!(
+                    "{} is not a rate an optical head talks; MULTICAL meters use 1200 or 2400",
+                    self.baud_rate
+                ),
+            ));
+        }
+        if self.timeout < Duration::from_millis(100) || self.timeout > Duration::from_secs(30) {
+            return Err(("timeout".into(), "must be between 100ms and 30s".into()));
+        }
+        if self.registers.is_empty() {
+            return Err(("registers".into(), "list at least one register".into()));
+        }
+        let mut seen = HashSet::new();
+        if let Some(twice) = self.registers.iter().find(|r| !seen.insert(**r)) {
+            return Err(("registers".into(), format!("`{}` is listed twice", twice.name())));
+        }
+        Ok(())
+    }
+}
+
+/// The warning for a poll interval that drains the meter's battery, if it does.
+pub fn poll_interval_warning(poll: Duration) -> Option<String> {
+    (poll < BATTERY_FRIENDLY_POLL).then(|| {
+        format!(
+            "poll_interval {} is below 5 minutes: every read drains the meter's battery, and some \
+             MULTICAL models stop answering the optical eye after a few minutes of traffic",
+            humantime::format_duration(poll)
+        )
+    })
+}
+
+/// A register mesura reads, by its config name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Register {
+    Energy,
+    Volume,
+    Power,
+    Flow,
+    TempFlow,
+    TempReturn,
+    TempDiff,
+    HourCounter,
+    InfoCode,
+}
+
+/// Indexed by `Register as usize`.
+const METRICS: [MetricSpec; 9] = [
+    MetricSpec::counter("heat_energy", Unit::KiloWattHour, "heat energy delivered (E1)"),
+    MetricSpec::counter("volume", Unit::CubicMetre, "water volume through the meter (V1)"),
+    MetricSpec::gauge("power", Unit::Watt, "thermal power"),
+    MetricSpec::gauge("flow", Unit::LitrePerHour, "water flow"),
+    MetricSpec::gauge("temp_flow", Unit::Celsius, "flow (supply) temperature T1"),
+    MetricSpec::gauge("temp_return", Unit::Celsius, "return temperature T2"),
+    MetricSpec::gauge("temp_diff", Unit::Celsius, "temperature difference T1 − T2"),
+    MetricSpec::counter("hour_counter", Unit::Hour, "operating hours"),
+    MetricSpec::gauge("info_code", Unit::None, "info code: alarm bits, 0 when all is well"),
+];
+
+pub fn all_metrics() -> Vec<MetricSpec> {
+    METRICS.to_vec()
+}
+
+impl Register {
+    pub fn name(self) -> &'static str {
+        match self {
+            Register::Energy => "energy",
+            Register::Volume => "volume",
+            Register::Power => "power",
+            Register::Flow => "flow",
+            Register::TempFlow => "temp_flow",
+            Register::TempReturn => "temp_return",
+            Register::TempDiff => "temp_diff",
+            Register::HourCounter => "hour_counter",
+            Register::InfoCode => "info_code",
+        }
+    }
+
+    /// The KMP register id.
+    pub fn id(self) -> u16 {
+        use kmp::registers as r;
+        match self {
+            Register::Energy => r::ENERGY,
+            Register::Volume => r::VOLUME,
+            Register::Power => r::POWER,
+            Register::Flow => r::FLOW,
+            Register::TempFlow => r::TEMP_FLOW,
+            Register::TempReturn => r::TEMP_RETURN,
+            Register::TempDiff => r::TEMP_DIFF,
+            Register::HourCounter => r::HOUR_COUNTER,
+            Register::InfoCode => r::INFO_CODE,
+        }
+    }
+
+    pub fn metric(self) -> &'static MetricSpec {
+        &METRICS[self as usize]
+    }
+
+    /// The register's value in its metric's unit. The meter says which unit it
+    /// sends (MWh, GJ, kWh… for energy, depending on its configuration); a unit
+    /// that is not one of the metric's quantity is refused, never guessed at.
+    pub fn convert(self, value: &RegisterValue) -> Result<f64, String> {
+        use CanonicalUnit as C;
+        let accepted: &[C] = match self {
+            Register::Energy => &[C::KilowattHour],
+            Register::Volume => &[C::CubicMetre],
+            Register::Power => &[C::Watt],
+            Register::Flow => &[C::LitrePerHour],
+            Register::TempFlow | Register::TempReturn => &[C::DegreeCelsius],
+            // A difference is the same number in K and °C; stored as °C like the
+            // temperatures it is the difference of.
+            Register::TempDiff => &[C::Kelvin, C::DegreeCelsius],
+            Register::HourCounter => &[C::Hour],
+            Register::InfoCode => &[],
+        };
+        let converted = if self == Register::InfoCode {
+            // A bit field: any unit-less number, kept as is.
+            (value.unit().quantity() == Quantity::Number).then(|| value.value())
+        } else {
+            value
+                .normalized()
+                .filter(|m| accepted.contains(&m.unit))
+                .map(|m| m.value)
+        };
+        let Some(v) = converted else {
+            return Err(format!(
+                "register `{}` ({:#06x}) came in unit `{}` (code {:#04x}), which is not a unit of {}; \
+                 remove it from `registers:` if this meter uses it for something else",
+                self.name(),
+                self.id(),
+                value.unit(),
+                value.unit().code(),
+                self.metric().unit
+            ));
+        };
+        if !v.is_finite() {
+            return Err(format!("register `{}` is out of range: {v}", self.name()));
+        }
+        if self.metric().kind == crate::reading::Kind::Counter && v < 0.0 {
+            return Err(format!("register `{}` is a counter but reads {v}", self.name()));
+        }
+        Ok(v)
+    }
+}
+
+/// One GetRegister frame and the registers it asks for.
+struct Request {
+    registers: Vec<Register>,
+    frame: Vec<u8>,
+}
+
+/// Each request is sent at most this often per poll: once, and once more if the
+/// meter stays silent or its answer does not check out.
+const ATTEMPTS: u32 = 2;
+
+pub struct MulticalMonitor {
+    config: MulticalConfig,
+    ctx: MonitorContext,
+    requests: Vec<Request>,
+    metrics: Vec<MetricSpec>,
+    port: Option<SerialStream>,
+    /// Registers the meter left out of an answer, warned about once each.
+    warned_missing: HashSet<Register>,
+}
+
+impl MulticalMonitor {
+    pub fn new(config: &MulticalConfig, poll_interval: Duration, ctx: MonitorContext) -> Result<Self, MonitorError> {
+        if let Some(warning) = poll_interval_warning(poll_interval) {
+            tracing::warn!(device = %ctx.id, "{warning}");
+        }
+        let requests = config
+            .registers
+            .chunks(kmp::MAX_REGISTERS_PER_REQUEST)
+            .map(|chunk| {
+                let ids: Vec<u16> = chunk.iter().map(|r| r.id()).collect();
+                kmp::encode_get_register_request(kmp::ADDRESS_HEAT_METER, &ids)
+                    .map(|frame| Request {
+                        registers: chunk.to_vec(),
+                        frame,
+                    })
+                    .map_err(|e| MonitorError::Config(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(MulticalMonitor {
+            metrics: config.registers.iter().map(|r| *r.metric()).collect(),
+            config: config.clone(),
+            ctx,
+            requests,
+            port: None,
+            warned_missing: HashSet::new(),
+        })
+    }
+
+    fn open(&self) -> Result<SerialStream, MonitorError> {
+        tokio_serial::new(self.config.port.as_str(), self.config.baud_rate)
+            .data_bits(DataBits::Eight)
+            .parity(Parity::None)
+            .stop_bits(StopBits::Two)
+            .flow_control(FlowControl::None)
+            .open_native_async()
+            .map_err(|e| {
+                let message = format!("cannot open {}: {e}", self.config.port);
+                match e.kind {
+                    // Settings the port refuses, or a port we may not use: waiting
+                    // will not help until someone changes something.
+                    tokio_serial::ErrorKind::InvalidInput
+                    | tokio_serial::ErrorKind::Io(std::io::ErrorKind::PermissionDenied) => {
+                        MonitorError::Config(message)
+                    }
+                    // Missing (unplugged head), busy, anything else: may come back.
+                    _ => MonitorError::Link(message),
+                }
+            })
+    }
+
+    /// One request with its retry. The port is opened when needed and dropped
+    /// after an I/O error, so an unplugged and re-plugged head is found again.
+    async fn request(&mut self, index: usize) -> Result<Vec<RegisterValue>, MonitorError> {
+        let timeout = self.config.timeout;
+        let mut errors = Vec::new();
+        for attempt in 1..=ATTEMPTS {
+            if self.port.is_none() {
+                self.port = Some(self.open()?);
+            }
+            let (Some(port), Some(request)) = (self.port.as_mut(), self.requests.get(index)) else {
+                return Err(MonitorError::Link("the serial port is not open".into()));
+            };
+            // Drop whatever a late answer to an earlier request left behind.
+            if let Err(e) = port.clear(tokio_serial::ClearBuffer::Input) {
+                tracing::debug!(device = %self.ctx.id, error = %e, "could not clear the serial input buffer");
+            }
+            match link::exchange(port, &request.frame, timeout).await {
+                Ok(values) => return Ok(values),
+                Err(e) => {
+                    tracing::debug!(device = %self.ctx.id, attempt, error = ?e, "KMP request failed");
+                    if matches!(e, AttemptError::Io(_)) {
+                        self.port = None;
+                    }
+                    errors.push(e);
+                }
+            }
+        }
+        let tries = format!("{ATTEMPTS} attempts");
+        Err(match errors.pop() {
+            Some(AttemptError::Invalid(message)) => MonitorError::InvalidData(format!("{message} ({tries})")),
+            Some(AttemptError::Io(e)) => {
+                MonitorError::Link(format!("serial I/O on {}: {e} ({tries})", self.config.port))
+            }
+            Some(AttemptError::Silent) | None => MonitorError::Link(format!(
+                "no answer from the meter within {} ({tries}); is the head on the optical eye?",
+                humantime::format_duration(timeout)
+            )),
+        })
+    }
+
+    /// Every request of a poll; all of them must succeed, so a poll is stored
+    /// whole or not at all.
+    async fn poll(&mut self) -> Result<Vec<Reading>, MonitorError> {
+        let mut values: HashMap<u16, RegisterValue> = HashMap::new();
+        for index in 0..self.requests.len() {
+            for value in self.request(index).await? {
+                // A meter repeating a register: the first one counts.
+                values.entry(value.register()).or_insert(value);
+            }
+        }
+        let now = self.ctx.clock.now();
+        let mut readings = Vec::with_capacity(self.config.registers.len());
+        let mut missing = Vec::new();
+        for register in self.requests.iter().flat_map(|r| r.registers.iter().copied()) {
+            let Some(value) = values.get(&register.id()) else {
+                missing.push(register);
+                continue;
+            };
+            let v = register.convert(value).map_err(MonitorError::InvalidData)?;
+            readings.push(register.metric().reading(&self.ctx.id, v, now));
+        }
+        if readings.is_empty() {
+            return Err(MonitorError::Refused(format!(
+                "the meter answered but knows none of the registers asked for ({})",
+                names(&missing)
+            )));
+        }
+        // A meter leaves out registers it does not have: the others are still good.
+        let new: Vec<Register> = missing.into_iter().filter(|r| self.warned_missing.insert(*r)).collect();
+        if !new.is_empty() {
+            tracing::warn!(device = %self.ctx.id, registers = %names(&new), "the meter does not have these registers; reading the others");
+        }
+        Ok(readings)
+    }
+}
+
+fn names(registers: &[Register]) -> String {
+    registers.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
+}
+
+#[async_trait]
+impl Monitor for MulticalMonitor {
+    async fn read(&mut self) -> Result<Vec<Reading>, MonitorError> {
+        let result = self.poll().await;
+        if self.config.close_between_polls {
+            self.port = None;
+        }
+        result
+    }
+
+    fn metrics(&self) -> &[MetricSpec] {
+        &self.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests;
