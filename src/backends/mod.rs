@@ -2,6 +2,7 @@
 //! `router.rs`); a backend never knows which device produced a reading.
 
 pub mod csv;
+pub mod mqtt;
 pub mod outbox;
 pub mod sqlite;
 
@@ -78,6 +79,10 @@ pub async fn open(name: &str, base: &BaseConfig) -> Result<Option<Box<dyn Backen
             Some(cfg) => Some(Box::new(csv::CsvBackend::open(cfg, &base.data_dir).await?)),
             None => None,
         },
+        "mqtt" => match &base.backends.mqtt {
+            Some(cfg) => Some(Box::new(mqtt::MqttBackend::open(cfg, &base.data_dir).await?)),
+            None => None,
+        },
         _ => None,
     })
 }
@@ -88,6 +93,7 @@ pub fn same_settings(name: &str, a: &BaseConfig, b: &BaseConfig) -> bool {
     let same_section = match name {
         "sqlite" => a.backends.sqlite == b.backends.sqlite,
         "csv" => a.backends.csv == b.backends.csv,
+        "mqtt" => a.backends.mqtt == b.backends.mqtt,
         _ => true,
     };
     same_section && a.data_dir == b.data_dir

@@ -17,9 +17,10 @@ pub use device::{
     DeviceKind, DeviceSet, DeviceTypeConfig,
 };
 pub use error::{ConfigError, Location};
-pub use secret::Secret;
+pub use secret::{read_secret_file, Secret};
 
 use crate::backends::csv::CsvConfig;
+use crate::backends::mqtt::MqttConfig;
 use crate::backends::sqlite::SqliteConfig;
 
 /// `config.yaml`.
@@ -123,6 +124,9 @@ pub struct BackendsConfig {
     /// CSV files, one per device per day.
     #[serde(default)]
     pub csv: Option<CsvConfig>,
+    /// MQTT, with Home Assistant discovery; fed from the durable outbox.
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
 }
 
 fn default_sqlite() -> Option<SqliteConfig> {
@@ -134,6 +138,7 @@ impl Default for BackendsConfig {
         BackendsConfig {
             sqlite: default_sqlite(),
             csv: None,
+            mqtt: None,
         }
     }
 }
@@ -147,6 +152,9 @@ impl BackendsConfig {
         }
         if self.csv.is_some() {
             names.push("csv");
+        }
+        if self.mqtt.is_some() {
+            names.push("mqtt");
         }
         names
     }

@@ -38,6 +38,21 @@ impl Serialize for Secret {
     }
 }
 
+/// Reads a secret from a file (`password_file:`, `token_file:`). A relative name
+/// that exists in `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`) is read from
+/// there. One trailing newline is dropped, as `echo secret > file` leaves one.
+pub fn read_secret_file(path: &std::path::Path) -> std::io::Result<Secret> {
+    let path = match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if path.is_relative() && std::path::Path::new(&dir).join(path).exists() => {
+            std::path::Path::new(&dir).join(path)
+        }
+        _ => path.to_path_buf(),
+    };
+    let text = std::fs::read_to_string(&path)?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(Secret::new(text.strip_suffix('\r').unwrap_or(text)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +63,13 @@ mod tests {
         assert_eq!(format!("{s} {s:?}"), "*** ***");
         assert_eq!(serde_json::to_string(&s).ok().as_deref(), Some("\"***\""));
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn secret_files_drop_one_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret \n").unwrap();
+        assert_eq!(read_secret_file(&file).unwrap().expose(), "s3cret ");
     }
 }

@@ -1,0 +1,410 @@
+//! The MQTT delivery task: owns the connection, sends the outbox oldest first and
+//! deletes rows only when the broker has acknowledged them (PUBACK for QoS 1).
+//!
+//! rumqttc would retransmit unacknowledged publishes itself after a reconnect, from
+//! memory. We clear that in-memory backlog on every connection error and resend from
+//! the outbox instead, so the outbox is the single source of truth and every
+//! `Outgoing::Publish(pkid)` event matches, in order, one publish we issued.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, QoS};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::discovery::{self, Entity};
+use super::{Control, MqttConfig};
+use crate::backends::outbox::{Outbox, OutboxRow};
+use crate::backends::{blocking, BackendError};
+use crate::config::Secret;
+use crate::reading::Value;
+use crate::retry::Backoff;
+
+/// Publishes handed to rumqttc and not yet acknowledged, at most.
+const WINDOW: usize = 400;
+/// Rows read from the outbox at a time.
+const FETCH: usize = 200;
+/// How long a clean shutdown keeps delivering what is left.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn options(config: &MqttConfig, password: Option<&Secret>) -> Result<MqttOptions, BackendError> {
+    let port = config.port.unwrap_or(if config.tls.is_some() { 8883 } else { 1883 });
+    let mut options = MqttOptions::new(&config.client_id, &config.host, port);
+    options.set_keep_alive(config.keep_alive.max(Duration::from_secs(5)));
+    // A persistent session: the broker keeps our subscription to Home Assistant's
+    // birth topic (and anything queued for it) across reconnects.
+    options.set_clean_session(false);
+    options.set_inflight(100);
+    options.set_last_will(LastWill::new(status_topic(config), "offline", QoS::AtLeastOnce, true));
+    if let Some(user) = &config.username {
+        options.set_credentials(user, password.map(Secret::expose).unwrap_or_default());
+    }
+    if let Some(tls) = &config.tls {
+        options.set_transport(rumqttc::Transport::Tls(super::delivery_tls::client_config(tls)?));
+    }
+    Ok(options)
+}
+
+pub fn status_topic(config: &MqttConfig) -> String {
+    format!("{}/status", config.topic_prefix)
+}
+
+/// Per publish we issued, in order: the outbox rows it carries (empty for status,
+/// discovery and state messages).
+type Issued = VecDeque<Vec<i64>>;
+
+pub struct Delivery {
+    config: MqttConfig,
+    options: MqttOptions,
+    outbox: Arc<Mutex<Outbox>>,
+    wake: Arc<Notify>,
+    control: mpsc::UnboundedReceiver<Control>,
+    issued: Issued,
+    inflight: HashMap<u16, Vec<i64>>,
+    acked: Vec<i64>,
+    /// The highest outbox id handed to the client on this connection.
+    sent_up_to: i64,
+    connected: bool,
+    /// Entities announced to Home Assistant by this process, by (device, metric).
+    announced: BTreeMap<(String, String), Entity>,
+}
+
+impl Delivery {
+    pub fn new(
+        config: MqttConfig,
+        options: MqttOptions,
+        outbox: Arc<Mutex<Outbox>>,
+        wake: Arc<Notify>,
+        control: mpsc::UnboundedReceiver<Control>,
+    ) -> Self {
+        Delivery {
+            config,
+            options,
+            outbox,
+            wake,
+            control,
+            issued: VecDeque::new(),
+            inflight: HashMap::new(),
+            acked: Vec::new(),
+            sent_up_to: 0,
+            connected: false,
+            announced: BTreeMap::new(),
+        }
+    }
+
+    fn qos(&self) -> QoS {
+        if self.config.qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        }
+    }
+
+    pub async fn run(mut self, stop: CancellationToken) {
+        let (client, mut eventloop) = AsyncClient::new(self.options.clone(), 2 * WINDOW);
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let mut ack_tick = tokio::time::interval(Duration::from_millis(500));
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            if let Some(deadline) = drain_deadline {
+                let done =
+                    self.connected && self.issued.is_empty() && self.inflight.is_empty() && self.outbox_empty().await;
+                if done || Instant::now() >= deadline || !self.connected {
+                    break;
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = stop.cancelled(), if drain_deadline.is_none() => {
+                    drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
+                    self.pump(&client).await;
+                }
+                event = eventloop.poll() => match event {
+                    Ok(event) => {
+                        if self.on_event(event, &client).await {
+                            backoff.reset();
+                        }
+                    }
+                    Err(e) => {
+                        self.on_disconnect(&e, &mut eventloop).await;
+                        if drain_deadline.is_some() {
+                            break;
+                        }
+                        let wait = backoff.next_delay();
+                        tokio::select! {
+                            _ = stop.cancelled(), if drain_deadline.is_none() => break,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                    }
+                },
+                Some(control) = self.control.recv() => self.on_control(control, &client),
+                _ = self.wake.notified() => self.pump(&client).await,
+                _ = ack_tick.tick() => {
+                    self.commit_acks().await;
+                    self.pump(&client).await;
+                }
+            }
+        }
+        self.commit_acks().await;
+        if self.connected {
+            // A clean stop says so itself; the Last Will covers crashes.
+            let _ = client.try_publish(status_topic(&self.config), QoS::AtLeastOnce, true, "offline");
+            let _ = client.try_disconnect();
+            let until = Instant::now() + Duration::from_secs(2);
+            while let Ok(Ok(event)) = tokio::time::timeout_at(until, eventloop.poll()).await {
+                if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        }
+        let left = blocking(&self.outbox, |o| o.depth()).await.map(|d| d.0).unwrap_or(0);
+        if left > 0 {
+            tracing::info!(
+                backend = "mqtt",
+                undelivered = left,
+                "stopped; undelivered readings stay in the outbox for the next start"
+            );
+        }
+    }
+
+    /// Returns true when the connection came up.
+    async fn on_event(&mut self, event: Event, client: &AsyncClient) -> bool {
+        match event {
+            Event::Incoming(Incoming::ConnAck(_)) => {
+                if !self.connected {
+                    tracing::info!(backend = "mqtt", host = %self.config.host, "connected to the broker");
+                }
+                self.connected = true;
+                self.reset_session();
+                self.issue(client, status_topic(&self.config), true, "online".into(), Vec::new());
+                if self.config.homeassistant.enabled {
+                    let _ = client.try_subscribe(&self.config.homeassistant.birth_topic, QoS::AtLeastOnce);
+                    self.announce_all(client);
+                }
+                self.pump(client).await;
+                return true;
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if let Some(rows) = self.issued.pop_front() {
+                    if pkid == 0 {
+                        self.acked.extend(rows);
+                    } else if !rows.is_empty() {
+                        self.inflight.insert(pkid, rows);
+                    }
+                }
+            }
+            Event::Incoming(Incoming::PubAck(ack)) => {
+                if let Some(rows) = self.inflight.remove(&ack.pkid) {
+                    self.acked.extend(rows);
+                    if self.acked.len() >= FETCH {
+                        self.commit_acks().await;
+                    }
+                }
+                if self.inflight.len() + self.issued.len() < WINDOW / 2 {
+                    self.pump(client).await;
+                }
+            }
+            Event::Incoming(Incoming::Publish(p))
+                if self.config.homeassistant.enabled
+                    && p.topic == self.config.homeassistant.birth_topic
+                    && &p.payload[..] == b"online" =>
+            {
+                tracing::info!(backend = "mqtt", "Home Assistant came online: re-sending discovery");
+                self.announce_all(client);
+            }
+            _ => {}
+        }
+        false
+    }
+
+    async fn on_disconnect(&mut self, e: &ConnectionError, eventloop: &mut EventLoop) {
+        if self.connected {
+            tracing::warn!(backend = "mqtt", error = %e, "broker connection lost; readings wait in the outbox");
+        } else {
+            tracing::debug!(backend = "mqtt", error = %e, "cannot connect to the broker");
+        }
+        self.connected = false;
+        // Resend from the outbox, not from rumqttc's memory (see the module docs).
+        eventloop.pending.clear();
+        self.commit_acks().await;
+        self.reset_session();
+    }
+
+    fn reset_session(&mut self) {
+        self.issued.clear();
+        self.inflight.clear();
+        self.sent_up_to = 0;
+    }
+
+    fn on_control(&mut self, control: Control, client: &AsyncClient) {
+        match control {
+            Control::DeviceRemoved(device) => {
+                let gone: Vec<(String, String)> =
+                    self.announced.keys().filter(|(d, _)| *d == device).cloned().collect();
+                for key in gone {
+                    self.announced.remove(&key);
+                    if self.config.homeassistant.enabled {
+                        let ha = &self.config.homeassistant;
+                        let topic = discovery::config_topic(&ha.discovery_prefix, &ha.node_id, &key.0, &key.1);
+                        // An empty retained config removes the entity in Home Assistant.
+                        self.issue(client, topic, true, Vec::new(), Vec::new());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes and records what the publish carries, to match its pkid later.
+    fn issue(&mut self, client: &AsyncClient, topic: String, retain: bool, payload: Vec<u8>, rows: Vec<i64>) -> bool {
+        match client.try_publish(topic, self.qos(), retain, payload) {
+            Ok(()) => {
+                self.issued.push_back(rows);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn announce(&mut self, client: &AsyncClient, entity: &Entity) {
+        let ha = &self.config.homeassistant;
+        let topic = discovery::config_topic(&ha.discovery_prefix, &ha.node_id, &entity.device, &entity.metric);
+        let payload = discovery::config_payload(
+            entity,
+            &self.config.topic_prefix,
+            &ha.node_id,
+            &status_topic(&self.config),
+            env!("CARGO_PKG_VERSION"),
+        );
+        self.issue(client, topic, true, payload.to_string().into_bytes(), Vec::new());
+    }
+
+    fn announce_all(&mut self, client: &AsyncClient) {
+        let entities: Vec<Entity> = self.announced.values().cloned().collect();
+        for entity in &entities {
+            self.announce(client, entity);
+        }
+    }
+
+    /// Hands the next undelivered rows to the client, within the window.
+    async fn pump(&mut self, client: &AsyncClient) {
+        while self.connected && self.issued.len() + self.inflight.len() < WINDOW {
+            let after = self.sent_up_to;
+            let rows = match blocking(&self.outbox, move |o| o.pending(after, FETCH)).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(backend = "mqtt", error = %e, "cannot read the outbox");
+                    return;
+                }
+            };
+            if rows.is_empty() {
+                return;
+            }
+            let full = rows.len() < FETCH;
+            if !self.publish_rows(client, &rows) || full {
+                return;
+            }
+        }
+    }
+
+    /// Returns false when the client's queue is full (the rest waits for acks).
+    fn publish_rows(&mut self, client: &AsyncClient, rows: &[OutboxRow]) -> bool {
+        let mut start = 0;
+        while start < rows.len() {
+            // One group per device and reading time: its state message, then its values.
+            let first = &rows[start];
+            let end = rows[start..]
+                .iter()
+                .position(|r| r.device != first.device || r.timestamp != first.timestamp)
+                .map_or(rows.len(), |n| start + n);
+            let group = &rows[start..end];
+            for row in group {
+                self.ensure_announced(client, row);
+            }
+            if self.config.state_message {
+                let topic =
+                    discovery::state_topic(&self.config.topic_prefix, &first.device_type, &first.device, "state");
+                let mut state = serde_json::Map::new();
+                state.insert(
+                    "timestamp".into(),
+                    first
+                        .timestamp
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                        .into(),
+                );
+                for row in group {
+                    let v = match &row.value {
+                        Value::Number(n) => serde_json::json!(n),
+                        Value::Text(t) => serde_json::json!(t.as_ref()),
+                    };
+                    state.insert(row.metric.clone(), v);
+                }
+                if !self.issue(
+                    client,
+                    topic,
+                    self.config.retain,
+                    serde_json::Value::Object(state).to_string().into_bytes(),
+                    Vec::new(),
+                ) {
+                    return false;
+                }
+            }
+            for row in group {
+                let topic =
+                    discovery::state_topic(&self.config.topic_prefix, &row.device_type, &row.device, &row.metric);
+                if !self.issue(
+                    client,
+                    topic,
+                    self.config.retain,
+                    row.value.to_string().into_bytes(),
+                    vec![row.id],
+                ) {
+                    return false;
+                }
+                self.sent_up_to = row.id;
+            }
+            start = end;
+        }
+        true
+    }
+
+    fn ensure_announced(&mut self, client: &AsyncClient, row: &OutboxRow) {
+        let key = (row.device.clone(), row.metric.clone());
+        if self.announced.contains_key(&key) {
+            return;
+        }
+        let entity = Entity {
+            device: row.device.clone(),
+            device_type: row.device_type.clone(),
+            metric: row.metric.clone(),
+            unit: row.unit.clone(),
+            kind: row.kind,
+            text: matches!(row.value, Value::Text(_)),
+        };
+        if self.config.homeassistant.enabled {
+            self.announce(client, &entity);
+        }
+        self.announced.insert(key, entity);
+    }
+
+    async fn commit_acks(&mut self) {
+        if self.acked.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.acked);
+        let retry = ids.clone();
+        if let Err(e) = blocking(&self.outbox, move |o| o.ack(&ids)).await {
+            tracing::warn!(backend = "mqtt", error = %e, "cannot mark delivered readings; will retry");
+            self.acked = retry;
+        }
+    }
+
+    async fn outbox_empty(&self) -> bool {
+        blocking(&self.outbox, |o| o.depth())
+            .await
+            .map(|d| d.0 == 0)
+            .unwrap_or(true)
+    }
+}

@@ -1,0 +1,59 @@
+//! The rustls client config for a TLS broker connection (ring provider).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+
+use super::MqttTlsConfig;
+use crate::backends::BackendError;
+
+fn fail(what: &str, path: &Path, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Permanent(format!("mqtt tls: {what} {}: {e}", path.display()))
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, BackendError> {
+    let pem = std::fs::read(path).map_err(|e| fail("cannot read", path, e))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail("bad PEM in", path, e))?;
+    if certs.is_empty() {
+        return Err(fail("no certificate in", path, "empty"));
+    }
+    Ok(certs)
+}
+
+pub fn client_config(tls: &MqttTlsConfig) -> Result<rumqttc::TlsConfiguration, BackendError> {
+    let mut roots = RootCertStore::empty();
+    match &tls.ca_file {
+        Some(path) => {
+            for cert in certificates(path)? {
+                roots.add(cert).map_err(|e| fail("unusable CA in", path, e))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| BackendError::Permanent(format!("mqtt tls: {e}")))?
+        .with_root_certificates(roots);
+    let config = match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => {
+            let pem = std::fs::read(key).map_err(|e| fail("cannot read", key, e))?;
+            let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pem.as_slice())
+                .map_err(|e| fail("bad PEM in", key, e))?
+                .ok_or_else(|| fail("no private key in", key, "empty"))?;
+            builder
+                .with_client_auth_cert(certificates(cert)?, key_der)
+                .map_err(|e| fail("unusable client certificate", cert, e))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(rumqttc::TlsConfiguration::Rustls(Arc::new(config)))
+}

@@ -1,0 +1,281 @@
+//! MQTT, for Home Assistant and anything else on the broker.
+//!
+//! Topics `<topic_prefix>/<device_type>/<device>/<metric>` carry the plain value;
+//! with `state_message: true`, `<topic_prefix>/<device_type>/<device>/state` carries
+//! one JSON object per reading time with every metric and the original timestamp.
+//! `<topic_prefix>/status` is `online` (retained) while connected and `offline` as
+//! the Last Will. Readings go through the durable outbox (see `outbox.rs`): nothing
+//! is lost while the broker is down or mesura restarts; delivery is at-least-once.
+
+mod delivery;
+mod delivery_tls;
+pub mod discovery;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::outbox::{Outbox, OutboxConfig};
+use super::{blocking, Backend, BackendError, BatchPolicy};
+use crate::config::{read_secret_file, Secret};
+use crate::reading::Reading;
+
+/// `backends.mqtt`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port; default 1883, or 8883 with `tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Client id. Keep it stable: the broker keeps our session under it.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// User name, if the broker requires one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password (write `${MQTT_PASSWORD}` to take it from the environment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// A file holding the password (or a systemd credential name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// First level of every topic.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// 0 (at most once) or 1 (at least once: the outbox keeps a reading until the
+    /// broker acknowledges it).
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// Publish values retained, so a new subscriber gets the last value at once.
+    #[serde(default)]
+    pub retain: bool,
+    /// Also publish one JSON state message per device and reading time.
+    #[serde(default)]
+    pub state_message: bool,
+    /// MQTT keep-alive.
+    #[serde(default = "default_keep_alive", with = "crate::config::duration")]
+    pub keep_alive: Duration,
+    /// TLS to the broker (verification is always on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<MqttTlsConfig>,
+    /// Home Assistant discovery.
+    #[serde(default)]
+    pub homeassistant: HomeAssistantConfig,
+    /// How often queued readings are appended to the outbox and handed to delivery.
+    #[serde(default = "default_flush_interval", with = "crate::config::duration")]
+    pub flush_interval: Duration,
+    /// Polls queued for this backend before new ones are dropped (and counted).
+    #[serde(default = "super::sqlite::default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Bounds of the undelivered backlog.
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsConfig {
+    /// CA certificate(s) (PEM) to verify the broker with; default: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), for brokers that authenticate clients by certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeAssistantConfig {
+    /// Publish discovery configs so Home Assistant creates the entities itself.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Home Assistant's discovery prefix.
+    #[serde(default = "default_discovery_prefix")]
+    pub discovery_prefix: String,
+    /// The node id in discovery topics and unique ids; one per mesura instance.
+    #[serde(default = "default_node_id")]
+    pub node_id: String,
+    /// Home Assistant's birth topic: when `online` arrives, discovery is re-sent.
+    #[serde(default = "default_birth_topic")]
+    pub birth_topic: String,
+}
+
+impl Default for HomeAssistantConfig {
+    fn default() -> Self {
+        HomeAssistantConfig {
+            enabled: false,
+            discovery_prefix: default_discovery_prefix(),
+            node_id: default_node_id(),
+            birth_topic: default_birth_topic(),
+        }
+    }
+}
+
+pub fn default_client_id() -> String {
+    "mesura".into()
+}
+pub fn default_topic_prefix() -> String {
+    "meters".into()
+}
+pub fn default_qos() -> u8 {
+    1
+}
+pub fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+pub fn default_flush_interval() -> Duration {
+    Duration::from_secs(1)
+}
+pub fn default_discovery_prefix() -> String {
+    "homeassistant".into()
+}
+pub fn default_node_id() -> String {
+    "mesura".into()
+}
+pub fn default_birth_topic() -> String {
+    "homeassistant/status".into()
+}
+
+impl MqttConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.qos > 1 {
+            return Err(format!("qos must be 0 or 1, not {}", self.qos));
+        }
+        if self.password.is_some() && self.password_file.is_some() {
+            return Err("set password or password_file, not both".into());
+        }
+        if let Some(tls) = &self.tls {
+            if tls.client_cert.is_some() != tls.client_key.is_some() {
+                return Err("tls: client_cert and client_key go together".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the outbox lives, shared by the durable backends.
+pub fn outbox_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("outbox.db")
+}
+
+/// Messages from the backend to its delivery task.
+enum Control {
+    DeviceRemoved(String),
+}
+
+pub struct MqttBackend {
+    outbox: Arc<Mutex<Outbox>>,
+    policy: BatchPolicy,
+    wake: Arc<Notify>,
+    control: mpsc::UnboundedSender<Control>,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl MqttBackend {
+    pub async fn open(config: &MqttConfig, data_dir: &Path) -> Result<Self, BackendError> {
+        config
+            .validate()
+            .map_err(|e| BackendError::Permanent(format!("mqtt: {e}")))?;
+        let password = match (&config.password, &config.password_file) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(file)) => Some(
+                read_secret_file(file)
+                    .map_err(|e| BackendError::Permanent(format!("mqtt: password_file {}: {e}", file.display())))?,
+            ),
+            (None, None) => None,
+        };
+        let options = delivery::options(config, password.as_ref())?;
+        let path = outbox_path(data_dir);
+        let bounds = config.outbox.clone();
+        let open = move || Outbox::open(&path, "mqtt", bounds);
+        let outbox = Arc::new(Mutex::new(
+            tokio::task::spawn_blocking(open.clone()).await.map_err(join_error)??,
+        ));
+        // Delivery has its own connection: it reads and acknowledges while the
+        // backend appends.
+        let delivery_outbox = Arc::new(Mutex::new(
+            tokio::task::spawn_blocking(open).await.map_err(join_error)??,
+        ));
+        let wake = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(
+            delivery::Delivery::new(config.clone(), options, delivery_outbox, wake.clone(), control_rx)
+                .run(stop.clone()),
+        );
+        Ok(MqttBackend {
+            outbox,
+            policy: BatchPolicy {
+                flush_interval: config.flush_interval,
+                batch_size: 5000,
+                queue_capacity: config.queue_capacity,
+            },
+            wake,
+            control,
+            stop,
+            task: Some(task),
+        })
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> BackendError {
+    BackendError::Transient(format!("mqtt: {e}"))
+}
+
+#[async_trait]
+impl Backend for MqttBackend {
+    fn name(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn policy(&self) -> BatchPolicy {
+        self.policy
+    }
+
+    async fn write(&mut self, batch: &[Reading]) -> Result<(), BackendError> {
+        let batch = batch.to_vec();
+        let dropped = blocking(&self.outbox, move |outbox| outbox.append(&batch)).await?;
+        if dropped > 0 {
+            tracing::warn!(
+                backend = "mqtt",
+                dropped,
+                "outbox full: the oldest undelivered readings were dropped"
+            );
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), BackendError> {
+        // The delivery task gets a bounded last chance to deliver; what remains
+        // stays in the outbox for the next start.
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.map_err(join_error)?;
+        }
+        Ok(())
+    }
+
+    async fn device_removed(&mut self, device: &str) -> Result<(), BackendError> {
+        let _ = self.control.send(Control::DeviceRemoved(device.to_owned()));
+        Ok(())
+    }
+}
+
+impl Drop for MqttBackend {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
