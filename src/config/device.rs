@@ -118,6 +118,10 @@ macro_rules! device_types {
 device_types! {
     /// Built-in simulated devices with realistic curves: no hardware needed.
     Simulated("simulated") => crate::monitors::simulated::SimulatedConfig,
+    /// A Bosch BME280 (temperature, humidity, pressure) on a Linux I2C bus.
+    Bme280("bme280") => crate::monitors::bme280::Bme280Config,
+    /// The host itself: CPU temperature, load, memory, disk space, uptime.
+    System("system") => crate::monitors::system::SystemConfig,
 }
 
 /// One device: its id (the file stem), where it came from, and its settings.

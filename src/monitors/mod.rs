@@ -1,7 +1,9 @@
 //! Monitors read devices. One module per device type; [`build`] is the one place
 //! that turns a device's config into its monitor.
 
+pub mod bme280;
 pub mod simulated;
+pub mod system;
 
 use std::path::PathBuf;
 
@@ -69,6 +71,8 @@ pub struct MonitorContext {
 pub fn build(config: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
     Ok(match &config.kind {
         DeviceKind::Simulated(c) => Box::new(simulated::SimulatedMonitor::new(c, ctx)),
+        DeviceKind::Bme280(c) => Box::new(bme280::Bme280Monitor::new(c, ctx)?),
+        DeviceKind::System(c) => Box::new(system::SystemMonitor::new(c, ctx)),
     })
 }
 
@@ -76,6 +80,8 @@ pub fn build(config: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monit
 pub fn type_metrics(type_name: &str) -> Vec<MetricSpec> {
     match type_name {
         "simulated" => simulated::all_metrics(),
+        "bme280" => bme280::all_metrics(),
+        "system" => system::all_metrics(),
         _ => Vec::new(),
     }
 }

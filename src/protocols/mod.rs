@@ -1,1 +1,2 @@
 //! Protocol codecs: pure functions over bytes, no I/O, no device, no store.
+pub mod bme280;
