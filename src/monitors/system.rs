@@ -182,6 +182,22 @@ pub fn disk_usage(path: &Path) -> std::io::Result<DiskUsage> {
     })
 }
 
+/// statvfs of `path`, or of its nearest existing ancestor: the data dir may not
+/// exist yet (`mesura read` opens no backend), and the filesystem it will be on is
+/// the one that matters.
+fn disk_usage_of_nearest(path: &Path) -> std::io::Result<DiskUsage> {
+    let mut at = path;
+    loop {
+        match disk_usage(at) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match at.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+                _ => return Err(e),
+            },
+            other => return other,
+        }
+    }
+}
+
 /// The temperature (°C) of the thermal zone of type `zone_type`, or of the first
 /// zone that has one; `Ok(None)` when the machine has no thermal zones.
 pub fn cpu_temperature(sysfs: &Path, zone_type: Option<&str>) -> Result<Option<f64>, String> {
@@ -372,7 +388,7 @@ fn sample(config: &SystemConfig, disks: &[Disk]) -> Sample {
         Err(e) => errors.push(("uptime", e)),
     }
     for d in disks {
-        match disk_usage(&d.path) {
+        match disk_usage_of_nearest(&d.path) {
             Ok(u) => {
                 if let Some(p) = u.used_percent() {
                     values.push((d.used_percent, round(p, 2)));

@@ -92,7 +92,8 @@ async fn a_fake_host_reads_exactly() {
         sysfs_root: sys.path().to_path_buf(),
         procfs_root: proc_.path().to_path_buf(),
     };
-    let mut m = SystemMonitor::new(&config, ctx(data.path()));
+    // The data dir need not exist yet: its filesystem is the nearest ancestor's.
+    let mut m = SystemMonitor::new(&config, ctx(&data.path().join("not/yet")));
     let r = m.read().await.unwrap();
     assert_eq!(value(&r, "cpu_temperature"), Some(51.54));
     assert_eq!(value(&r, "load_1m"), Some(0.52));
@@ -125,7 +126,7 @@ async fn nothing_readable_is_an_error() {
     let nowhere = tempfile::tempdir().unwrap();
     let config = SystemConfig {
         thermal_zone_type: None,
-        disk_paths: Some(vec![nowhere.path().join("missing")]),
+        disk_paths: Some(vec![]),
         sysfs_root: nowhere.path().join("sys"),
         procfs_root: nowhere.path().join("proc"),
     };
