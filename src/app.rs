@@ -37,6 +37,32 @@ pub struct Daemon {
     status: SharedStatus,
     reload_requests: (mpsc::Sender<()>, mpsc::Receiver<()>),
     reloads: broadcast::Sender<ReloadSummary>,
+    clock: SharedClock,
+    /// The disk guard task (see `retention.rs`), when enabled with SQLite.
+    guard: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+/// Starts the disk guard for the SQLite database of `base`, if it is enabled.
+fn start_guard(base: &BaseConfig, clock: &SharedClock) -> Option<(CancellationToken, JoinHandle<()>)> {
+    let sqlite = base.backends.sqlite.as_ref()?;
+    if !base.disk_guard.enabled {
+        return None;
+    }
+    let token = CancellationToken::new();
+    let task = tokio::spawn(crate::retention::run(
+        base.data_dir.join(&sqlite.path),
+        base.disk_guard.clone(),
+        clock.clone(),
+        token.clone(),
+    ));
+    Some((token, task))
+}
+
+async fn stop_guard(guard: Option<(CancellationToken, JoinHandle<()>)>) {
+    if let Some((token, task)) = guard {
+        token.cancel();
+        let _ = task.await;
+    }
 }
 
 /// A way to reach a running daemon: its status, and reload requests (SIGHUP).
@@ -98,10 +124,11 @@ impl Daemon {
             let name = backend.name();
             backend_tasks.insert(name, router.add(backend, &status, None));
         }
+        let guard = start_guard(&config.base, &clock);
         let shared = Shared {
             router: router.clone(),
             status: status.clone(),
-            clock,
+            clock: clock.clone(),
             data_dir: config.base.data_dir.clone(),
         };
         let mut daemon = Daemon {
@@ -115,6 +142,8 @@ impl Daemon {
             status,
             reload_requests: mpsc::channel(1),
             reloads: broadcast::channel(16).0,
+            clock,
+            guard,
         };
         daemon.apply_devices(config.devices, false).await;
         Ok(daemon)
@@ -267,7 +296,14 @@ impl Daemon {
         if new.logging != self.base.logging {
             tracing::warn!("logging settings changed: they apply after a restart");
         }
+        let guard_changed = new.disk_guard != self.base.disk_guard
+            || new.data_dir != self.base.data_dir
+            || new.backends.sqlite.as_ref().map(|c| &c.path) != self.base.backends.sqlite.as_ref().map(|c| &c.path);
         self.base = new;
+        if guard_changed {
+            stop_guard(self.guard.take()).await;
+            self.guard = start_guard(&self.base, &self.clock);
+        }
         Ok(rebuilt)
     }
 
@@ -335,8 +371,10 @@ impl Daemon {
             router,
             backend_tasks,
             status,
+            guard,
             ..
         } = self;
+        stop_guard(guard).await;
         supervisor.shutdown().await;
         router.close_all();
         for (name, task) in backend_tasks {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod monitors;
 pub mod protocols;
 pub mod reading;
+pub mod retention;
 pub mod retry;
 pub mod router;
 pub mod status;

@@ -170,7 +170,12 @@ fn the_example_config_checks_clean() {
         .expect("run");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}{}", text, String::from_utf8_lossy(&out.stderr));
-    for device in ["electricity — simulated", "gas — simulated", "living_room — simulated"] {
+    for device in [
+        "electricity — simulated",
+        "gas — simulated",
+        "living_room — simulated",
+        "system — system, every 1m",
+    ] {
         assert!(text.contains(device), "{text}");
     }
 }

@@ -120,6 +120,10 @@ device_types! {
     Simulated("simulated") => crate::monitors::simulated::SimulatedConfig,
     /// Kamstrup MULTICAL heat meters over KMP, through an optical head.
     Multical("multical") => crate::monitors::multical::MulticalConfig,
+    /// A Bosch BME280 (temperature, humidity, pressure) on a Linux I2C bus.
+    Bme280("bme280") => crate::monitors::bme280::Bme280Config,
+    /// The host itself: CPU temperature, load, memory, disk space, uptime.
+    System("system") => crate::monitors::system::SystemConfig,
 }
 
 /// One device: its id (the file stem), where it came from, and its settings.

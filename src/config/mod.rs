@@ -43,6 +43,9 @@ pub struct BaseConfig {
     /// Live reload of config.yaml and the device files.
     #[serde(default)]
     pub watch: WatchConfig,
+    /// Thins old SQLite rows when the disk fills up (see docs/configuration.md).
+    #[serde(default)]
+    pub disk_guard: crate::retention::DiskGuardConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

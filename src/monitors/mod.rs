@@ -1,8 +1,10 @@
 //! Monitors read devices. One module per device type; [`build`] is the one place
 //! that turns a device's config into its monitor.
 
+pub mod bme280;
 pub mod multical;
 pub mod simulated;
+pub mod system;
 
 use std::path::PathBuf;
 
@@ -71,6 +73,8 @@ pub fn build(config: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monit
     Ok(match &config.kind {
         DeviceKind::Simulated(c) => Box::new(simulated::SimulatedMonitor::new(c, ctx)),
         DeviceKind::Multical(c) => Box::new(multical::MulticalMonitor::new(c, config.poll_interval(), ctx)?),
+        DeviceKind::Bme280(c) => Box::new(bme280::Bme280Monitor::new(c, ctx)?),
+        DeviceKind::System(c) => Box::new(system::SystemMonitor::new(c, ctx)),
     })
 }
 
@@ -79,6 +83,8 @@ pub fn type_metrics(type_name: &str) -> Vec<MetricSpec> {
     match type_name {
         "simulated" => simulated::all_metrics(),
         "multical" => multical::all_metrics(),
+        "bme280" => bme280::all_metrics(),
+        "system" => system::all_metrics(),
         _ => Vec::new(),
     }
 }
