@@ -16,6 +16,7 @@ need kill procps
 need mosquitto mosquitto
 need mosquitto_passwd mosquitto-clients
 need openssl openssl
+need promtool prometheus  # promtool check metrics (tests/api.rs)
 need socat socat  # pty pairs for the simulated serial meters (tests/multical.rs)
 
 cargo test --locked --all-targets "$@"

@@ -40,6 +40,8 @@ pub struct Daemon {
     clock: SharedClock,
     /// The disk guard task (see `retention.rs`), when enabled with SQLite.
     guard: Option<(CancellationToken, JoinHandle<()>)>,
+    /// The status API's address and its stop switch, when it runs.
+    api: Option<(std::net::SocketAddr, CancellationToken, JoinHandle<()>)>,
 }
 
 /// Starts the disk guard for the SQLite database of `base`, if it is enabled.
@@ -144,9 +146,49 @@ impl Daemon {
             reloads: broadcast::channel(16).0,
             clock,
             guard,
+            api: None,
         };
+        daemon.api = daemon.start_api().await;
         daemon.apply_devices(config.devices, false).await;
         Ok(daemon)
+    }
+
+    /// The status API is a window on the daemon, not part of what it must do: a
+    /// taken port is logged, and the devices run regardless.
+    async fn start_api(&self) -> Option<(std::net::SocketAddr, CancellationToken, JoinHandle<()>)> {
+        if !self.base.api.enabled {
+            return None;
+        }
+        let state = match crate::api::ApiState::new(&self.base, self.status.clone()) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!("status API not started: {e}");
+                return None;
+            }
+        };
+        let stop = CancellationToken::new();
+        match crate::api::serve(self.base.api.listen, state, stop.clone()).await {
+            Ok((addr, task)) => Some((addr, stop, task)),
+            Err(e) => {
+                tracing::error!("status API not started: {e}; the devices run regardless");
+                None
+            }
+        }
+    }
+
+    /// Where the status API listens, if it runs.
+    pub fn api_addr(&self) -> Option<std::net::SocketAddr> {
+        self.api.as_ref().map(|(addr, _, _)| *addr)
+    }
+
+    fn status_line(&self) -> String {
+        let devices = self.status.devices();
+        let failing = devices.values().filter(|d| d.consecutive_failures > 0).count();
+        let readings: u64 = devices.values().map(|d| d.readings).sum();
+        format!(
+            "STATUS={} devices ({failing} failing), {readings} readings",
+            devices.len()
+        )
     }
 
     pub fn handle(&self) -> DaemonHandle {
@@ -172,10 +214,18 @@ impl Daemon {
         // Files changed between the initial load and the watch starting would
         // otherwise go unseen until their next change.
         self.apply(Quiet::UnlessChanged).await;
+        let notifier = crate::notify::Notifier::from_env();
+        notifier.send(&format!("READY=1\n{}", self.status_line()));
+        // Pings come from this loop itself: if it hangs, they stop, and systemd
+        // restarts us.
+        let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
+        let mut status_tick = tokio::time::interval(std::time::Duration::from_secs(30));
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                _ = tick(&mut watchdog) => notifier.send("WATCHDOG=1"),
+                _ = status_tick.tick(), if notifier.enabled() => notifier.send(&self.status_line()),
                 Some(()) = self.reload_requests.1.recv() => { self.reload().await; }
                 Some(()) = changed(&mut watcher) => {
                     let devices_dir = self.base.devices_dir.clone();
@@ -187,6 +237,7 @@ impl Daemon {
             }
             self.supervisor.reap();
         }
+        notifier.send("STOPPING=1");
         self.shutdown().await
     }
 
@@ -244,6 +295,12 @@ impl Daemon {
             summary.removed.len(),
             summary.unchanged
         );
+        let counter = if summary.base_error.is_some() || !summary.failed.is_empty() {
+            &self.status.reloads_failed
+        } else {
+            &self.status.reloads_ok
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = self.reloads.send(summary.clone());
         summary
     }
@@ -293,8 +350,8 @@ impl Daemon {
             }
             rebuilt.push(name.to_owned());
         }
-        if new.logging != self.base.logging {
-            tracing::warn!("logging settings changed: they apply after a restart");
+        if new.logging != self.base.logging || new.api != self.base.api {
+            tracing::warn!("logging or api settings changed: they apply after a restart");
         }
         let guard_changed = new.disk_guard != self.base.disk_guard
             || new.data_dir != self.base.data_dir
@@ -402,6 +459,15 @@ impl Daemon {
 enum Quiet {
     Never,
     UnlessChanged,
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn changed(watcher: &mut Option<ConfigWatcher>) -> Option<()> {

@@ -4,12 +4,14 @@
 //! read devices through the pure codecs in `protocols/`, `router` fans readings
 //! out to the `backends/`. See docs/architecture.md.
 
+pub mod api;
 pub mod app;
 pub mod backends;
 pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod monitors;
+pub mod notify;
 pub mod protocols;
 pub mod reading;
 pub mod retention;

@@ -245,7 +245,10 @@ async fn run_backend(
 /// Writes `pending`; returns whether it is now empty. A permanent refusal drops the
 /// batch (counted), a transient failure keeps it for the next attempt.
 async fn write_pending(backend: &mut dyn Backend, pending: &mut Vec<Reading>, stats: &BackendStats) -> bool {
-    match backend.write(pending).await {
+    let started = tokio::time::Instant::now();
+    let result = backend.write(pending).await;
+    stats.observe_write(started.elapsed());
+    match result {
         Ok(()) => {
             BackendStats::add(&stats.written, pending.len() as u64);
             pending.clear();

@@ -26,6 +26,19 @@ pub struct DeviceStatus {
     pub last_reading: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub errors_by_kind: BTreeMap<&'static str, u64>,
+    /// When this task started, for the start-up grace in /health.
+    pub started_at: DateTime<Utc>,
+    pub poll_interval: std::time::Duration,
+    /// The newest value of every metric, for /api/readings/latest and the page.
+    pub latest: BTreeMap<String, Latest>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latest {
+    pub value: crate::reading::Value,
+    pub unit: &'static str,
+    pub kind: &'static str,
+    pub timestamp: DateTime<Utc>,
 }
 
 impl DeviceStatus {
@@ -41,6 +54,9 @@ impl DeviceStatus {
             last_reading: None,
             last_error: None,
             errors_by_kind: BTreeMap::new(),
+            started_at: Utc::now(),
+            poll_interval: std::time::Duration::ZERO,
+            latest: BTreeMap::new(),
         }
     }
 }
@@ -59,7 +75,14 @@ pub struct BackendStats {
     /// Batches waiting in the queue.
     pub queued_batches: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// Write latency histogram: cumulative counts per bucket of [`LATENCY_BUCKETS`].
+    pub latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    pub latency_sum_micros: AtomicU64,
+    pub latency_count: AtomicU64,
 }
+
+/// Upper bounds (seconds) of the write-latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 impl BackendStats {
     pub fn add(counter: &AtomicU64, n: u64) {
@@ -69,22 +92,50 @@ impl BackendStats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+
+    pub fn observe_write(&self, elapsed: std::time::Duration) {
+        let seconds = elapsed.as_secs_f64();
+        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Status {
     devices: Mutex<BTreeMap<DeviceId, DeviceStatus>>,
     backends: Mutex<BTreeMap<&'static str, Arc<BackendStats>>>,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    pub started_at: DateTime<Utc>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            devices: Mutex::default(),
+            backends: Mutex::default(),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            started_at: Utc::now(),
+        }
+    }
 }
 
 pub type SharedStatus = Arc<Status>;
 
 impl Status {
-    pub fn device_started(&self, id: &DeviceId, device_type: &'static str) {
+    pub fn device_started(&self, id: &DeviceId, device_type: &'static str, poll_interval: std::time::Duration) {
         let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
         devices
             .entry(id.clone())
-            .or_insert_with(|| DeviceStatus::new(device_type));
+            .or_insert_with(|| DeviceStatus::new(device_type))
+            .poll_interval = poll_interval;
     }
 
     pub fn device_removed(&self, id: &DeviceId) {

@@ -69,7 +69,9 @@ impl Supervisor {
         let token = self.root.child_token();
         let (done_tx, done) = oneshot::channel();
         let id = config.id.clone();
-        self.shared.status.device_started(&id, config.kind.type_name());
+        self.shared
+            .status
+            .device_started(&id, config.kind.type_name(), config.poll_interval());
         let task = DeviceTask {
             config: config.clone(),
             shared: self.shared.clone(),
@@ -191,6 +193,15 @@ impl DeviceTask {
                     let count = readings.len() as u64;
                     let last = readings.iter().map(|r| r.timestamp).max();
                     self.shared.status.update_device(&id, |s| {
+                        for r in &readings {
+                            let latest = crate::status::Latest {
+                                value: r.value.clone(),
+                                unit: r.unit.symbol(),
+                                kind: r.kind.as_str(),
+                                timestamp: r.timestamp,
+                            };
+                            s.latest.insert(r.metric.to_string(), latest);
+                        }
                         s.polls_ok += 1;
                         s.readings += count;
                         s.consecutive_failures = 0;

@@ -43,9 +43,47 @@ pub struct BaseConfig {
     /// Live reload of config.yaml and the device files.
     #[serde(default)]
     pub watch: WatchConfig,
+    /// The status API, metrics and web page.
+    #[serde(default)]
+    pub api: ApiConfig,
     /// Thins old SQLite rows when the disk fills up (see docs/configuration.md).
     #[serde(default)]
     pub disk_guard: crate::retention::DiskGuardConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Serve /health, /metrics, /api/* and the web page.
+    #[serde(default = "default_api_enabled")]
+    pub enabled: bool,
+    /// Address and port. Anything but loopback requires `token`.
+    #[serde(default = "default_api_listen")]
+    pub listen: std::net::SocketAddr,
+    /// Bearer token required on every request (write `${MESURA_API_TOKEN}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// A file holding the token (or a systemd credential name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+pub fn default_api_enabled() -> bool {
+    true
+}
+pub fn default_api_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9360))
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: default_api_enabled(),
+            listen: default_api_listen(),
+            token: None,
+            token_file: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -223,6 +261,19 @@ pub fn load_base(
                 .join(", "),
             message: e.to_string(),
         })?;
+    }
+    let api = &base.api;
+    if api.enabled && !api.listen.ip().is_loopback() && api.token.is_none() && api.token_file.is_none() {
+        let location = Location {
+            line: parse::position_of_path(text, "api.listen").map_or(1, |p| p.0),
+            column: 1,
+            key: Some("api.listen".into()),
+        };
+        let message = format!(
+            "the API would listen on {} without a token: set api.token (or api.token_file), or listen on 127.0.0.1",
+            api.listen
+        );
+        return Err(ConfigError::invalid(path, location, message));
     }
     let dir = path
         .parent()

@@ -1,0 +1,260 @@
+//! `GET /metrics`: the Prometheus text exposition format (version 0.0.4).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use chrono::Utc;
+
+use super::ApiState;
+use crate::retry::BreakerState;
+use crate::status::{BackendStats, LATENCY_BUCKETS};
+
+/// Label values escape backslash, double quote and newline.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", label(v))).collect();
+        let labels = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{}}}", labels.join(","))
+        };
+        let _ = writeln!(self.out, "{name}{labels} {value}");
+    }
+}
+
+/// Resident memory of this process, from /proc (Linux).
+fn resident_bytes() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0)
+}
+
+pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
+    let devices = state.status.devices();
+    let backends = state.status.backends();
+    let outbox = super::readings::outbox_depths(&state.outbox).await;
+    let now = Utc::now();
+    let mut out = String::with_capacity(4096);
+    let mut f = Family { out: &mut out };
+
+    f.header("mesura_readings_total", "counter", "Readings produced, by device.");
+    for (id, d) in &devices {
+        f.sample(
+            "mesura_readings_total",
+            &[("device", id), ("device_type", d.device_type)],
+            d.readings as f64,
+        );
+    }
+    f.header("mesura_polls_total", "counter", "Reads of a device, by result.");
+    for (id, d) in &devices {
+        f.sample(
+            "mesura_polls_total",
+            &[("device", id), ("result", "ok")],
+            d.polls_ok as f64,
+        );
+        f.sample(
+            "mesura_polls_total",
+            &[("device", id), ("result", "error")],
+            d.polls_failed as f64,
+        );
+    }
+    f.header(
+        "mesura_poll_errors_total",
+        "counter",
+        "Failed reads, by device and kind (link, refused, invalid_data, config).",
+    );
+    for (id, d) in &devices {
+        for kind in ["link", "refused", "invalid_data", "config"] {
+            let n = d.errors_by_kind.get(kind).copied().unwrap_or(0);
+            f.sample("mesura_poll_errors_total", &[("device", id), ("kind", kind)], n as f64);
+        }
+    }
+    f.header(
+        "mesura_device_breaker_state",
+        "gauge",
+        "1 for the circuit breaker's current state of each device.",
+    );
+    for (id, d) in &devices {
+        for state in [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen] {
+            f.sample(
+                "mesura_device_breaker_state",
+                &[("device", id), ("state", state.as_str())],
+                f64::from(u8::from(d.breaker == state)),
+            );
+        }
+    }
+    f.header("mesura_device_consecutive_errors", "gauge", "Failed reads in a row.");
+    for (id, d) in &devices {
+        f.sample(
+            "mesura_device_consecutive_errors",
+            &[("device", id)],
+            f64::from(d.consecutive_failures),
+        );
+    }
+    f.header(
+        "mesura_device_last_reading_age_seconds",
+        "gauge",
+        "Seconds since the device's newest reading.",
+    );
+    for (id, d) in &devices {
+        if let Some(t) = d.last_reading {
+            f.sample(
+                "mesura_device_last_reading_age_seconds",
+                &[("device", id)],
+                (now - t).num_milliseconds() as f64 / 1000.0,
+            );
+        }
+    }
+
+    f.header(
+        "mesura_backend_written_total",
+        "counter",
+        "Readings written, by backend.",
+    );
+    for (name, b) in &backends {
+        f.sample(
+            "mesura_backend_written_total",
+            &[("backend", name)],
+            BackendStats::get(&b.written) as f64,
+        );
+    }
+    f.header(
+        "mesura_backend_dropped_total",
+        "counter",
+        "Readings dropped, by backend and reason.",
+    );
+    for (name, b) in &backends {
+        f.sample(
+            "mesura_backend_dropped_total",
+            &[("backend", name), ("reason", "queue_full")],
+            BackendStats::get(&b.dropped_queue_full) as f64,
+        );
+        f.sample(
+            "mesura_backend_dropped_total",
+            &[("backend", name), ("reason", "rejected")],
+            BackendStats::get(&b.dropped_rejected) as f64,
+        );
+    }
+    f.header(
+        "mesura_backend_write_errors_total",
+        "counter",
+        "Failed write attempts, by backend.",
+    );
+    for (name, b) in &backends {
+        f.sample(
+            "mesura_backend_write_errors_total",
+            &[("backend", name)],
+            BackendStats::get(&b.write_errors) as f64,
+        );
+    }
+    f.header(
+        "mesura_backend_queue_depth",
+        "gauge",
+        "Polls waiting in the backend's queue.",
+    );
+    for (name, b) in &backends {
+        f.sample(
+            "mesura_backend_queue_depth",
+            &[("backend", name)],
+            BackendStats::get(&b.queued_batches) as f64,
+        );
+    }
+    f.header(
+        "mesura_backend_write_duration_seconds",
+        "histogram",
+        "Time to write one batch, by backend.",
+    );
+    for (name, b) in &backends {
+        for (bucket, bound) in b.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            f.sample(
+                "mesura_backend_write_duration_seconds_bucket",
+                &[("backend", name), ("le", &bound.to_string())],
+                bucket.load(Ordering::Relaxed) as f64,
+            );
+        }
+        let count = b.latency_count.load(Ordering::Relaxed) as f64;
+        f.sample(
+            "mesura_backend_write_duration_seconds_bucket",
+            &[("backend", name), ("le", "+Inf")],
+            count,
+        );
+        f.sample(
+            "mesura_backend_write_duration_seconds_sum",
+            &[("backend", name)],
+            b.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        );
+        f.sample(
+            "mesura_backend_write_duration_seconds_count",
+            &[("backend", name)],
+            count,
+        );
+    }
+    f.header(
+        "mesura_outbox_readings",
+        "gauge",
+        "Undelivered readings in the durable outbox, by backend.",
+    );
+    for (name, (depth, _)) in &outbox {
+        f.sample("mesura_outbox_readings", &[("backend", name)], *depth as f64);
+    }
+    f.header(
+        "mesura_outbox_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest undelivered reading, by backend.",
+    );
+    for (name, (_, oldest)) in &outbox {
+        let age = oldest.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+        f.sample("mesura_outbox_oldest_age_seconds", &[("backend", name)], age);
+    }
+
+    f.header("mesura_config_reloads_total", "counter", "Config reloads, by result.");
+    f.sample(
+        "mesura_config_reloads_total",
+        &[("result", "ok")],
+        state.status.reloads_ok.load(Ordering::Relaxed) as f64,
+    );
+    f.sample(
+        "mesura_config_reloads_total",
+        &[("result", "failed")],
+        state.status.reloads_failed.load(Ordering::Relaxed) as f64,
+    );
+    if let Some(rss) = resident_bytes() {
+        f.header(
+            "mesura_process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the mesura process.",
+        );
+        f.sample("mesura_process_resident_memory_bytes", &[], rss);
+    }
+    f.header(
+        "mesura_process_uptime_seconds",
+        "gauge",
+        "Seconds since mesura started.",
+    );
+    f.sample(
+        "mesura_process_uptime_seconds",
+        &[],
+        (now - state.status.started_at).num_milliseconds() as f64 / 1000.0,
+    );
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out,
+    )
+}

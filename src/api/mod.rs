@@ -1,0 +1,238 @@
+//! The status API (axum, 127.0.0.1:9360 by default): /health, /metrics
+//! (Prometheus), /api/devices, /api/readings/latest, /api/readings, and a small
+//! web page embedded in the binary. It only reads: the live status, and the
+//! SQLite files on a blocking thread.
+
+mod metrics;
+mod readings;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{read_secret_file, BaseConfig, Secret};
+use crate::status::{BackendStats, SharedStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("api.token_file {path}: {source}")]
+    Token { path: PathBuf, source: std::io::Error },
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub status: SharedStatus,
+    /// The SQLite database, when that backend is configured.
+    pub db: Option<PathBuf>,
+    pub outbox: PathBuf,
+    token: Option<Secret>,
+}
+
+impl ApiState {
+    pub fn new(base: &BaseConfig, status: SharedStatus) -> Result<ApiState, ApiError> {
+        let token = match (&base.api.token, &base.api.token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(path)) => Some(read_secret_file(path).map_err(|source| ApiError::Token {
+                path: path.clone(),
+                source,
+            })?),
+            (None, None) => None,
+        };
+        Ok(ApiState {
+            status,
+            db: base.backends.sqlite.as_ref().map(|s| base.data_dir.join(&s.path)),
+            outbox: crate::backends::mqtt::outbox_path(&base.data_dir),
+            token,
+        })
+    }
+}
+
+/// Binds (so a taken port is reported at once) and serves until `stop`.
+pub async fn serve(
+    listen: SocketAddr,
+    state: ApiState,
+    stop: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<()>), ApiError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ApiError::Bind { addr: listen, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ApiError::Bind { addr: listen, source })?;
+    let state = Arc::new(state);
+    let app = Router::new()
+        .route("/", get(page))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics::metrics))
+        .route("/api/devices", get(devices))
+        .route("/api/readings/latest", get(latest))
+        .route("/api/readings", get(readings::readings))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state);
+    let task = tokio::spawn(async move {
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "status API stopped");
+        }
+    });
+    tracing::info!(%addr, "status API listening");
+    Ok((addr, task))
+}
+
+/// Compares in constant time, so the token cannot be guessed byte by byte from
+/// response times.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authorize(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // The page itself is public (it holds no data); it asks for the token.
+    if request.uri().path() == "/" || same(given.as_bytes(), token.expose().as_bytes()) {
+        return next.run(request).await;
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    (
+        StatusCode::UNAUTHORIZED,
+        headers,
+        Json(json!({"error": "a valid bearer token is required"})),
+    )
+        .into_response()
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
+}
+
+/// A device is healthy when it produced a reading within three poll intervals (at
+/// least a minute), or is still within that time of starting.
+fn device_healthy(d: &crate::status::DeviceStatus, now: DateTime<Utc>) -> bool {
+    let allowance = chrono::TimeDelta::from_std(d.poll_interval * 3)
+        .unwrap_or(chrono::TimeDelta::MAX)
+        .max(chrono::TimeDelta::seconds(60));
+    let since = d.last_reading.unwrap_or(d.started_at).max(d.started_at);
+    d.breaker == crate::retry::BreakerState::Closed && now.signed_duration_since(since) <= allowance
+        || d.last_reading
+            .is_some_and(|t| now.signed_duration_since(t) <= allowance)
+}
+
+async fn health(State(state): State<Arc<ApiState>>) -> Response {
+    let now = Utc::now();
+    let outbox = readings::outbox_depths(&state.outbox).await;
+    let mut ok = true;
+    let mut devices = serde_json::Map::new();
+    for (id, d) in state.status.devices() {
+        let healthy = device_healthy(&d, now);
+        ok &= healthy;
+        devices.insert(
+            id.to_string(),
+            json!({
+                "healthy": healthy,
+                "type": d.device_type,
+                "last_reading": d.last_reading,
+                "consecutive_errors": d.consecutive_failures,
+                "breaker": d.breaker,
+                "last_error": d.last_error,
+            }),
+        );
+    }
+    let mut backends = serde_json::Map::new();
+    for (name, b) in state.status.backends() {
+        let last_error = b.last_error.lock().ok().and_then(|e| e.clone());
+        ok &= last_error.is_none();
+        let (depth, oldest) = outbox.get(name).copied().unwrap_or((0, None));
+        backends.insert(
+            name.to_owned(),
+            json!({
+                "healthy": last_error.is_none(),
+                "queue_depth": BackendStats::get(&b.queued_batches),
+                "written": BackendStats::get(&b.written),
+                "outbox_depth": depth,
+                "outbox_oldest_age_seconds": oldest.map(|t| (now - t).num_seconds().max(0)),
+                "last_error": last_error,
+            }),
+        );
+    }
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(json!({"status": if ok { "ok" } else { "degraded" }, "devices": devices, "backends": backends})),
+    )
+        .into_response()
+}
+
+async fn devices(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    let now = Utc::now();
+    let list: Vec<_> = state
+        .status
+        .devices()
+        .into_iter()
+        .map(|(id, d)| {
+            json!({
+                "id": &*id,
+                "type": d.device_type,
+                "healthy": device_healthy(&d, now),
+                "poll_interval_seconds": d.poll_interval.as_secs_f64(),
+                "polls_ok": d.polls_ok,
+                "polls_failed": d.polls_failed,
+                "readings": d.readings,
+                "breaker": d.breaker,
+                "last_reading": d.last_reading,
+                "last_error": d.last_error,
+                "metrics": d.latest.iter().map(|(m, l)| json!({"name": m, "unit": l.unit, "kind": l.kind})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({ "devices": list }))
+}
+
+#[derive(Deserialize)]
+struct LatestQuery {
+    device: Option<String>,
+}
+
+async fn latest(State(state): State<Arc<ApiState>>, Query(q): Query<LatestQuery>) -> Response {
+    let devices = state.status.devices();
+    if let Some(device) = &q.device {
+        if !devices.contains_key(device.as_str()) {
+            return bad_request(StatusCode::NOT_FOUND, format!("no running device `{device}`"));
+        }
+    }
+    let out: serde_json::Map<String, serde_json::Value> = devices
+        .into_iter()
+        .filter(|(id, _)| q.device.as_deref().is_none_or(|d| d == &**id))
+        .map(|(id, d)| (id.to_string(), json!(d.latest)))
+        .collect();
+    Json(json!({ "readings": out })).into_response()
+}
+
+pub(crate) fn bad_request(code: StatusCode, message: String) -> Response {
+    (code, Json(json!({ "error": message }))).into_response()
+}

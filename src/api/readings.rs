@@ -1,0 +1,175 @@
+//! `GET /api/readings?device=&metric=&from=&to=&limit=`: history from SQLite, on a
+//! blocking thread, bounded and paged; and outbox depths for /health and /metrics.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{bad_request, ApiState};
+use crate::backends::sqlite::quote;
+
+const DEFAULT_LIMIT: usize = 1000;
+const MAX_LIMIT: usize = 10_000;
+
+#[derive(Deserialize)]
+pub struct ReadingsQuery {
+    device: Option<String>,
+    metric: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<String>,
+}
+
+/// RFC 3339 or unix seconds.
+fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(secs) = text.parse::<i64>() {
+        return Ok(secs);
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp())
+        .map_err(|_| format!("`{text}` is neither RFC 3339 (2026-11-24T12:00:00Z) nor unix seconds"))
+}
+
+pub async fn readings(State(state): State<Arc<ApiState>>, Query(q): Query<ReadingsQuery>) -> Response {
+    let Some(device) = q.device.clone() else {
+        return bad_request(StatusCode::BAD_REQUEST, "`device` is required".into());
+    };
+    let now = Utc::now().timestamp();
+    let from = match q.from.as_deref().map(parse_time).transpose() {
+        Ok(t) => t.unwrap_or(now - 3600),
+        Err(e) => return bad_request(StatusCode::BAD_REQUEST, format!("from: {e}")),
+    };
+    let to = match q.to.as_deref().map(parse_time).transpose() {
+        Ok(t) => t.unwrap_or(now + 1),
+        Err(e) => return bad_request(StatusCode::BAD_REQUEST, format!("to: {e}")),
+    };
+    if to < from {
+        return bad_request(StatusCode::BAD_REQUEST, "`to` is before `from`".into());
+    }
+    let limit = match q.limit.as_deref().map(str::parse::<usize>).transpose() {
+        Ok(l) => l.unwrap_or(DEFAULT_LIMIT),
+        Err(_) => return bad_request(StatusCode::BAD_REQUEST, "limit: not a whole number".into()),
+    };
+    if limit == 0 || limit > MAX_LIMIT {
+        return bad_request(StatusCode::BAD_REQUEST, format!("limit must be 1 to {MAX_LIMIT}"));
+    }
+    let Some(db) = state.db.clone() else {
+        return bad_request(StatusCode::NOT_FOUND, "the sqlite backend is not configured".into());
+    };
+    let metric = q.metric.clone();
+    let result = tokio::task::spawn_blocking(move || query(&db, &device, metric.as_deref(), from, to, limit)).await;
+    match result {
+        Ok(Ok(body)) => Json(body).into_response(),
+        Ok(Err((code, message))) => bad_request(code, message),
+        Err(e) => bad_request(StatusCode::INTERNAL_SERVER_ERROR, format!("query failed: {e}")),
+    }
+}
+
+type QueryError = (StatusCode, String);
+
+fn query(
+    db: &Path,
+    device: &str,
+    metric: Option<&str>,
+    from: i64,
+    to: i64,
+    limit: usize,
+) -> Result<serde_json::Value, QueryError> {
+    let unavailable = |e: rusqlite::Error| (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}"));
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(unavailable)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(unavailable)?;
+    let mut catalogue: Vec<(String, String, String)> = conn
+        .prepare("SELECT metric, unit, kind FROM metrics WHERE device = ?1 ORDER BY metric")
+        .and_then(|mut s| {
+            s.query_map([device], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .map_err(unavailable)?;
+    if catalogue.is_empty() {
+        return Err((StatusCode::NOT_FOUND, format!("no readings of device `{device}`")));
+    }
+    if let Some(metric) = metric {
+        catalogue.retain(|(m, _, _)| m == metric);
+        if catalogue.is_empty() {
+            return Err((
+                StatusCode::NOT_FOUND,
+                format!("device `{device}` has no metric `{metric}`"),
+            ));
+        }
+    }
+    let columns: Vec<String> = catalogue.iter().map(|(m, _, _)| quote(m)).collect();
+    let sql = format!(
+        "SELECT ts, {} FROM {} WHERE ts >= ?1 AND ts < ?2 ORDER BY ts LIMIT ?3",
+        columns.join(", "),
+        quote(device)
+    );
+    let mut stmt = conn.prepare(&sql).map_err(unavailable)?;
+    let rows = stmt
+        .query_map(rusqlite::params![from, to, limit as i64], |row| {
+            let ts: i64 = row.get(0)?;
+            let mut values = serde_json::Map::new();
+            for (i, (metric, _, _)) in catalogue.iter().enumerate() {
+                let v = match row.get_ref(i + 1)? {
+                    rusqlite::types::ValueRef::Real(f) => json!(f),
+                    rusqlite::types::ValueRef::Integer(n) => json!(n),
+                    rusqlite::types::ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
+                    _ => continue,
+                };
+                values.insert(metric.clone(), v);
+            }
+            Ok(json!({ "ts": ts, "time": DateTime::<Utc>::from_timestamp(ts, 0), "values": values }))
+        })
+        .map_err(unavailable)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unavailable)?;
+    // The next page starts after the last row of this one.
+    let next = (rows.len() == limit)
+        .then(|| rows.last().and_then(|r| r["ts"].as_i64()).map(|t| t + 1))
+        .flatten();
+    let units: serde_json::Map<String, serde_json::Value> = catalogue
+        .iter()
+        .map(|(m, u, k)| (m.clone(), json!({"unit": u, "kind": k})))
+        .collect();
+    Ok(json!({ "device": device, "from": from, "to": to, "metrics": units, "rows": rows, "next_from": next }))
+}
+
+/// Undelivered readings and the oldest one's time, per durable backend.
+pub type OutboxDepths = BTreeMap<String, (u64, Option<DateTime<Utc>>)>;
+
+pub async fn outbox_depths(path: &Path) -> OutboxDepths {
+    let path: PathBuf = path.to_path_buf();
+    tokio::task::spawn_blocking(
+        move || -> rusqlite::Result<OutboxDepths> {
+            if !path.exists() {
+                return Ok(BTreeMap::new());
+            }
+            let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            conn.busy_timeout(std::time::Duration::from_secs(2))?;
+            let mut stmt = conn.prepare("SELECT backend, count(*), min(ts_ms) FROM outbox GROUP BY backend")?;
+            let rows = stmt.query_map([], |r| {
+                let n: i64 = r.get(1)?;
+                let oldest: Option<i64> = r.get(2)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    (n as u64, oldest.and_then(DateTime::<Utc>::from_timestamp_millis)),
+                ))
+            })?;
+            rows.collect()
+        },
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or_default()
+}
