@@ -21,6 +21,7 @@ pub use secret::Secret;
 
 use crate::backends::csv::CsvConfig;
 use crate::backends::sqlite::SqliteConfig;
+use crate::backends::uplink::UplinkConfig;
 
 /// `config.yaml`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -123,6 +124,9 @@ pub struct BackendsConfig {
     /// CSV files, one per device per day.
     #[serde(default)]
     pub csv: Option<CsvConfig>,
+    /// HTTP uplink to a central server (JSON or InfluxDB line protocol).
+    #[serde(default)]
+    pub uplink: Option<UplinkConfig>,
 }
 
 fn default_sqlite() -> Option<SqliteConfig> {
@@ -134,6 +138,7 @@ impl Default for BackendsConfig {
         BackendsConfig {
             sqlite: default_sqlite(),
             csv: None,
+            uplink: None,
         }
     }
 }
@@ -147,6 +152,9 @@ impl BackendsConfig {
         }
         if self.csv.is_some() {
             names.push("csv");
+        }
+        if self.uplink.is_some() {
+            names.push("uplink");
         }
         names
     }
@@ -219,6 +227,10 @@ pub fn load_base(
         .unwrap_or(Path::new("."));
     base.data_dir = dir.join(&base.data_dir);
     base.devices_dir = dir.join(&base.devices_dir);
+    if let Some(uplink) = &mut base.backends.uplink {
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        uplink.resolve_paths(dir, credentials.as_deref());
+    }
     Ok(base)
 }
 
