@@ -14,5 +14,6 @@ need() { # need <command> <debian package>
 
 need kill procps
 need socat socat  # pty pairs for the simulated serial meters (tests/multical.rs)
+need influxd influxdb  # a real InfluxDB 1.x for the uplink's line protocol (tests/uplink_influx.rs)
 
 cargo test --locked --all-targets "$@"
