@@ -149,25 +149,23 @@ pub type OutboxDepths = BTreeMap<String, (u64, Option<DateTime<Utc>>)>;
 
 pub async fn outbox_depths(path: &Path) -> OutboxDepths {
     let path: PathBuf = path.to_path_buf();
-    tokio::task::spawn_blocking(
-        move || -> rusqlite::Result<OutboxDepths> {
-            if !path.exists() {
-                return Ok(BTreeMap::new());
-            }
-            let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-            conn.busy_timeout(std::time::Duration::from_secs(2))?;
-            let mut stmt = conn.prepare("SELECT backend, count(*), min(ts_ms) FROM outbox GROUP BY backend")?;
-            let rows = stmt.query_map([], |r| {
-                let n: i64 = r.get(1)?;
-                let oldest: Option<i64> = r.get(2)?;
-                Ok((
-                    r.get::<_, String>(0)?,
-                    (n as u64, oldest.and_then(DateTime::<Utc>::from_timestamp_millis)),
-                ))
-            })?;
-            rows.collect()
-        },
-    )
+    tokio::task::spawn_blocking(move || -> rusqlite::Result<OutboxDepths> {
+        if !path.exists() {
+            return Ok(BTreeMap::new());
+        }
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(std::time::Duration::from_secs(2))?;
+        let mut stmt = conn.prepare("SELECT backend, count(*), min(ts_ms) FROM outbox GROUP BY backend")?;
+        let rows = stmt.query_map([], |r| {
+            let n: i64 = r.get(1)?;
+            let oldest: Option<i64> = r.get(2)?;
+            Ok((
+                r.get::<_, String>(0)?,
+                (n as u64, oldest.and_then(DateTime::<Utc>::from_timestamp_millis)),
+            ))
+        })?;
+        rows.collect()
+    })
     .await
     .ok()
     .and_then(Result::ok)

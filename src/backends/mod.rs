@@ -5,6 +5,7 @@ pub mod csv;
 pub mod mqtt;
 pub mod outbox;
 pub mod sqlite;
+pub mod uplink;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,6 +84,10 @@ pub async fn open(name: &str, base: &BaseConfig) -> Result<Option<Box<dyn Backen
             Some(cfg) => Some(Box::new(mqtt::MqttBackend::open(cfg, &base.data_dir).await?)),
             None => None,
         },
+        "uplink" => match &base.backends.uplink {
+            Some(cfg) => Some(Box::new(uplink::UplinkBackend::open(cfg, &base.data_dir).await?)),
+            None => None,
+        },
         _ => None,
     })
 }
@@ -94,6 +99,7 @@ pub fn same_settings(name: &str, a: &BaseConfig, b: &BaseConfig) -> bool {
         "sqlite" => a.backends.sqlite == b.backends.sqlite,
         "csv" => a.backends.csv == b.backends.csv,
         "mqtt" => a.backends.mqtt == b.backends.mqtt,
+        "uplink" => a.backends.uplink == b.backends.uplink,
         _ => true,
     };
     same_section && a.data_dir == b.data_dir

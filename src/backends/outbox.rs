@@ -97,7 +97,25 @@ impl Outbox {
                 kind TEXT NOT NULL,
                 ts_ms INTEGER NOT NULL
             );
-            CREATE INDEX IF NOT EXISTS outbox_backend_id ON outbox (backend, id);",
+            CREATE INDEX IF NOT EXISTS outbox_backend_id ON outbox (backend, id);
+            -- Aggregating backends take whole time windows, oldest first.
+            CREATE INDEX IF NOT EXISTS outbox_backend_ts ON outbox (backend, ts_ms);
+            -- Rows the far end refused for good (a 4xx), kept for inspection
+            -- instead of blocking delivery or vanishing.
+            CREATE TABLE IF NOT EXISTS outbox_dead_letter (
+                id INTEGER PRIMARY KEY,
+                backend TEXT NOT NULL,
+                device TEXT NOT NULL,
+                device_type TEXT NOT NULL,
+                metric TEXT NOT NULL,
+                number REAL,
+                text TEXT,
+                unit TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                ts_ms INTEGER NOT NULL,
+                reason TEXT NOT NULL,
+                dead_at_ms INTEGER NOT NULL
+            );",
         )
         .map_err(error)?;
         Ok(Outbox { conn, backend, bounds })
@@ -169,6 +187,27 @@ fn enforce_bounds(tx: &rusqlite::Transaction<'_>, backend: &str, bounds: &Outbox
     }
 }
 
+/// An `outbox` row as selected by `pending` and `pending_before`.
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+    let number: Option<f64> = r.get(4)?;
+    let text: Option<String> = r.get(5)?;
+    let kind: String = r.get(7)?;
+    let ts: i64 = r.get(8)?;
+    Ok(OutboxRow {
+        id: r.get(0)?,
+        device: r.get(1)?,
+        device_type: r.get(2)?,
+        metric: r.get(3)?,
+        value: match (number, text) {
+            (_, Some(t)) => Value::Text(t.into()),
+            (n, None) => Value::Number(n.unwrap_or(f64::NAN)),
+        },
+        unit: r.get(6)?,
+        kind: if kind == "counter" { Kind::Counter } else { Kind::Gauge },
+        timestamp: DateTime::<Utc>::from_timestamp_millis(ts).unwrap_or_default(),
+    })
+}
+
 impl Outbox {
     /// Up to `limit` undelivered rows with an id above `after`, oldest first.
     pub fn pending(&self, after: i64, limit: usize) -> Result<Vec<OutboxRow>, BackendError> {
@@ -180,27 +219,59 @@ impl Outbox {
             )
             .map_err(error)?;
         let rows = stmt
-            .query_map(params![self.backend, after, limit as i64], |r| {
-                let number: Option<f64> = r.get(4)?;
-                let text: Option<String> = r.get(5)?;
-                let kind: String = r.get(7)?;
-                let ts: i64 = r.get(8)?;
-                Ok(OutboxRow {
-                    id: r.get(0)?,
-                    device: r.get(1)?,
-                    device_type: r.get(2)?,
-                    metric: r.get(3)?,
-                    value: match (number, text) {
-                        (_, Some(t)) => Value::Text(t.into()),
-                        (n, None) => Value::Number(n.unwrap_or(f64::NAN)),
-                    },
-                    unit: r.get(6)?,
-                    kind: if kind == "counter" { Kind::Counter } else { Kind::Gauge },
-                    timestamp: DateTime::<Utc>::from_timestamp_millis(ts).unwrap_or_default(),
-                })
-            })
+            .query_map(params![self.backend, after, limit as i64], row)
             .map_err(error)?;
         rows.collect::<Result<_, _>>().map_err(error)
+    }
+
+    /// Up to `limit` undelivered rows with a timestamp before `before`, oldest
+    /// timestamp first: for backends that send whole time windows.
+    pub fn pending_before(&self, before: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRow>, BackendError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, device, device_type, metric, number, text, unit, kind, ts_ms FROM outbox
+                 WHERE backend = ?1 AND ts_ms < ?2 ORDER BY ts_ms, id LIMIT ?3",
+            )
+            .map_err(error)?;
+        let rows = stmt
+            .query_map(params![self.backend, before.timestamp_millis(), limit as i64], row)
+            .map_err(error)?;
+        rows.collect::<Result<_, _>>().map_err(error)
+    }
+
+    /// Moves rows the far end will never accept into `outbox_dead_letter`, with
+    /// the reason, so delivery goes on with the next ones.
+    pub fn dead_letter(&mut self, ids: &[i64], reason: &str) -> Result<(), BackendError> {
+        let now = Utc::now().timestamp_millis();
+        let tx = self.conn.transaction().map_err(error)?;
+        {
+            let mut copy = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO outbox_dead_letter
+                     SELECT id, backend, device, device_type, metric, number, text, unit, kind, ts_ms, ?2, ?3
+                     FROM outbox WHERE id = ?1",
+                )
+                .map_err(error)?;
+            let mut delete = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1").map_err(error)?;
+            for id in ids {
+                copy.execute(params![id, reason, now]).map_err(error)?;
+                delete.execute([id]).map_err(error)?;
+            }
+        }
+        tx.commit().map_err(error)
+    }
+
+    /// Rows of this backend in the dead-letter table.
+    pub fn dead_letter_count(&self) -> Result<u64, BackendError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM outbox_dead_letter WHERE backend = ?1",
+                [self.backend],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(error)
     }
 
     /// Marks rows delivered (acknowledged by the far end).
@@ -280,6 +351,29 @@ mod tests {
         assert_eq!(left, vec![2.0, 3.0, 4.0]);
         assert_eq!(mqtt.depth().unwrap().0, 3);
         assert_eq!(uplink.depth().unwrap().0, 1);
+    }
+
+    #[test]
+    fn dead_letters_move_aside_and_windows_come_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("o.db"), "uplink", OutboxConfig::default()).unwrap();
+        let now = Utc::now();
+        let earlier = now - TimeDelta::minutes(10);
+        outbox
+            .append(&[reading(0, now), reading(1, earlier), reading(2, now)])
+            .unwrap();
+        let before: Vec<f64> = outbox
+            .pending_before(now, 10)
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.value.as_f64())
+            .collect();
+        assert_eq!(before, vec![1.0], "only rows before the cut-off");
+        let rows = outbox.pending(0, 10).unwrap();
+        outbox.dead_letter(&[rows[0].id, rows[2].id], "400 bad").unwrap();
+        assert_eq!(outbox.dead_letter_count().unwrap(), 2);
+        assert_eq!(outbox.depth().unwrap().0, 1);
+        assert_eq!(outbox.pending(0, 10).unwrap()[0].value.as_f64(), Some(1.0));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub use secret::{read_secret_file, Secret};
 use crate::backends::csv::CsvConfig;
 use crate::backends::mqtt::MqttConfig;
 use crate::backends::sqlite::SqliteConfig;
+use crate::backends::uplink::UplinkConfig;
 
 /// `config.yaml`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -168,6 +169,9 @@ pub struct BackendsConfig {
     /// MQTT, with Home Assistant discovery; fed from the durable outbox.
     #[serde(default)]
     pub mqtt: Option<MqttConfig>,
+    /// HTTP uplink to a central server (JSON or InfluxDB line protocol).
+    #[serde(default)]
+    pub uplink: Option<UplinkConfig>,
 }
 
 fn default_sqlite() -> Option<SqliteConfig> {
@@ -180,6 +184,7 @@ impl Default for BackendsConfig {
             sqlite: default_sqlite(),
             csv: None,
             mqtt: None,
+            uplink: None,
         }
     }
 }
@@ -196,6 +201,9 @@ impl BackendsConfig {
         }
         if self.mqtt.is_some() {
             names.push("mqtt");
+        }
+        if self.uplink.is_some() {
+            names.push("uplink");
         }
         names
     }
@@ -281,6 +289,10 @@ pub fn load_base(
         .unwrap_or(Path::new("."));
     base.data_dir = dir.join(&base.data_dir);
     base.devices_dir = dir.join(&base.devices_dir);
+    if let Some(uplink) = &mut base.backends.uplink {
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        uplink.resolve_paths(dir, credentials.as_deref());
+    }
     Ok(base)
 }
 
