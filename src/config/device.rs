@@ -120,6 +120,10 @@ device_types! {
     Simulated("simulated") => crate::monitors::simulated::SimulatedConfig,
     /// Kamstrup MULTICAL heat meters over KMP, through an optical head.
     Multical("multical") => crate::monitors::multical::MulticalConfig,
+    /// Current weather from OpenWeatherMap's API (an API key is needed).
+    Openweathermap("openweathermap") => crate::monitors::openweathermap::OpenWeatherMapConfig,
+    /// Evohome and other Resideo Total Connect Comfort (EMEA) heating systems, through the cloud API.
+    Evohome("evohome") => crate::monitors::evohome::EvohomeConfig,
 }
 
 /// One device: its id (the file stem), where it came from, and its settings.

@@ -1,10 +1,14 @@
 //! Monitors read devices. One module per device type; [`build`] is the one place
 //! that turns a device's config into its monitor.
 
+pub mod evohome;
+pub mod http;
 pub mod multical;
+pub mod openweathermap;
 pub mod simulated;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -29,6 +33,11 @@ pub enum MonitorError {
     /// not a serial device): retried only after the breaker's cool-down.
     #[error("configuration: {0}")]
     Config(String),
+    /// The service asked us to slow down (HTTP 429, a quota error): nothing is
+    /// sent until `retry_after` has passed, and the supervisor waits at least that
+    /// long before the next read instead of its usual backoff.
+    #[error("rate limited: {message}")]
+    RateLimited { message: String, retry_after: Duration },
 }
 
 impl MonitorError {
@@ -44,6 +53,15 @@ impl MonitorError {
             MonitorError::Refused(_) => "refused",
             MonitorError::InvalidData(_) => "invalid_data",
             MonitorError::Config(_) => "config",
+            MonitorError::RateLimited { .. } => "rate_limited",
+        }
+    }
+
+    /// How long the device asked us to stay away, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            MonitorError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 }
@@ -71,6 +89,12 @@ pub fn build(config: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monit
     Ok(match &config.kind {
         DeviceKind::Simulated(c) => Box::new(simulated::SimulatedMonitor::new(c, ctx)),
         DeviceKind::Multical(c) => Box::new(multical::MulticalMonitor::new(c, config.poll_interval(), ctx)?),
+        DeviceKind::Openweathermap(c) => Box::new(openweathermap::OpenWeatherMapMonitor::new(
+            c,
+            config.poll_interval(),
+            ctx,
+        )?),
+        DeviceKind::Evohome(c) => Box::new(evohome::EvohomeMonitor::new(c, ctx)?),
     })
 }
 
@@ -79,6 +103,8 @@ pub fn type_metrics(type_name: &str) -> Vec<MetricSpec> {
     match type_name {
         "simulated" => simulated::all_metrics(),
         "multical" => multical::all_metrics(),
+        "openweathermap" => openweathermap::all_metrics(),
+        "evohome" => evohome::all_metrics(),
         _ => Vec::new(),
     }
 }
