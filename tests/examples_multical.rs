@@ -25,7 +25,8 @@ fn every_example_device_file_parses() {
     let files = examples();
     assert!(!files.is_empty(), "no example device files found");
     for file in files {
-        if let Err(e) = load_device_file(&file, &["sqlite", "csv"], &no_env) {
+        // Examples take secrets from the environment (`${OWM_API_KEY}`): any value will do.
+        if let Err(e) = load_device_file(&file, &["sqlite", "csv"], &|_: &str| Some("example".to_string())) {
             panic!("{e}");
         }
     }
