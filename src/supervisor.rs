@@ -227,11 +227,8 @@ impl DeviceTask {
                     } else {
                         tracing::debug!(device = %id, error = %e, failures, "read failed again");
                     }
-                    let wait = if breaker.state() == BreakerState::Open {
-                        self.config.common.breaker_cooldown
-                    } else {
-                        backoff.next_delay()
-                    };
+                    let wait =
+                        wait_after_failure(&e, breaker.state(), self.config.common.breaker_cooldown, &mut backoff);
                     tokio::select! {
                         biased;
                         _ = self.token.cancelled() => break,
@@ -258,5 +255,61 @@ impl DeviceTask {
             (_, BreakerState::Closed) => tracing::info!(device = %id, "device recovered; circuit breaker closed"),
             (from, to) => tracing::debug!(device = %id, from = from.as_str(), to = to.as_str(), "circuit breaker"),
         }
+    }
+}
+
+/// How long a device task waits after a failed read: its backoff, or the breaker's
+/// cool-down once open — and never less than a rate-limited service asked for, so
+/// a 429 with `Retry-After: 900` is not probed again after a 1 s backoff.
+fn wait_after_failure(
+    error: &MonitorError,
+    breaker: BreakerState,
+    cooldown: Duration,
+    backoff: &mut Backoff,
+) -> Duration {
+    let wait = if breaker == BreakerState::Open {
+        cooldown
+    } else {
+        backoff.next_delay()
+    };
+    error.retry_after().map_or(wait, |asked| wait.max(asked))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_is_waited_out_whatever_the_backoff_says() {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300)).with_seed(7);
+        let limited = MonitorError::RateLimited {
+            message: "429".into(),
+            retry_after: Duration::from_secs(900),
+        };
+        let link = MonitorError::Link("refused".into());
+        let cooldown = Duration::from_secs(300);
+        assert_eq!(
+            wait_after_failure(&limited, BreakerState::Closed, cooldown, &mut backoff),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            wait_after_failure(&limited, BreakerState::Open, cooldown, &mut backoff),
+            Duration::from_secs(900)
+        );
+        // A short Retry-After does not shorten a longer backoff or cool-down.
+        let brief = MonitorError::RateLimited {
+            message: "429".into(),
+            retry_after: Duration::from_secs(2),
+        };
+        assert_eq!(
+            wait_after_failure(&brief, BreakerState::Open, cooldown, &mut backoff),
+            cooldown
+        );
+        let plain = wait_after_failure(&link, BreakerState::Closed, cooldown, &mut backoff);
+        assert!(plain <= Duration::from_secs(8), "{plain:?}");
+        assert_eq!(
+            wait_after_failure(&link, BreakerState::Open, cooldown, &mut backoff),
+            cooldown
+        );
     }
 }

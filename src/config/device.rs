@@ -124,6 +124,10 @@ device_types! {
     Bme280("bme280") => crate::monitors::bme280::Bme280Config,
     /// The host itself: CPU temperature, load, memory, disk space, uptime.
     System("system") => crate::monitors::system::SystemConfig,
+    /// Current weather from OpenWeatherMap's API (an API key is needed).
+    Openweathermap("openweathermap") => crate::monitors::openweathermap::OpenWeatherMapConfig,
+    /// Evohome and other Resideo Total Connect Comfort (EMEA) heating systems, through the cloud API.
+    Evohome("evohome") => crate::monitors::evohome::EvohomeConfig,
 }
 
 /// One device: its id (the file stem), where it came from, and its settings.

@@ -2,11 +2,15 @@
 //! that turns a device's config into its monitor.
 
 pub mod bme280;
+pub mod evohome;
+pub mod http;
 pub mod multical;
+pub mod openweathermap;
 pub mod simulated;
 pub mod system;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -31,6 +35,11 @@ pub enum MonitorError {
     /// not a serial device): retried only after the breaker's cool-down.
     #[error("configuration: {0}")]
     Config(String),
+    /// The service asked us to slow down (HTTP 429, a quota error): nothing is
+    /// sent until `retry_after` has passed, and the supervisor waits at least that
+    /// long before the next read instead of its usual backoff.
+    #[error("rate limited: {message}")]
+    RateLimited { message: String, retry_after: Duration },
 }
 
 impl MonitorError {
@@ -46,6 +55,15 @@ impl MonitorError {
             MonitorError::Refused(_) => "refused",
             MonitorError::InvalidData(_) => "invalid_data",
             MonitorError::Config(_) => "config",
+            MonitorError::RateLimited { .. } => "rate_limited",
+        }
+    }
+
+    /// How long the device asked us to stay away, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            MonitorError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 }
@@ -75,6 +93,12 @@ pub fn build(config: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monit
         DeviceKind::Multical(c) => Box::new(multical::MulticalMonitor::new(c, config.poll_interval(), ctx)?),
         DeviceKind::Bme280(c) => Box::new(bme280::Bme280Monitor::new(c, ctx)?),
         DeviceKind::System(c) => Box::new(system::SystemMonitor::new(c, ctx)),
+        DeviceKind::Openweathermap(c) => Box::new(openweathermap::OpenWeatherMapMonitor::new(
+            c,
+            config.poll_interval(),
+            ctx,
+        )?),
+        DeviceKind::Evohome(c) => Box::new(evohome::EvohomeMonitor::new(c, ctx)?),
     })
 }
 
@@ -85,6 +109,8 @@ pub fn type_metrics(type_name: &str) -> Vec<MetricSpec> {
         "multical" => multical::all_metrics(),
         "bme280" => bme280::all_metrics(),
         "system" => system::all_metrics(),
+        "openweathermap" => openweathermap::all_metrics(),
+        "evohome" => evohome::all_metrics(),
         _ => Vec::new(),
     }
 }

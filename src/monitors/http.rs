@@ -1,0 +1,190 @@
+//! HTTP plumbing shared by the cloud monitors (OpenWeatherMap, Evohome): one way
+//! to turn transport failures and HTTP answers into [`MonitorError`]s, and a rate
+//! limit suspension that sends no request while a server has asked us to wait.
+
+use std::time::Duration;
+
+use super::MonitorError;
+use crate::clock::SharedClock;
+use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+/// How long to stay away after a rate-limit answer that does not say how long.
+pub const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(15 * 60);
+/// A Retry-After longer than this is taken as this: a server (or a proxy) asking
+/// for days must not silence a device until the next restart.
+const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(6 * 3600);
+
+/// A client with a total timeout per request, so a silent server never holds a poll.
+pub fn client(timeout: Duration) -> Result<reqwest::Client, MonitorError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("mesura/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| MonitorError::Config(format!("cannot set up the HTTP client: {}", e.without_url())))
+}
+
+/// A transport failure as a link error. The URL is stripped: for OpenWeatherMap
+/// it carries the API key in its query string, and errors end up in logs.
+pub fn transport_error(what: &str, e: reqwest::Error, timeout: Duration) -> MonitorError {
+    if e.is_timeout() {
+        return MonitorError::Link(format!(
+            "{what}: no answer within {}",
+            humantime::format_duration(timeout)
+        ));
+    }
+    let e = e.without_url();
+    // The top-level message of a reqwest error is generic ("error sending request");
+    // the cause (connection refused, DNS) is what a user can act on.
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    MonitorError::Link(format!("{what}: {message}"))
+}
+
+/// The start of a response body, for an error message: enough to recognise an
+/// error page, never a whole HTML document in a log line.
+pub fn snippet(body: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let mut out: String = text.chars().take(MAX).collect();
+    out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.chars().count() > MAX {
+        out.push('…');
+    }
+    if out.is_empty() {
+        out.push_str("(empty body)");
+    }
+    out
+}
+
+/// The wait a `Retry-After` header asks for: delay-seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    parse_retry_after(value, now)
+}
+
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs).min(MAX_RATE_LIMIT_PAUSE));
+    }
+    let at = DateTime::parse_from_rfc2822(value).ok()?.to_utc();
+    let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
+    Some(wait.min(MAX_RATE_LIMIT_PAUSE))
+}
+
+/// While a server has asked us to wait, every read fails fast with
+/// [`MonitorError::RateLimited`] and sends nothing. Kept on the monitor's wall
+/// clock (tests drive it); a clock that jumps backwards cannot stretch a pause
+/// beyond what was asked, because the length is remembered too.
+#[derive(Debug)]
+pub struct Suspension {
+    clock: SharedClock,
+    /// From when, and for how long.
+    window: Option<(DateTime<Utc>, Duration)>,
+}
+
+impl Suspension {
+    pub fn new(clock: SharedClock) -> Self {
+        Suspension { clock, window: None }
+    }
+
+    /// What is left of the pause, if any.
+    pub fn remaining(&self) -> Option<Duration> {
+        let (since, length) = self.window?;
+        let elapsed = (self.clock.now() - since).to_std().unwrap_or(Duration::ZERO);
+        let left = length.saturating_sub(elapsed);
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// `Err` while suspended, carrying how much of the wait is left.
+    pub fn check(&self, service: &str) -> Result<(), MonitorError> {
+        match self.remaining() {
+            Some(left) => Err(MonitorError::RateLimited {
+                message: format!(
+                    "{service} asked us to slow down; not asking again for another {}",
+                    humantime::format_duration(round_secs(left))
+                ),
+                retry_after: left,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts a pause of `wait` (the server's Retry-After, or the default) and
+    /// returns the error that says so.
+    pub fn suspend(&mut self, service: &str, wait: Option<Duration>, detail: &str) -> MonitorError {
+        let wait = wait.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE).min(MAX_RATE_LIMIT_PAUSE);
+        self.window = Some((self.clock.now(), wait));
+        MonitorError::RateLimited {
+            message: format!(
+                "{service} rate limit ({detail}); pausing requests for {}",
+                humantime::format_duration(round_secs(wait))
+            ),
+            retry_after: wait,
+        }
+    }
+
+    pub fn is_suspended(&self) -> bool {
+        self.remaining().is_some()
+    }
+}
+
+fn round_secs(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        let now = DateTime::parse_from_rfc3339("2025-03-01T12:00:00Z").map(|t| t.to_utc());
+        let Ok(now) = now else { panic!("time") };
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Sat, 01 Mar 2025 12:10:00 GMT", now),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            parse_retry_after("Sat, 01 Mar 2025 11:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("9999999", now), Some(MAX_RATE_LIMIT_PAUSE));
+    }
+
+    #[test]
+    fn snippets_are_short_and_single_line() {
+        assert_eq!(snippet(b""), "(empty body)");
+        assert_eq!(snippet(b"  a\n  b "), "a b");
+        let long = "x".repeat(500);
+        assert_eq!(snippet(long.as_bytes()).chars().count(), 201);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_suspension_fails_fast_until_it_ends() {
+        let clock: SharedClock = std::sync::Arc::new(crate::clock::MonotonicClock::starting_at(Utc::now()));
+        let mut s = Suspension::new(clock);
+        assert!(s.check("svc").is_ok());
+        let e = s.suspend("svc", None, "HTTP 429");
+        assert!(matches!(e, MonitorError::RateLimited { retry_after, .. } if retry_after == DEFAULT_RATE_LIMIT_PAUSE));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        match s.check("svc") {
+            Err(MonitorError::RateLimited { retry_after, .. }) => {
+                assert_eq!(retry_after, DEFAULT_RATE_LIMIT_PAUSE - Duration::from_secs(60))
+            }
+            other => panic!("expected a rate limit, got {other:?}"),
+        }
+        tokio::time::advance(DEFAULT_RATE_LIMIT_PAUSE).await;
+        assert!(s.check("svc").is_ok());
+        assert!(!s.is_suspended());
+    }
+}
