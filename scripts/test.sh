@@ -17,6 +17,7 @@ need mosquitto mosquitto
 need mosquitto_passwd mosquitto-clients
 need openssl openssl
 need promtool prometheus  # promtool check metrics (tests/api.rs)
+need chromium chromium  # the web page in a real browser (tests/page.rs)
 need socat socat  # pty pairs for the simulated serial meters (tests/multical.rs)
 need influxd influxdb  # a real InfluxDB 1.x for the uplink's line protocol (tests/uplink_influx.rs)
 

@@ -19,7 +19,8 @@ use crate::reading::{MetricSpec, Reading, Unit};
 pub struct SimulatedConfig {
     /// What to simulate: `electricity`, `gas` or `climate`.
     pub profile: Profile,
-    /// Seed of the noise, so runs are reproducible.
+    /// Seed of the noise, so runs are reproducible (mixed with the device id, so
+    /// two devices never draw the same noise).
     #[serde(default)]
     pub seed: u64,
     /// Fraction of reads that fail with a link error (0 to 1), to watch retries and
@@ -150,10 +151,14 @@ pub struct SimulatedMonitor {
 
 impl SimulatedMonitor {
     pub fn new(config: &SimulatedConfig, ctx: MonitorContext) -> Self {
+        // Two devices with the same seed must not draw the same noise: mix in the id.
+        let id_hash = ctx.id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         SimulatedMonitor {
             config: config.clone(),
             ctx,
-            rng: fastrand::Rng::with_seed(config.seed),
+            rng: fastrand::Rng::with_seed(config.seed ^ id_hash),
         }
     }
 
