@@ -175,18 +175,27 @@ async fn run_backend(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut failing = false;
+    let mut seen: std::collections::HashSet<DeviceId> = std::collections::HashSet::new();
     loop {
         tokio::select! {
             biased;
             batch = rx.recv(), if pending.len() < policy.batch_size => match batch {
                 Some(Item::Readings(batch)) => {
                     stats.queued_batches.fetch_sub(1, Ordering::Relaxed);
+                    // A device's first readings are written at once, so a user who
+                    // just added a device file sees it work within seconds; after
+                    // that, batching spares the SD card.
+                    let new_device = batch.iter().any(|r| !seen.contains(&r.device));
+                    if new_device {
+                        seen.extend(batch.iter().map(|r| r.device.clone()));
+                    }
                     pending.extend(batch.iter().cloned());
-                    if pending.len() >= policy.batch_size && !failing {
+                    if (new_device || pending.len() >= policy.batch_size) && !failing {
                         failing = !write_pending(backend.as_mut(), &mut pending, &stats).await;
                     }
                 }
                 Some(Item::DeviceRemoved(device)) => {
+                    seen.remove(&device);
                     // Its last readings go first, then the removal.
                     if !pending.is_empty() && !failing {
                         failing = !write_pending(backend.as_mut(), &mut pending, &stats).await;
