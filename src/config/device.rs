@@ -124,6 +124,10 @@ device_types! {
     Bme280("bme280") => crate::monitors::bme280::Bme280Config,
     /// The host itself: CPU temperature, load, memory, disk space, uptime.
     System("system") => crate::monitors::system::SystemConfig,
+    /// Modbus meters and inverters (TCP or RTU) through a point map; SunSpec discovery.
+    Modbus("modbus") => crate::monitors::modbus::ModbusConfig,
+    /// REHAU Nea Smart 2.0: mesura is the Modbus slave the base station writes to.
+    Neasmart("neasmart") => crate::monitors::neasmart::NeasmartConfig,
 }
 
 /// One device: its id (the file stem), where it came from, and its settings.

@@ -2,7 +2,9 @@
 //! that turns a device's config into its monitor.
 
 pub mod bme280;
+pub mod modbus;
 pub mod multical;
+pub mod neasmart;
 pub mod simulated;
 pub mod system;
 
@@ -75,6 +77,11 @@ pub fn build(config: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monit
         DeviceKind::Multical(c) => Box::new(multical::MulticalMonitor::new(c, config.poll_interval(), ctx)?),
         DeviceKind::Bme280(c) => Box::new(bme280::Bme280Monitor::new(c, ctx)?),
         DeviceKind::System(c) => Box::new(system::SystemMonitor::new(c, ctx)),
+        DeviceKind::Modbus(c) => {
+            let dir = config.file.parent().unwrap_or_else(|| std::path::Path::new("."));
+            Box::new(modbus::ModbusMonitor::new(c, dir, ctx)?)
+        }
+        DeviceKind::Neasmart(c) => Box::new(neasmart::NeasmartMonitor::new(c, ctx)?),
     })
 }
 
@@ -85,6 +92,29 @@ pub fn type_metrics(type_name: &str) -> Vec<MetricSpec> {
         "multical" => multical::all_metrics(),
         "bme280" => bme280::all_metrics(),
         "system" => system::all_metrics(),
+        "modbus" => modbus::all_metrics(),
+        "neasmart" => neasmart::all_metrics(),
         _ => Vec::new(),
     }
+}
+
+/// A metric name made at run time (point maps, zones) as the `&'static str` a
+/// [`MetricSpec`] holds. Each distinct name is leaked once and reused, so
+/// rebuilding monitors on every config reload does not grow memory.
+pub fn intern(name: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    // A poisoned lock only means another thread panicked while inserting; the
+    // set is still consistent.
+    let mut names = NAMES
+        .get_or_init(|| Mutex::new(HashSet::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
 }

@@ -1,0 +1,84 @@
+//! Every example device file in config.d/examples/ parses, and the Modbus and
+//! Nea Smart examples say what their comments promise; the shipped presets load.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::no_env;
+use mesura::config::{is_device_file, load_device_file, DeviceKind};
+use mesura::monitors::modbus::config::{load_points, preset_names};
+
+fn examples() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.d/examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| is_device_file(p))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_example_device_file_parses() {
+    let files = examples();
+    for name in ["modbus_sdm630.yaml", "modbus_sunspec.yaml", "neasmart.yaml"] {
+        assert!(files.iter().any(|f| f.ends_with(name)), "{name} is missing");
+    }
+    for file in files {
+        if let Err(e) = load_device_file(&file, &["sqlite", "csv"], &no_env) {
+            panic!("{e}");
+        }
+    }
+}
+
+fn example(name: &str) -> DeviceKind {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config.d/examples")
+        .join(name);
+    load_device_file(&file, &["sqlite"], &no_env)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .kind
+}
+
+#[test]
+fn the_sdm630_example_uses_the_preset_over_rtu() {
+    let DeviceKind::Modbus(config) = example("modbus_sdm630.yaml") else {
+        panic!("not a modbus device");
+    };
+    assert_eq!(config.preset.as_deref(), Some("sdm630"));
+    assert!(config.serial_port.is_some() && config.host.is_none());
+    let points = load_points(&config, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(points.iter().any(|p| p.name == "energy_import"));
+}
+
+#[test]
+fn the_sunspec_and_neasmart_examples() {
+    let DeviceKind::Modbus(config) = example("modbus_sunspec.yaml") else {
+        panic!("not a modbus device");
+    };
+    assert!(config.sunspec && config.host.is_some());
+    let DeviceKind::Neasmart(config) = example("neasmart.yaml") else {
+        panic!("not a neasmart device");
+    };
+    assert_eq!(config.slave_ids, [240, 241]);
+    assert_eq!(config.baud_rate, 38_400);
+}
+
+#[test]
+fn every_preset_is_shipped_and_loads() {
+    assert!(preset_names().contains(&"sdm630") && preset_names().contains(&"sunspec_inverter"));
+    for name in preset_names() {
+        let yaml = format!("type: modbus\nhost: localhost\npreset: {name}\n");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("dev.yaml");
+        std::fs::write(&file, yaml).expect("write");
+        let device = load_device_file(&file, &["sqlite"], &no_env).unwrap_or_else(|e| panic!("{e}"));
+        let DeviceKind::Modbus(config) = device.kind else {
+            panic!("not modbus");
+        };
+        let points = load_points(&config, dir.path()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(points.len() >= 20, "{name}");
+    }
+}
