@@ -394,3 +394,83 @@ fn the_pysunspec2_mock_common_model_decodes() {
     assert_eq!(common.version, "1.2.3");
     assert_eq!(common.serial, "sn-123456789");
 }
+
+/// Two socat-linked ptys; killed on drop.
+struct PtyPair {
+    socat: std::process::Child,
+    daemon_end: std::path::PathBuf,
+    device_end: std::path::PathBuf,
+}
+
+impl PtyPair {
+    fn new(dir: &std::path::Path) -> PtyPair {
+        let (daemon_end, device_end) = (dir.join("bus"), dir.join("meters"));
+        let socat = std::process::Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", daemon_end.display()))
+            .arg(format!("pty,raw,echo=0,link={}", device_end.display()))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("socat is installed (scripts/test.sh installs it)");
+        let start = Instant::now();
+        while !(daemon_end.exists() && device_end.exists()) {
+            assert!(start.elapsed() < LIMIT, "socat made no pty pair");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PtyPair {
+            socat,
+            daemon_end,
+            device_end,
+        }
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        let _ = self.socat.kill();
+        let _ = self.socat.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rtu_meters_share_one_serial_port() {
+    let setup = setup();
+    let pty = PtyPair::new(setup.dir.path());
+    let mut image = RegisterImage::default();
+    image.set("input", 0, &w(DataType::F32, WordOrder::Big, 230.5));
+    let image_path = setup.dir.path().join("image.json");
+    image.write(&image_path);
+    // pymodbus answers every unit id on its end of the bus.
+    let server = PyServer::start(
+        &image_path,
+        &["--serial", &pty.device_end.to_string_lossy()],
+        &["--baud", "9600"],
+    );
+    // The port can be opened once only: both devices must go through one bus task.
+    for (id, unit) in [("meter_a", 1), ("meter_b", 2)] {
+        setup.device(
+            id,
+            &format!(
+                "type: modbus\nserial_port: {}\nbaud_rate: 9600\nunit_id: {unit}\npoll_interval: 300ms\ntimeout: 2s\nmax_backoff: 300ms\n\
+                 points:\n  - {{name: voltage, register: input, address: 0, type: f32, unit: V}}\n",
+                pty.daemon_end.display()
+            ),
+        );
+    }
+    let daemon = start(&setup).await;
+    wait_for("good polls of both meters", || {
+        status(&daemon, "meter_a").polls_ok >= 2 && status(&daemon, "meter_b").polls_ok >= 2
+    })
+    .await;
+    daemon.shutdown().await;
+    let units: std::collections::BTreeSet<u8> = server.requests().iter().map(|r| r.unit).collect();
+    assert_eq!(units, [1, 2].into_iter().collect());
+    let conn = rusqlite::Connection::open(setup.db_path()).expect("db");
+    for id in ["meter_a", "meter_b"] {
+        let v: f64 = conn
+            .query_row(&format!("SELECT voltage FROM {id} ORDER BY ts DESC LIMIT 1"), [], |r| {
+                r.get(0)
+            })
+            .expect("row");
+        assert_eq!(v, 230.5);
+    }
+}

@@ -21,7 +21,9 @@ pub fn decode(raw: u16) -> Option<f64> {
     if raw & 0x8000 != 0 {
         mantissa -= 2048;
     }
-    Some(0.01 * f64::from(mantissa) * 2f64.powi(exponent))
+    // Divide by 100 rather than multiply by 0.01: −1270 / 100 is exactly the
+    // double nearest −12.7, −1270 · 0.01 is one ulp off.
+    Some(f64::from(mantissa) * 2f64.powi(exponent) / 100.0)
 }
 
 /// The register for a temperature: the smallest exponent that keeps the
@@ -70,7 +72,7 @@ mod tests {
     fn worked_examples_decode_and_encode() {
         for &(value, raw) in EXAMPLES {
             let decoded = decode(raw).unwrap_or(f64::NAN);
-            assert!((decoded - value).abs() < 0.015, "{raw:#06x} → {decoded}, want {value}");
+            assert_eq!(decoded, value, "{raw:#06x}");
             assert_eq!(encode(value), Some(raw), "{value}");
         }
     }
