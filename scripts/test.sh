@@ -21,4 +21,22 @@ need chromium chromium  # the web page in a real browser (tests/page.rs)
 need socat socat  # pty pairs for the simulated serial meters (tests/multical.rs)
 need influxd influxdb  # a real InfluxDB 1.x for the uplink's line protocol (tests/uplink_influx.rs)
 
+# pymodbus, the independent Modbus peer of tests/modbus.rs (server, base station),
+# in a venv under target/ so nothing system-wide changes. Pinned for repeatable runs.
+# (Not MESURA_*: the config loader reads those as overrides.)
+PYVENV="$PWD/target/pyvenv"
+if ! "$PYVENV/bin/python" -c 'import pymodbus, serial, sys; sys.exit(pymodbus.__version__ != "3.16.1")' 2>/dev/null; then
+  echo "installing pymodbus 3.16.1 into $PYVENV" >&2
+  need python3 python3
+  # Debian's python3 lacks venv until python3-venv is installed.
+  if ! python3 -m venv --clear "$PYVENV" >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; fi
+    python3 -m venv --clear "$PYVENV" || { echo "FAILED: cannot create a Python venv for pymodbus" >&2; exit 1; }
+  fi
+  "$PYVENV/bin/pip" install -q "pymodbus[serial]==3.16.1" \
+    || { echo "FAILED: pymodbus is required by the Modbus tests and could not be installed" >&2; exit 1; }
+fi
+export PYMODBUS_PYTHON="$PYVENV/bin/python"
+
 cargo test --locked --all-targets "$@"

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A device id: the stem of its file in `config.d/`. Cheap to clone.
 pub type DeviceId = Arc<str>;
@@ -58,6 +58,10 @@ pub enum Unit {
     KiloWattHour,
     #[serde(rename = "var")]
     Var,
+    #[serde(rename = "VA")]
+    VoltAmpere,
+    #[serde(rename = "kVAh")]
+    KiloVoltAmpereHour,
     #[serde(rename = "kvarh")]
     KiloVarHour,
     #[serde(rename = "V")]
@@ -103,6 +107,8 @@ impl Unit {
             Unit::Watt => "W",
             Unit::KiloWattHour => "kWh",
             Unit::Var => "var",
+            Unit::VoltAmpere => "VA",
+            Unit::KiloVoltAmpereHour => "kVAh",
             Unit::KiloVarHour => "kvarh",
             Unit::Volt => "V",
             Unit::Ampere => "A",
@@ -134,6 +140,8 @@ impl Unit {
         Unit::KiloWattHour,
         Unit::Var,
         Unit::KiloVarHour,
+        Unit::VoltAmpere,
+        Unit::KiloVoltAmpereHour,
         Unit::Volt,
         Unit::Ampere,
         Unit::Hertz,
@@ -162,7 +170,7 @@ impl fmt::Display for Unit {
 
 /// Whether a metric is a level or a running total. Counters are monotonic
 /// (Home Assistant's `total_increasing`), which is what energy statistics need.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Gauge,

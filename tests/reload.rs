@@ -54,7 +54,16 @@ impl Live {
         self.setup.dir.path().join("config.d").join(name)
     }
 
+    /// Saves the way editors do: a hidden temp file renamed over the target, so a
+    /// reload never reads a half-written file (`write_in_place` tests that case).
     fn write(&self, name: &str, body: &str) {
+        let tmp = self.path(&format!(".{name}.tmp"));
+        std::fs::write(&tmp, body).expect("write");
+        std::fs::rename(&tmp, self.path(name)).expect("rename");
+    }
+
+    /// Truncates and writes the file itself, as `echo > file` does.
+    fn write_in_place(&self, name: &str, body: &str) {
         std::fs::write(self.path(name), body).expect("write");
     }
 
@@ -207,7 +216,7 @@ async fn a_broken_file_keeps_the_last_good_config_until_fixed() {
 async fn fifty_files_at_once() {
     let mut live = Live::start(BASE, &[]).await;
     for i in 0..50 {
-        live.write(&format!("room{i:02}.yaml"), &sim("climate"));
+        live.write_in_place(&format!("room{i:02}.yaml"), &sim("climate"));
     }
     // A reload may catch a file between its truncation and its write: that file
     // fails once and is picked up on its next event. What must hold is the end state.

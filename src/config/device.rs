@@ -128,6 +128,10 @@ device_types! {
     Openweathermap("openweathermap") => crate::monitors::openweathermap::OpenWeatherMapConfig,
     /// Evohome and other Resideo Total Connect Comfort (EMEA) heating systems, through the cloud API.
     Evohome("evohome") => crate::monitors::evohome::EvohomeConfig,
+    /// Modbus meters and inverters (TCP or RTU) through a point map; SunSpec discovery.
+    Modbus("modbus") => crate::monitors::modbus::ModbusConfig,
+    /// REHAU Nea Smart 2.0: mesura is the Modbus slave the base station writes to.
+    Neasmart("neasmart") => crate::monitors::neasmart::NeasmartConfig,
 }
 
 /// One device: its id (the file stem), where it came from, and its settings.

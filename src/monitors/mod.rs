@@ -4,7 +4,9 @@
 pub mod bme280;
 pub mod evohome;
 pub mod http;
+pub mod modbus;
 pub mod multical;
+pub mod neasmart;
 pub mod openweathermap;
 pub mod simulated;
 pub mod system;
@@ -99,6 +101,11 @@ pub fn build(config: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monit
             ctx,
         )?),
         DeviceKind::Evohome(c) => Box::new(evohome::EvohomeMonitor::new(c, ctx)?),
+        DeviceKind::Modbus(c) => {
+            let dir = config.file.parent().unwrap_or_else(|| std::path::Path::new("."));
+            Box::new(modbus::ModbusMonitor::new(c, dir, ctx)?)
+        }
+        DeviceKind::Neasmart(c) => Box::new(neasmart::NeasmartMonitor::new(c, ctx)?),
     })
 }
 
@@ -111,6 +118,29 @@ pub fn type_metrics(type_name: &str) -> Vec<MetricSpec> {
         "system" => system::all_metrics(),
         "openweathermap" => openweathermap::all_metrics(),
         "evohome" => evohome::all_metrics(),
+        "modbus" => modbus::all_metrics(),
+        "neasmart" => neasmart::all_metrics(),
         _ => Vec::new(),
     }
+}
+
+/// A metric name made at run time (point maps, zones) as the `&'static str` a
+/// [`MetricSpec`] holds. Each distinct name is leaked once and reused, so
+/// rebuilding monitors on every config reload does not grow memory.
+pub fn intern(name: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    // A poisoned lock only means another thread panicked while inserting; the
+    // set is still consistent.
+    let mut names = NAMES
+        .get_or_init(|| Mutex::new(HashSet::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
 }

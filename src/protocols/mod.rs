@@ -1,3 +1,4 @@
 //! Protocol codecs: pure functions over bytes, no I/O, no device, no store.
 pub mod bme280;
 pub mod kmp;
+pub mod modbus;

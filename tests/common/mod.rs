@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod modbus;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

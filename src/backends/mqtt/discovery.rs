@@ -70,6 +70,7 @@ pub fn device_class(metric: &str, unit: &str) -> Option<&'static str> {
         "A" => "current",
         "Hz" => "frequency",
         "var" => "reactive_power",
+        "VA" => "apparent_power",
         "°C" => "temperature",
         "%" if metric.contains("humidity") => "humidity",
         "%" if metric.contains("battery") => "battery",

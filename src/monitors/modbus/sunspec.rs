@@ -1,0 +1,129 @@
+//! SunSpec discovery over a [`Transport`]: find the `SunS` marker, walk the
+//! model chain, log who made the device, then read the inverter model each poll.
+//! The interpretation is in `protocols::modbus::sunspec`.
+
+use super::transport::{ReadError, Transport};
+use crate::protocols::modbus::plan::Block;
+use crate::protocols::modbus::point::RegisterKind;
+use crate::protocols::modbus::sunspec::{self as spec, Common, Model, Step};
+use crate::reading::MetricSpec;
+
+/// A chain longer than this is taken for garbage (real devices have a handful).
+const MAX_MODELS: usize = 64;
+
+/// What discovery found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discovery {
+    pub base: u16,
+    pub models: Vec<Model>,
+    pub common: Option<Common>,
+    /// The first inverter model (101, 102 or 103) in the chain.
+    pub inverter: Option<Model>,
+}
+
+/// Why discovery failed.
+#[derive(Debug)]
+pub enum DiscoveryError {
+    /// The link failed, or the device refused a read inside the chain.
+    Read(ReadError),
+    /// The device answered but is not SunSpec where it was looked for.
+    NotSunSpec(String),
+}
+
+impl From<ReadError> for DiscoveryError {
+    fn from(e: ReadError) -> Self {
+        DiscoveryError::Read(e)
+    }
+}
+
+fn holding(address: u16, count: u16) -> Block {
+    Block {
+        register: RegisterKind::Holding,
+        address,
+        count,
+    }
+}
+
+/// Looks for the marker at `base` (or the three standard places), then walks the chain.
+pub async fn discover(transport: &mut Transport, base: Option<u16>) -> Result<Discovery, DiscoveryError> {
+    let candidates: Vec<u16> = match base {
+        Some(b) => vec![b],
+        None => spec::BASE_ADDRESSES.to_vec(),
+    };
+    let mut found = None;
+    for candidate in &candidates {
+        match transport.read(holding(*candidate, 2)).await {
+            Ok(words) if words == spec::MARKER => {
+                found = Some(*candidate);
+                break;
+            }
+            // Not here: an exception (no such register) or other data.
+            Ok(_) | Err(ReadError::Exception(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let Some(base) = found else {
+        let places: Vec<String> = candidates.iter().map(u16::to_string).collect();
+        return Err(DiscoveryError::NotSunSpec(format!(
+            "no SunSpec marker `SunS` at holding register {}",
+            places.join(", ")
+        )));
+    };
+    let mut models = Vec::new();
+    let mut address = base.checked_add(2);
+    while let Some(at) = address {
+        if models.len() >= MAX_MODELS {
+            break;
+        }
+        let header = match transport.read(holding(at, 2)).await {
+            Ok(words) => words,
+            // Some devices end the chain without the end marker: what was found stands.
+            Err(ReadError::Exception(_)) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let (Some(&id), Some(&length)) = (header.first(), header.get(1)) else {
+            break;
+        };
+        match spec::header(at, id, length) {
+            Some(Step::Model(model)) => {
+                models.push(model);
+                address = model.next();
+            }
+            Some(Step::End) | None => break,
+        }
+    }
+    let common = match models.iter().find(|m| m.id == spec::COMMON) {
+        // The fields up to the serial number: 64 registers, one request.
+        Some(m) if m.length >= 64 => match transport.read(holding(m.body, 64)).await {
+            Ok(body) => spec::common(&body),
+            Err(ReadError::Exception(_)) => None,
+            Err(e) => return Err(e.into()),
+        },
+        _ => None,
+    };
+    let inverter = models.iter().find(|m| spec::INVERTERS.contains(&m.id)).copied();
+    Ok(Discovery {
+        base,
+        models,
+        common,
+        inverter,
+    })
+}
+
+/// The request reading an inverter model's measurements.
+pub fn inverter_block(model: &Model) -> Block {
+    holding(model.body, model.length.min(spec::INVERTER_BODY))
+}
+
+/// What a SunSpec inverter can report.
+pub fn metrics() -> Vec<MetricSpec> {
+    spec::INVERTER_POINTS
+        .iter()
+        .map(|p| MetricSpec {
+            name: p.metric,
+            unit: p.unit,
+            kind: p.metric_kind,
+            description: p.description,
+        })
+        .collect()
+}

@@ -1,0 +1,164 @@
+//! pymodbus peers for the Modbus tests: a server serving a register image and
+//! a client playing the Nea Smart base station (tests/peers/*.py).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The Python with pymodbus: scripts/test.sh makes the venv and exports it.
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("PYMODBUS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyvenv/bin/python"));
+    assert!(
+        path.exists(),
+        "no Python with pymodbus at {}: run scripts/test.sh, which installs it",
+        path.display()
+    );
+    path
+}
+
+pub fn peer(script: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(script)
+}
+
+/// A register image: table → address → value.
+#[derive(Debug, Default, Clone)]
+pub struct RegisterImage {
+    pub tables: BTreeMap<&'static str, BTreeMap<u16, u16>>,
+}
+
+impl RegisterImage {
+    pub fn set(&mut self, table: &'static str, address: u16, words: &[u16]) -> &mut Self {
+        let t = self.tables.entry(table).or_default();
+        for (i, w) in words.iter().enumerate() {
+            t.insert(address + i as u16, *w);
+        }
+        self
+    }
+
+    pub fn write(&self, path: &Path) {
+        let json: serde_json::Map<String, serde_json::Value> = self
+            .tables
+            .iter()
+            .map(|(t, values)| {
+                let m: serde_json::Map<String, serde_json::Value> =
+                    values.iter().map(|(a, v)| (a.to_string(), (*v).into())).collect();
+                ((*t).to_string(), m.into())
+            })
+            .collect();
+        std::fs::write(path, serde_json::Value::Object(json).to_string()).expect("image file");
+    }
+}
+
+/// One read request the server saw.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SeenRequest {
+    pub fc: u8,
+    pub unit: u8,
+    pub address: u16,
+    pub count: u16,
+}
+
+/// A pymodbus server child process; killed on drop.
+pub struct PyServer {
+    child: Child,
+    pub requests: Arc<Mutex<Vec<SeenRequest>>>,
+    pub connects: Arc<Mutex<u32>>,
+}
+
+impl PyServer {
+    /// `target`: `["--port", "5020"]` or `["--serial", "/dev/pts/3"]`.
+    pub fn start(image: &Path, target: &[&str], extra: &[&str]) -> PyServer {
+        let mut child = Command::new(python())
+            .arg(peer("modbus_server.py"))
+            .arg("--image")
+            .arg(image)
+            .args(target)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the pymodbus server");
+        let stdout = child.stdout.take().expect("stdout");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let connects = Arc::new(Mutex::new(0));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (seen, conns) = (requests.clone(), connects.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line == "ready" {
+                    let _ = ready_tx.send(());
+                    continue;
+                }
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if v.get("connected").and_then(|c| c.as_bool()) == Some(true) {
+                    *conns.lock().expect("lock") += 1;
+                } else if let Some(fc) = v.get("fc").and_then(|f| f.as_u64()) {
+                    let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+                    seen.lock().expect("lock").push(SeenRequest {
+                        fc: fc as u8,
+                        unit: n("unit") as u8,
+                        address: n("address") as u16,
+                        count: n("count") as u16,
+                    });
+                }
+            }
+        });
+        let mut server = PyServer {
+            child,
+            requests,
+            connects,
+        };
+        if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let status = server.child.try_wait();
+            panic!("the pymodbus server did not start within 60 s ({status:?})");
+        }
+        server
+    }
+
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.requests.lock().expect("lock").clone()
+    }
+
+    pub fn connects(&self) -> u32 {
+        *self.connects.lock().expect("lock")
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the base station script: `writes` as `UNIT:ADDRESS:VALUE[,VALUE…]`.
+pub fn base_station_writes(port: u16, writes: &[String]) {
+    let start = Instant::now();
+    // The gateway may still be binding its port: retry until it takes the writes.
+    loop {
+        let output = Command::new(python())
+            .arg(peer("neasmart_base.py"))
+            .arg("--port")
+            .arg(port.to_string())
+            .args(writes)
+            .output()
+            .expect("run the base station script");
+        if output.status.success() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the base station could not write: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
