@@ -1,1 +1,3 @@
 //! Protocol codecs: pure functions over bytes, no I/O, no device, no store.
+
+pub mod dsmr;

@@ -1,0 +1,163 @@
+//! CRC-16/ARC as used by DSMR 4.x/5.x P1 telegrams.
+//!
+//! Polynomial 0x8005 processed LSB-first (reflected form 0xA001), initial value 0,
+//! no final XOR. It covers every byte from the leading `/` up to and including the `!`
+//! and is transmitted as (normally four) upper-case hex digits right after the `!`.
+
+use super::CrcStatus;
+
+/// Lookup table for the reflected polynomial 0xA001, built at compile time.
+const TABLE: [u16; 256] = build_table();
+
+const fn build_table() -> [u16; 256] {
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = i as u16;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xA001 } else { crc >> 1 };
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+}
+
+/// CRC-16/ARC of `data` (init 0x0000, reflected poly 0xA001, no xorout).
+pub fn crc16_arc(data: &[u8]) -> u16 {
+    data.iter().fold(0u16, |crc, &b| {
+        // The index is masked to 0..=255 and TABLE has 256 entries: cannot panic.
+        (crc >> 8) ^ TABLE[usize::from((crc ^ u16::from(b)) & 0xFF)]
+    })
+}
+
+/// Value of one ASCII hex digit.
+pub(super) fn hex_val(b: u8) -> Option<u16> {
+    match b {
+        b'0'..=b'9' => Some(u16::from(b - b'0')),
+        b'a'..=b'f' => Some(u16::from(b - b'a' + 10)),
+        b'A'..=b'F' => Some(u16::from(b - b'A' + 10)),
+        _ => None,
+    }
+}
+
+/// Parses the 1–4 hex digits following a `!` (unpadded forms such as `B9F` are
+/// accepted). Returns `None` when there are no hex digits at all.
+pub(super) fn parse_given(after_bang: &[u8]) -> Option<u16> {
+    let mut value: u16 = 0;
+    let mut count = 0;
+    for &b in after_bang.iter().take(4) {
+        match hex_val(b) {
+            Some(v) => {
+                value = (value << 4) | v;
+                count += 1;
+            }
+            None => break,
+        }
+    }
+    (count > 0).then_some(value)
+}
+
+/// Compares the CRC given after the `!` with the one computed over `covered`
+/// (which must run from `/` through `!` inclusive).
+pub(super) fn status(covered: &[u8], after_bang: &[u8]) -> CrcStatus {
+    match parse_given(after_bang) {
+        None => CrcStatus::Absent,
+        Some(given) => {
+            let computed = crc16_arc(covered);
+            if given == computed {
+                CrcStatus::Valid
+            } else {
+                CrcStatus::Invalid { given, computed }
+            }
+        }
+    }
+}
+
+/// Locates the telegram start (`/` at the beginning of a line, else the first `/`)
+/// and its terminating `!` (first `!` outside parentheses after the header line).
+/// Returns `(start, bang)` byte offsets.
+pub(super) fn locate(telegram: &[u8]) -> Option<(usize, Option<usize>)> {
+    let start = find_start(telegram)?;
+    let rest = telegram.get(start..)?;
+    let header_end = rest.iter().position(|&b| b == b'\n')?;
+    let body_start = start + header_end + 1;
+    let body = telegram.get(body_start..)?;
+    let mut in_paren = false;
+    for (i, &b) in body.iter().enumerate() {
+        match b {
+            b'\n' => in_paren = false,
+            b'(' => in_paren = true,
+            b')' => in_paren = false,
+            b'!' if !in_paren => return Some((start, Some(body_start + i))),
+            _ => {}
+        }
+    }
+    Some((start, None))
+}
+
+/// First `/` at the start of a line; failing that, the first `/` anywhere.
+pub(super) fn find_start(data: &[u8]) -> Option<usize> {
+    let at_line_start = data
+        .iter()
+        .enumerate()
+        .position(|(i, &b)| b == b'/' && (i == 0 || data.get(i - 1) == Some(&b'\n')));
+    at_line_start.or_else(|| data.iter().position(|&b| b == b'/'))
+}
+
+/// See [`super::check_crc`].
+pub fn check_crc(telegram: &[u8]) -> CrcStatus {
+    let Some((start, Some(bang))) = locate(telegram) else {
+        return CrcStatus::Absent;
+    };
+    match (telegram.get(start..=bang), telegram.get(bang + 1..)) {
+        (Some(covered), Some(after)) => status(covered, after),
+        _ => CrcStatus::Absent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_value() {
+        // CRC-16/ARC check value from the CRC catalogue.
+        assert_eq!(crc16_arc(b"123456789"), 0xBB3D);
+        assert_eq!(crc16_arc(b""), 0);
+    }
+
+    #[test]
+    fn given_forms() {
+        assert_eq!(parse_given(b"4BC6\r\n"), Some(0x4BC6));
+        assert_eq!(parse_given(b"B9F\r\n"), Some(0x0B9F));
+        assert_eq!(parse_given(b"ab\r\n"), Some(0xAB));
+        assert_eq!(parse_given(b"\r\n"), None);
+        assert_eq!(parse_given(b""), None);
+        assert_eq!(parse_given(b"12345"), Some(0x1234));
+    }
+
+    #[test]
+    fn check_crc_simple() {
+        let body = b"/X\r\n\r\n1-0:1.8.1(1*kWh)\r\n!";
+        let crc = crc16_arc(body);
+        let mut t = body.to_vec();
+        t.extend_from_slice(format!("{crc:04X}\r\n").as_bytes());
+        assert_eq!(check_crc(&t), CrcStatus::Valid);
+        let mut bad = body.to_vec();
+        bad.extend_from_slice(b"0000\r\n");
+        assert!(matches!(check_crc(&bad), CrcStatus::Invalid { given: 0, .. }));
+        let mut absent = body.to_vec();
+        absent.extend_from_slice(b"\r\n");
+        assert_eq!(check_crc(&absent), CrcStatus::Absent);
+        assert_eq!(check_crc(b"garbage"), CrcStatus::Absent);
+    }
+
+    #[test]
+    fn bang_inside_parentheses_is_data() {
+        let t = b"/X\r\n\r\n0-0:96.13.0(hi!)\r\n!\r\n";
+        assert_eq!(locate(t), Some((0, Some(t.len() - 3))));
+    }
+}
