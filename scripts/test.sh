@@ -13,5 +13,6 @@ need() { # need <command> <debian package>
 }
 
 need kill procps
+need socat socat
 
 cargo test --locked --all-targets "$@"

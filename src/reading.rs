@@ -60,6 +60,8 @@ pub enum Unit {
     Var,
     #[serde(rename = "kvarh")]
     KiloVarHour,
+    #[serde(rename = "VA")]
+    VoltAmpere,
     #[serde(rename = "V")]
     Volt,
     #[serde(rename = "A")]
@@ -104,6 +106,7 @@ impl Unit {
             Unit::KiloWattHour => "kWh",
             Unit::Var => "var",
             Unit::KiloVarHour => "kvarh",
+            Unit::VoltAmpere => "VA",
             Unit::Volt => "V",
             Unit::Ampere => "A",
             Unit::Hertz => "Hz",

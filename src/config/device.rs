@@ -118,6 +118,10 @@ macro_rules! device_types {
 device_types! {
     /// Built-in simulated devices with realistic curves: no hardware needed.
     Simulated("simulated") => crate::monitors::simulated::SimulatedConfig,
+    /// A smart meter's P1 port (DSMR 2.2 to 5.0 and variants) over serial or TCP.
+    Dsmr("dsmr") => crate::monitors::dsmr::DsmrConfig,
+    /// A HomeWizard-style P1 meter's local HTTP API (v1).
+    Homewizard("homewizard") => crate::monitors::homewizard::HomewizardConfig,
 }
 
 /// One device: its id (the file stem), where it came from, and its settings.

@@ -219,7 +219,9 @@ fn env_variables_fill_values() {
     let file = dir.path().join("room.yaml");
     std::fs::write(&file, "type: simulated\nprofile: ${PROFILE}\nseed: ${SEED:-3}\n").unwrap();
     let d = load_device_file(&file, &[], &env).unwrap();
-    let DeviceKind::Simulated(sim) = &d.kind;
+    let DeviceKind::Simulated(sim) = &d.kind else {
+        panic!("not simulated: {:?}", d.kind)
+    };
     assert_eq!(sim.seed, 3);
     assert_eq!(sim.profile, crate::monitors::simulated::Profile::Climate);
 }

@@ -1,6 +1,8 @@
 //! Monitors read devices. One module per device type; [`build`] is the one place
 //! that turns a device's config into its monitor.
 
+pub mod dsmr;
+pub mod homewizard;
 pub mod simulated;
 
 use std::path::PathBuf;
@@ -69,6 +71,8 @@ pub struct MonitorContext {
 pub fn build(config: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
     Ok(match &config.kind {
         DeviceKind::Simulated(c) => Box::new(simulated::SimulatedMonitor::new(c, ctx)),
+        DeviceKind::Dsmr(c) => Box::new(dsmr::DsmrMonitor::new(c, ctx, config.poll_interval())?),
+        DeviceKind::Homewizard(c) => Box::new(homewizard::HomewizardMonitor::new(c, ctx)?),
     })
 }
 
@@ -76,6 +80,8 @@ pub fn build(config: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monit
 pub fn type_metrics(type_name: &str) -> Vec<MetricSpec> {
     match type_name {
         "simulated" => simulated::all_metrics(),
+        "dsmr" => dsmr::all_metrics(),
+        "homewizard" => homewizard::all_metrics(),
         _ => Vec::new(),
     }
 }
