@@ -71,3 +71,31 @@ impl Rng {
         (self.next() % n.max(1) as u64) as usize
     }
 }
+
+/// The real DSMR 5 fixture (`dsmr50_iskra_am550_real.txt`) with its meter time set to
+/// `at` (written as winter time, UTC+1) and its tariff-1 counter to `kwh`, CRC
+/// recomputed: a stream of distinct, valid telegrams for the device tests.
+pub fn telegram_at(at: DateTime<Utc>, kwh: f64) -> Vec<u8> {
+    let text = String::from_utf8(load("dsmr50_iskra_am550_real.txt")).expect("ASCII fixture");
+    let local = at + chrono::TimeDelta::hours(1);
+    let text = text
+        .replace(
+            "0-0:1.0.0(181106140429W)",
+            &format!("0-0:1.0.0({}W)", local.format("%y%m%d%H%M%S")),
+        )
+        .replace("1-0:1.8.1(003808.351*kWh)", &format!("1-0:1.8.1({kwh:010.3}*kWh)"));
+    let bang = text.find('!').expect("terminator");
+    let mut out = text[..=bang].as_bytes().to_vec();
+    let crc = mesura::protocols::dsmr::crc16_arc(&out);
+    out.extend_from_slice(format!("{crc:04X}\r\n").as_bytes());
+    out
+}
+
+/// The same with a CRC that does not match.
+pub fn telegram_bad_crc(at: DateTime<Utc>, kwh: f64) -> Vec<u8> {
+    let mut t = telegram_at(at, kwh);
+    let n = t.len();
+    // The last CRC digit (before CR LF), changed to another hex digit.
+    t[n - 3] = if t[n - 3] == b'0' { b'1' } else { b'0' };
+    t
+}
