@@ -85,7 +85,7 @@ pub fn telegram_at(at: DateTime<Utc>, kwh: f64) -> Vec<u8> {
         )
         .replace("1-0:1.8.1(003808.351*kWh)", &format!("1-0:1.8.1({kwh:010.3}*kWh)"));
     let bang = text.find('!').expect("terminator");
-    let mut out = text[..=bang].as_bytes().to_vec();
+    let mut out = text.as_bytes()[..=bang].to_vec();
     let crc = mesura::protocols::dsmr::crc16_arc(&out);
     out.extend_from_slice(format!("{crc:04X}\r\n").as_bytes());
     out
