@@ -133,8 +133,11 @@ fn unterminated_input_decodes_with_flag() {
 fn values_carry_obis_and_kind() {
     let t = t("1-0:2.8.2(000002.000*kWh)\r\n1-0:52.7.0(230.1*V)\r\n0-0:96.7.21(00005)\r\n");
     let v = t.get("energy_returned_tariff2").unwrap();
-    assert_eq!((v.obis.as_str(), v.counter), ("1-0:2.8.2", true));
+    assert_eq!((v.obis.to_string().as_str(), v.counter), ("1-0:2.8.2", true));
     let v = t.get("voltage_l2").unwrap();
-    assert_eq!((v.obis.as_str(), v.counter, v.timestamp), ("1-0:52.7.0", false, None));
+    assert_eq!(
+        (v.obis.to_string().as_str(), v.counter, v.timestamp),
+        ("1-0:52.7.0", false, None)
+    );
     assert!(t.get("power_failures").unwrap().counter);
 }

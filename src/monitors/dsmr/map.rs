@@ -41,7 +41,7 @@ pub fn readings(device: &DeviceId, telegram: &Telegram, received: DateTime<Utc>)
         .iter()
         .map(|v| Reading {
             device: device.clone(),
-            metric: Arc::from(v.metric.as_str()),
+            metric: Arc::from(&*v.metric),
             value: match &v.value {
                 DsmrNumberOrText::Number(n) => Value::Number(*n),
                 DsmrNumberOrText::Text(t) => Value::Text(Arc::from(t.as_str())),
@@ -81,10 +81,10 @@ impl Watch {
         }
         for v in telegram.values.iter().filter(|v| v.counter) {
             let Some(new) = v.value.as_f64() else { continue };
-            if let Some(old) = self.counters.insert(v.metric.clone(), new) {
+            if let Some(old) = self.counters.insert(v.metric.to_string(), new) {
                 if new < old {
                     found.push(Anomaly::CounterBackwards {
-                        metric: v.metric.clone(),
+                        metric: v.metric.to_string(),
                         old,
                         new,
                     });

@@ -1,5 +1,6 @@
 //! Telegram decoder: one framed telegram → [`Telegram`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::obis::{self, MbusKind, Obis};
@@ -8,9 +9,10 @@ use super::units::{canonical_unit, conversion, parse_scaled, split_unit, Conv};
 use super::{crc, CrcStatus, DecodeError, DsmrNumberOrText, DsmrValue, MbusDevice, Telegram};
 
 /// One COSEM object: identifier plus its `( … )` groups, continuation lines merged.
+/// The groups live in one vector per telegram; an object borrows its slice of it.
 struct Object<'a> {
     id: &'a str,
-    groups: Vec<&'a str>,
+    groups: &'a [&'a str],
 }
 
 impl Object<'_> {
@@ -23,42 +25,57 @@ impl Object<'_> {
     }
 }
 
+#[derive(Debug, PartialEq)]
 enum Line<'a> {
-    Object(Object<'a>),
-    Continuation(Vec<&'a str>),
+    /// An identifier; its groups were appended to the group vector.
+    Object(&'a str),
+    /// Only groups (appended): they continue the previous object.
+    Continuation,
     Malformed,
 }
 
-/// Splits `(a)(b*u) (c)` into groups; `None` if unbalanced, nested or followed by junk.
-fn parse_groups(mut s: &str) -> Option<Vec<&str>> {
-    let mut groups = Vec::new();
+/// Appends the groups of `(a)(b*u) (c)` to `out`; `false` (and `out` unchanged) if
+/// unbalanced, nested or followed by junk.
+fn parse_groups<'a>(mut s: &'a str, out: &mut Vec<&'a str>) -> bool {
+    let before = out.len();
     loop {
-        s = s.trim_start();
+        s = s.trim_ascii_start();
         if s.is_empty() {
-            return Some(groups);
+            return true;
         }
-        let rest = s.strip_prefix('(')?;
-        let close = rest.find(')')?;
-        let inner = rest.get(..close)?;
-        if inner.contains('(') {
-            return None;
+        let parsed = s.strip_prefix('(').and_then(|rest| {
+            let close = rest.bytes().position(|b| b == b')')?;
+            let inner = rest.get(..close)?;
+            (!inner.bytes().any(|b| b == b'(')).then_some((inner, rest.get(close + 1..)?))
+        });
+        match parsed {
+            Some((inner, rest)) => {
+                out.push(inner);
+                s = rest;
+            }
+            None => {
+                out.truncate(before);
+                return false;
+            }
         }
-        groups.push(inner);
-        s = rest.get(close + 1..)?;
     }
 }
 
-fn parse_line(line: &str) -> Line<'_> {
-    let Some(open) = line.find('(') else {
+fn parse_line<'a>(line: &'a str, groups: &mut Vec<&'a str>) -> Line<'a> {
+    let Some(open) = line.bytes().position(|b| b == b'(') else {
         return Line::Malformed;
     };
     let (id, rest) = line.split_at(open);
-    let id = id.trim();
-    match parse_groups(rest) {
-        None => Line::Malformed,
-        Some(groups) if id.is_empty() => Line::Continuation(groups),
-        Some(_) if id.contains(char::is_whitespace) || id.starts_with('/') => Line::Malformed,
-        Some(groups) => Line::Object(Object { id, groups }),
+    let id = id.trim_ascii();
+    let space_inside =
+        id.bytes().any(|b| b.is_ascii_whitespace()) || (!id.is_ascii() && id.contains(char::is_whitespace));
+    if !id.is_empty() && (space_inside || id.starts_with('/')) {
+        return Line::Malformed;
+    }
+    match parse_groups(rest, groups) {
+        false => Line::Malformed,
+        true if id.is_empty() => Line::Continuation,
+        true => Line::Object(id),
     }
 }
 
@@ -101,7 +118,7 @@ fn equipment_rank(o: &Obis) -> Option<u8> {
 }
 
 struct MbusReading<'a> {
-    obj_line: String,
+    obj: &'a Object<'a>,
     obis: Obis,
     ts: Option<&'a str>,
     value: &'a str,
@@ -114,6 +131,28 @@ struct Channel<'a> {
     equipment_id: Option<String>,
     readings: Vec<MbusReading<'a>>,
 }
+
+/// The lines of `text` (split at LF; the CR of CR LF goes with the trimming). A
+/// byte search: `str::lines` goes through the generic char-pattern machinery, which
+/// showed up in the profile.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (line, next) = match rest.bytes().position(|b| b == b'\n') {
+            // LF is ASCII, so both cuts are on character boundaries.
+            Some(lf) => (rest.get(..lf)?, rest.get(lf + 1..)?),
+            None => (rest, ""),
+        };
+        rest = next;
+        Some(line)
+    })
+}
+
+// The decoder keeps the meter-level metrics it has seen in a u128.
+const _: () = assert!(obis::METRIC_COUNT <= 128);
 
 /// See [`super::decode`].
 pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
@@ -136,7 +175,11 @@ pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
         },
         None => CrcStatus::Absent,
     };
-    let body = String::from_utf8_lossy(body);
+    // Valid UTF-8 (always, from a meter) is borrowed; only a damaged body is copied.
+    let body = match std::str::from_utf8(body) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(body),
+    };
 
     let mut t = Telegram {
         header,
@@ -153,21 +196,37 @@ pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
     };
 
     // Pass 1: lines → objects (continuation lines appended to the previous object).
-    let mut objects: Vec<Object<'_>> = Vec::new();
-    for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        match parse_line(line) {
-            Line::Object(o) => objects.push(o),
-            Line::Continuation(groups) => match objects.last_mut() {
-                Some(prev) => prev.groups.extend(groups),
-                None => t.malformed.push(line.to_string()),
+    // (identifier, first group, end of groups) into one shared group vector.
+    let mut all_groups: Vec<&str> = Vec::with_capacity(64);
+    let mut spans: Vec<(&str, usize, usize)> = Vec::with_capacity(48);
+    for line in lines(&body).map(str::trim_ascii).filter(|l| !l.is_empty()) {
+        let start = all_groups.len();
+        match parse_line(line, &mut all_groups) {
+            Line::Object(id) => spans.push((id, start, all_groups.len())),
+            // The previous object's groups end where these begin, so it just grows.
+            Line::Continuation => match spans.last_mut() {
+                Some(prev) => prev.2 = all_groups.len(),
+                None => {
+                    all_groups.truncate(start);
+                    t.malformed.push(line.to_string());
+                }
             },
             Line::Malformed => t.malformed.push(line.to_string()),
         }
     }
+    let objects: Vec<Object<'_>> = spans
+        .iter()
+        .map(|&(id, from, to)| Object {
+            id,
+            groups: all_groups.get(from..to).unwrap_or_default(),
+        })
+        .collect();
+    t.values.reserve(objects.len());
 
     // Pass 2: interpret.
-    let mut equipment: Option<(u8, String, String)> = None; // (rank, value, line)
+    let mut equipment: Option<(u8, String, &Object<'_>)> = None; // (rank, value, object)
     let mut channels: BTreeMap<u8, Channel<'_>> = BTreeMap::new();
+    let mut seen: u128 = 0; // meter-level metrics already taken, by table index
     for obj in &objects {
         let Some(o) = obis::parse_obis(obj.id) else {
             t.unknown.push((obj.id.to_string(), obj.raw()));
@@ -183,17 +242,23 @@ pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
         } else if let Some(rank) = equipment_rank(&o) {
             match (decode_hex_text(first), &equipment) {
                 (Some(id), Some((best, _, _))) if rank < *best => {
-                    if let Some((_, _, line)) = equipment.replace((rank, id, obj.line())) {
-                        push_unknown_line(&mut t, &line);
+                    if let Some((_, _, displaced)) = equipment.replace((rank, id, obj)) {
+                        t.unknown.push((displaced.id.to_string(), displaced.raw()));
                     }
                 }
-                (Some(id), None) => equipment = Some((rank, id, obj.line())),
+                (Some(id), None) => equipment = Some((rank, id, obj)),
                 _ => t.unknown.push((obj.id.to_string(), obj.raw())),
             }
         } else if o.a == 0 && (1..=4).contains(&o.b) {
             mbus_object(&mut t, channels.entry(o.b).or_default(), o, obj);
-        } else if let Some(def) = obis::lookup(&o) {
-            meter_value(&mut t, def, o, obj);
+        } else if let Some((index, def)) = obis::lookup_index(&o) {
+            let bit = 1u128 << index;
+            if seen & bit != 0 {
+                // A second object for the same metric: the first one wins.
+                t.unknown.push((obj.id.to_string(), obj.raw()));
+            } else if meter_value(&mut t, def, o, obj) {
+                seen |= bit;
+            }
         } else {
             t.unknown.push((obj.id.to_string(), obj.raw()));
         }
@@ -203,29 +268,24 @@ pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
     Ok(t)
 }
 
-fn push_unknown_line(t: &mut Telegram, line: &str) {
-    let (id, raw) = line.split_at(line.find('(').unwrap_or(line.len()));
-    t.unknown.push((id.to_string(), raw.to_string()));
+fn push_unknown(t: &mut Telegram, obj: &Object<'_>) {
+    t.unknown.push((obj.id.to_string(), obj.raw()));
 }
 
-/// A meter-level (electricity / abstract) value from the table.
-fn meter_value(t: &mut Telegram, def: &obis::MetricDef, o: Obis, obj: &Object<'_>) {
-    let (ts, group) = match obj.groups.as_slice() {
+/// A meter-level (electricity / abstract) value from the table; `true` if taken.
+fn meter_value(t: &mut Telegram, def: &obis::MetricDef, o: Obis, obj: &Object<'_>) -> bool {
+    let (ts, group) = match obj.groups {
         [v] => (None, *v),
         [ts, v] if def.timestamped && looks_like_timestamp(ts) => (Some(*ts), *v),
         _ => {
-            t.unknown.push((obj.id.to_string(), obj.raw()));
-            return;
+            push_unknown(t, obj);
+            return false;
         }
     };
-    if t.values.iter().any(|v| v.metric == def.name) {
-        t.unknown.push((obj.id.to_string(), obj.raw()));
-        return;
-    }
     let (num, unit) = split_unit(group);
     let Some(conv) = conversion(def.quantity, unit) else {
-        t.unknown.push((obj.id.to_string(), obj.raw()));
-        return;
+        push_unknown(t, obj);
+        return false;
     };
     let value = match parse_scaled(num, conv) {
         Some(v) => DsmrNumberOrText::Number(v),
@@ -233,21 +293,22 @@ fn meter_value(t: &mut Telegram, def: &obis::MetricDef, o: Obis, obj: &Object<'_
         None if def.name == "tariff" && !num.is_empty() => DsmrNumberOrText::Text(num.to_string()),
         None => {
             t.malformed.push(obj.line());
-            return;
+            return false;
         }
     };
     t.values.push(DsmrValue {
-        metric: def.name.to_string(),
-        obis: o.to_string(),
+        metric: Cow::Borrowed(def.name),
+        obis: o,
         value,
         unit: canonical_unit(def.quantity),
         counter: def.counter,
         timestamp: ts.and_then(parse_timestamp),
     });
+    true
 }
 
 /// Objects of M-Bus channel `o.b` (1–4).
-fn mbus_object<'a>(t: &mut Telegram, ch: &mut Channel<'a>, o: Obis, obj: &Object<'a>) {
+fn mbus_object<'a>(t: &mut Telegram, ch: &mut Channel<'a>, o: Obis, obj: &'a Object<'a>) {
     let g = |i: usize| obj.groups.get(i).copied();
     if o.cde(24, 1, 0) {
         ch.device_type = g(0).and_then(obis::parse_device_type);
@@ -259,11 +320,11 @@ fn mbus_object<'a>(t: &mut Telegram, ch: &mut Channel<'a>, o: Obis, obj: &Object
         }
     } else if o.c == 24 && o.d == 2 {
         // DSMR 4/5: 0-n:24.2.1 (NL) / 0-n:24.2.3 (BE): (capture time)(value*unit)
-        match obj.groups.as_slice() {
+        match obj.groups {
             [ts, v] => {
                 let (value, unit) = split_unit(v);
                 ch.readings.push(MbusReading {
-                    obj_line: obj.line(),
+                    obj,
                     obis: o,
                     ts: Some(ts),
                     value,
@@ -283,7 +344,7 @@ fn mbus_object<'a>(t: &mut Telegram, ch: &mut Channel<'a>, o: Obis, obj: &Object
                     own_unit
                 };
                 ch.readings.push(MbusReading {
-                    obj_line: obj.line(),
+                    obj,
                     obis: o,
                     ts: Some(ts),
                     value,
@@ -302,10 +363,9 @@ fn finish_mbus(t: &mut Telegram, channels: BTreeMap<u8, Channel<'_>>) {
     for (channel, ch) in channels {
         let mut named: Option<String> = None;
         for r in &ch.readings {
-            let unit_lower = r.unit.to_ascii_lowercase();
             let kind = match ch.device_type {
                 Some(dt) => MbusKind::from_device_type(dt),
-                None => MbusKind::from_unit(&unit_lower),
+                None => MbusKind::from_unit(&r.unit.to_ascii_lowercase()),
             };
             let ts = r.ts.and_then(parse_timestamp);
             let conv = kind.and_then(|k| conversion(k.quantity(), r.unit));
@@ -317,7 +377,7 @@ fn finish_mbus(t: &mut Telegram, channels: BTreeMap<u8, Channel<'_>>) {
                 continue;
             }
             let (Some(kind), Some(value)) = (kind, value) else {
-                push_unknown_line(t, &r.obj_line);
+                push_unknown(t, r.obj);
                 continue;
             };
             let metric = match &named {
@@ -326,21 +386,21 @@ fn finish_mbus(t: &mut Telegram, channels: BTreeMap<u8, Channel<'_>>) {
                     let n = counts.entry(kind.base_name()).or_insert(0);
                     *n += 1;
                     let name = if *n == 1 {
-                        kind.base_name().to_string()
+                        Cow::Borrowed(kind.base_name())
                     } else {
-                        format!("{}_{}", kind.base_name(), n)
+                        Cow::Owned(format!("{}_{}", kind.base_name(), n))
                     };
-                    named = Some(name.clone());
+                    named = Some(name.to_string());
                     Some(name)
                 }
             };
             let Some(metric) = metric else {
-                push_unknown_line(t, &r.obj_line);
+                push_unknown(t, r.obj);
                 continue;
             };
             t.values.push(DsmrValue {
                 metric,
-                obis: r.obis.to_string(),
+                obis: r.obis,
                 value: DsmrNumberOrText::Number(value),
                 unit: canonical_unit(kind.quantity()),
                 counter: true,
@@ -363,15 +423,25 @@ fn finish_mbus(t: &mut Telegram, channels: BTreeMap<u8, Channel<'_>>) {
 mod tests {
     use super::*;
 
+    /// The old shape of `parse_groups`, for readable assertions.
+    fn groups_of(s: &str) -> Option<Vec<&str>> {
+        let mut out = vec!["before"];
+        let ok = parse_groups(s, &mut out);
+        if !ok {
+            assert_eq!(out, ["before"], "a failed parse must leave the vector as it was");
+        }
+        ok.then(|| out.split_off(1))
+    }
+
     #[test]
     fn groups() {
-        assert_eq!(parse_groups("(a)(b*c)"), Some(vec!["a", "b*c"]));
-        assert_eq!(parse_groups("(a) (b)  "), Some(vec!["a", "b"]));
-        assert_eq!(parse_groups("()"), Some(vec![""]));
-        assert_eq!(parse_groups("(a"), None);
-        assert_eq!(parse_groups("(a)x"), None);
-        assert_eq!(parse_groups("(a(b))"), None);
-        assert_eq!(parse_groups("(00.193*kW)/ISK5\\2M550E-1012"), None);
+        assert_eq!(groups_of("(a)(b*c)"), Some(vec!["a", "b*c"]));
+        assert_eq!(groups_of("(a) (b)  "), Some(vec!["a", "b"]));
+        assert_eq!(groups_of("()"), Some(vec![""]));
+        assert_eq!(groups_of("(a"), None);
+        assert_eq!(groups_of("(a)x"), None);
+        assert_eq!(groups_of("(a)(b(c))"), None);
+        assert_eq!(groups_of("(00.193*kW)/ISK5\\2M550E-1012"), None);
     }
 
     #[test]
@@ -388,9 +458,11 @@ mod tests {
 
     #[test]
     fn lines() {
-        assert!(matches!(parse_line("(00001.001)"), Line::Continuation(_)));
-        assert!(matches!(parse_line("***NO CARIER***"), Line::Malformed));
-        assert!(matches!(parse_line("1-0:1.8.1 x(1)"), Line::Malformed));
-        assert!(matches!(parse_line("1-0:1.8.1(1*kWh)"), Line::Object(_)));
+        let mut g = Vec::new();
+        assert_eq!(parse_line("(00001.001)", &mut g), Line::Continuation);
+        assert_eq!(parse_line("***NO CARIER***", &mut g), Line::Malformed);
+        assert_eq!(parse_line("1-0:1.8.1 x(1)", &mut g), Line::Malformed);
+        assert_eq!(parse_line("1-0:1.8.1(1*kWh)", &mut g), Line::Object("1-0:1.8.1"));
+        assert_eq!(g, ["00001.001", "1*kWh"]);
     }
 }

@@ -152,10 +152,13 @@ mod obis;
 mod timestamp;
 mod units;
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 
 pub use crc::crc16_arc;
 pub use framer::{Framer, FramerStats, DEFAULT_MAX_TELEGRAM_SIZE};
+pub use obis::Obis;
 pub use timestamp::parse_timestamp;
 
 /// CRC verdict of one telegram.
@@ -229,10 +232,11 @@ impl DsmrNumberOrText {
 /// One canonical reading.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DsmrValue {
-    /// Canonical metric name (see the metric table).
-    pub metric: String,
+    /// Canonical metric name (see the metric table); borrowed from the table except
+    /// for numbered M-Bus names (`gas_delivered_2`).
+    pub metric: Cow<'static, str>,
     /// Source OBIS code, normalised to `A-B:C.D.E`.
-    pub obis: String,
+    pub obis: Obis,
     pub value: DsmrNumberOrText,
     /// Canonical unit (`kWh`, `W`, `V`, `A`, `m3`, `GJ`, `kvarh`, `var`, `VA`, `Hz`, or `""`).
     pub unit: &'static str,

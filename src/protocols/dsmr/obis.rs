@@ -42,11 +42,12 @@ impl fmt::Display for Obis {
 /// period in IEC 62056-21) is *not* a current value: such codes return `None` and
 /// end up in `unknown`.
 pub fn parse_obis(id: &str) -> Option<Obis> {
-    let id = id.trim();
-    let mut nums: Vec<u8> = Vec::with_capacity(6);
-    let mut seps: Vec<u8> = Vec::with_capacity(5);
+    // Fixed arrays, not Vecs: this runs for every line of every telegram.
+    let mut nums = [0u8; 6];
+    let mut seps = [0u8; 5];
+    let (mut n_nums, mut n_seps) = (0usize, 0usize);
     let mut cur: Option<u32> = None;
-    for &b in id.as_bytes() {
+    for &b in id.trim_ascii().as_bytes() {
         if b.is_ascii_digit() {
             let v = cur.unwrap_or(0) * 10 + u32::from(b - b'0');
             if v > 255 {
@@ -54,18 +55,19 @@ pub fn parse_obis(id: &str) -> Option<Obis> {
             }
             cur = Some(v);
         } else {
-            nums.push(u8::try_from(cur.take()?).ok()?);
-            if nums.len() > 5 {
-                return None;
-            }
-            seps.push(b);
+            *nums.get_mut(n_nums)? = u8::try_from(cur.take()?).ok()?;
+            n_nums += 1;
+            *seps.get_mut(n_seps)? = b;
+            n_seps += 1;
         }
     }
-    nums.push(u8::try_from(cur?).ok()?);
+    *nums.get_mut(n_nums)? = u8::try_from(cur?).ok()?;
+    n_nums += 1;
+    let (nums, seps) = (nums.get(..n_nums)?, seps.get(..n_seps)?);
     let cd_sep = |s: u8| s == b'.' || s == b':';
     let f_sep = |s: u8| s == b'.' || s == b'*';
     let f_ok = |f: Option<&u8>| f.is_none_or(|&f| f == 255);
-    match (seps.as_slice(), nums.as_slice()) {
+    match (seps, nums) {
         ([b'-', b':', s1, s2, rest @ ..], [a, b, c, d, e, f @ ..])
             if cd_sep(*s1) && cd_sep(*s2) && rest.len() <= 1 && rest.iter().all(|&s| f_sep(s)) =>
         {
@@ -216,15 +218,35 @@ const ABSTRACT: &[((u8, u8, u8), MetricDef)] = &[
 ///
 /// E = 255 ("not used") is read as E = 0: EasyMeter Q3D/Q3A firmware writes the
 /// instantaneous values as `1-0:1.7.255*255`, `1-0:21.7.255*255` ….
+#[cfg(test)]
 pub fn lookup(o: &Obis) -> Option<&'static MetricDef> {
-    let table = match (o.a, o.b) {
-        (1, 0 | 1) => ELECTRICITY,
-        (0, 0) => ABSTRACT,
+    lookup_index(o).map(|(_, def)| def)
+}
+
+/// [`lookup`] with a number unique to the metric (below [`METRIC_COUNT`]), so the
+/// decoder can remember which metrics it has seen in a bit set.
+pub fn lookup_index(o: &Obis) -> Option<(usize, &'static MetricDef)> {
+    let (table, offset) = match (o.a, o.b) {
+        (1, 0 | 1) => (ELECTRICITY, 0),
+        (0, 0) => (ABSTRACT, ELECTRICITY.len()),
         _ => return None,
     };
     let e = if o.e == 255 { 0 } else { o.e };
-    table.iter().find(|(k, _)| *k == (o.c, o.d, e)).map(|(_, def)| def)
+    // Checking D first rejects most non-metric lines (ids, logs) without a scan.
+    if !metric_d(o.d) {
+        return None;
+    }
+    let i = table.iter().position(|(k, _)| *k == (o.c, o.d, e))?;
+    Some((offset + i, &table.get(i)?.1))
 }
+
+/// Whether some metric in the tables has this D (checked by a test).
+const fn metric_d(d: u8) -> bool {
+    matches!(d, 4 | 6 | 7 | 8 | 14 | 32 | 36)
+}
+
+/// Number of meter-level metrics (electricity and abstract tables together).
+pub const METRIC_COUNT: usize = ELECTRICITY.len() + ABSTRACT.len();
 
 /// What an M-Bus device measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,6 +365,20 @@ mod tests {
         dedup.sort_unstable();
         dedup.dedup();
         assert_eq!(names.len(), dedup.len(), "duplicate metric names");
+    }
+
+    #[test]
+    fn d_prefilter_covers_every_metric() {
+        for ((c, d, e), def) in ELECTRICITY.iter().chain(ABSTRACT) {
+            assert!(metric_d(*d), "{} has D {d}", def.name);
+            let a = if ABSTRACT.iter().any(|(k, _)| *k == (*c, *d, *e)) {
+                0
+            } else {
+                1
+            };
+            let found = lookup_index(&o(a, 0, *c, *d, *e)).map(|(_, f)| f.name);
+            assert_eq!(found, Some(def.name));
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, Utc, Weekda
 
 /// Parses a DSMR timestamp; `None` when it is not a valid date/time.
 pub fn parse_timestamp(raw: &str) -> Option<DateTime<Utc>> {
-    let raw = raw.trim();
+    let raw = raw.trim_ascii();
     let bytes = raw.as_bytes();
     let (digits, offset_hours) = match bytes.len() {
         13 => {

@@ -36,74 +36,123 @@ pub fn canonical_unit(q: Quantity) -> &'static str {
 /// object, i.e. kWh / kW / kvar / kVA / V / A / m3 / GJ) to the canonical unit.
 /// `None` when the unit does not fit the quantity.
 pub fn conversion(q: Quantity, unit: &str) -> Option<Conv> {
-    let u = unit.trim().to_ascii_lowercase();
+    // Lower-cased into a stack buffer: this runs for every value of every telegram.
+    // No unit is longer than 8 bytes; a longer one fits no quantity.
+    let unit = unit.trim_ascii().as_bytes();
+    let mut buf = [0u8; 8];
+    let lower = buf.get_mut(..unit.len())?;
+    for (l, u) in lower.iter_mut().zip(unit) {
+        *l = u.to_ascii_lowercase();
+    }
     let shift = |n| Some(Conv::Shift(n));
-    match (q, u.as_str()) {
-        (Quantity::ActiveEnergy, "kwh" | "") => shift(0),
-        (Quantity::ActiveEnergy, "wh") => shift(-3),
-        (Quantity::ActiveEnergy, "mwh") => shift(3),
-        (Quantity::ReactiveEnergy, "kvarh" | "") => shift(0),
-        (Quantity::ReactiveEnergy, "varh") => shift(-3),
-        (Quantity::ReactiveEnergy, "mvarh") => shift(3),
-        (Quantity::ActivePower, "w") => shift(0),
-        (Quantity::ActivePower, "kw" | "") => shift(3),
-        (Quantity::ActivePower, "mw") => shift(6),
-        (Quantity::ReactivePower, "var") => shift(0),
-        (Quantity::ReactivePower, "kvar" | "") => shift(3),
-        (Quantity::ApparentPower, "va") => shift(0),
-        (Quantity::ApparentPower, "kva" | "") => shift(3),
-        (Quantity::Voltage, "v" | "") => shift(0),
-        (Quantity::Voltage, "kv") => shift(3),
-        (Quantity::Current, "a" | "") => shift(0),
-        (Quantity::Current, "ma") => shift(-3),
-        (Quantity::Frequency, "hz" | "") => shift(0),
-        (Quantity::Dimensionless, "") => shift(0),
-        (Quantity::Volume, "m3" | "m³" | "") => shift(0),
-        (Quantity::Volume, "dm3" | "l") => shift(-3),
-        (Quantity::HeatEnergy, "gj" | "") => shift(0),
-        (Quantity::HeatEnergy, "mj") => shift(-3),
-        (Quantity::HeatEnergy, "kwh") => Some(Conv::Mul(0.0036)),
-        (Quantity::HeatEnergy, "mwh") => Some(Conv::Mul(3.6)),
+    match (q, &*lower) {
+        (Quantity::ActiveEnergy, b"kwh" | b"") => shift(0),
+        (Quantity::ActiveEnergy, b"wh") => shift(-3),
+        (Quantity::ActiveEnergy, b"mwh") => shift(3),
+        (Quantity::ReactiveEnergy, b"kvarh" | b"") => shift(0),
+        (Quantity::ReactiveEnergy, b"varh") => shift(-3),
+        (Quantity::ReactiveEnergy, b"mvarh") => shift(3),
+        (Quantity::ActivePower, b"w") => shift(0),
+        (Quantity::ActivePower, b"kw" | b"") => shift(3),
+        (Quantity::ActivePower, b"mw") => shift(6),
+        (Quantity::ReactivePower, b"var") => shift(0),
+        (Quantity::ReactivePower, b"kvar" | b"") => shift(3),
+        (Quantity::ApparentPower, b"va") => shift(0),
+        (Quantity::ApparentPower, b"kva" | b"") => shift(3),
+        (Quantity::Voltage, b"v" | b"") => shift(0),
+        (Quantity::Voltage, b"kv") => shift(3),
+        (Quantity::Current, b"a" | b"") => shift(0),
+        (Quantity::Current, b"ma") => shift(-3),
+        (Quantity::Frequency, b"hz" | b"") => shift(0),
+        (Quantity::Dimensionless, b"") => shift(0),
+        (Quantity::Volume, b"m3" | b"m\xc2\xb3" | b"") => shift(0),
+        (Quantity::Volume, b"dm3" | b"l") => shift(-3),
+        (Quantity::HeatEnergy, b"gj" | b"") => shift(0),
+        (Quantity::HeatEnergy, b"mj") => shift(-3),
+        (Quantity::HeatEnergy, b"kwh") => Some(Conv::Mul(0.0036)),
+        (Quantity::HeatEnergy, b"mwh") => Some(Conv::Mul(3.6)),
         _ => None,
     }
 }
 
 /// Splits a value group `00123.456*kWh` into `("00123.456", "kWh")`.
 pub fn split_unit(group: &str) -> (&str, &str) {
-    match group.split_once('*') {
-        Some((v, u)) => (v.trim(), u.trim()),
-        None => (group.trim(), ""),
+    match group.bytes().position(|b| b == b'*') {
+        Some(star) => (
+            group.get(..star).unwrap_or_default().trim_ascii(),
+            group.get(star + 1..).unwrap_or_default().trim_ascii(),
+        ),
+        None => (group.trim_ascii(), ""),
     }
 }
 
 /// Parses a plain decimal (`[+-]digits[.digits]`, also `.5` / `5.`) and applies `conv`.
 pub fn parse_scaled(value: &str, conv: Conv) -> Option<f64> {
-    let v = value.trim();
+    let v = value.trim_ascii();
     let (neg, body) = match v.as_bytes().first()? {
         b'-' => (true, v.get(1..)?),
         b'+' => (false, v.get(1..)?),
         _ => (false, v),
     };
-    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let (int, frac) = match body.bytes().position(|b| b == b'.') {
+        Some(dot) => (body.get(..dot)?, body.get(dot + 1..)?),
+        None => (body, ""),
+    };
     if int.is_empty() && frac.is_empty() {
         return None;
     }
-    if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let frac_len = i32::try_from(frac.len()).ok()?;
     let shift = match conv {
         Conv::Shift(n) => n,
         Conv::Mul(_) => 0,
     };
+    let frac_len = i32::try_from(frac.len()).ok()?;
     let exp = shift.checked_sub(frac_len)?;
-    let text = format!("{}{int}{frac}e{exp}", if neg { "-" } else { "" });
-    let parsed: f64 = text.parse().ok()?;
+    // The digits as one integer: the value is mantissa × 10^exp.
+    let mut mantissa: u64 = 0;
+    let mut exact = true;
+    for b in int.bytes().chain(frac.bytes()) {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        match mantissa
+            .checked_mul(10)
+            .and_then(|m| m.checked_add(u64::from(b - b'0')))
+        {
+            Some(m) => mantissa = m,
+            None => exact = false,
+        }
+    }
+    let parsed = match fast_path(mantissa, exp) {
+        // A meter's register has at most ~12 digits, so this is the path taken.
+        Some(v) if exact => v,
+        // Rare: too many digits or a huge exponent. Let the standard library round.
+        _ => format!("{int}{frac}e{exp}").parse::<f64>().ok()?,
+    };
+    let parsed = if neg { -parsed } else { parsed };
     let out = match conv {
         Conv::Shift(_) => parsed,
         Conv::Mul(f) => parsed * f,
     };
     out.is_finite().then_some(out)
+}
+
+/// Exact powers of ten: every one up to 10^22 is representable in an f64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
+];
+
+/// mantissa × 10^exp, correctly rounded, when both factors are exact f64s (the
+/// mantissa below 2^53, |exp| ≤ 22): IEEE multiplication and division round the
+/// exact result once, so this is the same f64 as parsing the decimal text — the
+/// classic fast path of decimal-to-float conversion, without formatting a string.
+fn fast_path(mantissa: u64, exp: i32) -> Option<f64> {
+    if mantissa >= 1 << 53 {
+        return None;
+    }
+    let m = mantissa as f64;
+    let p = *POW10.get(usize::try_from(exp.unsigned_abs()).ok()?)?;
+    Some(if exp >= 0 { m * p } else { m / p })
 }
 
 #[cfg(test)]
@@ -121,6 +170,35 @@ mod tests {
         assert_eq!(parse_scaled(".5", Conv::Shift(0)), Some(0.5));
         assert_eq!(parse_scaled("5.", Conv::Shift(0)), Some(5.0));
         assert_eq!(parse_scaled("00052185.7825309", Conv::Shift(0)), Some(52185.7825309));
+    }
+
+    #[test]
+    fn fast_path_equals_the_standard_parser() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = x % 10_000_000_000_000;
+            let frac_len = (x >> 50) % 8;
+            let text = format!("{digits:013}");
+            let (int, frac) = text.split_at(13 - frac_len as usize);
+            let decimal = format!("{int}.{frac}");
+            for shift in [-3, 0, 3, 6] {
+                let expected: f64 = format!("{int}{frac}e{}", shift - frac_len as i32).parse().unwrap();
+                assert_eq!(
+                    parse_scaled(&decimal, Conv::Shift(shift)),
+                    Some(expected),
+                    "{decimal} shift {shift}"
+                );
+            }
+        }
+        // Beyond the fast path: still right.
+        assert_eq!(
+            parse_scaled("123456789012345678901", Conv::Shift(0)),
+            Some(123456789012345678901.0)
+        );
+        assert_eq!(parse_scaled("-0.000", Conv::Shift(0)), Some(-0.0));
     }
 
     #[test]
