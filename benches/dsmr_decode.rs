@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use mesura::protocols::dsmr::{decode, CrcStatus, Framer};
+use mesura::protocols::dsmr::{check_crc, crc16_arc, decode, CrcStatus, Framer};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -63,7 +63,15 @@ fn main() {
     let full = rate(Duration::from_secs(5), || {
         black_box(frame_and_decode(black_box(&bytes)));
     });
+    let crc_only = rate(Duration::from_secs(2), || {
+        black_box(crc16_arc(black_box(&bytes)));
+    });
+    let check = rate(Duration::from_secs(2), || {
+        black_box(check_crc(black_box(&bytes)));
+    });
     println!("dsmr_decode: telegram {} bytes, {values} values", bytes.len());
+    println!("dsmr_decode: (CRC only                {crc_only:>12.0} telegrams/s)");
+    println!("dsmr_decode: (locate + CRC            {check:>12.0} telegrams/s)");
     println!("dsmr_decode: decode only            {decode_only:>12.0} telegrams/s");
     println!("dsmr_decode: frame + CRC + decode   {full:>12.0} telegrams/s");
 }
