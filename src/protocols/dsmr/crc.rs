@@ -124,7 +124,7 @@ pub(super) fn status(covered: &[u8], after_bang: &[u8]) -> CrcStatus {
 pub(super) fn locate(telegram: &[u8]) -> Option<(usize, Option<usize>)> {
     let start = find_start(telegram)?;
     let rest = telegram.get(start..)?;
-    let header_end = rest.iter().position(|&b| b == b'\n')?;
+    let header_end = memchr::memchr(b'\n', rest)?;
     let body_start = start + header_end + 1;
     let body = telegram.get(body_start..)?;
     // Jump from `!` to `!` instead of walking every byte through a state machine: a
@@ -133,9 +133,9 @@ pub(super) fn locate(telegram: &[u8]) -> Option<(usize, Option<usize>)> {
     // each byte at most once (`line` carries the state between candidates).
     let mut from = 0;
     let mut line: (usize, bool) = (0, false); // (scanned up to, inside parentheses)
-    while let Some(offset) = body.get(from..)?.iter().position(|&b| b == b'!') {
+    while let Some(offset) = memchr::memchr(b'!', body.get(from..)?) {
         let bang = from + offset;
-        if let Some(lf) = body.get(from..bang)?.iter().rposition(|&b| b == b'\n') {
+        if let Some(lf) = memchr::memrchr(b'\n', body.get(from..bang)?) {
             line = (from + lf + 1, false);
         }
         let in_paren = body.get(line.0..bang)?.iter().fold(line.1, |open, &b| match b {
@@ -154,11 +154,9 @@ pub(super) fn locate(telegram: &[u8]) -> Option<(usize, Option<usize>)> {
 
 /// First `/` at the start of a line; failing that, the first `/` anywhere.
 pub(super) fn find_start(data: &[u8]) -> Option<usize> {
-    let at_line_start = data
-        .iter()
-        .enumerate()
-        .position(|(i, &b)| b == b'/' && (i == 0 || data.get(i - 1) == Some(&b'\n')));
-    at_line_start.or_else(|| data.iter().position(|&b| b == b'/'))
+    let first = memchr::memchr(b'/', data)?;
+    let at_line_start = memchr::memchr_iter(b'/', data).find(|&i| i == 0 || data.get(i - 1) == Some(&b'\n'));
+    Some(at_line_start.unwrap_or(first))
 }
 
 /// See [`super::check_crc`].

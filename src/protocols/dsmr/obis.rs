@@ -226,24 +226,60 @@ pub fn lookup(o: &Obis) -> Option<&'static MetricDef> {
 /// [`lookup`] with a number unique to the metric (below [`METRIC_COUNT`]), so the
 /// decoder can remember which metrics it has seen in a bit set.
 pub fn lookup_index(o: &Obis) -> Option<(usize, &'static MetricDef)> {
-    let (table, offset) = match (o.a, o.b) {
-        (1, 0 | 1) => (ELECTRICITY, 0),
-        (0, 0) => (ABSTRACT, ELECTRICITY.len()),
+    let (table, index, offset) = match (o.a, o.b) {
+        (1, 0 | 1) => (ELECTRICITY, &ELECTRICITY_BY_CD, 0),
+        (0, 0) => (ABSTRACT, &ABSTRACT_BY_CD, ELECTRICITY.len()),
         _ => return None,
     };
     let e = if o.e == 255 { 0 } else { o.e };
-    // Checking D first rejects most non-metric lines (ids, logs) without a scan.
-    if !metric_d(o.d) {
-        return None;
-    }
-    let i = table.iter().position(|(k, _)| *k == (o.c, o.d, e))?;
-    Some((offset + i, &table.get(i)?.1))
+    // The first row with this C and D, then the (at most five) rows after it that
+    // share them: a table lookup per line of every telegram instead of a scan.
+    let first = usize::from(*index.get(usize::from(o.c))?.get(d_slot(o.d)?)?);
+    let rows = table.get(first.checked_sub(1)?..)?;
+    let i = rows
+        .iter()
+        .take_while(|((c, d, _), _)| (*c, *d) == (o.c, o.d))
+        .position(|((_, _, row_e), _)| *row_e == e)?;
+    Some((offset + first - 1 + i, &rows.get(i)?.1))
 }
 
-/// Whether some metric in the tables has this D (checked by a test).
-const fn metric_d(d: u8) -> bool {
-    matches!(d, 4 | 6 | 7 | 8 | 14 | 32 | 36)
+/// The D groups metrics use, each with a slot in the index (checked by a test).
+const fn d_slot(d: u8) -> Option<usize> {
+    match d {
+        4 => Some(0),
+        6 => Some(1),
+        7 => Some(2),
+        8 => Some(3),
+        14 => Some(4),
+        32 => Some(5),
+        36 => Some(6),
+        _ => None,
+    }
 }
+
+type CdIndex = [[u8; 7]; 128];
+
+/// For each (C, D slot): 1 + the table row where that C and D first appear, 0 if
+/// none. Built at compile time; rows sharing C and D are adjacent in the tables
+/// (checked by a test).
+const fn index_by_cd(table: &[((u8, u8, u8), MetricDef)]) -> CdIndex {
+    let mut index = [[0u8; 7]; 128];
+    let mut row = table.len();
+    // Backwards, so the first row of a run wins.
+    while row > 0 {
+        row -= 1;
+        let (c, d, _) = table[row].0;
+        if let Some(slot) = d_slot(d) {
+            if (c as usize) < 128 {
+                index[c as usize][slot] = (row + 1) as u8;
+            }
+        }
+    }
+    index
+}
+
+const ELECTRICITY_BY_CD: CdIndex = index_by_cd(ELECTRICITY);
+const ABSTRACT_BY_CD: CdIndex = index_by_cd(ABSTRACT);
 
 /// Number of meter-level metrics (electricity and abstract tables together).
 pub const METRIC_COUNT: usize = ELECTRICITY.len() + ABSTRACT.len();
@@ -369,8 +405,23 @@ mod tests {
 
     #[test]
     fn d_prefilter_covers_every_metric() {
+        for table in [ELECTRICITY, ABSTRACT] {
+            for (i, ((c, d, _), def)) in table.iter().enumerate() {
+                assert!(*c < 128, "{} has C {c}", def.name);
+                // Rows sharing C and D are adjacent: none after a gap.
+                let mut after = table
+                    .iter()
+                    .skip(i + 1)
+                    .skip_while(|((c2, d2, _), _)| (c2, d2) == (c, d));
+                assert!(
+                    after.all(|((c2, d2, _), _)| (c2, d2) != (c, d)),
+                    "{} not adjacent",
+                    def.name
+                );
+            }
+        }
         for ((c, d, e), def) in ELECTRICITY.iter().chain(ABSTRACT) {
-            assert!(metric_d(*d), "{} has D {d}", def.name);
+            assert!(d_slot(*d).is_some(), "{} has D {d}", def.name);
             let a = if ABSTRACT.iter().any(|(k, _)| *k == (*c, *d, *e)) {
                 0
             } else {

@@ -32,45 +32,83 @@ pub fn canonical_unit(q: Quantity) -> &'static str {
     }
 }
 
+/// A unit of up to 7 bytes as one integer (lower-cased if `lower`), for matching;
+/// the length goes in the top byte, so `m3` and `m3\0` differ.
+const fn unit_key(unit: &[u8], lower: bool) -> u64 {
+    let mut key = (unit.len() as u64) << 56;
+    let mut i = 0;
+    while i < unit.len() && i < 7 {
+        let b = if lower { unit[i].to_ascii_lowercase() } else { unit[i] };
+        key |= (b as u64) << (8 * i);
+        i += 1;
+    }
+    key
+}
+
+const U_A: u64 = unit_key(b"a", false);
+const U_DM3: u64 = unit_key(b"dm3", false);
+const U_GJ: u64 = unit_key(b"gj", false);
+const U_HZ: u64 = unit_key(b"hz", false);
+const U_KV: u64 = unit_key(b"kv", false);
+const U_KVA: u64 = unit_key(b"kva", false);
+const U_KVAR: u64 = unit_key(b"kvar", false);
+const U_KVARH: u64 = unit_key(b"kvarh", false);
+const U_KW: u64 = unit_key(b"kw", false);
+const U_KWH: u64 = unit_key(b"kwh", false);
+const U_L: u64 = unit_key(b"l", false);
+const U_M3: u64 = unit_key(b"m3", false);
+const U_M3_SUPER: u64 = unit_key(b"m\xc2\xb3", false);
+const U_MA: u64 = unit_key(b"ma", false);
+const U_MJ: u64 = unit_key(b"mj", false);
+const U_MVARH: u64 = unit_key(b"mvarh", false);
+const U_MW: u64 = unit_key(b"mw", false);
+const U_MWH: u64 = unit_key(b"mwh", false);
+const U_NONE: u64 = unit_key(b"", false);
+const U_V: u64 = unit_key(b"v", false);
+const U_VA: u64 = unit_key(b"va", false);
+const U_VAR: u64 = unit_key(b"var", false);
+const U_VARH: u64 = unit_key(b"varh", false);
+const U_W: u64 = unit_key(b"w", false);
+const U_WH: u64 = unit_key(b"wh", false);
+
 /// Conversion from `unit` (case-insensitive; empty = the DSMR default unit of the
 /// object, i.e. kWh / kW / kvar / kVA / V / A / m3 / GJ) to the canonical unit.
 /// `None` when the unit does not fit the quantity.
 pub fn conversion(q: Quantity, unit: &str) -> Option<Conv> {
-    // Lower-cased into a stack buffer: this runs for every value of every telegram.
-    // No unit is longer than 8 bytes; a longer one fits no quantity.
+    // This runs for every value of every telegram: the unit, lower-cased, is packed
+    // into one integer and matched against constants, instead of comparing strings.
     let unit = unit.trim_ascii().as_bytes();
-    let mut buf = [0u8; 8];
-    let lower = buf.get_mut(..unit.len())?;
-    for (l, u) in lower.iter_mut().zip(unit) {
-        *l = u.to_ascii_lowercase();
+    if unit.len() > 7 {
+        return None; // no unit is that long
     }
+    let k = unit_key(unit, true);
     let shift = |n| Some(Conv::Shift(n));
-    match (q, &*lower) {
-        (Quantity::ActiveEnergy, b"kwh" | b"") => shift(0),
-        (Quantity::ActiveEnergy, b"wh") => shift(-3),
-        (Quantity::ActiveEnergy, b"mwh") => shift(3),
-        (Quantity::ReactiveEnergy, b"kvarh" | b"") => shift(0),
-        (Quantity::ReactiveEnergy, b"varh") => shift(-3),
-        (Quantity::ReactiveEnergy, b"mvarh") => shift(3),
-        (Quantity::ActivePower, b"w") => shift(0),
-        (Quantity::ActivePower, b"kw" | b"") => shift(3),
-        (Quantity::ActivePower, b"mw") => shift(6),
-        (Quantity::ReactivePower, b"var") => shift(0),
-        (Quantity::ReactivePower, b"kvar" | b"") => shift(3),
-        (Quantity::ApparentPower, b"va") => shift(0),
-        (Quantity::ApparentPower, b"kva" | b"") => shift(3),
-        (Quantity::Voltage, b"v" | b"") => shift(0),
-        (Quantity::Voltage, b"kv") => shift(3),
-        (Quantity::Current, b"a" | b"") => shift(0),
-        (Quantity::Current, b"ma") => shift(-3),
-        (Quantity::Frequency, b"hz" | b"") => shift(0),
-        (Quantity::Dimensionless, b"") => shift(0),
-        (Quantity::Volume, b"m3" | b"m\xc2\xb3" | b"") => shift(0),
-        (Quantity::Volume, b"dm3" | b"l") => shift(-3),
-        (Quantity::HeatEnergy, b"gj" | b"") => shift(0),
-        (Quantity::HeatEnergy, b"mj") => shift(-3),
-        (Quantity::HeatEnergy, b"kwh") => Some(Conv::Mul(0.0036)),
-        (Quantity::HeatEnergy, b"mwh") => Some(Conv::Mul(3.6)),
+    match (q, k) {
+        (Quantity::ActiveEnergy, U_KWH | U_NONE) => shift(0),
+        (Quantity::ActiveEnergy, U_WH) => shift(-3),
+        (Quantity::ActiveEnergy, U_MWH) => shift(3),
+        (Quantity::ReactiveEnergy, U_KVARH | U_NONE) => shift(0),
+        (Quantity::ReactiveEnergy, U_VARH) => shift(-3),
+        (Quantity::ReactiveEnergy, U_MVARH) => shift(3),
+        (Quantity::ActivePower, U_W) => shift(0),
+        (Quantity::ActivePower, U_KW | U_NONE) => shift(3),
+        (Quantity::ActivePower, U_MW) => shift(6),
+        (Quantity::ReactivePower, U_VAR) => shift(0),
+        (Quantity::ReactivePower, U_KVAR | U_NONE) => shift(3),
+        (Quantity::ApparentPower, U_VA) => shift(0),
+        (Quantity::ApparentPower, U_KVA | U_NONE) => shift(3),
+        (Quantity::Voltage, U_V | U_NONE) => shift(0),
+        (Quantity::Voltage, U_KV) => shift(3),
+        (Quantity::Current, U_A | U_NONE) => shift(0),
+        (Quantity::Current, U_MA) => shift(-3),
+        (Quantity::Frequency, U_HZ | U_NONE) => shift(0),
+        (Quantity::Dimensionless, U_NONE) => shift(0),
+        (Quantity::Volume, U_M3 | U_M3_SUPER | U_NONE) => shift(0),
+        (Quantity::Volume, U_DM3 | U_L) => shift(-3),
+        (Quantity::HeatEnergy, U_GJ | U_NONE) => shift(0),
+        (Quantity::HeatEnergy, U_MJ) => shift(-3),
+        (Quantity::HeatEnergy, U_KWH) => Some(Conv::Mul(0.0036)),
+        (Quantity::HeatEnergy, U_MWH) => Some(Conv::Mul(3.6)),
         _ => None,
     }
 }
@@ -222,5 +260,9 @@ mod tests {
         assert!((gj - 3.6).abs() < 1e-12);
         assert_eq!(split_unit("00001.001*m3"), ("00001.001", "m3"));
         assert_eq!(split_unit("0001"), ("0001", ""));
+        assert_eq!(conversion(Quantity::Volume, "m3\0"), None);
+        assert_eq!(conversion(Quantity::Volume, "m³"), Some(Conv::Shift(0)));
+        assert_eq!(conversion(Quantity::Volume, " M3 "), Some(Conv::Shift(0)));
+        assert_eq!(conversion(Quantity::ActiveEnergy, "kilowatthour"), None);
     }
 }
