@@ -293,9 +293,11 @@ async fn run(mut stream: Stream, s: ReaderSettings, inbox: Arc<Inbox>) {
                         });
                     }
                 },
-                // Joining mid-telegram leaves junk before the first header: expected,
-                // not a failure of the meter.
-                Err(FrameError::Garbage { .. }) if good_frames == 0 => {}
+                // Bytes between telegrams (joining mid-telegram, a gateway's noise after
+                // each telegram as with EasyMeter Q3D) drop no telegram: not counted.
+                Err(e @ FrameError::Garbage { .. }) => {
+                    tracing::trace!(device = %s.device, error = %e, good_frames, "non-telegram bytes skipped");
+                }
                 Err(e) => bad.count_framing(&e),
             }
         }
