@@ -45,7 +45,10 @@ pub fn crc16_arc(data: &[u8]) -> u16 {
     let mut crc = 0u16;
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        let [b0, b1, b2, b3, b4, b5, b6, b7] = [c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]];
+        // chunks_exact(8) yields 8-byte slices: the conversion always succeeds.
+        let Ok([b0, b1, b2, b3, b4, b5, b6, b7]) = <[u8; 8]>::try_from(c) else {
+            continue;
+        };
         let lo = (crc & 0xFF) as u8 ^ b0;
         let hi = (crc >> 8) as u8 ^ b1;
         crc = t[7][usize::from(lo)]
