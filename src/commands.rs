@@ -171,3 +171,90 @@ fn is_file_of(error: &ConfigError, device: &str) -> bool {
 pub fn env_lookup(name: &str) -> Option<String> {
     config::process_env(name)
 }
+
+/// `mesura decode dsmr FILE`: what the decoder makes of a telegram file, as JSON.
+/// Fails (with the reason) when the file holds no complete telegram or its CRC does
+/// not match — the same telegrams the `dsmr` device would drop.
+pub fn decode_dsmr(path: &Path) -> Outcome {
+    let fail = |text: String| Outcome { text, ok: false };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("error: cannot read {}: {e}\n", path.display())),
+    };
+    match decode_dsmr_bytes(&bytes) {
+        Ok(json) => Outcome {
+            text: format!("{json}\n"),
+            ok: true,
+        },
+        Err(reason) => fail(format!("error: {}: {reason}\n", path.display())),
+    }
+}
+
+/// The first complete telegram in `bytes` as the JSON `mesura decode dsmr` prints.
+pub fn decode_dsmr_bytes(bytes: &[u8]) -> Result<String, String> {
+    use crate::monitors::dsmr::map;
+    use crate::protocols::dsmr::{CrcStatus, Framer};
+
+    let first_frame = |data: &[u8]| {
+        let mut framer = Framer::default();
+        framer.push(data);
+        std::iter::from_fn(|| framer.next_frame()).find_map(Result::ok)
+    };
+    let mut frame = first_frame(bytes).ok_or_else(|| {
+        "no complete telegram: a telegram runs from a `/` line to a `!` line (with its CRC in DSMR 4 and 5)".to_owned()
+    })?;
+    // Telegrams pasted from a forum or saved on Linux often lost their CRs, which the
+    // CRC covers; if restoring CR LF makes the CRC match, that is the telegram.
+    let mut note = None;
+    if matches!(frame.crc, CrcStatus::Invalid { .. }) && !frame.bytes.contains(&b'\r') {
+        let restored: Vec<u8> = frame
+            .bytes
+            .iter()
+            .flat_map(|&b| if b == b'\n' { vec![b'\r', b'\n'] } else { vec![b] })
+            .collect();
+        if let Some(f) = first_frame(&restored).filter(|f| f.crc == CrcStatus::Valid) {
+            frame = f;
+            note = Some("line endings were LF; the CRC matches with CR LF");
+        }
+    }
+    let crc = match frame.crc {
+        CrcStatus::Valid => "valid",
+        CrcStatus::Absent => "absent",
+        CrcStatus::Invalid { given, computed } => {
+            return Err(format!(
+                "CRC mismatch: the telegram says {given:04X}, its bytes give {computed:04X}; a meter's telegram like this is dropped"
+            ))
+        }
+    };
+    let telegram = frame.decode().map_err(|e| e.to_string())?;
+    let time =
+        |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let readings: Vec<serde_json::Value> = telegram
+        .values
+        .iter()
+        .map(|v| {
+            let value = match &v.value {
+                crate::protocols::dsmr::DsmrNumberOrText::Number(n) => serde_json::json!(n),
+                crate::protocols::dsmr::DsmrNumberOrText::Text(t) => serde_json::json!(t),
+            };
+            serde_json::json!({
+                "metric": v.metric,
+                "value": value,
+                "unit": map::unit_of(v.unit).symbol(),
+                "timestamp": time(v.timestamp.or(telegram.meter_time)),
+            })
+        })
+        .collect();
+    let mut json = serde_json::json!({
+        "crc": crc,
+        "meter_time": time(telegram.meter_time),
+        "equipment_id": telegram.equipment_id,
+        "header": telegram.header,
+        "readings": readings,
+        "not_decoded": telegram.unknown.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+    });
+    if let (Some(note), Some(obj)) = (note, json.as_object_mut()) {
+        obj.insert("note".into(), note.into());
+    }
+    serde_json::to_string_pretty(&json).map_err(|e| e.to_string())
+}

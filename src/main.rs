@@ -52,6 +52,20 @@ enum Command {
         /// The device id (its file stem in config.d/).
         device: String,
     },
+    /// Decode a saved message and print what mesura reads from it, as JSON.
+    Decode {
+        #[command(subcommand)]
+        what: DecodeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DecodeCommand {
+    /// A DSMR / P1 telegram (from `/` to `!CRC`); exits 1 if it would be rejected.
+    Dsmr {
+        /// The telegram file.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -76,6 +90,9 @@ fn main() -> ExitCode {
                 print!("{}", commands::devices());
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Decode {
+                what: DecodeCommand::Dsmr { file },
+            } => Ok(print(commands::decode_dsmr(file))),
             Command::Read { device } => {
                 init_tracing(&cli, "warn", LogFormat::Text);
                 Ok(print(commands::read(&cli.config, device, &commands::env_lookup).await))

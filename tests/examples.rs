@@ -31,15 +31,28 @@ fn examples() -> Vec<PathBuf> {
 #[test]
 fn every_example_device_file_parses_with_its_environment() {
     let files = examples();
-    for name in ["openweathermap.yaml", "evohome.yaml", "multical.yaml", "bme280.yaml"] {
+    for name in [
+        "openweathermap.yaml",
+        "evohome.yaml",
+        "multical.yaml",
+        "bme280.yaml",
+        "p1_serial.yaml",
+        "p1_tcp.yaml",
+        "homewizard.yaml",
+        "modbus_sdm630.yaml",
+        "neasmart.yaml",
+    ] {
         assert!(
             files.iter().any(|f| f.ends_with(name)),
             "config.d/examples/{name} is missing"
         );
     }
     for file in files {
-        if let Err(e) = load_device_file(&file, &["sqlite", "csv"], &env) {
-            panic!("{e}");
+        let device = load_device_file(&file, &["sqlite", "csv"], &env).unwrap_or_else(|e| panic!("{e}"));
+        // A P1 example must name exactly one way to reach the meter.
+        if let DeviceKind::Dsmr(dsmr) = &device.kind {
+            dsmr.target()
+                .unwrap_or_else(|(key, msg)| panic!("{}: {key}: {msg}", file.display()));
         }
     }
 }

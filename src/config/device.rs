@@ -132,6 +132,10 @@ device_types! {
     Modbus("modbus") => crate::monitors::modbus::ModbusConfig,
     /// REHAU Nea Smart 2.0: mesura is the Modbus slave the base station writes to.
     Neasmart("neasmart") => crate::monitors::neasmart::NeasmartConfig,
+    /// A smart meter's P1 port (DSMR 2.2 to 5.0 and variants) over serial or TCP.
+    Dsmr("dsmr") => crate::monitors::dsmr::DsmrConfig,
+    /// A HomeWizard-style P1 meter's local HTTP API (v1).
+    Homewizard("homewizard") => crate::monitors::homewizard::HomewizardConfig,
 }
 
 /// One device: its id (the file stem), where it came from, and its settings.

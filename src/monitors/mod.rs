@@ -2,7 +2,9 @@
 //! that turns a device's config into its monitor.
 
 pub mod bme280;
+pub mod dsmr;
 pub mod evohome;
+pub mod homewizard;
 pub mod http;
 pub mod modbus;
 pub mod multical;
@@ -106,6 +108,8 @@ pub fn build(config: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monit
             Box::new(modbus::ModbusMonitor::new(c, dir, ctx)?)
         }
         DeviceKind::Neasmart(c) => Box::new(neasmart::NeasmartMonitor::new(c, ctx)?),
+        DeviceKind::Dsmr(c) => Box::new(dsmr::DsmrMonitor::new(c, ctx, config.poll_interval())?),
+        DeviceKind::Homewizard(c) => Box::new(homewizard::HomewizardMonitor::new(c, ctx)?),
     })
 }
 
@@ -120,6 +124,8 @@ pub fn type_metrics(type_name: &str) -> Vec<MetricSpec> {
         "evohome" => evohome::all_metrics(),
         "modbus" => modbus::all_metrics(),
         "neasmart" => neasmart::all_metrics(),
+        "dsmr" => dsmr::all_metrics(),
+        "homewizard" => homewizard::all_metrics(),
         _ => Vec::new(),
     }
 }

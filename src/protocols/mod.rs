@@ -2,3 +2,5 @@
 pub mod bme280;
 pub mod kmp;
 pub mod modbus;
+
+pub mod dsmr;

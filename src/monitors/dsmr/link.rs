@@ -1,0 +1,352 @@
+//! The P1 link: opening the serial port or TCP connection, and the background task
+//! that reads it.
+//!
+//! A meter pushes a telegram every second (DSMR 5) or ten (2.2/3.0) whether or not
+//! anyone listens. If bytes were read only when the supervisor polls, a 10 s poll
+//! would leave ten telegrams in a 4 KiB tty buffer that overflows and corrupts them.
+//! So one task per open link reads continuously, frames, CRC-checks, and keeps the
+//! newest good telegram(s) in an [`Inbox`] for the next `read()`. The task owns the
+//! stream: when it ends (link gone) or is aborted (monitor dropped) the port closes.
+//! Reopening is left to `read()`, so it is paced by the supervisor's backoff.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::clock::SharedClock;
+use crate::monitors::MonitorError;
+use crate::protocols::dsmr::{CrcStatus, Frame, FrameError, Framer};
+use crate::reading::DeviceId;
+
+/// Where the meter is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Serial {
+        path: String,
+        baud_rate: u32,
+        data_bits: tokio_serial::DataBits,
+        parity: tokio_serial::Parity,
+        stop_bits: tokio_serial::StopBits,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Serial { path, .. } => f.write_str(path),
+            Target::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+        }
+    }
+}
+
+pub type Stream = Box<dyn AsyncRead + Send + Unpin>;
+
+/// Opens the link. A missing port or a refused connection is a `Link` error (a USB
+/// cable may be plugged back in, a dongle may reboot); a path that exists but is no
+/// serial device is a `Config` error.
+pub async fn open(target: &Target, timeout: Duration) -> Result<Stream, MonitorError> {
+    match target {
+        Target::Serial {
+            path,
+            baud_rate,
+            data_bits,
+            parity,
+            stop_bits,
+        } => {
+            use tokio_serial::SerialPortBuilderExt;
+            let builder = tokio_serial::new(path, *baud_rate)
+                .data_bits(*data_bits)
+                .parity(*parity)
+                .stop_bits(*stop_bits)
+                .flow_control(tokio_serial::FlowControl::None);
+            match builder.open_native_async() {
+                Ok(port) => Ok(Box::new(port)),
+                Err(e) if !std::path::Path::new(path).exists() => {
+                    Err(MonitorError::Link(format!("{path} is not there (unplugged?): {e}")))
+                }
+                Err(e) if e.kind == tokio_serial::ErrorKind::InvalidInput => {
+                    Err(MonitorError::Config(format!("cannot use {path} as a serial port: {e}")))
+                }
+                Err(e) => Err(MonitorError::Link(format!("cannot open {path}: {e}"))),
+            }
+        }
+        Target::Tcp { host, port } => {
+            let connect = tokio::net::TcpStream::connect((host.as_str(), *port));
+            match tokio::time::timeout(timeout, connect).await {
+                Ok(Ok(stream)) => {
+                    // A dongle that reboots leaves a half-open socket behind; the
+                    // silence timeout catches that, keepalive is not needed.
+                    let _ = stream.set_nodelay(true);
+                    Ok(Box::new(stream))
+                }
+                Ok(Err(e)) => Err(MonitorError::Link(format!("cannot connect to {host}:{port}: {e}"))),
+                Err(_) => Err(MonitorError::Link(format!(
+                    "no connection to {host}:{port} within {}",
+                    humantime::format_duration(timeout)
+                ))),
+            }
+        }
+    }
+}
+
+/// A good telegram and when it arrived.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub frame: Frame,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Default)]
+struct InboxState {
+    frames: VecDeque<Received>,
+    /// Why the reader stopped, once it has.
+    ended: Option<String>,
+    /// Telegrams pushed out because `read()` did not come in time (only counted when
+    /// every telegram is kept).
+    overflowed: u64,
+}
+
+/// Telegrams waiting for `read()`. `capacity` 1 keeps only the newest (a poll
+/// interval stores one telegram per interval); more keeps every one.
+#[derive(Debug)]
+struct Inbox {
+    state: Mutex<InboxState>,
+    capacity: usize,
+    notify: Notify,
+}
+
+impl Inbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InboxState> {
+        // A panic while holding this lock cannot leave the queue inconsistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, received: Received) {
+        {
+            let mut state = self.lock();
+            state.frames.push_back(received);
+            while state.frames.len() > self.capacity {
+                state.frames.pop_front();
+                if self.capacity > 1 {
+                    state.overflowed += 1;
+                }
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    fn end(&self, reason: String) {
+        self.lock().ended = Some(reason);
+        self.notify.notify_one();
+    }
+}
+
+/// Settings of a reader task.
+#[derive(Debug, Clone)]
+pub struct ReaderSettings {
+    pub device: DeviceId,
+    pub target: String,
+    pub clock: SharedClock,
+    /// No good telegram for this long = the link is gone.
+    pub timeout: Duration,
+    pub max_telegram_size: usize,
+    /// Telegrams kept for `read()`: 1 = the newest only.
+    pub keep: usize,
+}
+
+/// A running reader task; aborting it on drop closes the port.
+#[derive(Debug)]
+pub struct Reader {
+    inbox: Arc<Inbox>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Reader {
+    pub fn spawn(stream: Stream, settings: ReaderSettings) -> Reader {
+        let inbox = Arc::new(Inbox {
+            state: Mutex::new(InboxState::default()),
+            capacity: settings.keep.max(1),
+            notify: Notify::new(),
+        });
+        let task = tokio::spawn(run(stream, settings, inbox.clone()));
+        Reader { inbox, task }
+    }
+
+    /// The telegrams received since the last call, oldest first, waiting for the
+    /// next one if there are none; `Err(reason)` once the link is gone.
+    pub async fn next(&self) -> Result<(Vec<Received>, u64), String> {
+        loop {
+            {
+                let mut state = self.inbox.lock();
+                if !state.frames.is_empty() {
+                    let overflowed = std::mem::take(&mut state.overflowed);
+                    return Ok((state.frames.drain(..).collect(), overflowed));
+                }
+                if let Some(reason) = &state.ended {
+                    return Err(reason.clone());
+                }
+            }
+            // notify_one stores a permit when nobody waits, so a push between the
+            // check above and this await is not lost.
+            self.inbox.notify.notified().await;
+        }
+    }
+}
+
+/// Bad telegrams since the last log line: logged at most once a minute, with counts,
+/// so a noisy cable does not flood the log.
+#[derive(Debug, Default)]
+struct BadTelegrams {
+    crc: u64,
+    framing: u64,
+    last_error: Option<String>,
+    last_log: Option<Instant>,
+}
+
+const BAD_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl BadTelegrams {
+    fn count_crc(&mut self, given: u16, computed: u16) {
+        self.crc += 1;
+        self.last_error = Some(format!("CRC {given:04X} given, {computed:04X} computed"));
+    }
+
+    fn count_framing(&mut self, e: &FrameError) {
+        self.framing += 1;
+        self.last_error = Some(e.to_string());
+    }
+
+    fn maybe_log(&mut self, device: &DeviceId) {
+        if self.crc + self.framing == 0 || self.last_log.is_some_and(|t| t.elapsed() < BAD_LOG_EVERY) {
+            return;
+        }
+        tracing::warn!(
+            device = %device,
+            crc_failures = self.crc,
+            framing_failures = self.framing,
+            last = self.last_error.as_deref().unwrap_or(""),
+            "bad P1 telegrams dropped (not stored); next report in a minute at the earliest"
+        );
+        self.crc = 0;
+        self.framing = 0;
+        self.last_log = Some(Instant::now());
+    }
+}
+
+async fn run(mut stream: Stream, s: ReaderSettings, inbox: Arc<Inbox>) {
+    let mut framer = Framer::new(s.max_telegram_size);
+    let mut buf = vec![0u8; 4096];
+    let mut bad = BadTelegrams::default();
+    let mut deadline = Instant::now() + s.timeout;
+    let mut bytes_since_good: u64 = 0;
+    let mut good_frames: u64 = 0;
+    let reason = loop {
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) => {
+                break format!(
+                    "{}: link closed (end of stream: unplugged, or the peer closed)",
+                    s.target
+                )
+            }
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => break format!("{}: read failed: {e}", s.target),
+            Err(_) if bytes_since_good == 0 => {
+                break format!("{}: silent for {}", s.target, humantime::format_duration(s.timeout))
+            }
+            Err(_) => {
+                break format!(
+                    "{}: {bytes_since_good} bytes but no good telegram in {} (wrong baud rate, parity or data bits?)",
+                    s.target,
+                    humantime::format_duration(s.timeout)
+                )
+            }
+        };
+        bytes_since_good += n as u64;
+        framer.push(buf.get(..n).unwrap_or_default());
+        while let Some(result) = framer.next_frame() {
+            match result {
+                Ok(frame) => match frame.crc {
+                    CrcStatus::Invalid { given, computed } => bad.count_crc(given, computed),
+                    CrcStatus::Valid | CrcStatus::Absent => {
+                        good_frames += 1;
+                        bytes_since_good = 0;
+                        deadline = Instant::now() + s.timeout;
+                        inbox.push(Received {
+                            frame,
+                            at: s.clock.now(),
+                        });
+                    }
+                },
+                // Bytes between telegrams (joining mid-telegram, a gateway's noise after
+                // each telegram as with EasyMeter Q3D) drop no telegram: not counted.
+                Err(e @ FrameError::Garbage { .. }) => {
+                    tracing::trace!(device = %s.device, error = %e, good_frames, "non-telegram bytes skipped");
+                }
+                Err(e) => bad.count_framing(&e),
+            }
+        }
+        bad.maybe_log(&s.device);
+    };
+    // Report what was counted before the link went, rather than lose it.
+    bad.last_log = None;
+    bad.maybe_log(&s.device);
+    inbox.end(reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(keep: usize) -> ReaderSettings {
+        ReaderSettings {
+            device: Arc::from("p1"),
+            target: "test".into(),
+            clock: crate::clock::system(),
+            timeout: Duration::from_secs(5),
+            max_telegram_size: 8192,
+            keep,
+        }
+    }
+
+    #[tokio::test]
+    async fn keeps_the_newest_drops_bad_and_reports_the_end() {
+        let (mut tx, rx) = tokio::io::duplex(1 << 16);
+        let reader = Reader::spawn(Box::new(rx), settings(1));
+        use tokio::io::AsyncWriteExt;
+        tx.write_all(b"/A\r\n\r\n1-0:1.8.1(1*kWh)\r\n!\r\n/A\r\n\r\n1-0:1.8.1(2*kWh)\r\n!\r\n/A\r\n\r\n1-0:1.8.1(3*kWh)\r\n!0000\r\n")
+            .await
+            .unwrap();
+        // The third has a wrong CRC: the newest good one is the second.
+        let (frames, _) = reader.next().await.unwrap();
+        let last = frames.last().unwrap().frame.decode().unwrap();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(last.number("energy_delivered_tariff1"), Some(2.0));
+        drop(tx);
+        let err = reader.next().await.unwrap_err();
+        assert!(err.contains("link closed"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_link_ends_after_the_timeout() {
+        let (_tx, rx) = tokio::io::duplex(64);
+        let reader = Reader::spawn(Box::new(rx), settings(1));
+        let err = reader.next().await.unwrap_err();
+        assert!(err.contains("silent for 5s"), "{err}");
+    }
+}

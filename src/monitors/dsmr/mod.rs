@@ -1,0 +1,374 @@
+//! `type: dsmr`: a smart meter's P1 port, over a serial cable or TCP (ser2net, network
+//! P1 dongles). The bytes go through the pure codec in `protocols::dsmr`; see
+//! docs/devices/dsmr.md for the keys and docs/metrics.md for the metric table.
+
+mod link;
+pub mod map;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{Monitor, MonitorContext, MonitorError};
+use crate::config::{CommonConfig, DeviceTypeConfig};
+use crate::protocols::dsmr::DEFAULT_MAX_TELEGRAM_SIZE;
+use crate::reading::{MetricSpec, Reading};
+use link::{Reader, ReaderSettings, Target};
+
+/// `type: dsmr`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct DsmrConfig {
+    /// Serial: the device path (`/dev/ttyUSB0`, better a stable
+    /// `/dev/serial/by-id/…` path). TCP: the port number, with `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Port>,
+    /// TCP: the host name or address of a ser2net server or network P1 dongle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Serial speed. Default 115200 (DSMR 4 and 5); 9600 for DSMR 2.2 and 3.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baud_rate: Option<u32>,
+    /// Serial data bits, 7 or 8. Default 8; 7 for DSMR 2.2 and 3.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_bits: Option<u8>,
+    /// Serial parity: `none`, `even` or `odd`. Default `none`; `even` for DSMR 2.2 and 3.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parity: Option<ParityConfig>,
+    /// Serial stop bits, 1 or 2. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_bits: Option<u8>,
+    /// No good telegram for this long means the link is gone: it is closed and
+    /// reopened with backoff. Also the TCP connect timeout.
+    #[serde(default = "default_timeout", with = "crate::config::duration")]
+    pub timeout: Duration,
+    /// Telegrams longer than this (bytes) are dropped as corrupt. Belgian and
+    /// Luxembourg telegrams with long event logs exceed 2 KiB.
+    #[serde(default = "default_max_telegram_size")]
+    pub max_telegram_size: usize,
+}
+
+pub fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+pub fn default_max_telegram_size() -> usize {
+    DEFAULT_MAX_TELEGRAM_SIZE
+}
+
+/// `port:` is a path for serial and a number for TCP.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Port {
+    Path(String),
+    Number(u16),
+}
+
+impl Serialize for Port {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Port::Path(p) => s.serialize_str(p),
+            Port::Number(n) => s.serialize_u16(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct PortVisitor;
+        impl serde::de::Visitor<'_> for PortVisitor {
+            type Value = Port;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a serial device path (/dev/ttyUSB0) or a TCP port number (1 to 65535)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Port, E> {
+                Ok(Port::Path(v.to_owned()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Port, E> {
+                u16::try_from(v)
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .map(Port::Number)
+                    .ok_or_else(|| E::custom(format!("TCP port {v} is not between 1 and 65535")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Port, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom(format!("TCP port {v} is not between 1 and 65535"))),
+                }
+            }
+        }
+        de.deserialize_any(PortVisitor)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParityConfig {
+    None,
+    Even,
+    Odd,
+}
+
+const SERIAL_KEYS: &[&str] = &["baud_rate", "data_bits", "parity", "stop_bits"];
+
+impl DsmrConfig {
+    /// The link this config describes, or `(key, message)` when it describes none.
+    pub fn target(&self) -> Result<Target, (String, String)> {
+        let err = |key: &str, msg: String| Err((key.to_owned(), msg));
+        match (&self.host, &self.port) {
+            (Some(host), port) => {
+                if host.trim().is_empty() || host.contains('/') {
+                    return err(
+                        "host",
+                        format!(
+                            "`{host}` is not a host name or address (no scheme or path: write e.g. `192.168.1.20`)"
+                        ),
+                    );
+                }
+                let number = match port {
+                    Some(Port::Number(n)) => *n,
+                    Some(Port::Path(p)) => match p.trim().parse::<u16>() {
+                        Ok(n) if n > 0 => n,
+                        _ => return err("port", format!("with `host` (TCP), `port` is a port number, not `{p}`")),
+                    },
+                    None => return err("port", "with `host` (TCP), `port` is required: the TCP port of the P1 dongle or ser2net (often 23 or 2001)".into()),
+                };
+                if let Some(key) = self.serial_key_set() {
+                    return err(key, format!("`{key}` is a serial setting; this device uses TCP (`host`), where the dongle sets the line"));
+                }
+                Ok(Target::Tcp {
+                    host: host.trim().to_owned(),
+                    port: number,
+                })
+            }
+            (None, Some(Port::Path(path))) if !path.trim().is_empty() => {
+                let data_bits = match self.data_bits.unwrap_or(8) {
+                    7 => tokio_serial::DataBits::Seven,
+                    8 => tokio_serial::DataBits::Eight,
+                    n => {
+                        return err(
+                            "data_bits",
+                            format!("must be 7 (DSMR 2.2/3.0) or 8 (DSMR 4/5), not {n}"),
+                        )
+                    }
+                };
+                let stop_bits = match self.stop_bits.unwrap_or(1) {
+                    1 => tokio_serial::StopBits::One,
+                    2 => tokio_serial::StopBits::Two,
+                    n => return err("stop_bits", format!("must be 1 or 2, not {n}")),
+                };
+                let baud_rate = self.baud_rate.unwrap_or(115_200);
+                if !(300..=4_000_000).contains(&baud_rate) {
+                    return err(
+                        "baud_rate",
+                        format!(
+                            "{baud_rate} is not a serial speed; P1 ports use 115200 (DSMR 4/5) or 9600 (DSMR 2.2/3.0)"
+                        ),
+                    );
+                }
+                Ok(Target::Serial {
+                    path: path.trim().to_owned(),
+                    baud_rate,
+                    data_bits,
+                    parity: match self.parity.unwrap_or(ParityConfig::None) {
+                        ParityConfig::None => tokio_serial::Parity::None,
+                        ParityConfig::Even => tokio_serial::Parity::Even,
+                        ParityConfig::Odd => tokio_serial::Parity::Odd,
+                    },
+                    stop_bits,
+                })
+            }
+            (None, Some(Port::Number(n))) => err(
+                "port",
+                format!(
+                    "port {n} is a TCP port: add `host:` for TCP, or give the serial device path (e.g. /dev/ttyUSB0)"
+                ),
+            ),
+            (None, _) => err(
+                "port",
+                "set `port:` to the serial device (e.g. /dev/ttyUSB0), or `host:` and `port:` for TCP".into(),
+            ),
+        }
+    }
+
+    fn serial_key_set(&self) -> Option<&'static str> {
+        let set = [
+            self.baud_rate.is_some(),
+            self.data_bits.is_some(),
+            self.parity.is_some(),
+            self.stop_bits.is_some(),
+        ];
+        SERIAL_KEYS.iter().zip(set).find(|(_, s)| *s).map(|(k, _)| *k)
+    }
+}
+
+impl DeviceTypeConfig for DsmrConfig {
+    fn default_poll_interval() -> Duration {
+        Duration::from_secs(10)
+    }
+
+    fn validate(&self, _common: &CommonConfig) -> Result<(), (String, String)> {
+        self.target()?;
+        if self.timeout.is_zero() {
+            return Err(("timeout".into(), "must be longer than 0s (default 30s)".into()));
+        }
+        if !(256..=1024 * 1024).contains(&self.max_telegram_size) {
+            return Err((
+                "max_telegram_size".into(),
+                format!("must be between 256 and 1048576 bytes, not {}", self.max_telegram_size),
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub fn all_metrics() -> Vec<MetricSpec> {
+    map::METRICS.to_vec()
+}
+
+/// Telegrams kept between reads when every telegram is stored (`poll_interval: 0s`).
+/// At one telegram a second this is minutes of slack for a stalled store.
+const KEEP_ALL: usize = 256;
+
+pub struct DsmrMonitor {
+    target: Target,
+    settings: ReaderSettings,
+    ctx: MonitorContext,
+    reader: Option<Reader>,
+    watch: map::Watch,
+}
+
+impl DsmrMonitor {
+    pub fn new(config: &DsmrConfig, ctx: MonitorContext, poll_interval: Duration) -> Result<Self, MonitorError> {
+        let target = config
+            .target()
+            .map_err(|(key, msg)| MonitorError::Config(format!("{key}: {msg}")))?;
+        let settings = ReaderSettings {
+            device: ctx.id.clone(),
+            target: target.to_string(),
+            clock: ctx.clock.clone(),
+            timeout: config.timeout,
+            max_telegram_size: config.max_telegram_size,
+            keep: if poll_interval.is_zero() { KEEP_ALL } else { 1 },
+        };
+        Ok(DsmrMonitor {
+            target,
+            settings,
+            ctx,
+            reader: None,
+            watch: map::Watch::default(),
+        })
+    }
+
+    fn warn_anomalies(&mut self, telegram: &crate::protocols::dsmr::Telegram) {
+        for anomaly in self.watch.observe(telegram) {
+            match anomaly {
+                map::Anomaly::EquipmentChanged { old, new } => tracing::warn!(
+                    device = %self.ctx.id, old = %old, new = %new,
+                    "the meter's equipment id changed: a new meter? counters may restart"
+                ),
+                map::Anomaly::CounterBackwards { metric, old, new } => tracing::warn!(
+                    device = %self.ctx.id, metric = %metric, old, new,
+                    "a counter went backwards: meter swapped or reset? stored as sent"
+                ),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Monitor for DsmrMonitor {
+    async fn read(&mut self) -> Result<Vec<Reading>, MonitorError> {
+        let reader = match &self.reader {
+            Some(reader) => reader,
+            None => {
+                let stream = link::open(&self.target, self.settings.timeout).await?;
+                tracing::info!(device = %self.ctx.id, link = %self.target, "P1 link open");
+                self.reader.insert(Reader::spawn(stream, self.settings.clone()))
+            }
+        };
+        let (received, overflowed) = match reader.next().await {
+            Ok(r) => r,
+            Err(reason) => {
+                // Dropping the reader closes the port; the next read reopens it
+                // after the supervisor's backoff.
+                self.reader = None;
+                return Err(MonitorError::Link(reason));
+            }
+        };
+        if overflowed > 0 {
+            tracing::warn!(device = %self.ctx.id, dropped = overflowed, "telegrams dropped: readings were not taken in time");
+        }
+        let mut readings = Vec::new();
+        for r in received {
+            // A framed telegram always has a header line, so decode cannot fail here;
+            // should it, the telegram is skipped, never stored half-read.
+            let Ok(telegram) = r.frame.decode() else { continue };
+            self.warn_anomalies(&telegram);
+            readings.extend(map::readings(&self.ctx.id, &telegram, r.at));
+        }
+        if readings.is_empty() {
+            return Err(MonitorError::InvalidData("telegram without any known value".into()));
+        }
+        Ok(readings)
+    }
+
+    fn metrics(&self) -> &[MetricSpec] {
+        map::METRICS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> DsmrConfig {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn serial_defaults_and_dsmr22_line() {
+        let t = config("port: /dev/ttyUSB0\n").target().unwrap();
+        assert_eq!(
+            t,
+            Target::Serial {
+                path: "/dev/ttyUSB0".into(),
+                baud_rate: 115_200,
+                data_bits: tokio_serial::DataBits::Eight,
+                parity: tokio_serial::Parity::None,
+                stop_bits: tokio_serial::StopBits::One,
+            }
+        );
+        let t = config("port: /dev/ttyUSB0\nbaud_rate: 9600\ndata_bits: 7\nparity: even\n")
+            .target()
+            .unwrap();
+        assert!(matches!(
+            t,
+            Target::Serial {
+                baud_rate: 9600,
+                data_bits: tokio_serial::DataBits::Seven,
+                parity: tokio_serial::Parity::Even,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn tcp_and_the_mistakes_people_make() {
+        assert_eq!(
+            config("host: 192.168.1.20\nport: 2001\n").target().unwrap(),
+            Target::Tcp {
+                host: "192.168.1.20".into(),
+                port: 2001
+            }
+        );
+        let key = |yaml: &str| config(yaml).target().unwrap_err().0;
+        assert_eq!(key("host: p1.local\n"), "port");
+        assert_eq!(key("port: 2001\n"), "port");
+        assert_eq!(key("{}"), "port");
+        assert_eq!(key("host: p1.local\nport: /dev/ttyUSB0\n"), "port");
+        assert_eq!(key("host: http://p1.local\nport: 23\n"), "host");
+        assert_eq!(key("host: p1.local\nport: 23\nbaud_rate: 9600\n"), "baud_rate");
+        assert_eq!(key("port: /dev/ttyUSB0\ndata_bits: 6\n"), "data_bits");
+        assert!(serde_yaml_ng::from_str::<DsmrConfig>("port: 70000\n").is_err());
+    }
+}

@@ -1,0 +1,464 @@
+//! Streaming P1 framer: raw serial/TCP bytes in, whole telegrams out.
+//!
+//! A byte-at-a-time state machine, so the result never depends on how the input is
+//! chunked. Rules (see the module docs for the rationale):
+//!
+//! * A telegram starts with `/` at the beginning of a line (or of the stream) while
+//!   hunting. Inside a telegram's data lines a `/` *outside parentheses* (which never
+//!   occurs in valid data) starts a new telegram too: the partial one is discarded
+//!   as [`FrameError::Truncated`]. A `/` inside `( … )` (text messages such as
+//!   `0-0:96.13.0(test-/-test)`) is data.
+//! * The telegram ends at the first `!` outside parentheses after the header line,
+//!   followed by 0–4 hex CRC digits and CR LF. The frame is emitted at the LF (or at
+//!   the first byte that cannot belong to the CRC line; that byte is then treated as
+//!   the start of a new line).
+//! * Bytes outside telegrams (start-up mid-telegram, gateway junk after `!` such as
+//!   the EasyMeter/COM-1 `  25803103` + 0xFF line) are discarded; a run of them
+//!   that contains anything but whitespace is reported as [`FrameError::Garbage`]
+//!   when the next telegram starts.
+//! * A telegram growing beyond `max_size` bytes is dropped ([`FrameError::Oversize`]);
+//!   the rest of it is skipped silently up to the next header.
+
+use std::collections::VecDeque;
+
+use super::{crc, CrcStatus, Frame, FrameError};
+
+/// Default maximum telegram size (bytes from `/` through the CRC line's LF).
+/// Belgian/Luxembourg telegrams with long logs exceed 2 KiB; 8 KiB leaves room.
+pub const DEFAULT_MAX_TELEGRAM_SIZE: usize = 8 * 1024;
+
+/// Counters kept by a [`Framer`] since its creation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FramerStats {
+    /// Frames emitted (any CRC status).
+    pub frames: u64,
+    /// Emitted frames whose CRC matched.
+    pub crc_valid: u64,
+    /// Emitted frames whose CRC did not match.
+    pub crc_invalid: u64,
+    /// Emitted frames without CRC (DSMR 2.2/3.0, IEC 62056-21).
+    pub crc_absent: u64,
+    /// Telegrams dropped for exceeding the size limit.
+    pub oversize: u64,
+    /// Partial telegrams dropped because a new header arrived before `!`
+    /// (or because [`Framer::reset`] was called).
+    pub truncated: u64,
+    /// Runs of non-telegram data reported as [`FrameError::Garbage`].
+    pub garbage: u64,
+    /// Every byte not delivered inside a frame (junk, partial and oversize telegrams).
+    pub discarded_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Outside a telegram, waiting for `/` at the start of a line.
+    Hunting,
+    /// In the identification line.
+    Header,
+    /// In the data lines.
+    Body { in_paren: bool },
+    /// After `!`: CRC hex digits, optional CR, then LF.
+    Crc { digits: u8, cr: bool },
+}
+
+/// Streaming telegram framer. Feed bytes with [`push`](Self::push), then call
+/// [`next_frame`](Self::next_frame) until it returns `None`.
+#[derive(Debug, Clone)]
+pub struct Framer {
+    max_size: usize,
+    state: State,
+    line_start: bool,
+    buf: Vec<u8>,
+    bang: usize,
+    junk: usize,
+    junk_significant: bool,
+    suppress_junk: bool,
+    out: VecDeque<Result<Frame, FrameError>>,
+    stats: FramerStats,
+}
+
+impl Default for Framer {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_TELEGRAM_SIZE)
+    }
+}
+
+impl Framer {
+    /// A framer that drops telegrams longer than `max_size` bytes.
+    pub fn new(max_size: usize) -> Self {
+        Framer {
+            max_size,
+            state: State::Hunting,
+            line_start: true,
+            buf: Vec::new(),
+            bang: 0,
+            junk: 0,
+            junk_significant: false,
+            suppress_junk: false,
+            out: VecDeque::new(),
+            stats: FramerStats::default(),
+        }
+    }
+
+    /// Appends received bytes (any chunking).
+    pub fn push(&mut self, mut data: &[u8]) {
+        while let Some((&b, rest)) = data.split_first() {
+            // Inside a telegram's data lines most bytes change no state: copy a run of
+            // them at once (found with a SIMD search) instead of stepping each one. The
+            // run is cut short of the size limit, so `step` still sees the byte that
+            // would exceed it.
+            if let State::Body { in_paren } = self.state {
+                let special = if in_paren {
+                    memchr::memchr2(b')', b'\n', data)
+                } else {
+                    memchr::memchr3(b'/', b'!', b'(', data)
+                };
+                let room = self.max_size.saturating_sub(self.buf.len());
+                let run = special.unwrap_or(data.len()).min(room);
+                if let (Some(plain), Some(after)) = (data.get(..run), data.get(run..)) {
+                    if run > 0 {
+                        self.buf.extend_from_slice(plain);
+                        data = after;
+                        continue;
+                    }
+                }
+            }
+            self.step(b);
+            data = rest;
+        }
+    }
+
+    /// The plain byte-at-a-time state machine, for checking [`push`](Self::push)'s
+    /// bulk copying against it.
+    #[cfg(test)]
+    fn push_stepwise(&mut self, data: &[u8]) {
+        for &b in data {
+            self.step(b);
+        }
+    }
+
+    /// Next complete frame or framing error, in stream order; `None` when more
+    /// input is needed.
+    pub fn next_frame(&mut self) -> Option<Result<Frame, FrameError>> {
+        self.out.pop_front()
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> FramerStats {
+        self.stats
+    }
+
+    /// Configured size limit.
+    pub fn max_size(&self) -> usize {
+        self.max_size
+    }
+
+    /// Bytes of the telegram currently being assembled.
+    pub fn pending_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Forget any partial telegram (e.g. after the serial port reconnected); it is
+    /// counted as truncated. Already completed frames stay queued.
+    pub fn reset(&mut self) {
+        if !self.buf.is_empty() {
+            self.stats.truncated += 1;
+            self.stats.discarded_bytes += self.buf.len() as u64;
+            self.out.push_back(Err(FrameError::Truncated {
+                discarded: self.buf.len(),
+            }));
+            self.buf.clear();
+        }
+        self.state = State::Hunting;
+        self.line_start = true;
+        self.junk = 0;
+        self.junk_significant = false;
+        self.suppress_junk = false;
+    }
+
+    fn step(&mut self, b: u8) {
+        match self.state {
+            State::Hunting => {
+                if b == b'/' && self.line_start {
+                    self.start_frame();
+                } else {
+                    self.stats.discarded_bytes += 1;
+                    self.junk += 1;
+                    if !b.is_ascii_whitespace() {
+                        self.junk_significant = true;
+                    }
+                    self.line_start = b == b'\n';
+                }
+            }
+            State::Header => {
+                self.buf.push(b);
+                if b == b'\n' {
+                    self.state = State::Body { in_paren: false };
+                }
+                self.check_size(b);
+            }
+            State::Body { in_paren } => match b {
+                b'/' if !in_paren => {
+                    let discarded = self.buf.len();
+                    self.stats.truncated += 1;
+                    self.stats.discarded_bytes += discarded as u64;
+                    self.out.push_back(Err(FrameError::Truncated { discarded }));
+                    self.buf.clear();
+                    self.start_frame();
+                }
+                b'!' if !in_paren => {
+                    self.bang = self.buf.len();
+                    self.buf.push(b);
+                    self.state = State::Crc { digits: 0, cr: false };
+                    self.check_size(b);
+                }
+                _ => {
+                    let in_paren = match b {
+                        b'(' => true,
+                        b')' | b'\n' => false,
+                        _ => in_paren,
+                    };
+                    self.buf.push(b);
+                    self.state = State::Body { in_paren };
+                    self.check_size(b);
+                }
+            },
+            State::Crc { digits, cr } => {
+                if !cr && digits < 4 && crc::hex_val(b).is_some() {
+                    self.buf.push(b);
+                    self.state = State::Crc { digits: digits + 1, cr };
+                    self.check_size(b);
+                } else if !cr && b == b'\r' {
+                    self.buf.push(b);
+                    self.state = State::Crc { digits, cr: true };
+                    self.check_size(b);
+                } else if b == b'\n' {
+                    self.buf.push(b);
+                    if self.buf.len() > self.max_size {
+                        self.check_size(b);
+                    } else {
+                        self.finish_frame();
+                    }
+                } else {
+                    // The CRC line ended without LF: emit, then treat `b` as the
+                    // first byte of a new line.
+                    self.finish_frame();
+                    self.step(b);
+                }
+            }
+        }
+    }
+
+    fn start_frame(&mut self) {
+        if self.junk_significant && !self.suppress_junk {
+            self.stats.garbage += 1;
+            self.out.push_back(Err(FrameError::Garbage { discarded: self.junk }));
+        }
+        self.junk = 0;
+        self.junk_significant = false;
+        self.suppress_junk = false;
+        self.buf.clear();
+        self.buf.push(b'/');
+        self.state = State::Header;
+        self.check_size(b'/');
+    }
+
+    fn check_size(&mut self, last: u8) {
+        if self.buf.len() > self.max_size {
+            let discarded = self.buf.len();
+            self.stats.oversize += 1;
+            self.stats.discarded_bytes += discarded as u64;
+            self.out.push_back(Err(FrameError::Oversize {
+                discarded,
+                max_size: self.max_size,
+            }));
+            self.buf.clear();
+            self.state = State::Hunting;
+            self.line_start = last == b'\n';
+            self.junk = 0;
+            self.junk_significant = false;
+            self.suppress_junk = true;
+        }
+    }
+
+    fn finish_frame(&mut self) {
+        let bytes = std::mem::take(&mut self.buf);
+        let crc = match (bytes.get(..=self.bang), bytes.get(self.bang + 1..)) {
+            (Some(covered), Some(after)) => crc::status(covered, after),
+            _ => CrcStatus::Absent,
+        };
+        self.stats.frames += 1;
+        match crc {
+            CrcStatus::Valid => self.stats.crc_valid += 1,
+            CrcStatus::Invalid { .. } => self.stats.crc_invalid += 1,
+            CrcStatus::Absent => self.stats.crc_absent += 1,
+        }
+        self.out.push_back(Ok(Frame { bytes, crc }));
+        self.state = State::Hunting;
+        self.line_start = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn telegram(body: &str) -> Vec<u8> {
+        let mut t = format!("/TST5 test\r\n\r\n{body}!").into_bytes();
+        let crc = crc::crc16_arc(&t);
+        t.extend_from_slice(format!("{crc:04X}\r\n").as_bytes());
+        t
+    }
+
+    fn drain(f: &mut Framer) -> Vec<Result<Frame, FrameError>> {
+        std::iter::from_fn(|| f.next_frame()).collect()
+    }
+
+    #[test]
+    fn single_valid() {
+        let t = telegram("1-0:1.8.1(000001.000*kWh)\r\n");
+        let mut f = Framer::default();
+        f.push(&t);
+        let out = drain(&mut f);
+        assert_eq!(out.len(), 1);
+        let frame = out[0].as_ref().unwrap();
+        assert_eq!(frame.bytes, t);
+        assert_eq!(frame.crc, CrcStatus::Valid);
+        assert_eq!(f.stats().frames, 1);
+        assert_eq!(f.stats().discarded_bytes, 0);
+    }
+
+    #[test]
+    fn slash_inside_parentheses_is_data() {
+        let t = telegram("0-0:96.13.0(test-/-test)\r\n");
+        let mut f = Framer::default();
+        f.push(&t);
+        let out = drain(&mut f);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].as_ref().unwrap().crc, CrcStatus::Valid);
+    }
+
+    #[test]
+    fn header_mid_line_truncates() {
+        let mut s = b"/TST5 a\r\n\r\n1-0:1.8.1(1*kWh)".to_vec();
+        let t = telegram("1-0:1.8.1(2*kWh)\r\n");
+        s.extend_from_slice(&t);
+        let mut f = Framer::default();
+        f.push(&s);
+        let out = drain(&mut f);
+        assert_eq!(out.len(), 2);
+        assert!(matches!(out[0], Err(FrameError::Truncated { discarded: 27 })));
+        assert_eq!(out[1].as_ref().unwrap().bytes, t);
+    }
+
+    #[test]
+    fn junk_before_and_after() {
+        let t = telegram("1-0:1.8.1(1*kWh)\r\n");
+        let mut s = b"noise\r\n".to_vec();
+        s.extend_from_slice(&t);
+        s.extend_from_slice(b"  123\r\n\xff\xff\r\n");
+        s.extend_from_slice(&t);
+        let mut f = Framer::default();
+        f.push(&s);
+        let out = drain(&mut f);
+        assert_eq!(out.len(), 4);
+        assert!(matches!(out[0], Err(FrameError::Garbage { discarded: 7 })));
+        assert!(out[1].is_ok());
+        assert!(matches!(out[2], Err(FrameError::Garbage { discarded: 11 })));
+        assert!(out[3].is_ok());
+        assert_eq!(f.stats().discarded_bytes, 18);
+    }
+
+    #[test]
+    fn slash_mid_line_while_hunting_is_not_a_start() {
+        let t = telegram("1-0:1.8.1(1*kWh)\r\n");
+        let mut s = b"x/TST5 fake\r\n1-0:1.8.1(9*kWh)\r\n!0000\r\n".to_vec();
+        s.extend_from_slice(&t);
+        let mut f = Framer::default();
+        f.push(&s);
+        let out = drain(&mut f);
+        assert_eq!(out.len(), 2);
+        assert!(matches!(out[0], Err(FrameError::Garbage { .. })));
+        assert_eq!(out[1].as_ref().unwrap().bytes, t);
+    }
+
+    #[test]
+    fn oversize_then_recovers() {
+        let big = telegram(&"1-0:1.8.1(000001.000*kWh)\r\n".repeat(20));
+        let small = telegram("1-0:1.8.1(1*kWh)\r\n");
+        let mut f = Framer::new(200);
+        f.push(&big);
+        f.push(&small);
+        let out = drain(&mut f);
+        assert_eq!(out.len(), 2);
+        assert!(matches!(
+            out[0],
+            Err(FrameError::Oversize {
+                discarded: 201,
+                max_size: 200
+            })
+        ));
+        assert_eq!(out[1].as_ref().unwrap().bytes, small);
+        assert_eq!(f.stats().oversize, 1);
+        assert_eq!(f.stats().garbage, 0);
+        assert_eq!(f.stats().discarded_bytes, big.len() as u64);
+    }
+
+    #[test]
+    fn crc_forms() {
+        let mut f = Framer::default();
+        f.push(b"/A\r\n\r\n1-0:1.8.1(1*kWh)\r\n!\r\n");
+        f.push(b"/A\r\n\r\n1-0:1.8.1(1*kWh)\r\n!B9F\r\n");
+        f.push(b"/A\r\n\r\n1-0:1.8.1(1*kWh)\r\n!1234/A\r\n\r\n!\n");
+        let out = drain(&mut f);
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[0].as_ref().unwrap().crc, CrcStatus::Absent);
+        assert!(matches!(
+            out[1].as_ref().unwrap().crc,
+            CrcStatus::Invalid { given: 0x0B9F, .. }
+        ));
+        assert!(matches!(
+            out[2].as_ref().unwrap().crc,
+            CrcStatus::Invalid { given: 0x1234, .. }
+        ));
+        assert_eq!(out[3].as_ref().unwrap().bytes, b"/A\r\n\r\n!\n");
+    }
+
+    #[test]
+    fn bulk_copy_equals_stepping_on_every_fixture() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dsmr");
+        let mut inputs: Vec<Vec<u8>> = Vec::new();
+        for sub in [dir.clone(), dir.join("streams")] {
+            for entry in std::fs::read_dir(sub).unwrap().flatten() {
+                if entry.path().extension().is_some_and(|e| e == "txt") {
+                    inputs.push(std::fs::read(entry.path()).unwrap());
+                }
+            }
+        }
+        assert!(inputs.len() > 40);
+        inputs.push(inputs.concat());
+        for data in &inputs {
+            for max in [64, 300, 700, 1000, 2048, DEFAULT_MAX_TELEGRAM_SIZE] {
+                let (mut bulk, mut step) = (Framer::new(max), Framer::new(max));
+                bulk.push(data);
+                step.push_stepwise(data);
+                assert_eq!(drain(&mut bulk), drain(&mut step), "max {max}");
+                assert_eq!(bulk.stats(), step.stats());
+                assert_eq!(bulk.pending_len(), step.pending_len());
+            }
+        }
+    }
+
+    #[test]
+    fn reset_counts_partial() {
+        let mut f = Framer::default();
+        f.push(b"/A\r\n\r\n1-0:1.8.1(1*k");
+        assert_eq!(f.pending_len(), 19);
+        f.reset();
+        assert!(matches!(
+            f.next_frame(),
+            Some(Err(FrameError::Truncated { discarded: 19 }))
+        ));
+        assert_eq!(f.stats().truncated, 1);
+    }
+}

@@ -1,0 +1,92 @@
+//! `mesura decode dsmr FILE`, as a user pasting a telegram runs it.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mesura");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dsmr");
+
+fn decode(path: &str) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(["decode", "dsmr", path])
+        .output()
+        .expect("run mesura");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn reading<'a>(json: &'a serde_json::Value, metric: &str) -> &'a serde_json::Value {
+    json["readings"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["metric"] == metric))
+        .unwrap_or_else(|| panic!("{metric} missing in {json}"))
+}
+
+#[test]
+fn a_good_telegram_prints_json() {
+    let (ok, stdout, stderr) = decode(&format!("{FIXTURES}/dsmr50_iskra_am550_real.txt"));
+    assert!(ok, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(json["crc"], "valid");
+    // 0-0:1.0.0(181106140429W): 14:04:29 at UTC+1.
+    assert_eq!(json["meter_time"], "2018-11-06T13:04:29Z");
+    // 0-0:96.1.1(4530303334303036383130353136343136), hex of printable ASCII.
+    assert_eq!(json["equipment_id"], "E0034006810516416");
+    let power = reading(&json, "power_returned");
+    assert_eq!(
+        (power["value"].as_f64(), power["unit"].as_str()),
+        (Some(498.0), Some("W"))
+    );
+    let gas = reading(&json, "gas_delivered");
+    assert_eq!(gas["value"].as_f64(), Some(1569.646));
+    assert_eq!(gas["unit"], "m³");
+    assert_eq!(
+        gas["timestamp"], "2018-11-06T13:00:10Z",
+        "the gas meter's own capture time"
+    );
+    assert_eq!(json["readings"].as_array().map(Vec::len), Some(28));
+}
+
+#[test]
+fn an_old_telegram_has_no_crc_and_no_meter_time() {
+    let (ok, stdout, stderr) = decode(&format!("{FIXTURES}/dsmr22_iskra_mt382_gas_nocrc.txt"));
+    assert!(ok, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(json["crc"], "absent");
+    assert!(json["meter_time"].is_null());
+    assert_eq!(reading(&json, "power_delivered")["value"].as_f64(), Some(1010.0));
+}
+
+#[test]
+fn rejected_telegrams_exit_1_with_the_reason() {
+    let (ok, stdout, stderr) = decode(&format!("{FIXTURES}/dsmr42_kaifa_bad_crc_abcd.txt"));
+    assert!(!ok);
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("CRC mismatch") && stderr.contains("ABCD") && stderr.contains("4BC6"),
+        "{stderr}"
+    );
+
+    let (ok, _, stderr) = decode(&format!("{FIXTURES}/dsmr22_iskra_mt382_truncated_no_terminator.txt"));
+    assert!(!ok);
+    assert!(stderr.contains("no complete telegram"), "{stderr}");
+
+    let (ok, _, stderr) = decode("/nonexistent/telegram.txt");
+    assert!(!ok);
+    assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+#[test]
+fn a_telegram_that_lost_its_crs_still_checks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(format!("{FIXTURES}/dsmr50_iskra_am550_real.txt")).expect("fixture");
+    let path = dir.path().join("pasted.txt");
+    std::fs::write(&path, text.replace("\r\n", "\n")).expect("write");
+    let (ok, stdout, stderr) = decode(path.to_str().expect("utf-8 path"));
+    assert!(ok, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(json["crc"], "valid");
+    assert!(json["note"].as_str().is_some_and(|n| n.contains("LF")), "{json}");
+}

@@ -1,0 +1,187 @@
+//! A network P1 dongle (or ser2net) played by a local TCP server: the daemon stores
+//! every telegram (`poll_interval: 0s`), reconnects when the peer closes, and gives
+//! up on a connection that stays silent past `timeout`.
+
+mod common;
+#[path = "dsmr_common/mod.rs"]
+mod dsmr_common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use common::{no_env, Setup};
+use dsmr_common::{telegram_at, telegram_bad_crc};
+use mesura::app::Daemon;
+use mesura::config::Config;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).expect("time").to_utc()
+}
+
+async fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn stored_ts(db: &std::path::Path) -> Vec<i64> {
+    let Ok(conn) = rusqlite::Connection::open(db) else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = conn.prepare("SELECT ts FROM p1 WHERE energy_delivered_tariff1 IS NOT NULL ORDER BY ts") else {
+        return Vec::new();
+    };
+    stmt.query_map([], |r| r.get(0))
+        .map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+async fn start(setup: &Setup, port: u16, extra: &str) -> Daemon {
+    setup.device(
+        "p1",
+        &format!("type: dsmr\nhost: 127.0.0.1\nport: {port}\npoll_interval: 0s\nmax_backoff: 1s\nfailure_threshold: 1000\n{extra}"),
+    );
+    let config = Config::load(&setup.config_path(), &no_env).expect("config");
+    assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
+    Daemon::start(config, mesura::clock::system()).await.expect("start")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_telegram_stored_across_a_peer_close() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let t0 = utc("2026-11-24T09:00:00Z");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    // Connection 1: three telegrams (one corrupt in between), then the peer closes.
+    // Connection 2: three more, then it stays open.
+    let server = {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            for conn in 0..2i64 {
+                let (mut socket, _) = listener.accept().await.expect("accept");
+                accepted.fetch_add(1, Ordering::SeqCst);
+                for i in 0..3 {
+                    let at = t0 + TimeDelta::seconds(conn * 10 + i);
+                    socket
+                        .write_all(&telegram_at(at, 100.0 + i as f64))
+                        .await
+                        .expect("write");
+                    if i == 1 {
+                        let bad = telegram_bad_crc(at + TimeDelta::seconds(5), 999.0);
+                        socket.write_all(&bad).await.expect("write");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                if conn == 0 {
+                    socket.shutdown().await.expect("close");
+                } else {
+                    held.push(socket);
+                }
+            }
+            // Keep the second connection open until the test ends.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(held);
+        })
+    };
+    let setup = Setup::new("backends:\n  sqlite:\n    flush_interval: 100ms\n");
+    let daemon = start(&setup, port, "").await;
+    let db = setup.db_path();
+    wait_for(Duration::from_secs(30), "six telegrams over two connections", || {
+        stored_ts(&db).len() >= 6
+    })
+    .await;
+    let status = daemon.status().devices()["p1"].clone();
+    let summary = daemon.shutdown().await;
+    server.abort();
+
+    let expected: Vec<i64> = [0, 1, 2, 10, 11, 12].iter().map(|s| t0.timestamp() + s).collect();
+    assert_eq!(stored_ts(&db), expected, "every good telegram, nothing else");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "reconnected once after the close");
+    assert_eq!(status.errors_by_kind.get("link"), Some(&1), "{status:?}");
+    assert_eq!(summary.dropped.values().sum::<u64>(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_dropped_and_reopened() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                // Accept and say nothing: a dongle whose meter went quiet.
+                held.push(socket);
+            }
+        })
+    };
+    let setup = Setup::new("backends:\n  sqlite: {}\n");
+    let daemon = start(&setup, port, "timeout: 500ms\n").await;
+    let status = daemon.status().clone();
+    wait_for(Duration::from_secs(20), "a reconnect after the silence", || {
+        accepted.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    let device = status.devices()["p1"].clone();
+    daemon.shutdown().await;
+    server.abort();
+    assert!(device.polls_failed >= 1, "{device:?}");
+    assert!(
+        device
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("silent for 500ms")),
+        "{device:?}"
+    );
+    assert_eq!(device.polls_ok, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_listening_is_a_link_error_with_backoff() {
+    // Bind and drop: a port with (almost certainly) no listener.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let setup = Setup::new("backends:\n  sqlite: {}\n");
+    let daemon = start(&setup, port, "").await;
+    let status = daemon.status().clone();
+    let began = Instant::now();
+    wait_for(Duration::from_secs(20), "two failed connects", || {
+        status.devices()["p1"].polls_failed >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let device = status.devices()["p1"].clone();
+    let window = began.elapsed().as_secs_f64();
+    daemon.shutdown().await;
+    // poll_interval 0s: backoff from 100 ms, capped at max_backoff 1 s, jitter ≥ half.
+    let bound = (2.0 * window + 5.0) as u64;
+    assert!(
+        device.polls_failed <= bound,
+        "{} connects in {window:.1} s",
+        device.polls_failed
+    );
+    assert_eq!(device.errors_by_kind.get("link"), Some(&device.polls_failed));
+    assert!(
+        device
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("cannot connect")),
+        "{device:?}"
+    );
+}
