@@ -31,6 +31,8 @@ pub struct DeviceStatus {
     pub poll_interval: std::time::Duration,
     /// The newest value of every metric, for /api/readings/latest and the page.
     pub latest: BTreeMap<String, Latest>,
+    /// Bad frames the monitor dropped itself (DSMR CRC, framing), by kind.
+    pub protocol_errors: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,6 +59,7 @@ impl DeviceStatus {
             started_at: Utc::now(),
             poll_interval: std::time::Duration::ZERO,
             latest: BTreeMap::new(),
+            protocol_errors: BTreeMap::new(),
         }
     }
 }

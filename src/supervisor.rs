@@ -181,6 +181,12 @@ impl DeviceTask {
                     r.unwrap_or_else(|_| Err(MonitorError::Link(format!("no answer within {}", humantime::format_duration(read_timeout)))))
                 }
             };
+            let protocol_errors = monitor.protocol_errors();
+            if !protocol_errors.is_empty() {
+                self.shared
+                    .status
+                    .update_device(&id, |s| s.protocol_errors.extend(protocol_errors));
+            }
             match result {
                 Ok(mut readings) => {
                     let device_type = self.config.kind.type_name();

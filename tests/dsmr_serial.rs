@@ -215,6 +215,9 @@ async fn pty_stream_unplug_and_replug() {
     })
     .await;
     stop.store(true, Ordering::Relaxed);
+    // The dropped bad-CRC telegram is counted for /metrics (mesura_protocol_errors_total).
+    let crc_errors = daemon.status().devices()["p1"].protocol_errors.get("crc").copied();
+    assert!(crc_errors.is_some_and(|n| n >= 1), "crc errors counted: {crc_errors:?}");
     let summary = daemon.shutdown().await;
     let _ = feed.join();
     cable.unplug(&dir);

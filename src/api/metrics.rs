@@ -87,6 +87,20 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
         }
     }
     f.header(
+        "mesura_protocol_errors_total",
+        "counter",
+        "Bad frames a device's monitor dropped (DSMR CRC and framing errors), by kind.",
+    );
+    for (id, d) in &devices {
+        for (kind, n) in &d.protocol_errors {
+            f.sample(
+                "mesura_protocol_errors_total",
+                &[("device", id), ("kind", kind)],
+                *n as f64,
+            );
+        }
+    }
+    f.header(
         "mesura_device_breaker_state",
         "gauge",
         "1 for the circuit breaker's current state of each device.",

@@ -79,6 +79,12 @@ pub trait Monitor: Send {
     async fn read(&mut self) -> Result<Vec<Reading>, MonitorError>;
     /// What this monitor can report.
     fn metrics(&self) -> &[MetricSpec];
+    /// Totals of bad frames the monitor dropped on its own (CRC, framing), by
+    /// kind, since it started: they never reach `read()` as errors because the next
+    /// telegram is a second away, but they belong in /metrics.
+    fn protocol_errors(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// What a monitor gets from the daemon besides its config.

@@ -162,6 +162,15 @@ pub struct ReaderSettings {
     pub max_telegram_size: usize,
     /// Telegrams kept for `read()`: 1 = the newest only.
     pub keep: usize,
+    /// Bad telegrams dropped since the monitor started, across reconnects.
+    pub totals: Arc<BadTotals>,
+}
+
+/// Cumulative counts of dropped telegrams, for /metrics.
+#[derive(Debug, Default)]
+pub struct BadTotals {
+    pub crc: std::sync::atomic::AtomicU64,
+    pub framing: std::sync::atomic::AtomicU64,
 }
 
 /// A running reader task; aborting it on drop closes the port.
@@ -282,7 +291,10 @@ async fn run(mut stream: Stream, s: ReaderSettings, inbox: Arc<Inbox>) {
         while let Some(result) = framer.next_frame() {
             match result {
                 Ok(frame) => match frame.crc {
-                    CrcStatus::Invalid { given, computed } => bad.count_crc(given, computed),
+                    CrcStatus::Invalid { given, computed } => {
+                        s.totals.crc.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        bad.count_crc(given, computed)
+                    }
                     CrcStatus::Valid | CrcStatus::Absent => {
                         good_frames += 1;
                         bytes_since_good = 0;
@@ -298,7 +310,10 @@ async fn run(mut stream: Stream, s: ReaderSettings, inbox: Arc<Inbox>) {
                 Err(e @ FrameError::Garbage { .. }) => {
                     tracing::trace!(device = %s.device, error = %e, good_frames, "non-telegram bytes skipped");
                 }
-                Err(e) => bad.count_framing(&e),
+                Err(e) => {
+                    s.totals.framing.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    bad.count_framing(&e)
+                }
             }
         }
         bad.maybe_log(&s.device);
@@ -321,6 +336,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             max_telegram_size: 8192,
             keep,
+            totals: Default::default(),
         }
     }
 

@@ -249,6 +249,7 @@ impl DsmrMonitor {
             timeout: config.timeout,
             max_telegram_size: config.max_telegram_size,
             keep: if poll_interval.is_zero() { KEEP_ALL } else { 1 },
+            totals: Default::default(),
         };
         Ok(DsmrMonitor {
             target,
@@ -314,6 +315,15 @@ impl Monitor for DsmrMonitor {
 
     fn metrics(&self) -> &[MetricSpec] {
         map::METRICS
+    }
+
+    fn protocol_errors(&self) -> Vec<(&'static str, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let totals = &self.settings.totals;
+        vec![
+            ("crc", totals.crc.load(Relaxed)),
+            ("framing", totals.framing.load(Relaxed)),
+        ]
     }
 }
 
