@@ -19,5 +19,6 @@ need openssl openssl
 need promtool prometheus  # promtool check metrics (tests/api.rs)
 need socat socat  # pty pairs for the simulated serial meters (tests/multical.rs)
 need influxd influxdb  # a real InfluxDB 1.x for the uplink's line protocol (tests/uplink_influx.rs)
+need systemd-analyze systemd  # verify + security of systemd/mesura.service (tests/systemd.rs)
 
 cargo test --locked --all-targets "$@"
