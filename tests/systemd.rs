@@ -110,3 +110,58 @@ fn unit_has_the_settings_the_daemon_relies_on() {
     // LoadCredential= examples are there for the secrets.
     assert!(text.contains("#LoadCredential=mqtt_password:"));
 }
+
+/// The production config the .deb installs passes `mesura check`, as the unit's
+/// ExecStartPre runs it (with the unit's MESURA_DATA_DIR).
+#[test]
+fn the_packaged_config_passes_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_mesura"))
+        .args(["check", "--config"])
+        .arg(root.join("packaging/config.yaml"))
+        .env("MESURA_DATA_DIR", data.path())
+        .output()
+        .expect("run mesura check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("data_dir: {}", data.path().display())), "{text}");
+    assert!(text.contains("devices_dir: /etc/mesura/config.d"), "{text}");
+}
+
+/// Every file the .deb's `assets` name (in Cargo.toml) exists, so `cargo deb` does
+/// not fail on a renamed file; the unit is where `systemd-units` looks for it.
+#[test]
+fn the_deb_assets_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    let section = cargo
+        .split("[package.metadata.deb]")
+        .nth(1)
+        .expect("a [package.metadata.deb] section");
+    let mut sources = 0;
+    for line in section.lines().map(str::trim).filter(|l| l.starts_with("[\"")) {
+        let source = line.trim_start_matches("[\"").split('"').next().unwrap_or_default();
+        sources += 1;
+        if source.starts_with("target/") {
+            continue;
+        }
+        match source.rsplit_once("/*") {
+            Some((dir, ext)) => {
+                let found = std::fs::read_dir(root.join(dir))
+                    .unwrap_or_else(|e| panic!("{dir}: {e}"))
+                    .filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().ends_with(ext));
+                assert!(found, "no file matches the asset {source}");
+            }
+            None => assert!(root.join(source).is_file(), "the asset {source} does not exist"),
+        }
+    }
+    assert!(sources >= 5, "{sources} assets found: the parser lost them");
+    assert!(section.contains("unit-scripts = \"systemd/\""));
+    assert!(root.join("systemd/mesura.service").is_file());
+    for script in ["debian/postinst", "debian/postrm"] {
+        let text = std::fs::read_to_string(root.join(script)).expect(script);
+        assert!(text.contains("#DEBHELPER#"), "{script} lacks the #DEBHELPER# marker");
+    }
+}
