@@ -40,6 +40,8 @@ pub struct Daemon {
     clock: SharedClock,
     /// The disk guard task (see `retention.rs`), when enabled with SQLite.
     guard: Option<(CancellationToken, JoinHandle<()>)>,
+    /// The downsampling task (see `downsample.rs`), when enabled with SQLite.
+    downsampler: Option<(CancellationToken, JoinHandle<()>)>,
     /// The status API's address and its stop switch, when it runs.
     api: Option<(std::net::SocketAddr, CancellationToken, JoinHandle<()>)>,
 }
@@ -54,6 +56,22 @@ fn start_guard(base: &BaseConfig, clock: &SharedClock) -> Option<(CancellationTo
     let task = tokio::spawn(crate::retention::run(
         base.data_dir.join(&sqlite.path),
         base.disk_guard.clone(),
+        clock.clone(),
+        token.clone(),
+    ));
+    Some((token, task))
+}
+
+/// Starts retention and downsampling for the SQLite database of `base`, if enabled.
+fn start_downsampler(base: &BaseConfig, clock: &SharedClock) -> Option<(CancellationToken, JoinHandle<()>)> {
+    let sqlite = base.backends.sqlite.as_ref()?;
+    if !base.retention.enabled {
+        return None;
+    }
+    let token = CancellationToken::new();
+    let task = tokio::spawn(crate::downsample::run(
+        base.data_dir.join(&sqlite.path),
+        base.retention.clone(),
         clock.clone(),
         token.clone(),
     ));
@@ -127,6 +145,7 @@ impl Daemon {
             backend_tasks.insert(name, router.add(backend, &status, None));
         }
         let guard = start_guard(&config.base, &clock);
+        let downsampler = start_downsampler(&config.base, &clock);
         let shared = Shared {
             router: router.clone(),
             status: status.clone(),
@@ -146,6 +165,7 @@ impl Daemon {
             reloads: broadcast::channel(16).0,
             clock,
             guard,
+            downsampler,
             api: None,
         };
         daemon.api = daemon.start_api().await;
@@ -353,13 +373,18 @@ impl Daemon {
         if new.logging != self.base.logging || new.api != self.base.api {
             tracing::warn!("logging or api settings changed: they apply after a restart");
         }
-        let guard_changed = new.disk_guard != self.base.disk_guard
-            || new.data_dir != self.base.data_dir
+        let db_changed = new.data_dir != self.base.data_dir
             || new.backends.sqlite.as_ref().map(|c| &c.path) != self.base.backends.sqlite.as_ref().map(|c| &c.path);
+        let guard_changed = db_changed || new.disk_guard != self.base.disk_guard;
+        let retention_changed = db_changed || new.retention != self.base.retention;
         self.base = new;
         if guard_changed {
             stop_guard(self.guard.take()).await;
             self.guard = start_guard(&self.base, &self.clock);
+        }
+        if retention_changed {
+            stop_guard(self.downsampler.take()).await;
+            self.downsampler = start_downsampler(&self.base, &self.clock);
         }
         Ok(rebuilt)
     }
@@ -429,9 +454,11 @@ impl Daemon {
             backend_tasks,
             status,
             guard,
+            downsampler,
             ..
         } = self;
         stop_guard(guard).await;
+        stop_guard(downsampler).await;
         supervisor.shutdown().await;
         router.close_all();
         for (name, task) in backend_tasks {

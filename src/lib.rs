@@ -10,6 +10,7 @@ pub mod backends;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod downsample;
 pub mod monitors;
 pub mod notify;
 pub mod protocols;

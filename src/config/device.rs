@@ -167,8 +167,13 @@ impl DeviceConfig {
 }
 
 /// Names that would collide with mesura's own tables in the SQLite file.
+/// `*_5m` are the 5-minute aggregate tables of the downsampler.
 fn reserved_id(id: &str) -> bool {
-    id == "metrics" || id.starts_with("outbox") || id.starts_with("sqlite_") || id.starts_with('_')
+    id == "metrics"
+        || id.starts_with("outbox")
+        || id.starts_with("sqlite_")
+        || id.starts_with('_')
+        || id.ends_with(crate::downsample::SUFFIX)
 }
 
 /// Parses one device file's text (already interpolated). `backends` are the names
@@ -295,7 +300,7 @@ fn device_id(file: &Path) -> Result<DeviceId, ConfigError> {
         return Err(ConfigError::invalid(
             file,
             at_start,
-            format!("`{stem}` cannot be a device id (the file stem): no control characters or quotes, and not `metrics`, `outbox*`, `sqlite_*` or `_*`"),
+            format!("`{stem}` cannot be a device id (the file stem): no control characters or quotes, and not `metrics`, `outbox*`, `sqlite_*`, `_*` or `*_5m`"),
         ));
     }
     Ok(Arc::from(stem))

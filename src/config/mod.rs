@@ -50,6 +50,10 @@ pub struct BaseConfig {
     /// Thins old SQLite rows when the disk fills up (see docs/configuration.md).
     #[serde(default)]
     pub disk_guard: crate::retention::DiskGuardConfig,
+    /// Replaces raw SQLite rows older than `retention.raw` by 5-minute aggregates
+    /// (see docs/configuration.md).
+    #[serde(default)]
+    pub retention: crate::downsample::RetentionConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

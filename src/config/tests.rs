@@ -147,7 +147,13 @@ fn empty_file_is_an_error() {
 
 #[test]
 fn reserved_and_odd_ids_are_rejected() {
-    for name in ["metrics.yaml", "_x.yaml", "sqlite_master.yaml", "outbox.yaml"] {
+    for name in [
+        "metrics.yaml",
+        "_x.yaml",
+        "sqlite_master.yaml",
+        "outbox.yaml",
+        "p1_5m.yaml",
+    ] {
         let err = parse_device(
             &Path::new("config.d").join(name),
             "type: simulated\nprofile: gas\n",
