@@ -4,11 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+APT_UPDATED=""
 need() { # need <command> <debian package>
   { command -v "$1" || [ -x "/usr/sbin/$1" ]; } >/dev/null 2>&1 && return 0
   echo "installing $2 (for $1)" >&2
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; fi
+  # One package-list update per run, on the first install only.
+  [ -n "$APT_UPDATED" ] || { $SUDO apt-get update -qq && APT_UPDATED=1; }
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
   { command -v "$1" || [ -x "/usr/sbin/$1" ]; } >/dev/null 2>&1 || { echo "FAILED: $1 is required by the tests and could not be installed" >&2; exit 1; }
 }
 
