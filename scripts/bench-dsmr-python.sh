@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TELEGRAM=tests/fixtures/dsmr/dsmr50_iskra_am550_real.txt
-VENV=${MESURA_BENCH_VENV:-/tmp/mesura-bench-dsmr-venv}
+VENV=${DSMR_BENCH_VENV:-/tmp/mesura-bench-dsmr-venv}
 
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check dsmr-parser==1.11.2
