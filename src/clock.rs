@@ -49,6 +49,41 @@ impl Clock for MonotonicClock {
     }
 }
 
+/// A wall clock that can jump, for tests of what a clock step does (NTP correcting
+/// a Pi that booted without an RTC, a user setting the time): a `MonotonicClock`
+/// plus an offset that `jump` changes at once. Scheduling never sees the jump, as
+/// in the daemon, where it runs on tokio's monotonic clock.
+#[derive(Debug)]
+pub struct JumpingClock {
+    base: MonotonicClock,
+    /// Milliseconds added to the base clock: an atomic, so a test can jump while
+    /// the device tasks read the clock.
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+impl JumpingClock {
+    pub fn starting_at(anchor_wall: DateTime<Utc>) -> Self {
+        JumpingClock {
+            base: MonotonicClock::starting_at(anchor_wall),
+            offset_ms: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+
+    /// Steps the wall clock by `by` (negative: backwards).
+    pub fn jump(&self, by: chrono::TimeDelta) {
+        self.offset_ms
+            .fetch_add(by.num_milliseconds(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for JumpingClock {
+    fn now(&self) -> DateTime<Utc> {
+        let offset = chrono::TimeDelta::milliseconds(self.offset_ms.load(std::sync::atomic::Ordering::SeqCst));
+        let base = self.base.now();
+        base.checked_add_signed(offset).unwrap_or(base)
+    }
+}
+
 pub fn system() -> SharedClock {
     Arc::new(SystemClock)
 }
