@@ -150,6 +150,10 @@ fn init_tracing(cli: &Cli, level: &str, format: LogFormat) {
 }
 
 async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    // Signals are caught from the very start: a SIGTERM while the backends open (a
+    // locked database, a slow disk) must stop us cleanly once started, not kill
+    // the process by the default action with devices already producing.
+    let signals = Signals::register();
     // A broken config.yaml stops us here, before anything is opened.
     let config = Config::load(&cli.config, &commands::env_lookup)
         .with_context(|| format!("cannot load {}", cli.config.display()))?;
@@ -157,7 +161,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     tracing::info!(config = %cli.config.display(), version = env!("CARGO_PKG_VERSION"), "mesura starting");
     let daemon = Daemon::start(config, mesura::clock::system()).await?;
     let shutdown = CancellationToken::new();
-    let signals = tokio::spawn(handle_signals(shutdown.clone(), daemon.handle()));
+    let signals = tokio::spawn(handle_signals(signals, shutdown.clone(), daemon.handle()));
     let summary = daemon.run(shutdown).await;
     signals.abort();
     let polls: u64 = summary.polls.values().sum();
@@ -168,15 +172,40 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The signal streams, registered before anything else starts; a signal that
+/// arrives before `handle_signals` runs waits in its stream.
+#[cfg(unix)]
+struct Signals(Option<[tokio::signal::unix::Signal; 3]>);
+
+#[cfg(unix)]
+impl Signals {
+    fn register() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(term), Ok(int), Ok(hup)) => Signals(Some([term, int, hup])),
+            _ => Signals(None),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn register() -> Signals {
+        Signals
+    }
+}
+
 /// SIGTERM and SIGINT stop the daemon; SIGHUP reloads the config files.
 #[cfg(unix)]
-async fn handle_signals(shutdown: CancellationToken, daemon: mesura::app::DaemonHandle) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
+async fn handle_signals(signals: Signals, shutdown: CancellationToken, daemon: mesura::app::DaemonHandle) {
+    let Some([mut term, mut int, mut hup]) = signals.0 else {
         tracing::error!("cannot listen for signals; stopping");
         shutdown.cancel();
         return;
@@ -193,7 +222,7 @@ async fn handle_signals(shutdown: CancellationToken, daemon: mesura::app::Daemon
 }
 
 #[cfg(not(unix))]
-async fn handle_signals(shutdown: CancellationToken, _daemon: mesura::app::DaemonHandle) {
+async fn handle_signals(_signals: Signals, shutdown: CancellationToken, _daemon: mesura::app::DaemonHandle) {
     let _ = tokio::signal::ctrl_c().await;
     shutdown.cancel();
 }

@@ -212,3 +212,61 @@ fn sighup_reloads_the_device_files() {
         .expect("kill");
     assert!(child.wait().expect("wait").success());
 }
+
+/// Whether process `pid` catches SIGTERM (bit 14 of `SigCgt` in /proc/<pid>/status).
+fn catches_sigterm(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask & (1 << 14) != 0)
+}
+
+/// Found by the kill -9 suite: signals were only caught once every backend was open
+/// and the devices started, so a SIGTERM during a slow start-up (here, a database
+/// another process holds locked) killed the daemon by the default action.
+#[test]
+fn sigterm_during_a_slow_start_up_still_stops_cleanly() {
+    let setup = Setup::new("watch:\n  enabled: false\napi:\n  enabled: false\n");
+    setup.device("a", "type: simulated\nprofile: gas\npoll_interval: 1s\n");
+    std::fs::create_dir_all(setup.dir.path().join("data")).expect("data dir");
+    let lock = rusqlite::Connection::open(setup.db_path()).expect("db");
+    lock.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (x); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);")
+        .expect("hold the lock");
+    let log = setup.dir.path().join("log.txt");
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(setup.config_path())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    // Killed if the test fails, so no daemon outlives it.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(child);
+    let child_id = child.0.id();
+    // The backends are still opening (SQLite waits for the lock) when SIGTERM comes.
+    wait_until(Duration::from_secs(5), "SIGTERM to be caught during start-up", || {
+        catches_sigterm(child_id)
+    });
+    assert!(sqlite_rows(&setup.db_path(), "a") == 0);
+    Command::new("kill")
+        .args(["-TERM", &child_id.to_string()])
+        .status()
+        .expect("kill");
+    lock.execute_batch("COMMIT").expect("release");
+    let exit = child.0.wait().expect("wait");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(exit.success(), "{exit:?}\n{text}");
+    assert!(text.contains("shutdown complete"), "{text}");
+}

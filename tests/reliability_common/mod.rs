@@ -1,0 +1,232 @@
+//! Helpers of the process-level reliability suites: the `mesura` binary run as a
+//! user runs it, and checks on what it left on disk.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mesura");
+
+/// Whether the long variants run (`LONG_TESTS=1`; not `MESURA_*`, which the config
+/// loader reads as overrides).
+pub fn long() -> bool {
+    std::env::var_os("LONG_TESTS").is_some()
+}
+
+/// The daemon as a child process, its log in `log`.
+pub struct Mesura {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Mesura {
+    pub fn spawn(config: &Path, log: &Path) -> Mesura {
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .expect("log file"),
+            )
+            .spawn()
+            .expect("spawn mesura");
+        Mesura {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    /// Whether the daemon catches SIGTERM yet (bit 14 of `SigCgt`): before that, a
+    /// SIGTERM kills the process by the default action, as it would any program.
+    pub fn catches_sigterm(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("SigCgt:"))
+                    .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            })
+            .is_some_and(|mask| mask & (1 << 14) != 0)
+    }
+
+    /// SIGTERM (once the daemon catches it) and wait for a clean exit.
+    pub fn stop(mut self) {
+        let start = std::time::Instant::now();
+        while !self.catches_sigterm() {
+            assert!(start.elapsed() < Duration::from_secs(20), "mesura never caught SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let exit = self.child.wait().expect("wait");
+        if !exit.success() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "mesura exited with {exit:?}; the log ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Mesura {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `PRAGMA integrity_check` of a database file (as a reader after a crash would
+/// open it: the WAL is recovered first).
+pub fn integrity(db: &Path) -> String {
+    let conn = rusqlite::Connection::open(db).expect("open db");
+    conn.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+    let rows: Vec<String> = conn
+        .prepare("PRAGMA integrity_check")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    rows.join("; ")
+}
+
+/// The `ts` of every row of `device`.
+pub fn timestamps(db: &Path, device: &str) -> BTreeSet<i64> {
+    let Ok(conn) = rusqlite::Connection::open(db) else {
+        return BTreeSet::new();
+    };
+    let _ = conn.busy_timeout(Duration::from_secs(10));
+    let Ok(mut stmt) = conn.prepare(&format!("SELECT ts FROM \"{device}\"")) else {
+        return BTreeSet::new();
+    };
+    let rows = stmt.query_map([], |r| r.get(0)).expect("query");
+    rows.collect::<Result<_, _>>().unwrap_or_default()
+}
+
+/// Undelivered outbox rows per backend.
+pub fn outbox_depth(db: &Path) -> BTreeMap<String, i64> {
+    let Ok(conn) = rusqlite::Connection::open(db) else {
+        return BTreeMap::new();
+    };
+    let _ = conn.busy_timeout(Duration::from_secs(10));
+    let Ok(mut stmt) = conn.prepare("SELECT backend, count(*) FROM outbox GROUP BY backend") else {
+        return BTreeMap::new();
+    };
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("query");
+    rows.collect::<Result<_, _>>().unwrap_or_default()
+}
+
+/// Distinct reading times per device in JSON state messages (MQTT) and how many
+/// messages arrived in all.
+pub fn state_times(messages: &[super::common::broker::Message]) -> (BTreeMap<String, BTreeSet<String>>, usize) {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut n = 0;
+    for m in messages.iter().filter(|m| m.topic.ends_with("/state")) {
+        n += 1;
+        let device = m.topic.split('/').nth(2).unwrap_or_default().to_owned();
+        let json: serde_json::Value = serde_json::from_str(&m.payload).expect("state JSON");
+        out.entry(device)
+            .or_default()
+            .insert(json["timestamp"].as_str().expect("timestamp").to_owned());
+    }
+    (out, n)
+}
+
+/// Distinct (device, metric, timestamp) in the uplink's accepted JSON batches, and
+/// how many items arrived in all.
+pub fn uplink_readings(requests: &[super::uplink_common::Request]) -> (BTreeSet<(String, String, String)>, usize) {
+    let mut seen = BTreeSet::new();
+    let mut n = 0;
+    for r in requests.iter().filter(|r| (200..300).contains(&r.status)) {
+        for item in r.json().as_array().expect("an array") {
+            n += 1;
+            seen.insert((
+                item["device"].as_str().expect("device").to_owned(),
+                item["metric"].as_str().expect("metric").to_owned(),
+                item["timestamp"].as_str().expect("timestamp").to_owned(),
+            ));
+        }
+    }
+    (seen, n)
+}
+
+/// Every CSV file under `dir` parses, with as many cells on each line as in its header.
+pub fn csv_well_formed(dir: &Path) -> usize {
+    let mut rows = 0;
+    let Ok(devices) = std::fs::read_dir(dir) else { return 0 };
+    for device in devices.filter_map(|e| e.ok()) {
+        for file in std::fs::read_dir(device.path())
+            .expect("device dir")
+            .filter_map(|e| e.ok())
+        {
+            let path = file.path();
+            if path.extension().is_none_or(|x| x != "csv") {
+                continue;
+            }
+            let mut reader = csv::ReaderBuilder::new().from_path(&path).expect("csv");
+            for record in reader.records() {
+                record.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                rows += 1;
+            }
+        }
+    }
+    rows
+}
+
+/// The config.yaml of a daemon writing to every backend.
+pub fn config_yaml(mqtt_port: u16, http_port: u16, flush: &str, api: &str) -> String {
+    format!(
+        "logging:\n  level: info\n\
+         watch:\n  enabled: false\n\
+         api:\n{api}\
+         disk_guard:\n  enabled: false\n\
+         backends:\n  sqlite:\n    flush_interval: {flush}\n  csv:\n    flush_interval: {flush}\n\
+         \x20 mqtt:\n    host: 127.0.0.1\n    port: {mqtt_port}\n    client_id: mesura-reliability\n    flush_interval: 200ms\n    state_message: true\n\
+         \x20 uplink:\n    url: http://127.0.0.1:{http_port}/ingest\n    format: json\n    batch_interval: 200ms\n    batch_size: 2000\n    max_backoff: 1s\n    timeout: 2s\n    token: t\n"
+    )
+}
+
+/// `n` simulated devices polled every `poll`, profiles in turn.
+pub fn simulated_devices(config_d: &Path, n: usize, poll: &str) -> Vec<String> {
+    let profiles = ["electricity", "gas", "climate"];
+    (0..n)
+        .map(|i| {
+            let id = format!("dev{i:03}");
+            std::fs::write(
+                config_d.join(format!("{id}.yaml")),
+                format!(
+                    "type: simulated\nprofile: {}\npoll_interval: {poll}\nseed: {i}\n",
+                    profiles[i % 3]
+                ),
+            )
+            .expect("device file");
+            id
+        })
+        .collect()
+}
