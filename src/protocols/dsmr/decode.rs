@@ -1,7 +1,6 @@
 //! Telegram decoder: one framed telegram → [`Telegram`].
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use super::obis::{self, MbusKind, Obis};
 use super::timestamp::{looks_like_timestamp, parse_timestamp};
@@ -10,18 +9,37 @@ use super::{crc, CrcStatus, DecodeError, DsmrNumberOrText, DsmrValue, MbusDevice
 
 /// One COSEM object: identifier plus its `( … )` groups, continuation lines merged.
 /// The groups live in one vector per telegram; an object borrows its slice of it.
+#[derive(Clone, Copy)]
 struct Object<'a> {
     id: &'a str,
     groups: &'a [&'a str],
 }
 
 impl Object<'_> {
+    /// Appends `(g1)(g2)…` to `out`.
+    fn push_raw(&self, out: &mut String) {
+        for g in self.groups {
+            out.push('(');
+            out.push_str(g);
+            out.push(')');
+        }
+    }
+
+    fn raw_len(&self) -> usize {
+        self.groups.iter().map(|g| g.len() + 2).sum()
+    }
+
     fn raw(&self) -> String {
-        self.groups.iter().map(|g| format!("({g})")).collect()
+        let mut out = String::with_capacity(self.raw_len());
+        self.push_raw(&mut out);
+        out
     }
 
     fn line(&self) -> String {
-        format!("{}{}", self.id, self.raw())
+        let mut out = String::with_capacity(self.id.len() + self.raw_len());
+        out.push_str(self.id);
+        self.push_raw(&mut out);
+        out
     }
 }
 
@@ -45,7 +63,8 @@ fn parse_groups<'a>(mut s: &'a str, out: &mut Vec<&'a str>) -> bool {
         }
         let parsed = s.strip_prefix('(').and_then(|rest| {
             // The first parenthesis after the opening one must close it.
-            let close = memchr::memchr2(b'(', b')', rest.as_bytes())?;
+            // A plain scan: groups are a few bytes long, too short for memchr to pay.
+            let close = rest.bytes().position(|b| b == b'(' || b == b')')?;
             if rest.as_bytes().get(close) != Some(&b')') {
                 return None;
             }
@@ -65,7 +84,8 @@ fn parse_groups<'a>(mut s: &'a str, out: &mut Vec<&'a str>) -> bool {
 }
 
 fn parse_line<'a>(line: &'a str, groups: &mut Vec<&'a str>) -> Line<'a> {
-    let Some(open) = memchr::memchr(b'(', line.as_bytes()) else {
+    // The identifier is about ten bytes: a plain scan beats memchr's set-up.
+    let Some(open) = line.bytes().position(|b| b == b'(') else {
         return Line::Malformed;
     };
     let (id, rest) = line.split_at(open);
@@ -89,23 +109,25 @@ fn decode_hex_text(raw: &str) -> Option<String> {
     if raw.is_empty() {
         return None;
     }
-    // An odd length leaves a 1-byte chunk, which fails the `[h, l]` pattern.
-    let decoded: Option<Vec<u8>> = raw
-        .as_bytes()
-        .chunks(2)
-        .map(|p| match p {
-            [h, l] => {
-                let v = (crc::hex_val(*h)? << 4) | crc::hex_val(*l)?;
-                let v = u8::try_from(v).ok()?;
-                (0x20..=0x7E).contains(&v).then_some(v)
-            }
-            _ => None,
-        })
-        .collect();
-    if let Some(bytes) = decoded {
-        return Some(bytes.into_iter().map(char::from).collect());
+    let bytes = raw.as_bytes();
+    let printable = |h: u8, l: u8| -> Option<char> {
+        let v = u8::try_from((crc::hex_val(h)? << 4) | crc::hex_val(l)?).ok()?;
+        (0x20..=0x7E).contains(&v).then_some(char::from(v))
+    };
+    // An odd length leaves a 1-byte chunk, which is not hex text.
+    let is_hex = bytes.len() % 2 == 0
+        && bytes
+            .chunks_exact(2)
+            .all(|p| matches!(p, [h, l] if printable(*h, *l).is_some()));
+    if !is_hex {
+        return Some(raw.to_string());
     }
-    Some(raw.to_string())
+    let mut out = String::with_capacity(bytes.len() / 2);
+    out.extend(bytes.chunks_exact(2).filter_map(|p| match p {
+        [h, l] => printable(*h, *l),
+        _ => None,
+    }));
+    Some(out)
 }
 
 /// Rank of an equipment-identifier object (lower wins), for A-B = 0-0 / 1-0.
@@ -121,7 +143,7 @@ fn equipment_rank(o: &Obis) -> Option<u8> {
 }
 
 struct MbusReading<'a> {
-    obj: &'a Object<'a>,
+    obj: Object<'a>,
     obis: Obis,
     ts: Option<&'a str>,
     value: &'a str,
@@ -159,6 +181,7 @@ const _: () = assert!(obis::METRIC_COUNT <= 128);
 /// See [`super::decode`].
 pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
     let start = crc::find_start(telegram).ok_or(DecodeError::MissingHeader)?;
+    // `locate` finds the same start again (it is `None` only without a header line).
     let (_, bang) = crc::locate(telegram).ok_or(DecodeError::UnterminatedHeader)?;
     let from_start = telegram.get(start..).ok_or(DecodeError::MissingHeader)?;
     let header_len = memchr::memchr(b'\n', from_start).ok_or(DecodeError::UnterminatedHeader)?;
@@ -213,20 +236,20 @@ pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
             Line::Malformed => t.malformed.push(line.to_string()),
         }
     }
-    let objects: Vec<Object<'_>> = spans
-        .iter()
-        .map(|&(id, from, to)| Object {
-            id,
-            groups: all_groups.get(from..to).unwrap_or_default(),
-        })
-        .collect();
-    t.values.reserve(objects.len());
+    let all_groups = &all_groups[..];
+    t.values.reserve(spans.len());
 
     // Pass 2: interpret.
-    let mut equipment: Option<(u8, String, &Object<'_>)> = None; // (rank, value, object)
-    let mut channels: BTreeMap<u8, Channel<'_>> = BTreeMap::new();
+    let mut equipment: Option<(u8, String, Object<'_>)> = None; // (rank, value, object)
+                                                                // M-Bus channels 1–4, by index 0–3 (a fixed array: no map per telegram).
+    let mut channels: [Channel<'_>; 4] = Default::default();
     let mut seen: u128 = 0; // meter-level metrics already taken, by table index
-    for obj in &objects {
+    for &(id, from, to) in &spans {
+        let obj = Object {
+            id,
+            groups: all_groups.get(from..to).unwrap_or_default(),
+        };
+        let obj = &obj;
         let Some(o) = obis::parse_obis(obj.id) else {
             t.unknown.push((obj.id.to_string(), obj.raw()));
             continue;
@@ -241,15 +264,15 @@ pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
         } else if let Some(rank) = equipment_rank(&o) {
             match (decode_hex_text(first), &equipment) {
                 (Some(id), Some((best, _, _))) if rank < *best => {
-                    if let Some((_, _, displaced)) = equipment.replace((rank, id, obj)) {
+                    if let Some((_, _, displaced)) = equipment.replace((rank, id, *obj)) {
                         t.unknown.push((displaced.id.to_string(), displaced.raw()));
                     }
                 }
-                (Some(id), None) => equipment = Some((rank, id, obj)),
+                (Some(id), None) => equipment = Some((rank, id, *obj)),
                 _ => t.unknown.push((obj.id.to_string(), obj.raw())),
             }
-        } else if o.a == 0 && (1..=4).contains(&o.b) {
-            mbus_object(&mut t, channels.entry(o.b).or_default(), o, obj);
+        } else if let (0, Some(ch)) = (o.a, channels.get_mut(usize::from(o.b).wrapping_sub(1))) {
+            mbus_object(&mut t, ch, o, *obj);
         } else if let Some((index, def)) = obis::lookup_index(&o) {
             let bit = 1u128 << index;
             if seen & bit != 0 {
@@ -301,13 +324,16 @@ fn meter_value(t: &mut Telegram, def: &obis::MetricDef, o: Obis, obj: &Object<'_
         value,
         unit: canonical_unit(def.quantity),
         counter: def.counter,
-        timestamp: ts.and_then(parse_timestamp),
+        timestamp: match ts {
+            Some(ts) => parse_timestamp(ts),
+            None => None,
+        },
     });
     true
 }
 
 /// Objects of M-Bus channel `o.b` (1–4).
-fn mbus_object<'a>(t: &mut Telegram, ch: &mut Channel<'a>, o: Obis, obj: &'a Object<'a>) {
+fn mbus_object<'a>(t: &mut Telegram, ch: &mut Channel<'a>, o: Obis, obj: Object<'a>) {
     let g = |i: usize| obj.groups.get(i).copied();
     if o.cde(24, 1, 0) {
         ch.device_type = g(0).and_then(obis::parse_device_type);
@@ -357,9 +383,10 @@ fn mbus_object<'a>(t: &mut Telegram, ch: &mut Channel<'a>, o: Obis, obj: &'a Obj
     }
 }
 
-fn finish_mbus(t: &mut Telegram, channels: BTreeMap<u8, Channel<'_>>) {
-    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for (channel, ch) in channels {
+fn finish_mbus(t: &mut Telegram, channels: [Channel<'_>; 4]) {
+    // Active devices so far per kind (gas, water, heat, cooling).
+    let mut counts = [0usize; 4];
+    for (channel, ch) in (1u8..).zip(channels) {
         let mut named: Option<String> = None;
         for r in &ch.readings {
             let kind = match ch.device_type {
@@ -376,13 +403,21 @@ fn finish_mbus(t: &mut Telegram, channels: BTreeMap<u8, Channel<'_>>) {
                 continue;
             }
             let (Some(kind), Some(value)) = (kind, value) else {
-                push_unknown(t, r.obj);
+                push_unknown(t, &r.obj);
                 continue;
             };
             let metric = match &named {
                 Some(_) => None, // a second reading on the same channel
                 None => {
-                    let n = counts.entry(kind.base_name()).or_insert(0);
+                    let slot = match kind {
+                        MbusKind::Gas => 0,
+                        MbusKind::Water => 1,
+                        MbusKind::Heat => 2,
+                        MbusKind::Cooling => 3,
+                    };
+                    let Some(n) = counts.get_mut(slot) else {
+                        continue;
+                    };
                     *n += 1;
                     let name = if *n == 1 {
                         Cow::Borrowed(kind.base_name())
@@ -394,7 +429,7 @@ fn finish_mbus(t: &mut Telegram, channels: BTreeMap<u8, Channel<'_>>) {
                 }
             };
             let Some(metric) = metric else {
-                push_unknown(t, r.obj);
+                push_unknown(t, &r.obj);
                 continue;
             };
             t.values.push(DsmrValue {

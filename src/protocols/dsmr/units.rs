@@ -16,6 +16,7 @@ pub enum Conv {
 }
 
 /// Canonical unit string for a quantity.
+#[inline]
 pub fn canonical_unit(q: Quantity) -> &'static str {
     match q {
         Quantity::ActiveEnergy => "kWh",
@@ -74,6 +75,7 @@ const U_WH: u64 = unit_key(b"wh", false);
 /// Conversion from `unit` (case-insensitive; empty = the DSMR default unit of the
 /// object, i.e. kWh / kW / kvar / kVA / V / A / m3 / GJ) to the canonical unit.
 /// `None` when the unit does not fit the quantity.
+#[inline]
 pub fn conversion(q: Quantity, unit: &str) -> Option<Conv> {
     // This runs for every value of every telegram: the unit, lower-cased, is packed
     // into one integer and matched against constants, instead of comparing strings.
@@ -114,6 +116,7 @@ pub fn conversion(q: Quantity, unit: &str) -> Option<Conv> {
 }
 
 /// Splits a value group `00123.456*kWh` into `("00123.456", "kWh")`.
+#[inline]
 pub fn split_unit(group: &str) -> (&str, &str) {
     match group.bytes().position(|b| b == b'*') {
         Some(star) => (
@@ -125,6 +128,7 @@ pub fn split_unit(group: &str) -> (&str, &str) {
 }
 
 /// Parses a plain decimal (`[+-]digits[.digits]`, also `.5` / `5.`) and applies `conv`.
+#[inline]
 pub fn parse_scaled(value: &str, conv: Conv) -> Option<f64> {
     let v = value.trim_ascii();
     let (neg, body) = match v.as_bytes().first()? {
