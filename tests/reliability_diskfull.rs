@@ -116,7 +116,10 @@ async fn a_full_disk_is_survived_without_spinning_and_recovered_from() {
 
     let daemon = Mesura::spawn(&config, &log);
     let pid = daemon.pid();
-    until(Duration::from_secs(30), "rows in SQLite", || timestamps(&db, &ids[0]).len() >= 3).await;
+    until(Duration::from_secs(30), "rows in SQLite", || {
+        timestamps(&db, &ids[0]).len() >= 3
+    })
+    .await;
     // Baseline CPU over as long as the disk will be full.
     let cpu_before = cpu_seconds(pid);
     tokio::time::sleep(full_for).await;
@@ -179,9 +182,15 @@ async fn a_full_disk_is_survived_without_spinning_and_recovered_from() {
     // Space comes back: mesura recovers on its own.
     std::fs::remove_file(&filler).expect("free the space");
     let freed = Instant::now();
-    until(Duration::from_secs(60), "rows to resume after the disk was freed", || {
-        timestamps(&db, &ids[0]).iter().any(|t| *t > full_at + full_for.as_secs() as i64)
-    })
+    until(
+        Duration::from_secs(60),
+        "rows to resume after the disk was freed",
+        || {
+            timestamps(&db, &ids[0])
+                .iter()
+                .any(|t| *t > full_at + full_for.as_secs() as i64)
+        },
+    )
     .await;
     let recovered_in = freed.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -219,7 +228,10 @@ fn csv_distinct_rows(dir: &Path) -> usize {
             if file.path().extension().is_none_or(|x| x != "csv") {
                 continue;
             }
-            let mut reader = csv::ReaderBuilder::new().flexible(true).from_path(file.path()).expect("csv");
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(true)
+                .from_path(file.path())
+                .expect("csv");
             for record in reader.records().filter_map(|r| r.ok()) {
                 seen.insert((device.file_name(), record[0].to_owned()));
             }

@@ -126,6 +126,9 @@ async fn broker_and_server_down_across_a_restart_lose_nothing() {
         all_items - items.len()
     );
     assert_eq!(distinct as u64, polls, "every poll's state message, none missing");
-    assert_eq!(items.len() as u64, readings, "every reading at the HTTP server, none missing");
+    assert_eq!(
+        items.len() as u64,
+        readings,
+        "every reading at the HTTP server, none missing"
+    );
 }
-
