@@ -43,4 +43,11 @@ if ! "$PYVENV/bin/python" -c 'import pymodbus, serial, sys; sys.exit(pymodbus.__
 fi
 export PYMODBUS_PYTHON="$PYVENV/bin/python"
 
-cargo test --locked --all-targets "$@"
+# The benches run too (as smoke tests, in debug): their figures are printed, not judged.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --locked --all-targets "$@" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole suite, whatever target ran last.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"
