@@ -23,6 +23,20 @@ struct Family<'a> {
 }
 
 impl Family<'_> {
+    /// A whole family with one sample per item, labelled `label` = the item's name.
+    fn each<'a, T: 'a>(
+        &mut self,
+        (name, kind, help): (&str, &str, &str),
+        label: &str,
+        items: impl IntoIterator<Item = (&'a str, &'a T)>,
+        value: impl Fn(&T) -> f64,
+    ) {
+        self.header(name, kind, help);
+        for (key, item) in items {
+            self.sample(name, &[(label, key)], value(item));
+        }
+    }
+
     fn header(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
@@ -114,14 +128,12 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
             );
         }
     }
-    f.header("mesura_device_consecutive_errors", "gauge", "Failed reads in a row.");
-    for (id, d) in &devices {
-        f.sample(
-            "mesura_device_consecutive_errors",
-            &[("device", id)],
-            f64::from(d.consecutive_failures),
-        );
-    }
+    f.each(
+        ("mesura_device_consecutive_errors", "gauge", "Failed reads in a row."),
+        "device",
+        devices.iter().map(|(k, v)| (&**k, v)),
+        |x| f64::from(x.consecutive_failures),
+    );
     f.header(
         "mesura_device_last_reading_age_seconds",
         "gauge",
@@ -137,18 +149,16 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
         }
     }
 
-    f.header(
-        "mesura_backend_written_total",
-        "counter",
-        "Readings written, by backend.",
-    );
-    for (name, b) in &backends {
-        f.sample(
+    f.each(
+        (
             "mesura_backend_written_total",
-            &[("backend", name)],
-            BackendStats::get(&b.written) as f64,
-        );
-    }
+            "counter",
+            "Readings written, by backend.",
+        ),
+        "backend",
+        backends.iter().map(|(k, v)| (&**k, v)),
+        |x| BackendStats::get(&x.written) as f64,
+    );
     f.header(
         "mesura_backend_dropped_total",
         "counter",
@@ -166,30 +176,26 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
             BackendStats::get(&b.dropped_rejected) as f64,
         );
     }
-    f.header(
-        "mesura_backend_write_errors_total",
-        "counter",
-        "Failed write attempts, by backend.",
-    );
-    for (name, b) in &backends {
-        f.sample(
+    f.each(
+        (
             "mesura_backend_write_errors_total",
-            &[("backend", name)],
-            BackendStats::get(&b.write_errors) as f64,
-        );
-    }
-    f.header(
-        "mesura_backend_queue_depth",
-        "gauge",
-        "Polls waiting in the backend's queue.",
+            "counter",
+            "Failed write attempts, by backend.",
+        ),
+        "backend",
+        backends.iter().map(|(k, v)| (&**k, v)),
+        |x| BackendStats::get(&x.write_errors) as f64,
     );
-    for (name, b) in &backends {
-        f.sample(
+    f.each(
+        (
             "mesura_backend_queue_depth",
-            &[("backend", name)],
-            BackendStats::get(&b.queued_batches) as f64,
-        );
-    }
+            "gauge",
+            "Polls waiting in the backend's queue.",
+        ),
+        "backend",
+        backends.iter().map(|(k, v)| (&**k, v)),
+        |x| BackendStats::get(&x.queued_batches) as f64,
+    );
     f.header(
         "mesura_backend_write_duration_seconds",
         "histogram",
