@@ -108,12 +108,24 @@ impl Framer {
             // run is cut short of the size limit, so `step` still sees the byte that
             // would exceed it.
             if let State::Body { in_paren } = self.state {
+                let room = self.max_size.saturating_sub(self.buf.len());
+                // The common case first: the rest of the line holds no `/` or `!`,
+                // so nothing in it changes state but the parentheses, which close
+                // by its LF. One search per line copies it whole.
+                if let Some(lf) = memchr::memchr3(b'\n', b'/', b'!', data).filter(|&i| i < room) {
+                    if let (Some(b'\n'), Some(line), Some(after)) = (data.get(lf), data.get(..=lf), data.get(lf + 1..))
+                    {
+                        self.buf.extend_from_slice(line);
+                        self.state = State::Body { in_paren: false };
+                        data = after;
+                        continue;
+                    }
+                }
                 let special = if in_paren {
                     memchr::memchr2(b')', b'\n', data)
                 } else {
                     memchr::memchr3(b'/', b'!', b'(', data)
                 };
-                let room = self.max_size.saturating_sub(self.buf.len());
                 let run = special.unwrap_or(data.len()).min(room);
                 if let (Some(plain), Some(after)) = (data.get(..run), data.get(run..)) {
                     if run > 0 {
@@ -282,7 +294,10 @@ impl Framer {
     }
 
     fn finish_frame(&mut self) {
-        let bytes = std::mem::take(&mut self.buf);
+        // The next telegram is about as long as this one: room for it now, instead
+        // of growing from empty (a reallocation at every doubling).
+        let next = Vec::with_capacity(self.buf.len());
+        let bytes = std::mem::replace(&mut self.buf, next);
         let crc = match (bytes.get(..=self.bang), bytes.get(self.bang + 1..)) {
             (Some(covered), Some(after)) => crc::status(covered, after),
             _ => CrcStatus::Absent,

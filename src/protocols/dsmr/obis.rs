@@ -6,7 +6,7 @@
 use std::fmt;
 
 /// An OBIS code `A-B:C.D.E` (the F group, when present, has been validated and dropped).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Obis {
     pub a: u8,
     pub b: u8,

@@ -6,13 +6,27 @@
 
 use super::obis::Quantity;
 
-/// How to get from the unit on the wire to the canonical unit.
+/// How to get from the unit on the wire to the canonical unit. (Two bytes, not an
+/// `f64` factor: it is returned in a register for every value of every telegram.)
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Conv {
     /// Multiply by 10^n (done on the decimal text).
     Shift(i32),
-    /// Multiply by a non-decimal factor (kWh → GJ).
-    Mul(f64),
+    /// kWh → GJ (× 0.0036).
+    KwhToGj,
+    /// MWh → GJ (× 3.6).
+    MwhToGj,
+}
+
+impl Conv {
+    /// The decimal shift, and the non-decimal factor applied after it, if any.
+    fn parts(self) -> (i32, Option<f64>) {
+        match self {
+            Conv::Shift(n) => (n, None),
+            Conv::KwhToGj => (0, Some(0.0036)),
+            Conv::MwhToGj => (0, Some(3.6)),
+        }
+    }
 }
 
 /// Canonical unit string for a quantity.
@@ -109,8 +123,8 @@ pub fn conversion(q: Quantity, unit: &str) -> Option<Conv> {
         (Quantity::Volume, U_DM3 | U_L) => shift(-3),
         (Quantity::HeatEnergy, U_GJ | U_NONE) => shift(0),
         (Quantity::HeatEnergy, U_MJ) => shift(-3),
-        (Quantity::HeatEnergy, U_KWH) => Some(Conv::Mul(0.0036)),
-        (Quantity::HeatEnergy, U_MWH) => Some(Conv::Mul(3.6)),
+        (Quantity::HeatEnergy, U_KWH) => Some(Conv::KwhToGj),
+        (Quantity::HeatEnergy, U_MWH) => Some(Conv::MwhToGj),
         _ => None,
     }
 }
@@ -143,10 +157,7 @@ pub fn parse_scaled(value: &str, conv: Conv) -> Option<f64> {
     if int.is_empty() && frac.is_empty() {
         return None;
     }
-    let shift = match conv {
-        Conv::Shift(n) => n,
-        Conv::Mul(_) => 0,
-    };
+    let (shift, factor) = conv.parts();
     let frac_len = i32::try_from(frac.len()).ok()?;
     let exp = shift.checked_sub(frac_len)?;
     // The digits as one integer: the value is mantissa × 10^exp.
@@ -171,9 +182,53 @@ pub fn parse_scaled(value: &str, conv: Conv) -> Option<f64> {
         _ => format!("{int}{frac}e{exp}").parse::<f64>().ok()?,
     };
     let parsed = if neg { -parsed } else { parsed };
-    let out = match conv {
-        Conv::Shift(_) => parsed,
-        Conv::Mul(f) => parsed * f,
+    let out = match factor {
+        None => parsed,
+        Some(f) => parsed * f,
+    };
+    out.is_finite().then_some(out)
+}
+
+/// A value group in the shape nearly every meter sends, `digits[.digits][*unit]`
+/// (no sign, no spaces, 1 to 19 digits), read in one pass: the digits as one
+/// integer, how many follow the point, and the unit. `None` for anything else,
+/// which [`split_unit`] and [`parse_scaled`] then read.
+#[inline]
+pub fn plain_number(group: &str) -> Option<(u64, i32, &str)> {
+    let bytes = group.as_bytes();
+    let mut mantissa: u64 = 0;
+    let (mut digits, mut frac_len, mut point) = (0u32, 0i32, false);
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'0'..=b'9' => {
+                // Wrapping is harmless: more than 19 digits is refused below.
+                mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
+                digits += 1;
+                frac_len += i32::from(point);
+            }
+            b'.' if !point => point = true,
+            b'*' => break,
+            _ => return None,
+        }
+        i += 1;
+    }
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    let unit = group.get(i + 1..).unwrap_or("");
+    Some((mantissa, frac_len, unit))
+}
+
+/// `mantissa` × 10^−`frac_len` in the canonical unit, when [`fast_path`] makes it
+/// exact (so the same `f64` as [`parse_scaled`] on the text); `None` otherwise.
+#[inline]
+pub fn scale(mantissa: u64, frac_len: i32, conv: Conv) -> Option<f64> {
+    let (shift, factor) = conv.parts();
+    let v = fast_path(mantissa, shift.checked_sub(frac_len)?)?;
+    let out = match factor {
+        None => v,
+        Some(f) => v * f,
     };
     out.is_finite().then_some(out)
 }
@@ -241,6 +296,51 @@ mod tests {
             Some(123456789012345678901.0)
         );
         assert_eq!(parse_scaled("-0.000", Conv::Shift(0)), Some(-0.0));
+    }
+
+    #[test]
+    fn plain_numbers_agree_with_the_general_parser() {
+        for text in [
+            "003808.351*kWh",
+            "00.498*kW",
+            "0002",
+            ".5",
+            "5.",
+            "236.0*V",
+            "1*",
+            "00001.001*m3",
+            "12345678901234567890",
+            "1234567890123456789",
+            "9007199254740993",
+            "0.0000000000000000000001",
+        ] {
+            let (num, unit) = split_unit(text);
+            for conv in [Conv::Shift(0), Conv::Shift(3), Conv::Shift(-3), Conv::KwhToGj] {
+                let fast = plain_number(text).and_then(|(m, f, u)| {
+                    assert_eq!(u, unit, "{text}");
+                    scale(m, f, conv)
+                });
+                if let Some(fast) = fast {
+                    assert_eq!(Some(fast), parse_scaled(num, conv), "{text} {conv:?}");
+                }
+            }
+        }
+        assert_eq!(plain_number("003808.351*kWh"), Some((3808351, 3, "kWh")));
+        assert_eq!(plain_number("1*"), Some((1, 0, "")));
+        for refused in [
+            "",
+            ".",
+            "*kWh",
+            "-1",
+            "+1",
+            " 1",
+            "1 *kWh",
+            "1.2.3",
+            "1e5",
+            "12345678901234567890",
+        ] {
+            assert_eq!(plain_number(refused), None, "{refused:?}");
+        }
     }
 
     #[test]
