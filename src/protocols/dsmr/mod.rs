@@ -257,7 +257,7 @@ pub struct MbusDevice {
     /// `0-n:96.1.0` / `0-n:96.1.1`, hex-decoded when printable.
     pub equipment_id: Option<String>,
     /// Metric emitted for this channel, if it had an active reading.
-    pub metric: Option<String>,
+    pub metric: Option<Cow<'static, str>>,
 }
 
 /// A decoded telegram.
