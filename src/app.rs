@@ -47,7 +47,15 @@ pub struct Daemon {
 }
 
 /// Starts the disk guard for the SQLite database of `base`, if it is enabled.
-fn start_guard(base: &BaseConfig, clock: &SharedClock) -> Option<(CancellationToken, JoinHandle<()>)> {
+fn start_guard(
+    base: &BaseConfig,
+    clock: &SharedClock,
+    status: &SharedStatus,
+) -> Option<(CancellationToken, JoinHandle<()>)> {
+    let running = base.disk_guard.enabled && base.backends.sqlite.is_some();
+    status
+        .disk_guard
+        .set_max_percent(running.then_some(base.disk_guard.max_disk_used_percent));
     let sqlite = base.backends.sqlite.as_ref()?;
     if !base.disk_guard.enabled {
         return None;
@@ -57,6 +65,7 @@ fn start_guard(base: &BaseConfig, clock: &SharedClock) -> Option<(CancellationTo
         base.data_dir.join(&sqlite.path),
         base.disk_guard.clone(),
         clock.clone(),
+        status.disk_guard.clone(),
         token.clone(),
     ));
     Some((token, task))
@@ -144,7 +153,7 @@ impl Daemon {
             let name = backend.name();
             backend_tasks.insert(name, router.add(backend, &status, None));
         }
-        let guard = start_guard(&config.base, &clock);
+        let guard = start_guard(&config.base, &clock, &status);
         let downsampler = start_downsampler(&config.base, &clock);
         let shared = Shared {
             router: router.clone(),
@@ -380,7 +389,7 @@ impl Daemon {
         self.base = new;
         if guard_changed {
             stop_guard(self.guard.take()).await;
-            self.guard = start_guard(&self.base, &self.clock);
+            self.guard = start_guard(&self.base, &self.clock, &self.status);
         }
         if retention_changed {
             stop_guard(self.downsampler.take()).await;

@@ -20,6 +20,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -30,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backends::sqlite::quote;
 use crate::clock::SharedClock;
 use crate::monitors::system::DiskUsage;
+use crate::status::GuardStats;
 
 /// `disk_guard` in config.yaml.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -61,6 +64,26 @@ pub fn default_keep_raw_days() -> u32 {
 }
 pub fn default_check_interval() -> Duration {
     Duration::from_secs(600)
+}
+
+impl DiskGuardConfig {
+    /// The first value a guard cannot work with, as (key, why). A threshold of 0 or
+    /// below would thin the database at every check down to `keep_raw_days`; above
+    /// 100 the guard would never act; a zero interval is a typo (it would be taken as
+    /// one second).
+    pub fn out_of_range(&self) -> Option<(&'static str, String)> {
+        let pct = self.max_disk_used_percent;
+        if !(pct > 0.0 && pct <= 100.0) {
+            return Some((
+                "disk_guard.max_disk_used_percent",
+                format!("must be a percentage above 0 and at most 100, not {pct}"),
+            ));
+        }
+        if self.check_interval.is_zero() {
+            return Some(("disk_guard.check_interval", "must be longer than 0s".into()));
+        }
+        None
+    }
 }
 
 impl Default for DiskGuardConfig {
@@ -282,7 +305,13 @@ fn thin_slice(conn: &Connection, table: &str, start: i64, end: i64) -> rusqlite:
 
 /// Runs the guard until `token` is cancelled: a check at start, then every
 /// `check_interval`, each on the blocking pool.
-pub async fn run(db: PathBuf, config: DiskGuardConfig, clock: SharedClock, token: CancellationToken) {
+pub async fn run(
+    db: PathBuf,
+    config: DiskGuardConfig,
+    clock: SharedClock,
+    stats: Arc<GuardStats>,
+    token: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(config.check_interval.max(Duration::from_secs(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let usage_of: std::sync::Arc<UsageFn> = std::sync::Arc::new(|p: &Path| crate::monitors::system::disk_usage(p));
@@ -294,11 +323,40 @@ pub async fn run(db: PathBuf, config: DiskGuardConfig, clock: SharedClock, token
         }
         let (db, config, usage_of, cancel) = (db.clone(), config.clone(), usage_of.clone(), token.clone());
         let now = clock.now();
-        let result = tokio::task::spawn_blocking(move || check(&db, &config, now, &*usage_of, &cancel)).await;
+        let result = tokio::task::spawn_blocking(move || {
+            let checked = check(&db, &config, now, &*usage_of, &cancel);
+            // The Use% after the check, thinned or not (one statvfs).
+            let dir = db
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let used = usage_of(dir).ok().and_then(|u| u.used_percent());
+            (checked, used)
+        })
+        .await;
+        stats.checks.fetch_add(1, Ordering::Relaxed);
         match result {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "disk guard check failed"),
-            Err(e) => tracing::error!(error = %e, "disk guard task failed"),
+            Ok((checked, used)) => {
+                if let Some(used) = used {
+                    stats.set_used_percent(used);
+                }
+                match checked {
+                    Ok(Some(report)) => {
+                        stats
+                            .thinned_rows
+                            .fetch_add(report.deleted.values().sum(), Ordering::Relaxed);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, "disk guard check failed");
+                    }
+                }
+            }
+            Err(e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "disk guard task failed");
+            }
         }
     }
 }

@@ -109,10 +109,59 @@ impl BackendStats {
     }
 }
 
+/// What the disk guard (`retention.rs`) has seen and done, for /health and /metrics.
+#[derive(Debug)]
+pub struct GuardStats {
+    /// Checks run, and checks that failed (the disk or the database could not be read).
+    pub checks: AtomicU64,
+    pub errors: AtomicU64,
+    /// Rows deleted by thinning, all tables.
+    pub thinned_rows: AtomicU64,
+    /// Use% of the database's filesystem at the last check, as `f64` bits (NaN:
+    /// not measured yet).
+    used_percent_bits: AtomicU64,
+    /// The configured threshold, as `f64` bits (NaN: no guard running).
+    max_percent_bits: AtomicU64,
+}
+
+impl Default for GuardStats {
+    fn default() -> Self {
+        GuardStats {
+            checks: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            thinned_rows: AtomicU64::new(0),
+            used_percent_bits: AtomicU64::new(f64::NAN.to_bits()),
+            max_percent_bits: AtomicU64::new(f64::NAN.to_bits()),
+        }
+    }
+}
+
+impl GuardStats {
+    pub fn set_used_percent(&self, pct: f64) {
+        self.used_percent_bits.store(pct.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The last measured Use%, if any.
+    pub fn used_percent(&self) -> Option<f64> {
+        Some(f64::from_bits(self.used_percent_bits.load(Ordering::Relaxed))).filter(|p| !p.is_nan())
+    }
+
+    /// `None` when no guard runs (disabled, or no SQLite backend).
+    pub fn set_max_percent(&self, max: Option<f64>) {
+        self.max_percent_bits
+            .store(max.unwrap_or(f64::NAN).to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn max_percent(&self) -> Option<f64> {
+        Some(f64::from_bits(self.max_percent_bits.load(Ordering::Relaxed))).filter(|p| !p.is_nan())
+    }
+}
+
 #[derive(Debug)]
 pub struct Status {
     devices: Mutex<BTreeMap<DeviceId, DeviceStatus>>,
     backends: Mutex<BTreeMap<&'static str, Arc<BackendStats>>>,
+    pub disk_guard: Arc<GuardStats>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     pub started_at: DateTime<Utc>,
@@ -123,6 +172,7 @@ impl Default for Status {
         Status {
             devices: Mutex::default(),
             backends: Mutex::default(),
+            disk_guard: Arc::default(),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             started_at: Utc::now(),

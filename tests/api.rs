@@ -81,6 +81,45 @@ async fn every_endpoint_answers_and_bad_parameters_are_400() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["devices"]["meter"]["breaker"], "closed");
     assert_eq!(health["backends"]["sqlite"]["healthy"], true);
+    assert_eq!(health["disk_guard"]["max_used_percent"], 90.0, "{body}");
+
+    // The disk guard checks once at start: its view of the disk shows in /metrics
+    // and /health, and agrees with df.
+    let start = tokio::time::Instant::now();
+    let metrics = loop {
+        let (_, body) = get(addr, "/metrics", None).await;
+        if body.contains("\nmesura_disk_guard_checks_total 1") {
+            break body;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no disk guard check: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let sample = |name: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing"));
+        line[name.len() + 1..].parse().expect("a number")
+    };
+    assert_eq!(sample("mesura_disk_guard_max_used_ratio"), 0.9);
+    assert_eq!(sample("mesura_disk_guard_errors_total"), 0.0);
+    let used = sample("mesura_disk_used_ratio");
+    let df = std::process::Command::new("df")
+        .args(["--output=pcent"])
+        .arg(setup.db_path().parent().expect("data dir"))
+        .output()
+        .expect("df runs");
+    let df_pct: f64 = String::from_utf8_lossy(&df.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().trim_end_matches('%').parse().ok())
+        .expect("df prints Use%");
+    assert!((used * 100.0 - df_pct).abs() <= 2.0, "guard {used}, df {df_pct}%");
+    let (_, body) = get(addr, "/health", None).await;
+    let used_pct = json(&body)["disk_guard"]["used_percent"]
+        .as_f64()
+        .expect("used_percent");
+    assert!((used_pct - used * 100.0).abs() < 1e-9);
 
     let (code, body) = get(addr, "/api/devices", None).await;
     assert_eq!(code, 200);

@@ -255,6 +255,43 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
         &[("result", "failed")],
         state.status.reloads_failed.load(Ordering::Relaxed) as f64,
     );
+    let guard = &state.status.disk_guard;
+    if let Some(max) = guard.max_percent() {
+        f.header(
+            "mesura_disk_guard_max_used_ratio",
+            "gauge",
+            "Disk guard threshold: thinning starts above this share of the database's filesystem.",
+        );
+        f.sample("mesura_disk_guard_max_used_ratio", &[], max / 100.0);
+        if let Some(used) = guard.used_percent() {
+            f.header(
+                "mesura_disk_used_ratio",
+                "gauge",
+                "Used share of the database's filesystem at the disk guard's last check.",
+            );
+            f.sample("mesura_disk_used_ratio", &[], used / 100.0);
+        }
+        for (name, help, counter) in [
+            (
+                "mesura_disk_guard_checks_total",
+                "Disk guard checks run.",
+                &guard.checks,
+            ),
+            (
+                "mesura_disk_guard_errors_total",
+                "Disk guard checks that failed (disk or database unreadable).",
+                &guard.errors,
+            ),
+            (
+                "mesura_disk_guard_thinned_rows_total",
+                "SQLite rows deleted by the disk guard.",
+                &guard.thinned_rows,
+            ),
+        ] {
+            f.header(name, "counter", help);
+            f.sample(name, &[], counter.load(Ordering::Relaxed) as f64);
+        }
+    }
     if let Some(rss) = resident_bytes() {
         f.header(
             "mesura_process_resident_memory_bytes",

@@ -8,6 +8,7 @@ mod readings;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Query, Request, State};
@@ -176,6 +177,18 @@ async fn health(State(state): State<Arc<ApiState>>) -> Response {
             }),
         );
     }
+    let guard = &state.status.disk_guard;
+    // Reported, not judged: a full disk is the guard's job, and SQLite's write
+    // errors already mark its backend unhealthy.
+    let disk_guard = guard.max_percent().map(|max| {
+        json!({
+            "max_used_percent": max,
+            "used_percent": guard.used_percent(),
+            "checks": guard.checks.load(Ordering::Relaxed),
+            "errors": guard.errors.load(Ordering::Relaxed),
+            "thinned_rows": guard.thinned_rows.load(Ordering::Relaxed),
+        })
+    });
     let code = if ok {
         StatusCode::OK
     } else {
@@ -183,7 +196,12 @@ async fn health(State(state): State<Arc<ApiState>>) -> Response {
     };
     (
         code,
-        Json(json!({"status": if ok { "ok" } else { "degraded" }, "devices": devices, "backends": backends})),
+        Json(json!({
+            "status": if ok { "ok" } else { "degraded" },
+            "devices": devices,
+            "backends": backends,
+            "disk_guard": disk_guard,
+        })),
     )
         .into_response()
 }

@@ -287,6 +287,14 @@ pub fn load_base(
         );
         return Err(ConfigError::invalid(path, location, message));
     }
+    if let Some((key, message)) = base.disk_guard.out_of_range() {
+        let location = Location {
+            line: parse::position_of_path(text, key).map_or(1, |p| p.0),
+            column: 1,
+            key: Some(key.into()),
+        };
+        return Err(ConfigError::invalid(path, location, message));
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -265,6 +265,40 @@ fn base_config_errors_name_line_and_key() {
 }
 
 #[test]
+fn disk_guard_values_out_of_range_name_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    for (yaml, key) in [
+        (
+            "disk_guard:\n  max_disk_used_percent: 0\n",
+            "disk_guard.max_disk_used_percent",
+        ),
+        (
+            "disk_guard:\n  max_disk_used_percent: -5\n",
+            "disk_guard.max_disk_used_percent",
+        ),
+        (
+            "disk_guard:\n  max_disk_used_percent: 100.5\n",
+            "disk_guard.max_disk_used_percent",
+        ),
+        (
+            "disk_guard:\n  max_disk_used_percent: .nan\n",
+            "disk_guard.max_disk_used_percent",
+        ),
+        ("disk_guard:\n  check_interval: 0s\n", "disk_guard.check_interval"),
+    ] {
+        std::fs::write(&file, yaml).unwrap();
+        let (line, found, text) = located(load_base(&file, &no_env, &[]).unwrap_err());
+        assert_eq!((line, found.as_deref()), (2, Some(key)), "{yaml}: {text}");
+    }
+    std::fs::write(&file, "disk_guard:\n  max_disk_used_percent: 100\n").unwrap();
+    assert_eq!(
+        load_base(&file, &no_env, &[]).unwrap().disk_guard.max_disk_used_percent,
+        100.0
+    );
+}
+
+#[test]
 fn mesura_env_overrides_base_keys() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
