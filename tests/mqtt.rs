@@ -355,6 +355,120 @@ async fn tls_verifies_the_broker() {
     assert_eq!(summary.dropped["mqtt"], 0);
 }
 
+/// A client certificate for `cn`, signed by the CA `ca` of [`make_certificates`]:
+/// X.509 v1 as mosquitto's instructions make them (`openssl x509 -req` without
+/// extensions), or v3 with the client-auth usage.
+fn make_client_certificate(dir: &Path, ca: &str, cn: &str, v3: bool) {
+    let key = format!("{cn}-client.key");
+    let csr = format!("{cn}-client.csr");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &format!("{ca}-ca.pem"),
+            "-CAkey",
+            &format!("{ca}-ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &format!("{cn}-client.pem"),
+        ]
+        .into_iter()
+        .chain(v3.then_some(["-extfile", "client.ext"]).into_iter().flatten())
+        .collect::<Vec<_>>(),
+    );
+}
+
+/// A broker that requires a client certificate (mutual TLS) refuses mesura without
+/// one, and with one signed by a CA it does not trust; with the right one the
+/// backlog is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_client_certificate_is_presented() {
+    let setup = Setup::new("");
+    let dir = setup.dir.path();
+    make_certificates(dir, "good");
+    make_certificates(dir, "other");
+    make_client_certificate(dir, "good", "mesura", false);
+    make_client_certificate(dir, "other", "stranger", false);
+    let listener = format!(
+        "allow_anonymous true\nrequire_certificate true\ncafile {0}/good-ca.pem\ncertfile {0}/good-server.pem\nkeyfile {0}/good-server.key",
+        dir.display()
+    );
+    let broker = Broker::start(dir, &listener, "");
+    let tls = |client: Option<&str>| {
+        let mut t = format!("    tls:\n      ca_file: {}/good-ca.pem\n", dir.display());
+        if let Some(cn) = client {
+            t += &format!(
+                "      client_cert: {0}/{cn}-client.pem\n      client_key: {0}/{cn}-client.key\n",
+                dir.display()
+            );
+        }
+        base(broker.port, &t)
+    };
+    std::fs::write(setup.config_path(), tls(None)).expect("config");
+    setup.device("meter", &sim("gas", "200ms"));
+    let daemon = run(&setup).await;
+    wait("readings waiting: no client certificate", || outbox_rows(dir) >= 10).await;
+    std::fs::write(setup.config_path(), tls(Some("stranger"))).expect("config");
+    daemon.handle.request_reload();
+    let rows = outbox_rows(dir);
+    wait("readings waiting: a certificate from another CA", || {
+        outbox_rows(dir) >= rows + 10
+    })
+    .await;
+    std::fs::write(setup.config_path(), tls(Some("mesura"))).expect("config");
+    daemon.handle.request_reload();
+    wait("the backlog delivered over mutual TLS", || outbox_rows(dir) == 0).await;
+    let summary = daemon.stop().await;
+    assert_eq!(summary.dropped["mqtt"], 0);
+}
+
+/// A client key that is not the certificate's: refused at start, naming both files.
+/// (Checked where rustls can read the certificate, i.e. X.509 v3.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_key_of_another_certificate_is_refused() {
+    let setup = Setup::new("");
+    let dir = setup.dir.path();
+    make_certificates(dir, "good");
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
+    make_client_certificate(dir, "good", "mesura", true);
+    make_client_certificate(dir, "good", "other", true);
+    let tls = format!(
+        "    tls:\n      ca_file: {0}/good-ca.pem\n      client_cert: {0}/mesura-client.pem\n      client_key: {0}/other-client.key\n",
+        dir.display()
+    );
+    std::fs::write(setup.config_path(), base(1883, &tls)).expect("config");
+    let config = Config::load(&setup.config_path(), &no_env).expect("config");
+    let Err(e) = Daemon::start(config, mesura::clock::system()).await else {
+        panic!("a mismatched key must be refused");
+    };
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("does not belong") && e.contains("mesura-client.pem") && e.contains("other-client.key"),
+        "{e}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_loses_nothing_and_sqlite_is_unaffected() {
     let setup = Setup::new("");

@@ -4,7 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{ClientConfig, InconsistentKeys, RootCertStore};
 
 use super::MqttTlsConfig;
 use crate::backends::BackendError;
@@ -39,7 +40,7 @@ pub fn client_config(tls: &MqttTlsConfig) -> Result<rumqttc::TlsConfiguration, B
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| BackendError::Permanent(format!("mqtt tls: {e}")))?
         .with_root_certificates(roots);
@@ -49,9 +50,30 @@ pub fn client_config(tls: &MqttTlsConfig) -> Result<rumqttc::TlsConfiguration, B
             let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pem.as_slice())
                 .map_err(|e| fail("bad PEM in", key, e))?
                 .ok_or_else(|| fail("no private key in", key, "empty"))?;
-            builder
-                .with_client_auth_cert(certificates(cert)?, key_der)
-                .map_err(|e| fail("unusable client certificate", cert, e))?
+            let signing_key = provider
+                .key_provider
+                .load_private_key(key_der)
+                .map_err(|e| fail("unusable private key in", key, e))?;
+            let certified = CertifiedKey::new(certificates(cert)?, signing_key);
+            // rustls's own `with_client_auth_cert` refuses X.509 v1 certificates, which
+            // is what `openssl x509 -req` makes without extensions, as in mosquitto's
+            // instructions for client certificates. The certificate is read here only
+            // to check that the key belongs to it; whether it is acceptable is the
+            // broker's call. So a mismatch is an error, a certificate rustls cannot
+            // read is a warning.
+            match certified.keys_match() {
+                Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
+                    return Err(fail("the private key does not belong to", cert, key.display()));
+                }
+                Err(e @ rustls::Error::InvalidCertificate(_)) => tracing::warn!(
+                    certificate = %cert.display(),
+                    error = %e,
+                    "mqtt tls: cannot check that the client key matches this certificate (X.509 v1?); using it"
+                ),
+                Ok(()) | Err(rustls::Error::InconsistentKeys(_)) => {}
+                Err(e) => return Err(fail("unusable client certificate", cert, e)),
+            }
+            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))
         }
         _ => builder.with_no_client_auth(),
     };
