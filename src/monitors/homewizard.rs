@@ -1,5 +1,6 @@
-//! `type: homewizard`: HomeWizard-style P1 meters over their local HTTP JSON API v1
-//! (`GET /api` once for identity, `GET /api/v1/data` per poll). Metric names, units
+//! `type: homewizard`: HomeWizard-style P1 meters over their local JSON API, v1
+//! (HTTP: `GET /api` once for identity, `GET /api/v1/data` per poll) or v2 (HTTPS
+//! with a token: `GET /api`, then `GET /api/measurement`). Metric names, units
 //! and kinds are the DSMR ones wherever the quantity is the same, so a user can swap
 //! a P1 cable for a HomeWizard dongle and keep their dashboards.
 
