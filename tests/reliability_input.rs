@@ -352,6 +352,10 @@ const KMP_ALPHABET: &[u8] = &[
 ];
 const HOMEWIZARD_KEYS: &[&str] = &[
     "active_power_w",
+    "power_w",
+    "energy_import_t1_kwh",
+    "monthly_power_peak_w",
+    "monthly_power_peak_timestamp",
     "total_power_import_t1_kwh",
     "total_power_import_t2_kwh",
     "total_power_export_t1_kwh",
@@ -494,12 +498,14 @@ proptest! {
 
     #[test]
     fn fuzz_homewizard_json(value in json(HOMEWIZARD_KEYS), bytes in bytes_from(b"{}[]\":,0123456789.e-", 200)) {
-        use mesura::monitors::homewizard::readings;
+        use mesura::monitors::homewizard::{readings, V1, V2};
         let device: mesura::reading::DeviceId = Arc::from("p1");
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("a time");
-        let _ = readings(&device, &value, now);
-        if let Ok(parsed) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-            let _ = readings(&device, &parsed, now);
+        for fields in [&V1, &V2] {
+            let _ = readings(fields, &device, &value, now);
+            if let Ok(parsed) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                let _ = readings(fields, &device, &parsed, now);
+            }
         }
     }
 
