@@ -55,9 +55,9 @@ pub fn client_config(tls: &MqttTlsConfig) -> Result<rumqttc::TlsConfiguration, B
                 .load_private_key(key_der)
                 .map_err(|e| fail("unusable private key in", key, e))?;
             let certified = CertifiedKey::new(certificates(cert)?, signing_key);
-            // rustls's own `with_client_auth_cert` refuses X.509 v1 certificates, which
-            // is what `openssl x509 -req` makes without extensions, as in mosquitto's
-            // instructions for client certificates. The certificate is read here only
+            // rustls's own `with_client_auth_cert` refuses X.509 v1 certificates since
+            // 0.23.23 (rustls issue #2364), and v1 is what `openssl x509 -req` makes
+            // without extensions, as in mosquitto's instructions for client certificates. The certificate is read here only
             // to check that the key belongs to it; whether it is acceptable is the
             // broker's call. So a mismatch is an error, a certificate rustls cannot
             // read is a warning.
