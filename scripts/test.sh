@@ -24,6 +24,7 @@ need chromium chromium  # the web page in a real browser (tests/page.rs)
 need socat socat  # pty pairs for the simulated serial meters (tests/multical.rs)
 need influxd influxdb  # a real InfluxDB 1.x for the uplink's line protocol (tests/uplink_influx.rs)
 need systemd-analyze systemd  # verify + security of systemd/mesura.service (tests/systemd.rs)
+need strace strace  # fsyncs of the daemon, per file (tests/reliability_soak.rs)
 
 # pymodbus, the independent Modbus peer of tests/modbus.rs (server, base station),
 # in a venv under target/ so nothing system-wide changes. Pinned for repeatable runs.

@@ -22,11 +22,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::sqlite::quote;
+use crate::backends::sqlite::{open_existing, quote};
 use crate::clock::SharedClock;
 
 /// The aggregation window.
@@ -142,9 +142,7 @@ pub fn run_once(
         path: db.to_path_buf(),
         source,
     };
-    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(sql)?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(sql)?;
+    let conn = open_existing(db).map_err(sql)?;
     let raw_secs = i64::try_from(config.raw.as_secs()).unwrap_or(i64::MAX);
     let cutoff = now.timestamp().saturating_sub(raw_secs).div_euclid(WINDOW) * WINDOW;
     let mut report = Report::default();

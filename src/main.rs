@@ -68,7 +68,31 @@ enum DecodeCommand {
     },
 }
 
+/// Caps glibc's malloc arenas at two, before any other thread exists. glibc gives
+/// each thread that allocates an arena of its own, up to 8 per core, and memory
+/// freed in one arena is only reused by the threads of that arena: with the
+/// backends' writes on the blocking pool's threads and the outbox's readings
+/// handed between threads, VmRSS crept from 41 to 47 MiB over a 10-minute soak
+/// (reliability suite 5: 200 devices with MQTT and the uplink, debug build) while
+/// the live heap stayed at 8 MiB (heaptrack). With two arenas it stayed between 37
+/// and 39 MiB. A daemon that allocates this little gains nothing from more.
+/// `MALLOC_ARENA_MAX` in the environment still wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt changes a tunable of glibc's allocator and is safe to
+        // call at any time; it runs first thing in main, before other threads.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     load_dotenv(&cli.config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

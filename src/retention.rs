@@ -25,11 +25,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::sqlite::quote;
+use crate::backends::sqlite::{open_existing, quote};
 use crate::clock::SharedClock;
 use crate::monitors::system::DiskUsage;
 use crate::status::GuardStats;
@@ -156,9 +156,7 @@ pub fn check(
         source,
     };
     // Never create the database: that is the backend's job.
-    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(sql)?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(sql)?;
+    let conn = open_existing(db).map_err(sql)?;
     let cutoff = now.timestamp() - i64::from(config.keep_raw_days) * 86_400;
     tracing::warn!(
         used_percent = format!("{pct_before:.1}"),

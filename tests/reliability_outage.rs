@@ -12,29 +12,12 @@ mod uplink_common;
 use std::time::Duration;
 
 use common::broker::{Broker, Subscriber};
-use reliability_common::{config_yaml, long, outbox_depth, simulated_devices, state_times, uplink_readings, Mesura};
+use reliability_common::{
+    config_yaml, long, outbox_depth, shutdown_counts, simulated_devices, state_times, uplink_readings, Mesura,
+};
 use uplink_common::{until, Recorder};
 
 const DEVICES: usize = 20;
-
-/// Polls per device, from the daemon's shutdown summary line (`polls=` is the sum).
-fn polls_in_log(log: &std::path::Path) -> Vec<u64> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("shutdown complete"))
-        .filter_map(|l| l.split("polls=").nth(1)?.split(' ').next()?.parse().ok())
-        .collect()
-}
-
-fn readings_in_log(log: &std::path::Path) -> Vec<u64> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("shutdown complete"))
-        .filter_map(|l| l.split("readings=").nth(1)?.split(' ').next()?.parse().ok())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_and_server_down_across_a_restart_lose_nothing() {
@@ -101,9 +84,9 @@ async fn broker_and_server_down_across_a_restart_lose_nothing() {
     .await;
     drain.stop();
 
-    let polls: u64 = polls_in_log(&log).iter().sum();
-    let readings: u64 = readings_in_log(&log).iter().sum();
-    assert_eq!(polls_in_log(&log).len(), 3, "three clean lives");
+    let polls: u64 = shutdown_counts(&log, "polls").iter().sum();
+    let readings: u64 = shutdown_counts(&log, "readings").iter().sum();
+    assert_eq!(shutdown_counts(&log, "polls").len(), 3, "three clean lives");
     // Every poll made a state message; every reading an uplink item.
     let mut delivered_states = 0;
     until(Duration::from_secs(30), "every state message at the subscriber", || {
