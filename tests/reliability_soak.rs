@@ -24,8 +24,12 @@
 //! file's header widens (a new file, a new metric) and at shutdown: none in steady
 //! state. The test counts WAL cycles from the WAL file's header (salt-1 goes up by
 //! one at every restart, whichever connection restarts it) and asserts at most
-//! three syncs per cycle (no checkpoint storm, no sync per commit), fewer syncs
-//! than commits for `mesura.db`, and none for CSV.
+//! four syncs per cycle (three, plus two where a reader cut a checkpoint short: no
+//! checkpoint storm, no sync per commit), during the warm-up too, fewer syncs than
+//! commits for `mesura.db`, and none for CSV.
+//!
+//! Retention runs every 20 s rather than every 10 minutes, so its runs are part of
+//! the soak too.
 
 mod common;
 mod reliability_common;
@@ -55,21 +59,25 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// the soak, and its first run after the devices' first rows, which creates their
 /// aggregate tables, falls within the warm-up.
 const RETENTION_EVERY: Duration = Duration::from_secs(20);
-/// Devices start polling within this of the daemon's start.
-const STARTUP: Duration = Duration::from_secs(5);
+/// A device without a row for longer than this has stopped (a row a second is the
+/// norm; a loaded machine may delay a poll, and no timing is asserted).
+const STALL: Duration = Duration::from_secs(5);
 /// At most this many syncs per WAL cycle: SYNCS_PER_CYCLE, plus two (WAL,
 /// database) when a reader holds a checkpoint short of the WAL's end and the next
 /// commit's checkpoint copies the rest; allowed for half the cycles.
 const MAX_SYNCS_PER_CYCLE: u64 = 4;
-/// VmRSS growth after the warm-up: SQLite's page cache of the backend's connection
-/// fills up to its `cache_size` (2,000 KiB by default) as the database grows, plus
-/// 2 MiB for the allocator (freed memory kept for reuse: swings of ±0.7 MiB with
-/// two arenas, see `limit_malloc_arenas` in src/main.rs) and code paths first run
-/// late. A leaked allocation per reading (32 bytes at least, with malloc's
-/// overhead) would add 13 MiB over the long run's 420,000 readings.
-const RSS_GROWTH_KIB: u64 = 2000 + 2048;
-/// The long variant's VmRSS trend over its last half (5 minutes): at most the
-/// arena noise (±1.5 MiB) spread over those minutes.
+/// VmRSS growth after the warm-up: two SQLite page caches fill up to their
+/// `cache_size` (2,000 KiB by default) as the database grows, the backend
+/// connection's (kept) and each retention run's (freed after the run, its
+/// high-water kept by the allocator for reuse), plus 2 MiB for the allocator's
+/// swings (±0.7 MiB measured with two arenas, see `limit_malloc_arenas` in
+/// src/main.rs) and code paths first run late. A leaked allocation per reading (32
+/// bytes at least, with malloc's overhead) would add 13 MiB over the long run's
+/// 420,000 readings.
+const RSS_GROWTH_KIB: u64 = 2 * 2000 + 2048;
+/// The long variant's VmRSS trend over its last half: at most 1.5 MiB gained over
+/// those 5 minutes. The page cache is full by then (the database passes 2 MiB at
+/// about 3 minutes), so only the allocator's swings remain (±0.7 MiB measured).
 const RSS_SLOPE_KIB_PER_MIN: f64 = 1536.0 / 5.0;
 /// Start-up (200 device tables and CSV files created, 200 first writes at once,
 /// caches and pools filled) is over well within this.
@@ -152,33 +160,22 @@ fn slowest_write(before: &[(f64, f64)], after: &[(f64, f64)]) -> f64 {
 /// restart of the WAL, by any connection. (The checkpoint sequence number at 12..16
 /// is each connection's own count, so it is not monotonic with several writers.)
 fn wal_salt(wal: &Path) -> Option<u32> {
-    let bytes = std::fs::read(wal).ok()?;
-    let salt: [u8; 4] = bytes.get(16..20)?.try_into().ok()?;
-    Some(u32::from_be_bytes(salt))
+    use std::io::Read;
+    let mut header = [0u8; 20];
+    std::fs::File::open(wal).ok()?.read_exact(&mut header).ok()?;
+    Some(u32::from_be_bytes([header[16], header[17], header[18], header[19]]))
 }
 
 fn sample(pid: u32, api: u16, data: &Path, t0: Instant) -> Sample {
     let metrics = metrics_text(api);
-    let mut wal = BTreeMap::new();
-    let mut file_bytes = BTreeMap::new();
-    for db in ["mesura.db", "outbox.db"] {
-        if let Some(salt) = wal_salt(&data.join(format!("{db}-wal"))) {
-            wal.insert(db, salt);
-        }
-        for (name, file) in [
-            (db, db.to_owned()),
-            (
-                if db == "mesura.db" {
-                    "mesura.db-wal"
-                } else {
-                    "outbox.db-wal"
-                },
-                format!("{db}-wal"),
-            ),
-        ] {
-            file_bytes.insert(name, std::fs::metadata(data.join(file)).map_or(0, |m| m.len()));
-        }
-    }
+    let wal = ["mesura.db", "outbox.db"]
+        .into_iter()
+        .filter_map(|db| Some((db, wal_salt(&data.join(format!("{db}-wal")))?)))
+        .collect();
+    let file_bytes = ["mesura.db", "mesura.db-wal", "outbox.db", "outbox.db-wal"]
+        .into_iter()
+        .map(|f| (f, std::fs::metadata(data.join(f)).map_or(0, |m| m.len())))
+        .collect();
     Sample {
         t: t0.elapsed().as_secs_f64(),
         rss_kib: proc_status(pid, "VmRSS").expect("VmRSS"),
@@ -297,7 +294,6 @@ async fn two_hundred_devices_for_minutes_keep_memory_queues_and_fsyncs_flat() {
     let trace = root.join("fsync.trace");
 
     let t0 = Instant::now();
-    let started_at = now();
     let daemon = Mesura::spawn_traced(&config, &log, "fsync,fdatasync", &trace);
     let pid = daemon.pid();
     until(
@@ -311,6 +307,9 @@ async fn two_hundred_devices_for_minutes_keep_memory_queues_and_fsyncs_flat() {
         },
     )
     .await;
+    // Every device has produced by now (however long a loaded machine took to start).
+    let producing = t0.elapsed().as_secs_f64();
+    let producing_at = now();
 
     // The measurement: a sample every SAMPLE_EVERY until the end. The warm-up ends
     // at WARM_UP once the one-off work of a start is done: every device's table,
@@ -367,22 +366,20 @@ async fn two_hundred_devices_for_minutes_keep_memory_queues_and_fsyncs_flat() {
     for (t, _) in &in_window {
         *per_minute.entry(((t - warm_at) / 60.0) as i64).or_default() += 1;
     }
+    // WAL restarts between two samples (both WAL files exist from the first writes on).
+    let restarts = |from: &Sample, to: &Sample, db: &str| {
+        let salt = |s: &Sample| {
+            *s.wal_salt
+                .get(db)
+                .unwrap_or_else(|| panic!("no {db}-wal at {:.0} s", s.t))
+        };
+        u64::from(salt(to).wrapping_sub(salt(from)))
+    };
     let cycles: BTreeMap<&str, u64> = ["mesura.db", "outbox.db"]
         .into_iter()
-        .map(|db| {
-            let before = warm.wal_salt.get(db).copied().unwrap_or(0);
-            let after = last.wal_salt.get(db).copied().unwrap_or(before);
-            (db, u64::from(after.wrapping_sub(before)))
-        })
+        .map(|db| (db, restarts(&warm, &last, db)))
         .collect();
-    let first = samples.first().cloned().expect("samples");
-    let startup_cycles = u64::from(
-        warm.wal_salt
-            .get("mesura.db")
-            .copied()
-            .unwrap_or(0)
-            .wrapping_sub(first.wal_salt.get("mesura.db").copied().unwrap_or(0)),
-    );
+    let startup_cycles = restarts(&samples[0], &warm, "mesura.db");
     let per_min = |kind: &str| steady.get(kind).copied().unwrap_or(0) as f64 / window_min;
     // Commits per minute as the flush settings make them.
     let sqlite_commits_per_min = 60.0 / FLUSH.as_secs_f64();
@@ -496,23 +493,24 @@ async fn two_hundred_devices_for_minutes_keep_memory_queues_and_fsyncs_flat() {
     );
 
     // The daemon kept up all along, and nothing was lost anywhere.
-    let seconds = last.t - STARTUP.as_secs_f64();
+    // A poll per device per second from the moment all were producing, less what
+    // a stall would cost.
+    let seconds = last.t - producing - STALL.as_secs_f64();
     assert!(
         polls as f64 >= DEVICES as f64 * seconds / POLL.as_secs_f64(),
         "{polls} polls in {:.0} s: the devices stalled",
-        last.t
+        last.t - producing
     );
-    // No device stopped: each has rows from its start to the stop, with no gap
-    // longer than STARTUP. (Normally a row every second, but where two polls fell in
-    // one second, scheduling jitter at a second's edge: SQLite keeps a row per
-    // device per second, the later values win, so there the gap is 2 s; CSV, MQTT
-    // and the uplink keep both polls. A loaded machine may delay a poll further:
-    // no timing is asserted.)
-    let tolerance = STARTUP.as_secs_f64();
+    // No device stopped: each has rows from when all were producing to the stop,
+    // with no gap longer than STALL. (Normally a row every second, but where two
+    // polls fell in one second, scheduling jitter at a second's edge: SQLite keeps a
+    // row per device per second, the later values win, so there the gap is 2 s;
+    // CSV, MQTT and the uplink keep both polls.)
+    let tolerance = STALL.as_secs_f64();
     for (id, (n, first, last_ts, gap)) in &rows {
         assert!(
-            (*first as f64) <= started_at + tolerance && (*last_ts as f64) >= end_at - tolerance,
-            "{id}: rows only from {first} to {last_ts} ({n} rows), the run was {started_at:.0} to {end_at:.0}"
+            (*first as f64) <= producing_at && (*last_ts as f64) >= end_at - tolerance,
+            "{id}: rows only from {first} to {last_ts} ({n} rows); all devices produced at {producing_at:.0}, the soak ended at {end_at:.0}"
         );
         assert!(*gap as f64 <= tolerance, "{id}: no row for {gap} s");
     }
@@ -556,23 +554,15 @@ async fn two_hundred_devices_for_minutes_keep_memory_queues_and_fsyncs_flat() {
             FLUSH
         }
     };
+    // What a queue holds is lost in a crash: never more than a flush window of polls
+    // (and at least a round of them: a write of the outbox's, every 200 ms, may meet
+    // the next round). The slowest write is printed, not judged: no timing is
+    // asserted.
     for (backend, depth) in &queue_max {
-        let window = DEVICES as f64 * flush_of(backend).as_secs_f64() / POLL.as_secs_f64();
+        let window = DEVICES as f64 * flush_of(backend).max(POLL).as_secs_f64() / POLL.as_secs_f64();
         assert!(
             *depth <= window,
             "{backend}: {depth} polls queued, more than a flush window ({window})"
-        );
-    }
-    for (backend, slowest) in &slowest {
-        // To the histogram's resolution: the bucket the flush interval falls in.
-        let flush = flush_of(backend).as_secs_f64();
-        let bucket = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]
-            .into_iter()
-            .find(|b| *b >= flush)
-            .unwrap_or(f64::INFINITY);
-        assert!(
-            *slowest <= bucket,
-            "{backend}: a write took up to {slowest} s, longer than its flush interval ({flush} s)"
         );
     }
     for (backend, depth) in &last.queue {
