@@ -7,11 +7,12 @@
 
 mod common;
 
+use common::{openssl, sign_certificate};
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,19 +23,6 @@ use mesura::reading::{Kind, Reading, Unit, Value};
 
 const TOKEN: &str = "2A1B3C4D5E6F70819293A4B5C6D7E8F9";
 const SERIAL: &str = "5c2fafaabbcc";
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// `<name>-ca.pem` and a meter certificate `<name>-meter.pem` (+ key) issued to
 /// `common_name`, without an address in it: a meter's certificate names the
@@ -63,26 +51,7 @@ fn make_certificates(dir: &Path, name: &str, common_name: &str) {
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
     )
     .expect("ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_pem,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "meter.ext",
-            "-out",
-            &pem,
-        ],
-    );
+    sign_certificate(dir, &csr, name, &pem, Some("meter.ext"));
 }
 
 /// One request as the server saw it.

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::broker::{Broker, Message, Subscriber};
-use common::{no_env, sqlite_rows, Setup};
+use common::{key_and_request, no_env, openssl, sign_certificate, sqlite_rows, Setup};
 use mesura::app::{Daemon, DaemonHandle, Summary};
 use mesura::config::Config;
 use tokio::task::JoinHandle;
@@ -246,19 +246,6 @@ async fn wrong_password_keeps_readings_in_the_outbox_until_fixed() {
     assert_eq!(outbox_rows(setup.dir.path()), 0);
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A CA and a server certificate for 127.0.0.1, made fresh for the test.
 fn make_certificates(dir: &Path, name: &str) {
     openssl(
@@ -279,41 +266,19 @@ fn make_certificates(dir: &Path, name: &str) {
             &format!("{name}-ca.pem"),
         ],
     );
-    openssl(
+    key_and_request(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            &format!("{name}-server.key"),
-            "-out",
-            &format!("{name}-server.csr"),
-        ],
+        "/CN=127.0.0.1",
+        &format!("{name}-server.key"),
+        &format!("{name}-server.csr"),
     );
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("ext");
-    openssl(
+    sign_certificate(
         dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}-server.csr"),
-            "-CA",
-            &format!("{name}-ca.pem"),
-            "-CAkey",
-            &format!("{name}-ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            &format!("{name}-server.pem"),
-        ],
+        &format!("{name}-server.csr"),
+        name,
+        &format!("{name}-server.pem"),
+        Some("san.ext"),
     );
 }
 
@@ -361,42 +326,8 @@ async fn tls_verifies_the_broker() {
 fn make_client_certificate(dir: &Path, ca: &str, cn: &str, v3: bool) {
     let key = format!("{cn}-client.key");
     let csr = format!("{cn}-client.csr");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &format!("/CN={cn}"),
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &format!("{ca}-ca.pem"),
-            "-CAkey",
-            &format!("{ca}-ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &format!("{cn}-client.pem"),
-        ]
-        .into_iter()
-        .chain(v3.then_some(["-extfile", "client.ext"]).into_iter().flatten())
-        .collect::<Vec<_>>(),
-    );
+    key_and_request(dir, &format!("/CN={cn}"), &key, &csr);
+    sign_certificate(dir, &csr, ca, &format!("{cn}-client.pem"), v3.then_some("client.ext"));
 }
 
 /// A broker that requires a client certificate (mutual TLS) refuses mesura without

@@ -70,3 +70,52 @@ pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) 
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs `openssl` in `dir`; the test fails with openssl's own message if it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Signs `csr` with the CA `<ca>-ca.pem`/`<ca>-ca.key` into `out`, valid two days,
+/// with the extensions in `extfile` (none: an X.509 v1 certificate).
+pub fn sign_certificate(dir: &Path, csr: &str, ca: &str, out: &str, extfile: Option<&str>) {
+    let (ca_pem, ca_key) = (format!("{ca}-ca.pem"), format!("{ca}-ca.key"));
+    let mut args = vec![
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        &ca_pem,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        out,
+    ];
+    if let Some(ext) = extfile {
+        args.extend(["-extfile", ext]);
+    }
+    openssl(dir, &args);
+}
+
+/// A new RSA key `key` and a certificate request `csr` for `subject` (`/CN=…`).
+pub fn key_and_request(dir: &Path, subject: &str, key: &str, csr: &str) {
+    openssl(
+        dir,
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", key, "-out", csr,
+        ],
+    );
+}
