@@ -3,14 +3,15 @@
 //! JSON by hand; errors (500, 403, a hang, nobody listening, not JSON) must come back
 //! as the right `MonitorError`, never a panic.
 
+mod homewizard_common;
+
+use homewizard_common::{fixture, names, now, reading, utc, value};
+
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use mesura::config::parse_device;
-use mesura::monitors::{self, Monitor, MonitorContext, MonitorError};
+use mesura::monitors::{Monitor, MonitorError};
 use mesura::reading::{Kind, Reading, Unit, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -73,33 +74,9 @@ async fn server(routes: Routes) -> u16 {
     port
 }
 
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(Path::new("tests/fixtures/homewizard").join(name)).expect("fixture")
-}
-
-const NOW: &str = "2026-11-24T12:00:00Z";
-
-fn now() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(NOW).expect("time").to_utc()
-}
-
-#[derive(Debug)]
-struct FixedClock;
-impl mesura::clock::Clock for FixedClock {
-    fn now(&self) -> DateTime<Utc> {
-        now()
-    }
-}
-
 fn monitor(port: u16, extra: &str) -> Box<dyn Monitor> {
     let yaml = format!("type: homewizard\nhost: 127.0.0.1\nport: {port}\n{extra}");
-    let config = parse_device(Path::new("config.d/hw.yaml"), &yaml, &[]).expect("config");
-    let ctx = MonitorContext {
-        id: Arc::from("hw"),
-        clock: Arc::new(FixedClock),
-        data_dir: std::env::temp_dir(),
-    };
-    monitors::build(&config, ctx).expect("monitor")
+    homewizard_common::monitor(&yaml).expect("monitor")
 }
 
 /// Serves `/api` and `data` as `/api/v1/data`, and reads once.
@@ -112,36 +89,6 @@ async fn read_fixture(data: &str) -> Vec<Reading> {
     }
     let port = server(routes).await;
     monitor(port, "").read().await.expect("read")
-}
-
-#[track_caller]
-fn value(readings: &[Reading], metric: &str) -> f64 {
-    let r = readings
-        .iter()
-        .find(|r| &*r.metric == metric)
-        .unwrap_or_else(|| panic!("{metric} missing"));
-    match r.value {
-        Value::Number(v) => v,
-        Value::Text(ref t) => panic!("{metric} is text {t}"),
-    }
-}
-
-#[track_caller]
-fn reading<'a>(readings: &'a [Reading], metric: &str) -> &'a Reading {
-    readings
-        .iter()
-        .find(|r| &*r.metric == metric)
-        .unwrap_or_else(|| panic!("{metric} missing"))
-}
-
-fn names(readings: &[Reading]) -> Vec<&str> {
-    let mut n: Vec<&str> = readings.iter().map(|r| &*r.metric).collect();
-    n.sort_unstable();
-    n
-}
-
-fn utc(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).expect("time").to_utc()
 }
 
 #[tokio::test]

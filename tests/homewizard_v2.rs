@@ -6,8 +6,10 @@
 //! values are read off the JSON by hand.
 
 mod common;
+mod homewizard_common;
 
 use common::{openssl, sign_certificate};
+use homewizard_common::{fixture, monitor, names, now, reading, utc, value};
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -16,9 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use mesura::config::parse_device;
-use mesura::monitors::{self, Monitor, MonitorContext, MonitorError};
+use mesura::monitors::MonitorError;
 use mesura::reading::{Kind, Reading, Unit, Value};
 
 const TOKEN: &str = "2A1B3C4D5E6F70819293A4B5C6D7E8F9";
@@ -159,36 +160,6 @@ fn meter(dir: &Path, name: &str) -> Meter {
     Meter { port, routes, seen }
 }
 
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(Path::new("tests/fixtures/homewizard").join(name)).expect("fixture")
-}
-
-fn now() -> DateTime<Utc> {
-    utc("2026-11-24T12:00:00Z")
-}
-
-fn utc(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).expect("time").to_utc()
-}
-
-#[derive(Debug)]
-struct FixedClock;
-impl mesura::clock::Clock for FixedClock {
-    fn now(&self) -> DateTime<Utc> {
-        now()
-    }
-}
-
-fn monitor(yaml: &str) -> Result<Box<dyn Monitor>, MonitorError> {
-    let config = parse_device(Path::new("config.d/hw.yaml"), yaml, &[]).expect("config");
-    let ctx = MonitorContext {
-        id: Arc::from("hw"),
-        clock: Arc::new(FixedClock),
-        data_dir: std::env::temp_dir(),
-    };
-    monitors::build(&config, ctx)
-}
-
 /// A meter with certificates from `name`, serving `/api` and `measurement`.
 struct Setup {
     dir: tempfile::TempDir,
@@ -220,28 +191,6 @@ impl Setup {
     async fn read(&self, extra: &str) -> Result<Vec<Reading>, MonitorError> {
         monitor(&self.yaml(extra)).expect("monitor").read().await
     }
-}
-
-#[track_caller]
-fn reading<'a>(readings: &'a [Reading], metric: &str) -> &'a Reading {
-    readings
-        .iter()
-        .find(|r| &*r.metric == metric)
-        .unwrap_or_else(|| panic!("{metric} missing"))
-}
-
-#[track_caller]
-fn value(readings: &[Reading], metric: &str) -> f64 {
-    match reading(readings, metric).value {
-        Value::Number(v) => v,
-        Value::Text(ref t) => panic!("{metric} is text {t}"),
-    }
-}
-
-fn names(readings: &[Reading]) -> Vec<&str> {
-    let mut n: Vec<&str> = readings.iter().map(|r| &*r.metric).collect();
-    n.sort_unstable();
-    n
 }
 
 #[tokio::test]
