@@ -148,6 +148,7 @@
 mod crc;
 mod decode;
 mod framer;
+mod lines;
 mod obis;
 mod timestamp;
 mod units;
