@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use common::{no_env, sqlite_rows, Setup};
 use mesura::app::Daemon;
 use mesura::clock::MonotonicClock;
@@ -14,10 +14,7 @@ use mesura::config::Config;
 
 const BASE: &str = "backends:\n  sqlite:\n    flush_interval: 5s\n  csv: {}\n";
 
-fn clock() -> Arc<MonotonicClock> {
-    let start = DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
-        .expect("time")
-        .to_utc();
+fn clock(start: DateTime<Utc>) -> Arc<MonotonicClock> {
     Arc::new(MonotonicClock::starting_at(start))
 }
 
@@ -37,7 +34,8 @@ async fn every_reading_produced_is_stored_after_a_clean_shutdown() {
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
 
-    let daemon = Daemon::start(config, clock()).await.expect("start");
+    let start = common::noon_yesterday();
+    let daemon = Daemon::start(config, clock(start)).await.expect("start");
     // Ticks at 0, 1, …, 60 s: 61 polls of the 1 s devices, 7 of the 10 s one.
     tokio::time::sleep(Duration::from_millis(60_500)).await;
     let summary = daemon.shutdown().await;
@@ -68,9 +66,7 @@ async fn every_reading_produced_is_stored_after_a_clean_shutdown() {
         .expect("rows")
         .collect::<Result<_, _>>()
         .expect("values");
-    let start = DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
-        .expect("time")
-        .timestamp();
+    let start = start.timestamp();
     assert_eq!(rows.first().map(|r| r.0), Some(start));
     assert_eq!(rows.last().map(|r| r.0), Some(start + 60));
     assert!(
@@ -97,7 +93,9 @@ async fn a_failing_device_opens_its_breaker_and_leaves_the_others_alone() {
             "type: simulated\nprofile: gas\npoll_interval: 1s\nfailure_rate: 1.0\nfailure_threshold: 3\nbreaker_cooldown: 30s\nmax_backoff: 4s\n",
         );
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
-    let daemon = Daemon::start(config, clock()).await.expect("start");
+    let daemon = Daemon::start(config, clock(common::noon_yesterday()))
+        .await
+        .expect("start");
     tokio::time::sleep(Duration::from_millis(100_500)).await;
     let devices = daemon.status().devices();
     let broken = &devices["broken"];

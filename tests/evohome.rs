@@ -475,9 +475,7 @@ async fn a_failing_evohome_device_leaves_the_others_alone() {
         );
     let config = mesura::config::Config::load(&setup.config_path(), &common::no_env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
-    let start = chrono::DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
-        .expect("time")
-        .to_utc();
+    let start = common::noon_yesterday();
     let daemon = mesura::app::Daemon::start(config, Arc::new(mesura::clock::MonotonicClock::starting_at(start)))
         .await
         .expect("start");

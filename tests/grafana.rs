@@ -22,15 +22,17 @@ use mesura::config::Config;
 use mesura::reading::{Kind, Reading, Unit, Value};
 use rusqlite::Connection;
 
-const START: &str = "2026-11-24T12:00:00Z";
 const HOURS: i64 = 4;
 const DAY: i64 = 86_400;
 /// Synthetic devices: one row every 10 minutes for 40 days up to the end.
 const SYNTH_STEP: i64 = 600;
 const SYNTH_DAYS: i64 = 40;
 
+/// The simulated devices' first poll: one instant for the whole run, derived from
+/// now (see `common::noon_yesterday`).
 fn start() -> i64 {
-    DateTime::parse_from_rfc3339(START).expect("time").timestamp()
+    static START: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *START.get_or_init(|| common::noon_yesterday().timestamp())
 }
 
 fn end() -> i64 {
@@ -49,7 +51,7 @@ async fn simulate(setup: &Setup) {
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
     let clock = Arc::new(MonotonicClock::starting_at(
-        DateTime::parse_from_rfc3339(START).expect("time").to_utc(),
+        DateTime::<Utc>::from_timestamp(start(), 0).expect("start"),
     ));
     let daemon = Daemon::start(config, clock).await.expect("start");
     tokio::time::sleep(Duration::from_secs(HOURS as u64 * 3600) + Duration::from_millis(500)).await;

@@ -30,9 +30,7 @@ async fn clock_jumps_never_stall_polling_and_rows_follow_the_wall_clock() {
     setup
         .device("meter", "type: simulated\nprofile: electricity\npoll_interval: 1s\n")
         .device("gas", "type: simulated\nprofile: gas\npoll_interval: 1s\n");
-    let start = DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
-        .expect("time")
-        .to_utc();
+    let start = common::noon_yesterday();
     let t0 = start.timestamp();
     let clock = Arc::new(JumpingClock::starting_at(start));
     let config = Config::load(&setup.config_path(), &no_env).expect("config");

@@ -231,17 +231,33 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
         "gauge",
         "Undelivered readings in the durable outbox, by backend.",
     );
-    for (name, (depth, _)) in &outbox {
-        f.sample("mesura_outbox_readings", &[("backend", name)], *depth as f64);
+    for (name, held) in &outbox {
+        f.sample("mesura_outbox_readings", &[("backend", name)], held.depth as f64);
     }
     f.header(
         "mesura_outbox_oldest_age_seconds",
         "gauge",
-        "Age of the oldest undelivered reading, by backend.",
+        "How long the reading waiting longest has been in the outbox, by backend.",
     );
-    for (name, (_, oldest)) in &outbox {
-        let age = oldest.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+    for (name, held) in &outbox {
+        let age = held
+            .oldest_queued
+            .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
         f.sample("mesura_outbox_oldest_age_seconds", &[("backend", name)], age);
+    }
+    f.header(
+        "mesura_outbox_dropped_total",
+        "counter",
+        "Undelivered readings the outbox's bounds dropped, by backend and bound (max_age, max_rows).",
+    );
+    for (name, held) in &outbox {
+        for (reason, n) in [("max_age", held.dropped_max_age), ("max_rows", held.dropped_max_rows)] {
+            f.sample(
+                "mesura_outbox_dropped_total",
+                &[("backend", name), ("reason", reason)],
+                n as f64,
+            );
+        }
     }
 
     f.header("mesura_config_reloads_total", "counter", "Config reloads, by result.");

@@ -164,15 +164,16 @@ async fn health(State(state): State<Arc<ApiState>>) -> Response {
     for (name, b) in state.status.backends() {
         let last_error = b.last_error.lock().ok().and_then(|e| e.clone());
         ok &= last_error.is_none();
-        let (depth, oldest) = outbox.get(name).copied().unwrap_or((0, None));
+        let held = outbox.get(name).copied().unwrap_or_default();
         backends.insert(
             name.to_owned(),
             json!({
                 "healthy": last_error.is_none(),
                 "queue_depth": BackendStats::get(&b.queued_batches),
                 "written": BackendStats::get(&b.written),
-                "outbox_depth": depth,
-                "outbox_oldest_age_seconds": oldest.map(|t| (now - t).num_seconds().max(0)),
+                "outbox_depth": held.depth,
+                "outbox_oldest_age_seconds": held.oldest_queued.map(|t| (now - t).num_seconds().max(0)),
+                "outbox_dropped": held.dropped_max_age + held.dropped_max_rows,
                 "last_error": last_error,
             }),
         );

@@ -144,8 +144,20 @@ fn query(
     Ok(json!({ "device": device, "from": from, "to": to, "metrics": units, "rows": rows, "next_from": next }))
 }
 
-/// Undelivered readings and the oldest one's time, per durable backend.
-pub type OutboxDepths = BTreeMap<String, (u64, Option<DateTime<Utc>>)>;
+/// What the durable outbox holds for one backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutboxState {
+    /// Undelivered readings.
+    pub depth: u64,
+    /// When the reading waiting longest entered the outbox.
+    pub oldest_queued: Option<DateTime<Utc>>,
+    /// Readings its bounds dropped so far: waited past `max_age`, past `max_rows`.
+    pub dropped_max_age: u64,
+    pub dropped_max_rows: u64,
+}
+
+/// The outbox's state, per durable backend.
+pub type OutboxDepths = BTreeMap<String, OutboxState>;
 
 pub async fn outbox_depths(path: &Path) -> OutboxDepths {
     let path: PathBuf = path.to_path_buf();
@@ -155,16 +167,33 @@ pub async fn outbox_depths(path: &Path) -> OutboxDepths {
         }
         let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         conn.busy_timeout(std::time::Duration::from_secs(2))?;
-        let mut stmt = conn.prepare("SELECT backend, count(*), min(ts_ms) FROM outbox GROUP BY backend")?;
+        let mut out = OutboxDepths::new();
+        let mut stmt = conn.prepare("SELECT backend, count(*), min(queued_ms) FROM outbox GROUP BY backend")?;
         let rows = stmt.query_map([], |r| {
             let n: i64 = r.get(1)?;
             let oldest: Option<i64> = r.get(2)?;
-            Ok((
-                r.get::<_, String>(0)?,
-                (n as u64, oldest.and_then(DateTime::<Utc>::from_timestamp_millis)),
-            ))
+            Ok((r.get::<_, String>(0)?, n, oldest))
         })?;
-        rows.collect()
+        for row in rows {
+            let (backend, n, oldest) = row?;
+            let state = out.entry(backend).or_default();
+            state.depth = n as u64;
+            state.oldest_queued = oldest.and_then(DateTime::<Utc>::from_timestamp_millis);
+        }
+        let mut stmt = conn.prepare("SELECT backend, reason, count FROM outbox_dropped")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+        })?;
+        for row in rows {
+            let (backend, reason, n) = row?;
+            let state = out.entry(backend).or_default();
+            match reason.as_str() {
+                "max_age" => state.dropped_max_age = n as u64,
+                "max_rows" => state.dropped_max_rows = n as u64,
+                _ => {}
+            }
+        }
+        Ok(out)
     })
     .await
     .ok()

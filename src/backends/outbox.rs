@@ -10,7 +10,11 @@
 //! connection dropped, whose acknowledgement was lost, is sent again.
 //!
 //! The outbox is bounded by age and by rows per backend; past either bound the
-//! oldest rows are dropped, counted and logged.
+//! oldest rows are dropped, counted (in the file itself, so the count survives a
+//! restart and /metrics can read it) and logged. The age is how long a reading has
+//! waited in the outbox, never the reading's own timestamp: a meter with an unset
+//! clock, a replay of history or a gas reading with an old capture time must be
+//! delivered like any other.
 
 use std::path::Path;
 use std::time::Duration;
@@ -26,7 +30,9 @@ use crate::reading::{Kind, Reading, Value};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
-    /// Undelivered readings older than this are dropped (counted and logged).
+    /// Undelivered readings that have waited in the outbox longer than this are
+    /// dropped (counted and logged). Counted from when the reading entered the
+    /// outbox, not from its own timestamp.
     #[serde(default = "default_max_age", with = "crate::config::duration")]
     pub max_age: Duration,
     /// At most this many undelivered readings are kept; the oldest go first.
@@ -69,6 +75,41 @@ pub struct Outbox {
     bounds: OutboxConfig,
 }
 
+/// What one append's bounds dropped, by bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Rows that had waited longer than `max_age`.
+    pub max_age: u64,
+    /// The oldest rows past `max_rows`.
+    pub max_rows: u64,
+}
+
+impl Dropped {
+    pub fn total(&self) -> u64 {
+        self.max_age + self.max_rows
+    }
+
+    /// One WARN line for the backend, naming the bound that dropped rows.
+    pub fn log(&self, backend: &str, bounds: &OutboxConfig) {
+        if self.max_age > 0 {
+            tracing::warn!(
+                backend,
+                dropped = self.max_age,
+                max_age = %humantime::format_duration(bounds.max_age),
+                "outbox: undelivered readings waited longer than outbox.max_age and were dropped"
+            );
+        }
+        if self.max_rows > 0 {
+            tracing::warn!(
+                backend,
+                dropped = self.max_rows,
+                max_rows = bounds.max_rows,
+                "outbox full (outbox.max_rows): the oldest undelivered readings were dropped"
+            );
+        }
+    }
+}
+
 fn error(e: rusqlite::Error) -> BackendError {
     BackendError::Transient(format!("outbox: {e}"))
 }
@@ -95,7 +136,9 @@ impl Outbox {
                 text TEXT,
                 unit TEXT NOT NULL,
                 kind TEXT NOT NULL,
-                ts_ms INTEGER NOT NULL
+                ts_ms INTEGER NOT NULL,
+                -- When the reading entered the outbox: what max_age counts from.
+                queued_ms INTEGER NOT NULL DEFAULT 0
             );
             CREATE INDEX IF NOT EXISTS outbox_backend_id ON outbox (backend, id);
             -- Aggregating backends take whole time windows, oldest first.
@@ -115,21 +158,36 @@ impl Outbox {
                 ts_ms INTEGER NOT NULL,
                 reason TEXT NOT NULL,
                 dead_at_ms INTEGER NOT NULL
+            );
+            -- Rows the bounds dropped, by backend and bound, for /metrics.
+            CREATE TABLE IF NOT EXISTS outbox_dropped (
+                backend TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                count INTEGER NOT NULL,
+                PRIMARY KEY (backend, reason)
             );",
         )
         .map_err(error)?;
+        migrate_queued_ms(&conn)?;
         Ok(Outbox { conn, backend, bounds })
     }
 
-    /// Appends a batch in one transaction, then enforces the bounds. Returns how
-    /// many old rows the bounds dropped.
-    pub fn append(&mut self, readings: &[Reading]) -> Result<u64, BackendError> {
+    /// Appends a batch in one transaction, then enforces the bounds. Returns what
+    /// the bounds dropped.
+    pub fn append(&mut self, readings: &[Reading]) -> Result<Dropped, BackendError> {
+        self.append_at(readings, Utc::now())
+    }
+
+    /// `append` with the wall clock given: the readings are queued at `now`, and
+    /// rows queued before `now - max_age` are dropped.
+    pub fn append_at(&mut self, readings: &[Reading], now: DateTime<Utc>) -> Result<Dropped, BackendError> {
+        let queued_ms = now.timestamp_millis();
         let tx = self.conn.transaction().map_err(error)?;
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO outbox (backend, device, device_type, metric, number, text, unit, kind, ts_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT INTO outbox (backend, device, device_type, metric, number, text, unit, kind, ts_ms, queued_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .map_err(error)?;
             for r in readings {
@@ -146,29 +204,64 @@ impl Outbox {
                     text,
                     r.unit.symbol(),
                     r.kind.as_str(),
-                    r.timestamp.timestamp_millis()
+                    r.timestamp.timestamp_millis(),
+                    queued_ms
                 ])
                 .map_err(error)?;
             }
         }
-        let dropped = enforce_bounds(&tx, self.backend, &self.bounds)?;
+        let dropped = enforce_bounds(&tx, self.backend, &self.bounds, now)?;
         tx.commit().map_err(error)?;
         Ok(dropped)
     }
+
+    /// The bounds this outbox enforces.
+    pub fn bounds(&self) -> &OutboxConfig {
+        &self.bounds
+    }
 }
 
-fn enforce_bounds(tx: &rusqlite::Transaction<'_>, backend: &str, bounds: &OutboxConfig) -> Result<u64, BackendError> {
+/// Outbox files written before `queued_ms` existed gain the column; their rows
+/// count as queued now, so an upgrade never drops what was waiting.
+fn migrate_queued_ms(conn: &Connection) -> Result<(), BackendError> {
+    let has_column = conn
+        .prepare("SELECT 1 FROM pragma_table_info('outbox') WHERE name = 'queued_ms'")
+        .and_then(|mut s| s.exists([]))
+        .map_err(error)?;
+    if !has_column {
+        conn.execute_batch("ALTER TABLE outbox ADD COLUMN queued_ms INTEGER NOT NULL DEFAULT 0")
+            .map_err(error)?;
+    }
+    conn.execute(
+        "UPDATE outbox SET queued_ms = ?1 WHERE queued_ms = 0",
+        [Utc::now().timestamp_millis()],
+    )
+    .map_err(error)?;
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS outbox_backend_queued ON outbox (backend, queued_ms)")
+        .map_err(error)?;
+    Ok(())
+}
+
+fn enforce_bounds(
+    tx: &rusqlite::Transaction<'_>,
+    backend: &str,
+    bounds: &OutboxConfig,
+    now: DateTime<Utc>,
+) -> Result<Dropped, BackendError> {
     {
         let max_age = TimeDelta::from_std(bounds.max_age).unwrap_or(TimeDelta::MAX);
-        let cutoff = Utc::now()
+        let cutoff = now
             .checked_sub_signed(max_age)
             .map_or(i64::MIN, |t| t.timestamp_millis());
-        let mut dropped = tx
-            .execute(
-                "DELETE FROM outbox WHERE backend = ?1 AND ts_ms < ?2",
-                params![backend, cutoff],
-            )
-            .map_err(error)? as u64;
+        let mut dropped = Dropped {
+            max_age: tx
+                .execute(
+                    "DELETE FROM outbox WHERE backend = ?1 AND queued_ms < ?2",
+                    params![backend, cutoff],
+                )
+                .map_err(error)? as u64,
+            max_rows: 0,
+        };
         let count: i64 = tx
             .query_row("SELECT count(*) FROM outbox WHERE backend = ?1", [backend], |r| {
                 r.get(0)
@@ -176,12 +269,22 @@ fn enforce_bounds(tx: &rusqlite::Transaction<'_>, backend: &str, bounds: &Outbox
             .map_err(error)?;
         let excess = count - bounds.max_rows as i64;
         if excess > 0 {
-            dropped += tx
+            dropped.max_rows = tx
                 .execute(
                     "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE backend = ?1 ORDER BY id LIMIT ?2)",
                     params![backend, excess],
                 )
                 .map_err(error)? as u64;
+        }
+        for (reason, n) in [("max_age", dropped.max_age), ("max_rows", dropped.max_rows)] {
+            if n > 0 {
+                tx.execute(
+                    "INSERT INTO outbox_dropped (backend, reason, count) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (backend, reason) DO UPDATE SET count = count + excluded.count",
+                    params![backend, reason, n as i64],
+                )
+                .map_err(error)?;
+            }
         }
         Ok(dropped)
     }
@@ -289,11 +392,11 @@ impl Outbox {
         tx.commit().map_err(error)
     }
 
-    /// Undelivered rows and the timestamp of the oldest.
+    /// Undelivered rows and when the one waiting longest entered the outbox.
     pub fn depth(&self) -> Result<(u64, Option<DateTime<Utc>>), BackendError> {
         self.conn
             .query_row(
-                "SELECT count(*), min(ts_ms) FROM outbox WHERE backend = ?1",
+                "SELECT count(*), min(queued_ms) FROM outbox WHERE backend = ?1",
                 [self.backend],
                 |r| {
                     let n: i64 = r.get(0)?;
@@ -302,6 +405,27 @@ impl Outbox {
                 },
             )
             .map_err(error)
+    }
+
+    /// Rows this backend's bounds have dropped so far, by bound.
+    pub fn dropped_count(&self) -> Result<Dropped, BackendError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT reason, count FROM outbox_dropped WHERE backend = ?1")
+            .map_err(error)?;
+        let rows = stmt
+            .query_map([self.backend], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(error)?;
+        let mut dropped = Dropped::default();
+        for row in rows {
+            let (reason, n) = row.map_err(error)?;
+            match reason.as_str() {
+                "max_age" => dropped.max_age = n as u64,
+                "max_rows" => dropped.max_rows = n as u64,
+                _ => {}
+            }
+        }
+        Ok(dropped)
     }
 }
 
@@ -377,6 +501,92 @@ mod tests {
     }
 
     #[test]
+    fn max_age_counts_from_queueing_not_from_the_readings_own_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let bounds = OutboxConfig {
+            max_age: Duration::from_secs(3600),
+            max_rows: 100,
+        };
+        let mut outbox = Outbox::open(&dir.path().join("o.db"), "mqtt", bounds).unwrap();
+        let now = Utc::now();
+        // A meter with an unset clock, or history replayed: stamped ten years ago.
+        let decade_ago = now - TimeDelta::days(3653);
+        let dropped = outbox.append_at(&[reading(0, decade_ago)], now).unwrap();
+        assert_eq!(dropped, Dropped::default(), "an old stamp is no reason to drop");
+        let rows = outbox.pending(0, 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].timestamp.timestamp_millis(), decade_ago.timestamp_millis());
+
+        // Half an hour later it is still there; past max_age (counted from when it
+        // was queued) it goes, counted in the file, while a fresh one stays.
+        let later = now + TimeDelta::minutes(30);
+        assert_eq!(outbox.append_at(&[reading(1, later)], later).unwrap().total(), 0);
+        let past = now + TimeDelta::minutes(61);
+        let dropped = outbox.append_at(&[reading(2, decade_ago)], past).unwrap();
+        assert_eq!(
+            dropped,
+            Dropped {
+                max_age: 1,
+                max_rows: 0
+            }
+        );
+        let left: Vec<f64> = outbox
+            .pending(0, 10)
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.value.as_f64())
+            .collect();
+        assert_eq!(left, vec![1.0, 2.0]);
+        assert_eq!(
+            outbox.dropped_count().unwrap(),
+            Dropped {
+                max_age: 1,
+                max_rows: 0
+            }
+        );
+        // The oldest waiting reading is the one queued at `later`, whatever its stamp.
+        assert_eq!(
+            outbox.depth().unwrap(),
+            (2, DateTime::<Utc>::from_timestamp_millis(later.timestamp_millis()))
+        );
+    }
+
+    #[test]
+    fn an_outbox_from_before_queued_ms_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let old = Utc::now() - TimeDelta::days(30);
+        {
+            // The schema as released before `queued_ms`, with one waiting row.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE outbox (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT, backend TEXT NOT NULL,
+                    device TEXT NOT NULL, device_type TEXT NOT NULL, metric TEXT NOT NULL,
+                    number REAL, text TEXT, unit TEXT NOT NULL, kind TEXT NOT NULL,
+                    ts_ms INTEGER NOT NULL);",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO outbox (backend, device, device_type, metric, number, unit, kind, ts_ms)
+                 VALUES ('uplink', 'm', 'dsmr', 'power_delivered', 7.0, 'W', 'gauge', ?1)",
+                [old.timestamp_millis()],
+            )
+            .unwrap();
+        }
+        let mut outbox = Outbox::open(&path, "uplink", OutboxConfig::default()).unwrap();
+        // Thirty days old by its stamp, but queued (as far as anyone knows) now.
+        assert_eq!(outbox.append(&[reading(8, Utc::now())]).unwrap().total(), 0);
+        let left: Vec<f64> = outbox
+            .pending(0, 10)
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.value.as_f64())
+            .collect();
+        assert_eq!(left, vec![7.0, 8.0]);
+    }
+
+    #[test]
     fn bounds_drop_the_oldest_and_count_them() {
         let dir = tempfile::tempdir().unwrap();
         let bounds = OutboxConfig {
@@ -384,18 +594,24 @@ mod tests {
             max_rows: 4,
         };
         let mut outbox = Outbox::open(&dir.path().join("o.db"), "mqtt", bounds).unwrap();
-        let old = Utc::now() - TimeDelta::hours(2);
+        let queued = Utc::now() - TimeDelta::hours(2);
         assert_eq!(
-            outbox.append(&[reading(0, old), reading(1, old)]).unwrap(),
-            2,
-            "older than max_age"
+            outbox
+                .append_at(&[reading(0, queued), reading(1, queued)], queued)
+                .unwrap()
+                .total(),
+            0
         );
         let now = Utc::now();
         assert_eq!(
             outbox
                 .append(&(10..16).map(|i| reading(i, now)).collect::<Vec<_>>())
                 .unwrap(),
-            2
+            Dropped {
+                max_age: 2,
+                max_rows: 2
+            },
+            "two waited past max_age, two more past max_rows"
         );
         let left: Vec<f64> = outbox
             .pending(0, 100)

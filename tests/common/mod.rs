@@ -7,6 +7,18 @@ pub mod modbus;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// A fixed instant for a test's fake clock, derived from now so that no test meets
+/// a calendar date: yesterday at 12:00 UTC. Always in the past (code that compares
+/// with the real wall clock, such as retention or outbox ages, sees a recent
+/// time), and a few hours after it stay within one UTC day (CSV day files).
+pub fn noon_yesterday() -> chrono::DateTime<chrono::Utc> {
+    let yesterday = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    yesterday
+        .and_hms_opt(12, 0, 0)
+        .map(|t| t.and_utc())
+        .expect("12:00 exists on every day")
+}
+
 /// A config dir in a tempdir: `config.yaml` plus device files.
 pub struct Setup {
     pub dir: tempfile::TempDir,

@@ -246,14 +246,11 @@ impl Backend for MqttBackend {
 
     async fn write(&mut self, batch: &[Reading]) -> Result<(), BackendError> {
         let batch = batch.to_vec();
-        let dropped = blocking(&self.outbox, move |outbox| outbox.append(&batch)).await?;
-        if dropped > 0 {
-            tracing::warn!(
-                backend = "mqtt",
-                dropped,
-                "outbox full: the oldest undelivered readings were dropped"
-            );
-        }
+        let (dropped, bounds) = blocking(&self.outbox, move |outbox| {
+            outbox.append(&batch).map(|d| (d, outbox.bounds().clone()))
+        })
+        .await?;
+        dropped.log("mqtt", &bounds);
         self.wake.notify_one();
         Ok(())
     }

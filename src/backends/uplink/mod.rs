@@ -303,13 +303,11 @@ impl Backend for UplinkBackend {
 
     async fn write(&mut self, batch: &[Reading]) -> Result<(), BackendError> {
         let readings = batch.to_vec();
-        let dropped = blocking(&self.outbox, move |outbox| outbox.append(&readings)).await?;
-        if dropped > 0 {
-            tracing::warn!(
-                dropped,
-                "uplink: outbox full (outbox.max_rows / max_age): the oldest undelivered readings were dropped"
-            );
-        }
+        let (dropped, bounds) = blocking(&self.outbox, move |outbox| {
+            outbox.append(&readings).map(|d| (d, outbox.bounds().clone()))
+        })
+        .await?;
+        dropped.log("uplink", &bounds);
         let unsent = self.unsent.fetch_add(batch.len(), Ordering::Relaxed) + batch.len();
         // Aggregated windows are complete by the clock, not by count: no early wake.
         if !self.aggregating && unsent >= self.policy.batch_size {
