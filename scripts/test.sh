@@ -25,6 +25,7 @@ need socat socat  # pty pairs for the simulated serial meters (tests/multical.rs
 need influxd influxdb  # a real InfluxDB 1.x for the uplink's line protocol (tests/uplink_influx.rs)
 need systemd-analyze systemd  # verify + security of systemd/mesura.service (tests/systemd.rs)
 need strace strace  # fsyncs of the daemon, per file (tests/reliability_soak.rs)
+need faketime faketime  # the clock-sensitive tests again, ten years ahead (below)
 
 # pymodbus, the independent Modbus peer of tests/modbus.rs (server, base station),
 # in a venv under target/ so nothing system-wide changes. Pinned for repeatable runs.
@@ -49,6 +50,21 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --locked --all-targets "$@" 2>&1 | tee "$log" || status=$?
+
+# The tests that meet the wall clock (outbox ages, retention, token expiry, "last
+# seen", certificates, device clocks) once more with the clock ten years ahead, so a
+# test bound to today's calendar fails today rather than on some future morning.
+# libfaketime moves CLOCK_REALTIME only; tokio's timers keep the real monotonic clock.
+# Only on a whole-suite run (no arguments): a filtered run is someone's quick check.
+if [ "$#" -eq 0 ]; then
+  echo "== the clock-sensitive tests with the clock ten years ahead (faketime +10y) =="
+  FAKETIME_DONT_FAKE_MONOTONIC=1 cargo test --locked \
+    --config "target.'cfg(all())'.runner=['faketime','-f','+10y']" \
+    --lib --test api --test cli --test decode_cli --test dsmr_serial --test dsmr_tcp \
+    --test e2e --test evohome --test grafana --test homewizard --test homewizard_v2 \
+    --test mqtt --test openweathermap --test reliability_clock --test reload --test router \
+    --test uplink_influx --test uplink_json 2>&1 | tee -a "$log" || status=$?
+fi
 # One closing line for the whole suite, whatever target ran last.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
 exit "$status"
