@@ -79,7 +79,7 @@ fn refuses_request(code: ExceptionCode) -> bool {
 fn make_plan(spans: &[Span], refused: &BTreeMap<usize, Refusal>, limits: Limits) -> Vec<Planned> {
     let active: Vec<usize> = (0..spans.len()).filter(|i| !refused.contains_key(i)).collect();
     let wanted: Vec<Span> = active.iter().map(|&i| spans[i]).collect();
-    let avoid: Vec<Span> = refused.keys().map(|&i| spans[i]).collect();
+    let avoid: Vec<Span> = refused.keys().filter_map(|&i| spans.get(i).copied()).collect();
     plan::plan_avoiding(&wanted, &avoid, limits)
         .into_iter()
         .map(|block| Planned {
