@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::{CommonConfig, DeviceTypeConfig};
+use crate::protocols::modbus::plan::Limits;
 use crate::protocols::modbus::point::{DataType, RegisterKind, WordOrder};
 use crate::reading::{Kind, Unit};
 
@@ -42,13 +43,19 @@ pub struct ModbusConfig {
     #[serde(default = "default_timeout", with = "crate::config::duration")]
     pub timeout: Duration,
     /// Unused registers one request may read through to join two points (0 for
-    /// devices that refuse reads touching undefined addresses).
-    #[serde(default = "default_max_gap")]
-    pub max_gap: u16,
+    /// devices that refuse reads touching undefined addresses). Unset: the
+    /// preset's or points file's value, else [`default_max_gap`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_gap: Option<u16>,
     /// Most registers per request (the protocol's limit is 125; some devices
-    /// accept fewer).
-    #[serde(default = "default_max_registers")]
-    pub max_registers: u16,
+    /// accept fewer, Eastron meters 80). Unset: the preset's or points file's
+    /// value, else [`default_max_registers`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_registers: Option<u16>,
+    /// How long a point the device refuses (an exception to a request for that
+    /// point alone) is left out of the poll before it is asked for again.
+    #[serde(default = "default_refused_point_retry", with = "crate::config::duration")]
+    pub refused_point_retry: Duration,
     /// A shipped point map: `sdm630` or `sunspec_inverter`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
@@ -87,6 +94,9 @@ pub fn default_max_gap() -> u16 {
 }
 pub fn default_max_registers() -> u16 {
     125
+}
+pub fn default_refused_point_retry() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// RTU parity.
@@ -167,11 +177,54 @@ fn default_store() -> bool {
     true
 }
 
-/// A point map file: `points:` and nothing else but comments.
+/// A point map file (a preset or a `points_file`): `points:`, and the request
+/// limits of the device it describes.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PointsFile {
+    /// Most registers the device answers in one request, from its manual; the
+    /// device file's `max_registers` wins over it.
+    #[serde(default)]
+    pub max_registers: Option<u16>,
+    /// Unused registers the device lets one request read through; the device
+    /// file's `max_gap` wins over it.
+    #[serde(default)]
+    pub max_gap: Option<u16>,
     pub points: Vec<PointConfig>,
+}
+
+/// The full point map of a device and the request limits its map files set.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PointMap {
+    pub points: Vec<PointConfig>,
+    /// The tightest `max_registers` of the preset and the points file, if any set one.
+    pub max_registers: Option<u16>,
+    /// The tightest `max_gap` of the preset and the points file, if any set one.
+    pub max_gap: Option<u16>,
+}
+
+impl PointMap {
+    fn add(&mut self, file: PointsFile) {
+        let tightest = |a: Option<u16>, b: Option<u16>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.max_registers = tightest(self.max_registers, file.max_registers);
+        self.max_gap = tightest(self.max_gap, file.max_gap);
+        self.points.extend(file.points);
+    }
+
+    /// The planner's limits: the device file's keys, else the map's, else the defaults.
+    pub fn limits(&self, config: &ModbusConfig) -> Limits {
+        Limits {
+            max_gap: config.max_gap.or(self.max_gap).unwrap_or_else(default_max_gap),
+            max_registers: config
+                .max_registers
+                .or(self.max_registers)
+                .unwrap_or_else(default_max_registers),
+            ..Limits::default()
+        }
+    }
 }
 
 /// The shipped presets, embedded so they work whatever the working directory.
@@ -246,8 +299,13 @@ impl DeviceTypeConfig for ModbusConfig {
         if self.timeout < Duration::from_millis(10) || self.timeout > Duration::from_secs(60) {
             return err("timeout", "must be between 10ms and 60s".into());
         }
-        if !(1..=125).contains(&self.max_registers) {
+        if self.max_registers.is_some_and(|n| !(1..=125).contains(&n)) {
             return err("max_registers", "must be 1 to 125".into());
+        }
+        if self.refused_point_retry < Duration::from_secs(1)
+            || self.refused_point_retry > Duration::from_secs(7 * 86_400)
+        {
+            return err("refused_point_retry", "must be between 1s and 7d".into());
         }
         if let Some(preset) = &self.preset {
             if preset_text(preset).is_none() {
@@ -351,13 +409,18 @@ pub enum MapError {
 /// The full point map: preset, then `points_file`, then inline points. `dir` is
 /// the device file's directory, for a relative `points_file`.
 pub fn load_points(config: &ModbusConfig, dir: &Path) -> Result<Vec<PointConfig>, MapError> {
-    let mut points = Vec::new();
+    load_map(config, dir).map(|m| m.points)
+}
+
+/// The full point map with the request limits its files set.
+pub fn load_map(config: &ModbusConfig, dir: &Path) -> Result<PointMap, MapError> {
+    let mut map = PointMap::default();
     if let Some(name) = &config.preset {
         let text = preset_text(name).ok_or_else(|| MapError::Invalid {
             origin: format!("preset `{name}`"),
             message: "no such preset".into(),
         })?;
-        points.extend(parse_points(text, &format!("preset `{name}`"))?);
+        map.add(parse_map(text, &format!("preset `{name}`"))?);
     }
     if let Some(file) = &config.points_file {
         let path = if file.is_absolute() {
@@ -369,28 +432,40 @@ pub fn load_points(config: &ModbusConfig, dir: &Path) -> Result<Vec<PointConfig>
             origin: path.display().to_string(),
             message: e.to_string(),
         })?;
-        points.extend(parse_points(&text, &path.display().to_string())?);
+        map.add(parse_map(&text, &path.display().to_string())?);
     }
-    points.extend(config.points.iter().cloned());
-    validate_points(&points).map_err(|message| MapError::Invalid {
+    map.points.extend(config.points.iter().cloned());
+    validate_points(&map.points).map_err(|message| MapError::Invalid {
         origin: "point map".into(),
         message,
     })?;
-    Ok(points)
+    Ok(map)
 }
 
 /// Parses a point map file's text.
 pub fn parse_points(text: &str, origin: &str) -> Result<Vec<PointConfig>, MapError> {
+    parse_map(text, origin).map(|f| f.points)
+}
+
+/// Parses a point map file's text, limits included.
+pub fn parse_map(text: &str, origin: &str) -> Result<PointsFile, MapError> {
     let file: PointsFile = serde_yaml_ng::from_str(text).map_err(|e| MapError::Invalid {
         origin: origin.to_owned(),
         message: e.to_string(),
     })?;
-    Ok(file.points)
+    if file.max_registers.is_some_and(|n| !(1..=125).contains(&n)) {
+        return Err(MapError::Invalid {
+            origin: origin.to_owned(),
+            message: "`max_registers` must be 1 to 125".into(),
+        });
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocols::modbus::plan::Span;
 
     #[test]
     fn every_preset_parses_and_validates() {
@@ -398,6 +473,72 @@ mod tests {
             let points = parse_points(text, name).unwrap_or_else(|e| panic!("{e}"));
             assert!(points.len() >= 10, "{name}: {} points", points.len());
             validate_points(&points).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
+    fn presets_carry_their_request_limits_and_the_device_file_wins() {
+        let mut config: ModbusConfig =
+            serde_yaml_ng::from_str("host: meter\npreset: sdm630\n").unwrap_or_else(|e| panic!("{e}"));
+        let map = load_map(&config, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+        let limits = map.limits(&config);
+        assert_eq!((limits.max_registers, limits.max_gap), (80, 0));
+        config.max_registers = Some(40);
+        config.max_gap = Some(4);
+        let limits = map.limits(&config);
+        assert_eq!((limits.max_registers, limits.max_gap), (40, 4));
+        config.preset = None;
+        config.points = parse_points("points: [{name: a, address: 0}]", "inline").unwrap_or_default();
+        let (none, unset) = (
+            PointMap::default(),
+            ModbusConfig {
+                max_registers: None,
+                max_gap: None,
+                ..config
+            },
+        );
+        let limits = none.limits(&unset);
+        assert_eq!(
+            (limits.max_registers, limits.max_gap),
+            (default_max_registers(), default_max_gap())
+        );
+        let e = parse_map("max_registers: 126\npoints: []\n", "maps/x.yaml").expect_err("126 registers");
+        assert!(
+            e.to_string().contains("maps/x.yaml") && e.to_string().contains("max_registers"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_preset_sets_a_limit_and_reads_only_its_points_registers() {
+        for (name, text) in PRESETS {
+            let map = parse_map(text, name).unwrap_or_else(|e| panic!("{e}"));
+            let max = map.max_registers.unwrap_or_else(|| panic!("{name}: no max_registers"));
+            let limits = Limits {
+                max_registers: max,
+                max_gap: map.max_gap.unwrap_or_else(default_max_gap),
+                ..Limits::default()
+            };
+            let spans: Vec<Span> = map
+                .points
+                .iter()
+                .map(|p| Span {
+                    register: p.register,
+                    address: p.address,
+                    count: p.data_type.span(p.length.unwrap_or(1)),
+                })
+                .collect();
+            for block in crate::protocols::modbus::plan::plan(&spans, limits) {
+                assert!(block.count <= max, "{name}: {block:?}");
+                for a in u32::from(block.address)..block.end() {
+                    assert!(
+                        spans
+                            .iter()
+                            .any(|s| s.register == block.register && u32::from(s.address) <= a && a < s.end()),
+                        "{name}: {block:?} reads register {a:#06X}, which is no point of the preset"
+                    );
+                }
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 //! from its model chain. See docs/devices/modbus.md.
 
 pub mod config;
+mod poll;
 mod sunspec;
 pub mod transport;
 
@@ -14,10 +15,11 @@ use async_trait::async_trait;
 
 pub use self::config::ModbusConfig;
 use self::config::PointConfig;
+use self::poll::PollState;
 use self::sunspec::{Discovery, DiscoveryError};
 use self::transport::{ReadError, Transport};
 use super::{intern, Monitor, MonitorContext, MonitorError};
-use crate::protocols::modbus::plan::{self, Block, Image, Limits, Span};
+use crate::protocols::modbus::plan::{Block, Image, Span};
 use crate::protocols::modbus::point::{self as codec, Decoded, WordOrder};
 use crate::protocols::modbus::sunspec as spec;
 use crate::reading::{MetricName, MetricSpec, Reading, Value};
@@ -35,7 +37,7 @@ pub struct ModbusMonitor {
     ctx: MonitorContext,
     transport: Transport,
     points: Vec<Point>,
-    blocks: Vec<Block>,
+    poll: PollState,
     metrics: Vec<MetricSpec>,
     sunspec: bool,
     sunspec_address: Option<u16>,
@@ -50,7 +52,9 @@ pub fn all_metrics() -> Vec<MetricSpec> {
 impl ModbusMonitor {
     /// Builds the monitor; `device_dir` is where a relative `points_file` is found.
     pub fn new(config: &ModbusConfig, device_dir: &std::path::Path, ctx: MonitorContext) -> Result<Self, MonitorError> {
-        let map = config::load_points(config, device_dir).map_err(|e| MonitorError::Config(e.to_string()))?;
+        let map = config::load_map(config, device_dir).map_err(|e| MonitorError::Config(e.to_string()))?;
+        let limits = map.limits(config);
+        let map = map.points;
         let points: Vec<Point> = map
             .iter()
             .map(|p| Point {
@@ -67,13 +71,6 @@ impl ModbusMonitor {
                 config: p.clone(),
             })
             .collect();
-        let limits = Limits {
-            max_gap: config.max_gap,
-            max_registers: config.max_registers,
-            ..Limits::default()
-        };
-        let spans: Vec<Span> = points.iter().map(|p| p.span).collect();
-        let blocks = plan::plan(&spans, limits);
         let mut metrics: Vec<MetricSpec> = points
             .iter()
             .filter(|p| p.config.store)
@@ -95,12 +92,12 @@ impl ModbusMonitor {
             metrics.extend(sunspec::metrics());
         }
         let transport = Transport::new(config);
-        tracing::debug!(device = %ctx.id, link = %transport.describe(), points = points.len(), requests = blocks.len(), "Modbus point map planned");
+        tracing::debug!(device = %ctx.id, link = %transport.describe(), points = points.len(), max_registers = limits.max_registers, max_gap = limits.max_gap, "Modbus point map loaded");
         Ok(ModbusMonitor {
             ctx,
             transport,
             points,
-            blocks,
+            poll: PollState::new(limits, config.refused_point_retry),
             metrics,
             sunspec: config.sunspec,
             sunspec_address: config.sunspec_address,
@@ -108,11 +105,10 @@ impl ModbusMonitor {
         })
     }
 
-    fn error(&self, e: ReadError, block: &Block) -> MonitorError {
+    fn sunspec_error(&self, e: ReadError, block: &Block) -> MonitorError {
         let what = format!(
-            "{} {} register(s) {}..{}",
+            "{} SunSpec inverter model (holding 0x{:04X}-0x{:04X})",
             self.transport.describe(),
-            block.register.as_str(),
             block.address,
             block.end().saturating_sub(1)
         );
@@ -128,11 +124,7 @@ impl ModbusMonitor {
         if self.points.is_empty() {
             return Ok(());
         }
-        let mut image = Image::default();
-        for block in self.blocks.clone() {
-            let words = self.transport.read(block).await.map_err(|e| self.error(e, &block))?;
-            image.insert(block.register, block.address, &words);
-        }
+        let image = self.read_image().await?;
         let raw: Vec<Option<Decoded>> = self
             .points
             .iter()
@@ -224,7 +216,7 @@ impl ModbusMonitor {
                 if matches!(e, ReadError::Exception(_)) {
                     self.discovery = None;
                 }
-                return Err(self.error(e, &block));
+                return Err(self.sunspec_error(e, &block));
             }
         };
         let now = self.ctx.clock.now();
@@ -280,5 +272,9 @@ impl Monitor for ModbusMonitor {
 
     fn metrics(&self) -> &[MetricSpec] {
         &self.metrics
+    }
+
+    fn protocol_errors(&self) -> Vec<(&'static str, u64)> {
+        self.poll.counters()
     }
 }

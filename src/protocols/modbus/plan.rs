@@ -63,6 +63,13 @@ impl Limits {
 /// own is split (the caller reassembles it from consecutive blocks), so
 /// every span is covered whatever the limits.
 pub fn plan(spans: &[Span], limits: Limits) -> Vec<Block> {
+    plan_avoiding(spans, &[], limits)
+}
+
+/// Like [`plan`], but no block reads through a hole that touches an `avoid` span:
+/// registers the device refused must not be asked for again as part of a
+/// neighbour's request.
+pub fn plan_avoiding(spans: &[Span], avoid: &[Span], limits: Limits) -> Vec<Block> {
     let mut sorted: Vec<Span> = spans.iter().copied().filter(|s| s.count > 0).collect();
     sorted.sort_by_key(|s| (s.register, s.address, s.count));
     let mut blocks: Vec<Block> = Vec::new();
@@ -71,7 +78,10 @@ pub fn plan(spans: &[Span], limits: Limits) -> Vec<Block> {
         if let Some(last) = blocks.last_mut() {
             let (last_start, last_end) = (u32::from(last.address), last.end());
             let same_table = last.register == span.register;
-            let gap_ok = u32::from(span.address) <= last_end + u32::from(limits.max_gap);
+            let gap_ok = u32::from(span.address) <= last_end + u32::from(limits.max_gap)
+                && !avoid
+                    .iter()
+                    .any(|a| a.register == span.register && overlaps(a, last_end, u32::from(span.address)));
             let new_end = last_end.max(span.end());
             if same_table && gap_ok && new_end - last_start <= max {
                 // At most `max` (≤ 2000) registers: fits a u16.
@@ -88,6 +98,11 @@ pub fn plan(spans: &[Span], limits: Limits) -> Vec<Block> {
         push_split(&mut blocks, span.register, u32::from(span.address), span.end(), max);
     }
     blocks
+}
+
+/// Whether `span` shares a register with the hole `start..end`.
+fn overlaps(span: &Span, start: u32, end: u32) -> bool {
+    u32::from(span.address) < end && span.end() > start
 }
 
 fn push_split(blocks: &mut Vec<Block>, register: RegisterKind, mut start: u32, end: u32, max: u32) {
@@ -221,6 +236,22 @@ mod tests {
         assert_eq!(
             plan(&[s(Input, 0, 4), s(Input, 2, 4)], limits),
             [s(Input, 0, 4), s(Input, 4, 2)]
+        );
+    }
+
+    #[test]
+    fn avoided_registers_are_never_read_through() {
+        let spans = [s(Input, 0, 2), s(Input, 4, 2), s(Input, 8, 2)];
+        assert_eq!(plan(&spans, Limits::default()), [s(Input, 0, 10)]);
+        // A refused point at 6..8 splits the block there, and only there.
+        assert_eq!(
+            plan_avoiding(&spans, &[s(Input, 6, 2)], Limits::default()),
+            [s(Input, 0, 6), s(Input, 8, 2)]
+        );
+        // Another table's refused registers do not matter.
+        assert_eq!(
+            plan_avoiding(&spans, &[s(Holding, 6, 2)], Limits::default()),
+            [s(Input, 0, 10)]
         );
     }
 
