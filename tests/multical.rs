@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,13 @@ enum Behaviour {
     BadCrc,
     /// Odd-numbered requests get a bad CRC, the retries a good answer.
     BadCrcThenAnswer,
+    /// The first request is answered with its last register swapped for another
+    /// (volume), as if answering some other question; the rest are answered.
+    OtherRegisterOnce,
+    /// The first answer comes one request late, and so does the next: the answer
+    /// to the first request arrives during its retry, the answer to the retry
+    /// during the following request. Then the meter is on time again.
+    LateAnswers,
 }
 
 /// A MULTICAL 403 as the fixtures show it (energy in MWh, temperature difference
@@ -127,6 +134,8 @@ impl Meter {
         let (stop_flag, seen) = (stop.clone(), requests.clone());
         let thread = std::thread::spawn(move || {
             let mut pending = Vec::new();
+            // An answer the meter owes, sent with the reply to the next request.
+            let mut late: Option<Vec<u8>> = None;
             let mut buf = [0u8; 256];
             while !stop_flag.load(Ordering::Relaxed) {
                 match port.read(&mut buf) {
@@ -151,6 +160,34 @@ impl Meter {
                         .collect();
                     let reply = match behaviour {
                         Behaviour::Answer => kmp::encode_register_response(&values),
+                        Behaviour::OtherRegisterOnce if count == 1 => {
+                            let mut swapped = values.clone();
+                            if let Some(last) = swapped.last_mut() {
+                                *last = table
+                                    .iter()
+                                    .find(|v| v.register() == reg::VOLUME)
+                                    .copied()
+                                    .expect("volume");
+                            }
+                            assert!(
+                                !registers.contains(&reg::VOLUME),
+                                "the swap must bring a register not asked for"
+                            );
+                            kmp::encode_register_response(&swapped)
+                        }
+                        Behaviour::OtherRegisterOnce => kmp::encode_register_response(&values),
+                        Behaviour::LateAnswers if count <= 2 => {
+                            let owed = late.replace(kmp::encode_register_response(&values));
+                            match owed {
+                                Some(owed) => owed,
+                                None => continue,
+                            }
+                        }
+                        Behaviour::LateAnswers => {
+                            let mut reply = late.take().unwrap_or_default();
+                            reply.extend(kmp::encode_register_response(&values));
+                            reply
+                        }
                         Behaviour::BadCrcThenAnswer if count % 2 == 0 => kmp::encode_register_response(&values),
                         Behaviour::BadCrc | Behaviour::BadCrcThenAnswer => with_bad_crc(&values),
                         Behaviour::Garbage => b"this is not KMP at all\r".to_vec(),
@@ -184,6 +221,55 @@ impl Drop for Meter {
             }
         }
     }
+}
+
+/// What the daemons of this test binary log at WARN and above. One global
+/// subscriber, installed by the first test that asks: the daemon's tasks run on
+/// worker threads, out of reach of a thread-local one. Tests run side by side,
+/// so each looks for lines only its own scenario can produce.
+fn warnings() -> Arc<Mutex<Vec<u8>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || LogSink(sink.clone()))
+            .try_init()
+            .expect("no other subscriber in this test binary");
+        log
+    })
+    .clone()
+}
+
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logged() -> String {
+    String::from_utf8_lossy(&warnings().lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+}
+
+/// Every stored row of `heat`, oldest first: `columns` as stored, `None` for a hole.
+fn stored_rows(setup: &Setup, columns: &[&str]) -> Vec<Vec<Option<f64>>> {
+    let conn = rusqlite::Connection::open(setup.db_path()).expect("db");
+    let sql = format!("SELECT {} FROM heat ORDER BY ts", columns.join(", "));
+    let mut query = conn.prepare(&sql).expect("query");
+    let rows = query
+        .query_map([], |r| (0..columns.len()).map(|i| r.get::<_, Option<f64>>(i)).collect())
+        .expect("rows")
+        .collect::<Result<Vec<Vec<Option<f64>>>, _>>()
+        .expect("values");
+    rows
 }
 
 async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
@@ -357,6 +443,15 @@ async fn one_bad_answer_is_retried_within_the_poll() {
         (2 * polls..=2 * polls + 2).contains(&sent),
         "{sent} requests, {polls} polls"
     );
+    // Saved by the retry, but not unseen: each bad CRC is counted for /metrics
+    // (mesura_protocol_errors_total{kind="crc"}), one a poll.
+    let crc = heat.protocol_errors.get("crc").copied().unwrap_or(0);
+    assert!(
+        (heat.polls_ok..=heat.polls_ok + 1).contains(&crc),
+        "{crc} bad CRCs counted for {} polls: {:?}",
+        heat.polls_ok,
+        heat.protocol_errors
+    );
     let conn = rusqlite::Connection::open(setup.db_path()).expect("db");
     let (energy, temp): (f64, f64) = conn
         .query_row(
@@ -375,10 +470,23 @@ async fn registers_the_meter_lacks_are_left_out() {
         .into_iter()
         .filter(|v| v.register() != reg::HOUR_COUNTER)
         .collect();
+    warnings();
     let _meter = Meter::start(&pty.meter_end, Behaviour::Answer, without_hours);
     let daemon = start(&setup).await;
     wait_for("a good poll", || heat(&daemon).polls_ok >= 1).await;
+    let status = daemon.status().clone();
     daemon.shutdown().await;
+    // Left out is not answered wrongly: said as such, and no mismatch counted.
+    assert_eq!(
+        status.devices()["heat"].protocol_errors.get("register_mismatch"),
+        Some(&0)
+    );
+    let log = logged();
+    assert!(
+        log.contains("answers without these registers, so it does not have them")
+            && log.contains("registers=hour_counter"),
+        "{log}"
+    );
     let conn = rusqlite::Connection::open(setup.db_path()).expect("db");
     let energy: f64 = conn
         .query_row("SELECT heat_energy FROM heat", [], |r| r.get(0))
@@ -392,4 +500,96 @@ async fn registers_the_meter_lacks_are_left_out() {
         )
         .expect("count");
     assert_eq!(hour_columns, 0, "no value is made up for a register the meter lacks");
+}
+
+/// The values of [`table`] as stored, in the order of [`ALL_REGISTERS`].
+const STORED: [f64; 9] = [55_006.0, 1875.56, 12_300.0, 245.0, 53.65, 45.79, 7.86, 12_345.0, 0.0];
+const COLUMNS: [&str; 9] = [
+    "heat_energy",
+    "volume",
+    "power",
+    "flow",
+    "temp_flow",
+    "temp_return",
+    "temp_diff",
+    "hour_counter",
+    "info_code",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_a_register_not_asked_for_is_turned_down_and_retried() {
+    warnings();
+    // Polls 3 s apart: SQLite keys rows by the second, and two polls in one
+    // second would fill each other's holes and hide them.
+    let (setup, pty) = setup("timeout: 1s\npoll_interval: 3s\nregisters: [energy, hour_counter]\n");
+    let meter = Meter::start(&pty.meter_end, Behaviour::OtherRegisterOnce, table());
+    let daemon = start(&setup).await;
+    wait_for("two good polls", || heat(&daemon).polls_ok >= 2).await;
+    let status = daemon.status().clone();
+    daemon.shutdown().await;
+    let rows = stored_rows(&setup, &["heat_energy", "hour_counter"]);
+    assert!(rows.len() >= 2, "{rows:?}");
+    for row in &rows {
+        assert_eq!(row, &[Some(55_006.0), Some(12_345.0)], "a row with a hole: {rows:?}");
+    }
+    let heat = &status.devices()["heat"];
+    assert_eq!(heat.polls_failed, 0, "the retry saved the poll: {:?}", heat.last_error);
+    assert_eq!(
+        heat.protocol_errors.get("register_mismatch"),
+        Some(&1),
+        "{:?}",
+        heat.protocol_errors
+    );
+    let polls = heat.polls_ok as usize;
+    let sent = meter.requests().len();
+    assert!(
+        (polls + 1..=polls + 2).contains(&sent),
+        "{sent} requests for {polls} polls: one retry, for the wrong answer"
+    );
+
+    let log = logged();
+    assert!(
+        log.contains("not asked for")
+            && log.contains("requested=0x003c energy, 0x03ec hour_counter returned=0x003c energy, 0x0044 volume"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_answer_is_never_taken_for_the_next_request() {
+    warnings();
+    // Nine registers: two requests a poll (8 + info_code), so the answer owed to
+    // the first request's retry arrives while info_code is being asked for.
+    let (setup, pty) = setup(&format!("timeout: 1s\npoll_interval: 3s\n{ALL_REGISTERS}"));
+    let meter = Meter::start(&pty.meter_end, Behaviour::LateAnswers, table());
+    let daemon = start(&setup).await;
+    wait_for("two good polls", || heat(&daemon).polls_ok >= 2).await;
+    let status = daemon.status().clone();
+    daemon.shutdown().await;
+    let rows = stored_rows(&setup, &COLUMNS);
+    assert!(rows.len() >= 2, "{rows:?}");
+    for row in &rows {
+        let want: Vec<Option<f64>> = STORED.iter().copied().map(Some).collect();
+        assert_eq!(row, &want, "a row with a hole or another register's value: {rows:?}");
+    }
+    let heat = &status.devices()["heat"];
+    assert_eq!(heat.polls_failed, 0, "{:?}", heat.last_error);
+    assert_eq!(
+        heat.protocol_errors.get("register_mismatch"),
+        Some(&1),
+        "{:?}",
+        heat.protocol_errors
+    );
+    let polls = heat.polls_ok as usize;
+    let sent = meter.requests().len();
+    assert!(
+        (2 * polls + 1..=2 * polls + 3).contains(&sent),
+        "{sent} requests for {polls} polls: one retry, for the silent first request"
+    );
+
+    let log = logged();
+    assert!(
+        log.contains("requested=0x0063 info_code returned=0x003c energy, 0x0044 volume, 0x0050 power"),
+        "{log}"
+    );
 }

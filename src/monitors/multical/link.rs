@@ -1,13 +1,13 @@
 //! One KMP request/response exchange on a byte stream (the optical head's serial
 //! port in the daemon, an in-memory pipe in the tests): send the request, then
-//! read until a frame from the meter decodes or the timeout passes.
+//! read until a frame from the meter answers it or the timeout passes.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::protocols::kmp::{self, RegisterValue, Response};
+use crate::protocols::kmp::{self, KmpError, RegisterValue, Response};
 
 /// Why one attempt did not end with an answer.
 #[derive(Debug)]
@@ -20,15 +20,59 @@ pub enum AttemptError {
     Invalid(String),
 }
 
+/// A frame that came back during an attempt but is not its answer. Each one is
+/// counted in /metrics by [`Rejected::kind`], even when the attempt ends well.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rejected {
+    /// The CRC does not match: a bit lost on the optical path.
+    BadCrc(String),
+    /// A well-formed answer with registers that were not asked for: it answers
+    /// another request, most often a late answer to an earlier one.
+    OtherRequest { requested: Vec<u16>, returned: Vec<u16> },
+    /// Anything else: garbage, bad stuffing, a truncated frame, another address
+    /// or command.
+    Invalid(String),
+}
+
+impl Rejected {
+    /// The `kind` label of `mesura_protocol_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rejected::BadCrc(_) => "crc",
+            Rejected::OtherRequest { .. } => "register_mismatch",
+            Rejected::Invalid(_) => "invalid_frame",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Rejected::BadCrc(m) | Rejected::Invalid(m) => m.clone(),
+            Rejected::OtherRequest { requested, returned } => KmpError::UnrequestedRegisters {
+                requested: requested.clone(),
+                returned: returned.clone(),
+            }
+            .to_string(),
+        }
+    }
+}
+
 /// A meter's answer to 8 registers is under 100 bytes; this much without a valid
 /// frame is a babbling line, not a slow meter.
 const MAX_ANSWER: usize = 2048;
 
-/// Sends `request` and waits up to `timeout` (from the start of the write) for the
-/// meter's GetRegister answer. A frame that fails to decode does not end the
-/// attempt at once: the rest of an earlier, late answer may come first, so it
-/// listens on until the timeout and only then reports the last bad frame.
-pub async fn exchange<S>(io: &mut S, request: &[u8], timeout: Duration) -> Result<Vec<RegisterValue>, AttemptError>
+/// Sends `request` (the frame asking for the registers `asked`) and waits up to
+/// `timeout` (from the start of the write) for the meter's answer to it. A frame
+/// that is not that answer does not end the attempt at once: a late answer to an
+/// earlier request may come first and the right one right after, so it listens
+/// on until the timeout and only then reports the last bad frame. Every frame
+/// turned down is pushed to `rejected`.
+pub async fn exchange<S>(
+    io: &mut S,
+    request: &[u8],
+    asked: &[u16],
+    timeout: Duration,
+    rejected: &mut Vec<Rejected>,
+) -> Result<Vec<RegisterValue>, AttemptError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -76,10 +120,13 @@ where
         };
         pending.extend_from_slice(&chunk[..n]);
         while let Some(frame) = next_frame(&mut pending) {
-            match interpret(&frame, request) {
+            match interpret(&frame, request, asked) {
                 None => {}
                 Some(Ok(values)) => return Ok(values),
-                Some(Err(message)) => last_invalid = Some(message),
+                Some(Err(why)) => {
+                    last_invalid = Some(why.message());
+                    rejected.push(why);
+                }
             }
         }
         if pending.len() > MAX_ANSWER {
@@ -87,6 +134,39 @@ where
                 "{} bytes without a stop byte: not a KMP meter",
                 pending.len()
             )));
+        }
+    }
+}
+
+/// Reads and throws away whatever the line holds until it has been quiet for
+/// `quiet`, or for at most `cap` (a line that never falls quiet is left to the
+/// exchange's own checks). Returns how many bytes were thrown away.
+///
+/// Run before every request: the answer to an attempt that timed out may still
+/// be on its way, and read as the next request's answer it would put one
+/// request's values in another's place.
+pub async fn drain<S>(io: &mut S, quiet: Duration, cap: Duration) -> std::io::Result<usize>
+where
+    S: AsyncRead + Unpin,
+{
+    let end = Instant::now() + cap;
+    let mut discarded = 0;
+    let mut chunk = [0u8; 256];
+    loop {
+        let until = (Instant::now() + quiet).min(end);
+        match tokio::time::timeout_at(until, io.read(&mut chunk)).await {
+            Err(_) => return Ok(discarded),
+            Ok(Ok(0)) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the port was closed",
+                ))
+            }
+            Ok(Ok(n)) => discarded += n,
+            Ok(Err(e)) => return Err(e),
+        }
+        if Instant::now() >= end {
+            return Ok(discarded);
         }
     }
 }
@@ -100,27 +180,40 @@ pub fn next_frame(pending: &mut Vec<u8>) -> Option<Vec<u8>> {
 }
 
 /// What one stop-terminated chunk means: `None` for our own request echoed back
-/// (some optical heads hear their own transmitter), else the registers or why not.
-pub fn interpret(chunk: &[u8], request: &[u8]) -> Option<Result<Vec<RegisterValue>, String>> {
+/// (some optical heads hear their own transmitter), else the registers of the
+/// answer to `asked`, or why the chunk is not that answer.
+pub fn interpret(chunk: &[u8], request: &[u8], asked: &[u16]) -> Option<Result<Vec<RegisterValue>, Rejected>> {
     if chunk.ends_with(request) {
         return None;
     }
     // Bytes before the start byte are noise (a head powering up sends a stray
     // byte or two); the CRC still guards everything from the start byte on.
     let Some(start) = chunk.iter().position(|&b| b == kmp::START_FROM_METER) else {
-        return Some(Err(format!("garbage instead of a KMP frame ({})", hex_preview(chunk))));
+        return Some(Err(Rejected::Invalid(format!(
+            "garbage instead of a KMP frame ({})",
+            hex_preview(chunk)
+        ))));
     };
     Some(match kmp::decode_response(&chunk[start..]) {
         Ok(Response::Registers {
             address: kmp::ADDRESS_HEAT_METER,
             registers,
-        }) => Ok(registers),
-        Ok(Response::Registers { address, .. }) => Err(format!(
+        }) => match kmp::unanswered_registers(asked, &registers) {
+            Ok(_) => Ok(registers),
+            Err(_) => Err(Rejected::OtherRequest {
+                requested: asked.to_vec(),
+                returned: registers.iter().map(RegisterValue::register).collect(),
+            }),
+        },
+        Ok(Response::Registers { address, .. }) => Err(Rejected::Invalid(format!(
             "answer from address {address:#04x}, not the heat meter ({:#04x})",
             kmp::ADDRESS_HEAT_METER
-        )),
-        Ok(other) => Err(format!("unexpected answer to GetRegister: {other:?}")),
-        Err(e) => Err(format!("{e} ({})", hex_preview(&chunk[start..]))),
+        ))),
+        Ok(other) => Err(Rejected::Invalid(format!(
+            "unexpected answer to GetRegister: {other:?}"
+        ))),
+        Err(e @ KmpError::BadCrc { .. }) => Err(Rejected::BadCrc(format!("{e} ({})", hex_preview(&chunk[start..])))),
+        Err(e) => Err(Rejected::Invalid(format!("{e} ({})", hex_preview(&chunk[start..])))),
     })
 }
 
@@ -139,8 +232,10 @@ mod tests {
     use super::*;
     use crate::protocols::kmp::{encode_get_register_request, encode_register_response, registers, Unit};
 
+    const ASKED: [u16; 1] = [registers::ENERGY];
+
     fn request() -> Vec<u8> {
-        encode_get_register_request(kmp::ADDRESS_HEAT_METER, &[registers::ENERGY]).unwrap()
+        encode_get_register_request(kmp::ADDRESS_HEAT_METER, &ASKED).unwrap()
     }
 
     fn answer() -> Vec<u8> {
@@ -150,6 +245,14 @@ mod tests {
 
     /// Runs one exchange against a peer that answers `reply` to the request.
     async fn run(reply: Vec<u8>, timeout: Duration) -> Result<Vec<RegisterValue>, AttemptError> {
+        run_noting(reply, timeout).await.0
+    }
+
+    /// [`run`], with the frames the exchange turned down.
+    async fn run_noting(
+        reply: Vec<u8>,
+        timeout: Duration,
+    ) -> (Result<Vec<RegisterValue>, AttemptError>, Vec<Rejected>) {
         let (mut ours, mut meter) = tokio::io::duplex(4096);
         let request = request();
         let expected = request.clone();
@@ -161,9 +264,10 @@ mod tests {
             // Keep the pipe open so silence is silence, not EOF.
             tokio::time::sleep(Duration::from_secs(3600)).await;
         });
-        let result = exchange(&mut ours, &request, timeout).await;
+        let mut rejected = Vec::new();
+        let result = exchange(&mut ours, &request, &ASKED, timeout, &mut rejected).await;
         peer.abort();
-        result
+        (result, rejected)
     }
 
     #[tokio::test(start_paused = true)]
@@ -210,7 +314,7 @@ mod tests {
     async fn a_closed_port_is_an_io_error() {
         let (mut ours, meter) = tokio::io::duplex(64);
         drop(meter);
-        let result = exchange(&mut ours, &request(), Duration::from_secs(1)).await;
+        let result = exchange(&mut ours, &request(), &ASKED, Duration::from_secs(1), &mut Vec::new()).await;
         assert!(matches!(result, Err(AttemptError::Io(_))), "{result:?}");
     }
 
@@ -220,9 +324,9 @@ mod tests {
         pending.extend(answer());
         pending.extend_from_slice(&[0x40, 0x3F]);
         let first = next_frame(&mut pending).unwrap();
-        assert!(interpret(&first, &request()).is_none(), "the echo is skipped");
+        assert!(interpret(&first, &request(), &ASKED).is_none(), "the echo is skipped");
         let second = next_frame(&mut pending).unwrap();
-        assert!(matches!(interpret(&second, &request()), Some(Ok(v)) if v.len() == 1));
+        assert!(matches!(interpret(&second, &request(), &ASKED), Some(Ok(v)) if v.len() == 1));
         assert_eq!(next_frame(&mut pending), None);
         assert_eq!(pending, [0x40, 0x3F], "a partial frame waits for more bytes");
     }
@@ -240,7 +344,7 @@ mod tests {
                 pending.push(kmp::STOP);
             }
             while let Some(frame) = next_frame(&mut pending) {
-                if let Some(Ok(values)) = interpret(&frame, &request) {
+                if let Some(Ok(values)) = interpret(&frame, &request, &ASKED) {
                     // Noise passes only as a well-formed answer with a valid CRC.
                     let again = kmp::encode_register_response(&values);
                     assert_eq!(kmp::decode_response(&again).unwrap().registers(), values);
@@ -252,7 +356,7 @@ mod tests {
         let mut pending: Vec<u8> = vec![0xFF; 100];
         pending.extend(&good);
         assert!(matches!(
-            interpret(&next_frame(&mut pending).unwrap(), &request),
+            interpret(&next_frame(&mut pending).unwrap(), &request, &ASKED),
             Some(Ok(_))
         ));
     }
@@ -260,11 +364,118 @@ mod tests {
     #[test]
     fn answers_from_another_address_or_command_are_refused() {
         let other = kmp::encode_register_response_from(0x7F, &[]);
-        assert!(matches!(interpret(&other, &request()), Some(Err(m)) if m.contains("address")));
+        assert!(
+            matches!(interpret(&other, &request(), &ASKED), Some(Err(Rejected::Invalid(m))) if m.contains("address"))
+        );
         let serial = kmp::encode_response(&Response::SerialNo {
             address: kmp::ADDRESS_HEAT_METER,
             serial: 7,
         });
-        assert!(matches!(interpret(&serial, &request()), Some(Err(m)) if m.contains("unexpected")));
+        assert!(
+            matches!(interpret(&serial, &request(), &ASKED), Some(Err(Rejected::Invalid(m))) if m.contains("unexpected"))
+        );
+    }
+
+    fn volume_answer() -> Vec<u8> {
+        let volume = RegisterValue::from_f64(registers::VOLUME, Unit::CubicMetre, 1875.56, 2).unwrap();
+        encode_register_response(&[volume])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_to_another_request_is_turned_down_and_the_right_one_taken() {
+        let mut reply = volume_answer();
+        reply.extend(answer());
+        let (result, rejected) = run_noting(reply, Duration::from_secs(2)).await;
+        let values = result.unwrap();
+        assert_eq!(values[0].register(), registers::ENERGY);
+        assert_eq!(
+            rejected,
+            [Rejected::OtherRequest {
+                requested: vec![registers::ENERGY],
+                returned: vec![registers::VOLUME]
+            }]
+        );
+        assert_eq!(rejected[0].kind(), "register_mismatch");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_an_answer_to_another_request_fails_the_attempt() {
+        let (result, rejected) = run_noting(volume_answer(), Duration::from_secs(2)).await;
+        let err = result.unwrap_err();
+        assert!(
+            matches!(&err, AttemptError::Invalid(m) if m.contains("another request") && m.contains("0x0044")),
+            "{err:?}"
+        );
+        assert_eq!(rejected.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bad_crc_is_noted_even_when_a_good_answer_follows() {
+        let mut bad = answer();
+        let crc_lo = bad.len() - 2;
+        bad[crc_lo] ^= 0x01;
+        let mut reply = bad;
+        reply.extend(answer());
+        let (result, rejected) = run_noting(reply, Duration::from_secs(2)).await;
+        assert!(result.is_ok());
+        assert!(
+            matches!(rejected.as_slice(), [r @ Rejected::BadCrc(_)] if r.kind() == "crc"),
+            "{rejected:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_discards_what_is_pending_and_stops_when_the_line_is_quiet() {
+        let (mut ours, mut meter) = tokio::io::duplex(4096);
+        meter.write_all(&answer()).await.unwrap();
+        let late = tokio::spawn(async move {
+            // The rest of a late answer, still trickling in.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            meter.write_all(&volume_answer()).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        });
+        let quiet = Duration::from_millis(50);
+        let started = Instant::now();
+        let discarded = drain(&mut ours, quiet, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(discarded, answer().len() + volume_answer().len());
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "{:?}",
+            started.elapsed()
+        );
+        // A quiet line costs one quiet period.
+        let started = Instant::now();
+        assert_eq!(drain(&mut ours, quiet, Duration::from_secs(1)).await.unwrap(), 0);
+        assert_eq!(started.elapsed(), quiet);
+        late.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_gives_up_on_a_babbling_line_and_reports_a_closed_one() {
+        let (mut ours, mut meter) = tokio::io::duplex(1 << 16);
+        let babble = tokio::spawn(async move {
+            loop {
+                if meter.write_all(&[0x55]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let started = Instant::now();
+        let discarded = drain(&mut ours, Duration::from_millis(50), Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert!(discarded > 0);
+        assert!(
+            started.elapsed() <= Duration::from_millis(310),
+            "{:?}",
+            started.elapsed()
+        );
+        babble.abort();
+        let _ = babble.await;
+        let err = drain(&mut ours, Duration::from_millis(50), Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio_serial::{DataBits, FlowControl, Parity, SerialPort, SerialPortBuilderExt, SerialStream, StopBits};
+use tokio_serial::{DataBits, FlowControl, Parity, SerialPortBuilderExt, SerialStream, StopBits};
 
-use self::link::AttemptError;
+use self::link::{AttemptError, Rejected};
 use super::{Monitor, MonitorContext, MonitorError};
 use crate::config::{CommonConfig, DeviceTypeConfig};
 use crate::protocols::kmp::{self, CanonicalUnit, Quantity, RegisterValue};
-use crate::reading::{MetricSpec, Reading, Unit};
+use crate::reading::{DeviceId, MetricSpec, Reading, Unit};
 
 /// `type: multical`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -228,6 +228,7 @@ impl Register {
 /// One GetRegister frame and the registers it asks for.
 struct Request {
     registers: Vec<Register>,
+    ids: Vec<u16>,
     frame: Vec<u8>,
 }
 
@@ -243,6 +244,21 @@ pub struct MulticalMonitor {
     port: Option<SerialStream>,
     /// Registers the meter left out of an answer, warned about once each.
     warned_missing: HashSet<Register>,
+    /// Frames turned down since the monitor started, by [`Rejected::kind`]; a
+    /// retry often saves the poll, so only these totals show that it happened.
+    rejected_frames: HashMap<&'static str, u64>,
+}
+
+/// The `kind`s of [`Rejected`], all shown in /metrics from the start.
+const REJECTED_KINDS: [&str; 3] = ["crc", "register_mismatch", "invalid_frame"];
+
+/// How long the line must stay silent before a request is sent (see
+/// [`link::drain`]): a few characters' time, at least long enough for a pty or a
+/// USB head to pass on bytes already on their way.
+fn quiet_before_request(baud_rate: u32) -> Duration {
+    // 11 bits a character (8N2 plus the start bit).
+    let character = Duration::from_micros(11_000_000 / u64::from(baud_rate.max(1)));
+    (character * 4).max(Duration::from_millis(50))
 }
 
 impl MulticalMonitor {
@@ -258,6 +274,7 @@ impl MulticalMonitor {
                 kmp::encode_get_register_request(kmp::ADDRESS_HEAT_METER, &ids)
                     .map(|frame| Request {
                         registers: chunk.to_vec(),
+                        ids,
                         frame,
                     })
                     .map_err(|e| MonitorError::Config(e.to_string()))
@@ -270,6 +287,7 @@ impl MulticalMonitor {
             requests,
             port: None,
             warned_missing: HashSet::new(),
+            rejected_frames: HashMap::new(),
         })
     }
 
@@ -307,11 +325,26 @@ impl MulticalMonitor {
             let (Some(port), Some(request)) = (self.port.as_mut(), self.requests.get(index)) else {
                 return Err(MonitorError::Link("the serial port is not open".into()));
             };
-            // Drop whatever a late answer to an earlier request left behind.
-            if let Err(e) = port.clear(tokio_serial::ClearBuffer::Input) {
-                tracing::debug!(device = %self.ctx.id, error = %e, "could not clear the serial input buffer");
+            let quiet = quiet_before_request(self.config.baud_rate);
+            match link::drain(port, quiet, timeout).await {
+                Ok(0) => {}
+                Ok(bytes) => {
+                    tracing::debug!(device = %self.ctx.id, bytes, "discarded what was on the line before the request (a late answer?)");
+                }
+                Err(e) => {
+                    tracing::debug!(device = %self.ctx.id, attempt, error = %e, "serial port failed before the request");
+                    self.port = None;
+                    errors.push(AttemptError::Io(e));
+                    continue;
+                }
             }
-            match link::exchange(port, &request.frame, timeout).await {
+            let mut rejected = Vec::new();
+            let result = link::exchange(port, &request.frame, &request.ids, timeout, &mut rejected).await;
+            for frame in &rejected {
+                *self.rejected_frames.entry(frame.kind()).or_insert(0) += 1;
+                note_rejected(&self.ctx.id, attempt, frame);
+            }
+            match result {
                 Ok(values) => return Ok(values),
                 Err(e) => {
                     tracing::debug!(device = %self.ctx.id, attempt, error = ?e, "KMP request failed");
@@ -362,10 +395,12 @@ impl MulticalMonitor {
                 names(&missing)
             )));
         }
-        // A meter leaves out registers it does not have: the others are still good.
+        // An answer to another request never gets this far (the link turns it
+        // down), so a register left out is one the meter does not have: the
+        // others are still good.
         let new: Vec<Register> = missing.into_iter().filter(|r| self.warned_missing.insert(*r)).collect();
         if !new.is_empty() {
-            tracing::warn!(device = %self.ctx.id, registers = %names(&new), "the meter does not have these registers; reading the others");
+            tracing::warn!(device = %self.ctx.id, registers = %names(&new), "the meter answers without these registers, so it does not have them; storing the others");
         }
         Ok(readings)
     }
@@ -373,6 +408,39 @@ impl MulticalMonitor {
 
 fn names(registers: &[Register]) -> String {
     registers.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// Logs one frame an attempt turned down. An answer to another request is a
+/// WARN every time: taken, it would have left a hole in the row or put one
+/// register's value in another's place. Line noise stays at DEBUG: it is counted
+/// in /metrics, and the poll's own error tells when the retry did not save it.
+fn note_rejected(device: &DeviceId, attempt: u32, frame: &Rejected) {
+    match frame {
+        Rejected::OtherRequest { requested, returned } => tracing::warn!(
+            device = %device,
+            attempt,
+            requested = %describe_ids(requested),
+            returned = %describe_ids(returned),
+            "discarded an answer with registers that were not asked for (an answer to another request, e.g. a late one)"
+        ),
+        Rejected::BadCrc(message) | Rejected::Invalid(message) => {
+            tracing::debug!(device = %device, attempt, kind = frame.kind(), "discarded a frame: {message}");
+        }
+    }
+}
+
+/// Register ids with their catalogue names, e.g. `0x003c energy, 0x0044 volume`.
+fn describe_ids(ids: &[u16]) -> String {
+    if ids.is_empty() {
+        return "(none)".into();
+    }
+    ids.iter()
+        .map(|&id| match kmp::register_by_id(id) {
+            Some(known) => format!("{id:#06x} {}", known.name),
+            None => format!("{id:#06x}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[async_trait]
@@ -387,6 +455,13 @@ impl Monitor for MulticalMonitor {
 
     fn metrics(&self) -> &[MetricSpec] {
         &self.metrics
+    }
+
+    fn protocol_errors(&self) -> Vec<(&'static str, u64)> {
+        REJECTED_KINDS
+            .iter()
+            .map(|kind| (*kind, self.rejected_frames.get(kind).copied().unwrap_or(0)))
+            .collect()
     }
 }
 

@@ -98,6 +98,21 @@ pub enum KmpError {
         actual: usize,
     },
 
+    /// A GetRegister answer carries a register that was not asked for: it answers
+    /// another request (a late answer to an earlier one, or a confused meter), so
+    /// none of its values may be taken for this request's.
+    #[error(
+        "KMP answer to another request: asked for register(s) {}, the answer carries {}",
+        hex_ids(.requested),
+        hex_ids(.returned)
+    )]
+    UnrequestedRegisters {
+        /// Register ids of the request, in request order.
+        requested: Vec<u16>,
+        /// Register ids of the answer, in answer order.
+        returned: Vec<u16>,
+    },
+
     /// A register record in a GetRegister response is cut short.
     #[error("truncated KMP register record for register 0x{register:04X}: need {needed} bytes, {available} left")]
     RegisterTruncated {
@@ -164,4 +179,12 @@ pub enum KmpError {
     /// NaN or infinity cannot be encoded.
     #[error("cannot encode NaN or infinity as a KMP number")]
     NonFinite,
+}
+
+/// `[0x003C, 0x03EC]` as `0x003c, 0x03ec`; `(none)` for an empty answer.
+pub(crate) fn hex_ids(ids: &[u16]) -> String {
+    if ids.is_empty() {
+        return "(none)".into();
+    }
+    ids.iter().map(|id| format!("{id:#06x}")).collect::<Vec<_>>().join(", ")
 }

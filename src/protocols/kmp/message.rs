@@ -137,6 +137,30 @@ impl Response {
     }
 }
 
+/// Checks a GetRegister answer against the ids it was asked for and returns the
+/// requested ids it left out, in request order.
+///
+/// A meter leaves out a register it does not have (an answer to a single unknown
+/// register carries no record at all), so a missing id is the meter's way of
+/// saying "not here", not an error. A register that was *not* asked for is: the
+/// frame answers some other request, typically a late answer to an earlier one,
+/// and is refused whole. Real meters answer in request order (the MULTICAL 403
+/// captures do), but only the set is checked: an order is not a second question.
+/// A register repeated in the answer is tolerated; the caller keeps the first.
+pub fn unanswered_registers(requested: &[u16], answered: &[RegisterValue]) -> Result<Vec<u16>, KmpError> {
+    if answered.iter().any(|value| !requested.contains(&value.register())) {
+        return Err(KmpError::UnrequestedRegisters {
+            requested: requested.to_vec(),
+            returned: answered.iter().map(RegisterValue::register).collect(),
+        });
+    }
+    Ok(requested
+        .iter()
+        .copied()
+        .filter(|id| !answered.iter().any(|value| value.register() == *id))
+        .collect())
+}
+
 /// Encode a GetRegister request for 1..=8 registers.
 pub fn encode_get_register_request(dest: u8, registers: &[u16]) -> Result<Vec<u8>, KmpError> {
     if registers.is_empty() || registers.len() > MAX_REGISTERS_PER_REQUEST {
@@ -385,5 +409,68 @@ pub fn decode_response(raw: &[u8]) -> Result<Response, KmpError> {
             command,
             data: frame.data,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocols::kmp::registers::{ENERGY, HOUR_COUNTER, INFO_CODE, TEMP_FLOW, VOLUME};
+
+    fn value(id: u16) -> RegisterValue {
+        RegisterValue::from_f64(id, Unit::KWh, 1.0, 0).unwrap()
+    }
+
+    fn answer(ids: &[u16]) -> Vec<RegisterValue> {
+        ids.iter().copied().map(value).collect()
+    }
+
+    #[test]
+    fn an_answer_with_the_requested_registers_passes_in_any_order() {
+        let asked = [ENERGY, VOLUME, HOUR_COUNTER];
+        assert_eq!(unanswered_registers(&asked, &answer(&asked)), Ok(vec![]));
+        assert_eq!(
+            unanswered_registers(&asked, &answer(&[HOUR_COUNTER, ENERGY, VOLUME])),
+            Ok(vec![])
+        );
+        // A repeated register is not another question.
+        assert_eq!(
+            unanswered_registers(&asked, &answer(&[ENERGY, ENERGY, VOLUME, HOUR_COUNTER])),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn registers_the_meter_leaves_out_are_named_in_request_order() {
+        let asked = [ENERGY, VOLUME, HOUR_COUNTER, INFO_CODE];
+        assert_eq!(
+            unanswered_registers(&asked, &answer(&[VOLUME, INFO_CODE])),
+            Ok(vec![ENERGY, HOUR_COUNTER])
+        );
+        // What a meter answers to a single register it does not have.
+        assert_eq!(unanswered_registers(&[ENERGY], &[]), Ok(vec![ENERGY]));
+    }
+
+    #[test]
+    fn a_register_not_asked_for_makes_it_an_answer_to_another_request() {
+        // One id swapped for another: the hole this check exists for.
+        let err = unanswered_registers(&[ENERGY, HOUR_COUNTER], &answer(&[ENERGY, VOLUME])).unwrap_err();
+        assert_eq!(
+            err,
+            KmpError::UnrequestedRegisters {
+                requested: vec![ENERGY, HOUR_COUNTER],
+                returned: vec![ENERGY, VOLUME],
+            }
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("0x003c, 0x03ec") && text.contains("carries 0x003c, 0x0044"),
+            "{text}"
+        );
+        // A late answer to the previous request: nothing in common with this one.
+        let err = unanswered_registers(&[INFO_CODE], &answer(&[ENERGY, TEMP_FLOW])).unwrap_err();
+        assert!(matches!(err, KmpError::UnrequestedRegisters { .. }), "{err}");
+        // Everything asked for, plus one more, is still not this request's answer.
+        assert!(unanswered_registers(&[ENERGY], &answer(&[ENERGY, VOLUME])).is_err());
     }
 }

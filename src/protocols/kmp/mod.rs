@@ -28,7 +28,9 @@
 //! exponent and bits 0–5 the decimal exponent magnitude, and the mantissa is
 //! `length` bytes big-endian unsigned:
 //! `value = (-1)^SI × mantissa × 10^((-1)^SE × exp)`.  Registers the meter does
-//! not know are silently left out of the response (an empty response is valid).
+//! not know are silently left out of the response (an empty response is valid);
+//! a register that was not asked for makes the response an answer to another
+//! request ([`unanswered_registers`]).
 //!
 //! # Module layout
 //!
@@ -50,7 +52,7 @@ pub use self::frame::{crc16, decode_frame, decode_frame_from, encode_frame, stuf
 pub use self::message::{
     decode_register_data, decode_request, decode_response, encode_get_register_request, encode_get_serial_no_request,
     encode_get_type_request, encode_register_data, encode_register_response, encode_register_response_from,
-    encode_request, encode_response, MeterType, Request, Response,
+    encode_request, encode_response, unanswered_registers, MeterType, Request, Response,
 };
 pub use self::registers::{register_by_id, register_by_name, RegisterInfo};
 pub use self::unit::{normalize, CanonicalUnit, Measurement, Quantity, Unit};
