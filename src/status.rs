@@ -31,7 +31,8 @@ pub struct DeviceStatus {
     pub poll_interval: std::time::Duration,
     /// The newest value of every metric, for /api/readings/latest and the page.
     pub latest: BTreeMap<String, Latest>,
-    /// Bad frames the monitor dropped itself (DSMR CRC, framing), by kind.
+    /// Protocol events the monitor counted itself (bad frames dropped, answers to
+    /// another request, points refused), by kind.
     pub protocol_errors: BTreeMap<&'static str, u64>,
 }
 

@@ -103,7 +103,7 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
     f.header(
         "mesura_protocol_errors_total",
         "counter",
-        "Bad frames a device's monitor dropped (DSMR CRC and framing errors), by kind.",
+        "Protocol events a device's monitor counted itself, by kind: frames dropped (DSMR CRC and framing, KMP crc, register_mismatch, invalid_frame), Modbus points refused and request limits lowered.",
     );
     for (id, d) in &devices {
         for (kind, n) in &d.protocol_errors {
