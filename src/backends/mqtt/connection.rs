@@ -192,7 +192,68 @@ pub fn reason(e: &ConnectionError) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log buffer").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn lines(&self, with: &str) -> Vec<String> {
+            let text = String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned();
+            text.lines().filter(|l| l.contains(with)).map(str::to_owned).collect()
+        }
+    }
+
+    /// A broker away for a while: said at INFO at once, with the reason, then once a
+    /// minute with the attempts so far, and the recovery too; never a line per attempt.
+    #[tokio::test(start_paused = true)]
+    async fn connection_failures_are_said_at_info_at_most_once_a_minute() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let mut log = ConnectLog::new("broker.lan", 1883);
+        let refused = ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        // 25 attempts 5 s apart: 120 s of outage.
+        for _ in 0..25 {
+            log.attempt();
+            log.failed(&refused, Duration::from_secs(5));
+            tokio::time::advance(Duration::from_secs(5)).await;
+        }
+        log.attempt();
+        log.connected();
+
+        assert_eq!(captured.lines("connecting to the broker").len(), 1);
+        let failures = captured.lines("cannot connect to the broker");
+        assert_eq!(failures.len(), 3, "at 0 s, 60 s and 120 s: {failures:#?}");
+        assert!(
+            failures
+                .iter()
+                .all(|l| l.contains(" INFO ") && l.contains("broker.lan:1883") && l.contains("is the broker running")),
+            "{failures:#?}"
+        );
+        assert!(failures[1].contains("attempts=13"), "{}", failures[1]);
+        let connected = captured.lines("connected to the broker");
+        assert_eq!(connected.len(), 1);
+        assert!(connected[0].contains("attempts=26"), "{}", connected[0]);
+    }
 
     #[test]
     fn reasons_name_what_to_fix() {
