@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::broker::{Broker, Message, Subscriber};
+use common::broker::{Broker, Message, SlowConnAckProxy, Subscriber};
 use common::{key_and_request, no_env, openssl, sign_certificate, sqlite_rows, Setup};
 use mesura::app::{Daemon, DaemonHandle, Summary};
 use mesura::config::Config;
@@ -478,4 +478,65 @@ async fn a_daemon_restart_while_the_broker_is_down_loses_nothing() {
     })
     .await;
     assert_eq!(outbox_rows(setup.dir.path()), 0);
+}
+
+/// The `<prefix>/status` payloads the subscriber got, in order.
+fn statuses(sub: &Subscriber) -> Vec<String> {
+    sub.snapshot()
+        .into_iter()
+        .filter(|m| m.topic == "meters/status")
+        .map(|m| m.payload)
+        .collect()
+}
+
+/// A broker whose CONNACK comes late (a remote or TLS broker): the connection that is
+/// being made is waited for, not dropped and made again, so readings flow over one
+/// connection and the broker never has a reason to publish the Last Will.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_answers_late_gets_every_reading_over_one_connection() {
+    for delay in [Duration::from_millis(700), Duration::from_secs(2)] {
+        let setup = Setup::new("");
+        let broker = Broker::start(setup.dir.path(), "allow_anonymous true", "");
+        let proxy = SlowConnAckProxy::start(broker.port, delay).await;
+        std::fs::write(setup.config_path(), base(proxy.port, "")).expect("config");
+        setup.device("meter", &sim("electricity", "200ms"));
+        let sub = Subscriber::connect(broker.port, "observer", None, "meters/#").await;
+        let daemon = run(&setup).await;
+        wait("readings through the slow broker", || {
+            state_times(&sub.snapshot()).get("meter").map_or(0, BTreeSet::len) >= 10
+        })
+        .await;
+        assert_eq!(statuses(&sub), ["online"], "CONNACK after {delay:?}: no Last Will");
+        let summary = daemon.stop().await;
+        wait("every reading", || {
+            state_times(&sub.snapshot()).get("meter").map_or(0, |t| t.len() as u64) == summary.polls["meter"]
+        })
+        .await;
+        wait("offline on the clean stop", || statuses(&sub).len() >= 2).await;
+        assert_eq!(statuses(&sub), ["online", "offline"], "CONNACK after {delay:?}");
+        assert_eq!(proxy.connections(), 1, "CONNACK after {delay:?}: connections made");
+        assert_eq!(outbox_rows(setup.dir.path()), 0);
+    }
+}
+
+/// Starts and stops in a row, as a restart loop or config edits do: each life
+/// connects once, says `online` once and `offline` once on its clean stop; the Last
+/// Will of a dropped half-made connection would put an `offline` in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_starts_never_flap_the_status() {
+    const LIVES: usize = 20;
+    let setup = Setup::new("");
+    let broker = Broker::start(setup.dir.path(), "allow_anonymous true", "");
+    std::fs::write(setup.config_path(), base(broker.port, "")).expect("config");
+    setup.device("meter", &sim("electricity", "200ms"));
+    let sub = Subscriber::connect(broker.port, "observer", None, "meters/status").await;
+    let count = |payload: &str| statuses(&sub).iter().filter(|s| *s == payload).count();
+    for life in 1..=LIVES {
+        let daemon = run(&setup).await;
+        wait("online", || count("online") >= life).await;
+        daemon.stop().await;
+        wait("offline on the clean stop", || count("offline") >= life).await;
+    }
+    let expected: Vec<&str> = ["online", "offline"].repeat(LIVES);
+    assert_eq!(statuses(&sub), expected);
 }

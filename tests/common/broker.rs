@@ -156,3 +156,68 @@ impl Drop for Subscriber {
         self.task.abort();
     }
 }
+
+/// A TCP proxy in front of a broker that holds back the broker's first answer on each
+/// connection (its CONNACK) for `delay`, as a remote or TLS broker answers late, and
+/// counts the connections made through it.
+pub struct SlowConnAckProxy {
+    pub port: u16,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SlowConnAckProxy {
+    pub async fn start(broker_port: u16, delay: Duration) -> SlowConnAckProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(relay(client, broker_port, delay));
+            }
+        });
+        SlowConnAckProxy {
+            port,
+            connections,
+            task,
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for SlowConnAckProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn relay(client: tokio::net::TcpStream, broker_port: u16, delay: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(broker) = tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await else {
+        return;
+    };
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_broker, mut to_broker) = broker.into_split();
+    // A client that goes away without DISCONNECT must look the same to the broker
+    // (it then publishes the Last Will), so each side's close is passed on.
+    let upstream = async {
+        let _ = tokio::io::copy(&mut from_client, &mut to_broker).await;
+        let _ = to_broker.shutdown().await;
+    };
+    let downstream = async {
+        let mut first = [0u8; 4096];
+        if let Ok(n @ 1..) = from_broker.read(&mut first).await {
+            tokio::time::sleep(delay).await;
+            if to_client.write_all(&first[..n]).await.is_ok() {
+                let _ = tokio::io::copy(&mut from_broker, &mut to_client).await;
+            }
+        }
+        let _ = to_client.shutdown().await;
+    };
+    tokio::join!(upstream, downstream);
+}

@@ -1,5 +1,6 @@
-//! The MQTT delivery task: owns the connection, sends the outbox oldest first and
-//! deletes rows only when the broker has acknowledged them (PUBACK for QoS 1).
+//! The MQTT delivery task: sends the outbox oldest first over the connection that
+//! `connection.rs` keeps, and deletes rows only when the broker has acknowledged them
+//! (PUBACK for QoS 1).
 //!
 //! rumqttc would retransmit unacknowledged publishes itself after a reconnect, from
 //! memory. We clear that in-memory backlog on every connection error and resend from
@@ -10,11 +11,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, QoS};
+use rumqttc::{AsyncClient, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::connection::{ConnectLog, Driver, Update};
 use super::discovery::{self, Entity};
 use super::{Control, MqttConfig};
 use crate::backends::outbox::{Outbox, OutboxRow};
@@ -70,6 +72,9 @@ pub struct Delivery {
     connected: bool,
     /// Entities announced to Home Assistant by this process, by (device, metric).
     announced: BTreeMap<(String, String), Entity>,
+    /// Discovery topics of removed devices still to be emptied: what is issued while
+    /// disconnected is dropped at the next connection, so these wait for it.
+    retractions: Vec<String>,
 }
 
 impl Delivery {
@@ -92,6 +97,7 @@ impl Delivery {
             sent_up_to: 0,
             connected: false,
             announced: BTreeMap::new(),
+            retractions: Vec::new(),
         }
     }
 
@@ -104,8 +110,12 @@ impl Delivery {
     }
 
     pub async fn run(mut self, stop: CancellationToken) {
-        let (client, mut eventloop) = AsyncClient::new(self.options.clone(), 2 * WINDOW);
+        let (client, eventloop) = AsyncClient::new(self.options.clone(), 2 * WINDOW);
+        let (host, port) = self.options.broker_address();
+        let mut log = ConnectLog::new(&host, port);
+        let mut driver = Driver::spawn(eventloop);
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let mut reconnect_at: Option<Instant> = None;
         let mut ack_tick = tokio::time::interval(Duration::from_millis(500));
         let mut drain_deadline: Option<Instant> = None;
         loop {
@@ -122,24 +132,35 @@ impl Delivery {
                     drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
                     self.pump(&client).await;
                 }
-                event = eventloop.poll() => match event {
-                    Ok(event) => {
-                        if self.on_event(event, &client).await {
+                update = driver.next() => match update {
+                    Some(Update::Connecting) => log.attempt(),
+                    Some(Update::Event(event)) => {
+                        if self.on_event(event, &client, &mut log).await {
                             backoff.reset();
                         }
                     }
-                    Err(e) => {
-                        self.on_disconnect(&e, &mut eventloop).await;
+                    Some(Update::Failed(e)) => {
+                        let wait = backoff.next_delay();
+                        if self.connected {
+                            log.lost(&e);
+                        } else {
+                            log.failed(&e, wait);
+                        }
+                        self.on_disconnect().await;
                         if drain_deadline.is_some() {
                             break;
                         }
-                        let wait = backoff.next_delay();
-                        tokio::select! {
-                            _ = stop.cancelled(), if drain_deadline.is_none() => break,
-                            _ = tokio::time::sleep(wait) => {}
-                        }
+                        reconnect_at = Some(Instant::now() + wait);
+                    }
+                    None => {
+                        tracing::error!(backend = "mqtt", "the MQTT event loop ended; readings wait in the outbox until a restart");
+                        break;
                     }
                 },
+                _ = tokio::time::sleep_until(reconnect_at.unwrap_or_else(Instant::now)), if reconnect_at.is_some() => {
+                    reconnect_at = None;
+                    driver.reconnect();
+                }
                 Some(control) = self.control.recv() => self.on_control(control, &client),
                 _ = self.wake.notified() => self.pump(&client).await,
                 _ = ack_tick.tick() => {
@@ -154,12 +175,16 @@ impl Delivery {
             let _ = client.try_publish(status_topic(&self.config), QoS::AtLeastOnce, true, "offline");
             let _ = client.try_disconnect();
             let until = Instant::now() + Duration::from_secs(2);
-            while let Ok(Ok(event)) = tokio::time::timeout_at(until, eventloop.poll()).await {
-                if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
+            while let Ok(Some(update)) = tokio::time::timeout_at(until, driver.next()).await {
+                if matches!(
+                    update,
+                    Update::Event(Event::Outgoing(Outgoing::Disconnect)) | Update::Failed(_)
+                ) {
                     break;
                 }
             }
         }
+        drop(driver);
         let left = blocking(&self.outbox, |o| o.depth()).await.map(|d| d.0).unwrap_or(0);
         if left > 0 {
             tracing::info!(
@@ -171,15 +196,14 @@ impl Delivery {
     }
 
     /// Returns true when the connection came up.
-    async fn on_event(&mut self, event: Event, client: &AsyncClient) -> bool {
+    async fn on_event(&mut self, event: Event, client: &AsyncClient, log: &mut ConnectLog) -> bool {
         match event {
             Event::Incoming(Incoming::ConnAck(_)) => {
-                if !self.connected {
-                    tracing::info!(backend = "mqtt", host = %self.config.host, "connected to the broker");
-                }
+                log.connected();
                 self.connected = true;
                 self.reset_session();
                 self.issue(client, status_topic(&self.config), true, "online".into(), Vec::new());
+                self.retract(client);
                 if self.config.homeassistant.enabled {
                     let _ = client.try_subscribe(&self.config.homeassistant.birth_topic, QoS::AtLeastOnce);
                     self.announce_all(client);
@@ -220,15 +244,8 @@ impl Delivery {
         false
     }
 
-    async fn on_disconnect(&mut self, e: &ConnectionError, eventloop: &mut EventLoop) {
-        if self.connected {
-            tracing::warn!(backend = "mqtt", error = %e, "broker connection lost; readings wait in the outbox");
-        } else {
-            tracing::debug!(backend = "mqtt", error = %e, "cannot connect to the broker");
-        }
+    async fn on_disconnect(&mut self) {
         self.connected = false;
-        // Resend from the outbox, not from rumqttc's memory (see the module docs).
-        eventloop.pending.clear();
         self.commit_acks().await;
         self.reset_session();
     }
@@ -249,10 +266,22 @@ impl Delivery {
                     if self.config.homeassistant.enabled {
                         let ha = &self.config.homeassistant;
                         let topic = discovery::config_topic(&ha.discovery_prefix, &ha.node_id, &key.0, &key.1);
-                        // An empty retained config removes the entity in Home Assistant.
-                        self.issue(client, topic, true, Vec::new(), Vec::new());
+                        self.retractions.push(topic);
                     }
                 }
+                self.retract(client);
+            }
+        }
+    }
+
+    fn retract(&mut self, client: &AsyncClient) {
+        if !self.connected {
+            return;
+        }
+        for topic in std::mem::take(&mut self.retractions) {
+            // An empty retained config removes the entity in Home Assistant.
+            if !self.issue(client, topic.clone(), true, Vec::new(), Vec::new()) {
+                self.retractions.push(topic);
             }
         }
     }
@@ -271,6 +300,8 @@ impl Delivery {
     fn announce(&mut self, client: &AsyncClient, entity: &Entity) {
         let ha = &self.config.homeassistant;
         let topic = discovery::config_topic(&ha.discovery_prefix, &ha.node_id, &entity.device, &entity.metric);
+        // A device back before its retraction went out: the new config wins.
+        self.retractions.retain(|t| *t != topic);
         let payload = discovery::config_payload(
             entity,
             &self.config.topic_prefix,
@@ -290,6 +321,7 @@ impl Delivery {
 
     /// Hands the next undelivered rows to the client, within the window.
     async fn pump(&mut self, client: &AsyncClient) {
+        self.retract(client);
         while self.connected && self.issued.len() + self.inflight.len() < WINDOW {
             let after = self.sent_up_to;
             let rows = match blocking(&self.outbox, move |o| o.pending(after, FETCH)).await {

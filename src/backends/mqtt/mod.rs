@@ -7,6 +7,7 @@
 //! the Last Will. Readings go through the durable outbox (see `outbox.rs`): nothing
 //! is lost while the broker is down or mesura restarts; delivery is at-least-once.
 
+mod connection;
 mod delivery;
 mod delivery_tls;
 pub mod discovery;
