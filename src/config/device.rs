@@ -65,6 +65,9 @@ const COMMON_KEYS: &[&str] = &[
 
 /// What every device type's config struct provides.
 pub trait DeviceTypeConfig: DeserializeOwned + Serialize + Clone + PartialEq + Debug {
+    /// Whether the device sends on its own (a P1 port), so `poll_interval: 0s` can
+    /// mean "every message it sends" instead of a busy loop.
+    const PUSHES: bool = false;
     /// Poll interval when the file does not set one.
     fn default_poll_interval() -> Duration;
     /// Checks beyond types (ranges, combinations): `Err((key, message))`.
@@ -98,6 +101,11 @@ macro_rules! device_types {
 
             fn validate(&self, common: &CommonConfig) -> Result<(), (String, String)> {
                 match self { $( DeviceKind::$variant(c) => c.validate(common), )+ }
+            }
+
+            /// Whether the device pushes its readings (see [`DeviceTypeConfig::PUSHES`]).
+            pub fn pushes(&self) -> bool {
+                match self { $( DeviceKind::$variant(_) => <$config>::PUSHES, )+ }
             }
 
             /// The type-specific keys of `type_name`.
@@ -274,6 +282,9 @@ pub fn parse_device(file: &Path, src: &str, backends: &[&str]) -> Result<DeviceC
     if common.failure_threshold == 0 {
         return Err(fail("failure_threshold", "must be at least 1".into()));
     }
+    if let Some(message) = common.poll_interval.and_then(|p| poll_interval_error(p, kind.pushes())) {
+        return Err(fail("poll_interval", message));
+    }
     kind.validate(&common).map_err(|(key, message)| fail(&key, message))?;
     Ok(DeviceConfig {
         id,
@@ -281,6 +292,28 @@ pub fn parse_device(file: &Path, src: &str, backends: &[&str]) -> Result<DeviceC
         common,
         kind,
     })
+}
+
+/// SQLite keeps one row per device per second (`ts` in whole seconds), so two
+/// polls inside one second overwrite each other there.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why `poll` cannot be a device's poll interval, if it cannot. A device that
+/// pushes may also have `0s`: each message it sends, as it arrives.
+fn poll_interval_error(poll: Duration, pushes: bool) -> Option<String> {
+    if poll >= MIN_POLL_INTERVAL || (pushes && poll.is_zero()) {
+        return None;
+    }
+    let alternative = if pushes {
+        ", or `0s` to keep every message the device sends"
+    } else {
+        ""
+    };
+    Some(format!(
+        "{} is below 1s: SQLite stores one row per second, so faster polls would overwrite each other; \
+         use 1s or more{alternative}",
+        humantime::format_duration(poll)
+    ))
 }
 
 fn device_id(file: &Path) -> Result<DeviceId, ConfigError> {
