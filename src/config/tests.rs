@@ -333,7 +333,10 @@ fn sub_second_poll_interval_of_a_polled_device_is_refused() {
         let (line, key, text) = located(device(&src).unwrap_err());
         assert_eq!((line, key.as_deref()), (3, Some("poll_interval")), "{value}: {text}");
         assert!(text.starts_with("config.d/meter.yaml:line 3"), "{text}");
-        assert!(text.contains("below 1s") && text.contains("use 1s or more"), "{value}: {text}");
+        assert!(
+            text.contains("below 1s") && text.contains("use 1s or more"),
+            "{value}: {text}"
+        );
         assert!(!text.contains("0s` to keep"), "no push alternative offered: {text}");
     }
     assert!(device("type: simulated\nprofile: gas\npoll_interval: 1s\n").is_ok());
