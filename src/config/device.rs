@@ -32,12 +32,16 @@ pub struct CommonConfig {
     /// Consecutive failed reads after which the circuit breaker opens.
     #[serde(default = "default_failure_threshold")]
     pub failure_threshold: u32,
-    /// Longest wait between retries of a failing device (exponential backoff, jittered).
-    #[serde(default = "default_max_backoff", with = "super::duration")]
-    pub max_backoff: Duration,
-    /// How long an open breaker waits before probing the device again.
-    #[serde(default = "default_breaker_cooldown", with = "super::duration")]
-    pub breaker_cooldown: Duration,
+    /// Longest wait between retries of a failing device (exponential backoff from
+    /// the poll interval, jittered). Default: 30s for local devices, 5m for cloud
+    /// services (see [`DeviceConfig::max_backoff`]).
+    #[serde(default, with = "super::duration::option", skip_serializing_if = "Option::is_none")]
+    pub max_backoff: Option<Duration>,
+    /// How long an open breaker waits before probing the device again. Default:
+    /// 5m for cloud services; a local device is probed on its backoff instead, so
+    /// it is read again within `max_backoff` of coming back.
+    #[serde(default, with = "super::duration::option", skip_serializing_if = "Option::is_none")]
+    pub breaker_cooldown: Option<Duration>,
 }
 
 pub fn default_enabled() -> bool {
@@ -46,10 +50,16 @@ pub fn default_enabled() -> bool {
 pub fn default_failure_threshold() -> u32 {
     5
 }
-pub fn default_max_backoff() -> Duration {
-    Duration::from_secs(300)
+/// A meter on a serial line, TCP, I2C, Modbus or the host: nothing to spare, so a
+/// device that comes back is read again soon.
+pub fn default_max_backoff_local() -> Duration {
+    Duration::from_secs(30)
 }
-pub fn default_breaker_cooldown() -> Duration {
+/// A cloud API rate-limits and may bill: a failing one is asked again slowly.
+pub fn default_max_backoff_cloud() -> Duration {
+    default_breaker_cooldown_cloud()
+}
+pub fn default_breaker_cooldown_cloud() -> Duration {
     Duration::from_secs(300)
 }
 
@@ -65,6 +75,9 @@ const COMMON_KEYS: &[&str] = &[
 
 /// What every device type's config struct provides.
 pub trait DeviceTypeConfig: DeserializeOwned + Serialize + Clone + PartialEq + Debug {
+    /// Whether the device is a cloud service (rate limits, quotas), which an open
+    /// breaker spares for `breaker_cooldown`; a local device is probed on its backoff.
+    const CLOUD: bool = false;
     /// Whether the device sends on its own (a P1 port), so `poll_interval: 0s` can
     /// mean "every message it sends" instead of a busy loop.
     const PUSHES: bool = false;
@@ -101,6 +114,11 @@ macro_rules! device_types {
 
             fn validate(&self, common: &CommonConfig) -> Result<(), (String, String)> {
                 match self { $( DeviceKind::$variant(c) => c.validate(common), )+ }
+            }
+
+            /// Whether the device is a cloud service (see [`DeviceTypeConfig::CLOUD`]).
+            pub fn is_cloud(&self) -> bool {
+                match self { $( DeviceKind::$variant(_) => <$config>::CLOUD, )+ }
             }
 
             /// Whether the device pushes its readings (see [`DeviceTypeConfig::PUSHES`]).
@@ -163,6 +181,24 @@ impl DeviceConfig {
         self.common
             .poll_interval
             .unwrap_or_else(|| self.kind.default_poll_interval())
+    }
+
+    /// The cap of the retry backoff: the file's `max_backoff`, else the type's.
+    pub fn max_backoff(&self) -> Duration {
+        self.common.max_backoff.unwrap_or_else(|| {
+            if self.kind.is_cloud() {
+                default_max_backoff_cloud()
+            } else {
+                default_max_backoff_local()
+            }
+        })
+    }
+
+    /// How long an open breaker waits before a probe; `None`: probe on the backoff.
+    pub fn breaker_cooldown(&self) -> Option<Duration> {
+        self.common
+            .breaker_cooldown
+            .or_else(|| self.kind.is_cloud().then(default_breaker_cooldown_cloud))
     }
 
     /// Whether this device's readings go to the backend called `backend`.

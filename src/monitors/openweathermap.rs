@@ -47,6 +47,9 @@ pub fn default_timeout() -> Duration {
 pub const FRIENDLY_POLL: Duration = Duration::from_secs(60);
 
 impl DeviceTypeConfig for OpenWeatherMapConfig {
+    /// A rate-limited cloud API: an open breaker waits `breaker_cooldown`.
+    const CLOUD: bool = true;
+
     /// Observations change about every 10 minutes; polling faster stores repeats
     /// and spends the free tier's quota.
     fn default_poll_interval() -> Duration {

@@ -85,6 +85,9 @@ pub const MIN_POLL: Duration = Duration::from_secs(60);
 const INSTALLATION_REFRESH: TimeDelta = TimeDelta::hours(6);
 
 impl DeviceTypeConfig for EvohomeConfig {
+    /// A rate-limited cloud API: an open breaker waits `breaker_cooldown`.
+    const CLOUD: bool = true;
+
     fn default_poll_interval() -> Duration {
         Duration::from_secs(5 * 60)
     }
