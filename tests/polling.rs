@@ -99,3 +99,46 @@ async fn a_push_device_merging_readings_into_one_second_is_counted() {
     // Four telegrams, each a row at its own time and one at its gas capture time.
     assert_eq!(setup.csv_rows("p1"), 8, "CSV keeps every telegram");
 }
+
+/// A P1 dongle that drops the connection (a reset, as when it reboots): the error
+/// says "connection lost", with the OS error after it, not just the errno text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_link_reads_as_connection_lost() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = socket.write_all(&telegram_at(Utc::now(), 100.0)).await;
+            // Linger 0: close sends RST instead of FIN. Deprecated because a linger
+            // above zero blocks on drop; zero resets at once.
+            #[allow(deprecated)]
+            socket.set_linger(Some(Duration::ZERO)).expect("linger");
+            drop(socket);
+        }
+    });
+    let setup = Setup::new("backends:\n  sqlite: {}\nwatch:\n  enabled: false\n");
+    setup.device(
+        "p1",
+        &format!("type: dsmr\nhost: 127.0.0.1\nport: {port}\npoll_interval: 0s\n"),
+    );
+    let config = Config::load(&setup.config_path(), &no_env).expect("config");
+    let daemon = Daemon::start(config, mesura::clock::system()).await.expect("start");
+    let status = daemon.status().clone();
+    let started = std::time::Instant::now();
+    let error = loop {
+        if let Some(e) = status.devices()["p1"].last_error.clone() {
+            break e;
+        }
+        assert!(started.elapsed() < LIMIT, "no failed read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    daemon.shutdown().await;
+    server.abort();
+    assert!(
+        error.contains("connection lost (") && error.contains("os error"),
+        "{error}"
+    );
+}
