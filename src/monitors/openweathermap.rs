@@ -224,7 +224,11 @@ impl OpenWeatherMapMonitor {
         Ok(OpenWeatherMapMonitor {
             client: http::client(config.timeout)?,
             url: format!("{}/data/2.5/weather", config.base_url.trim_end_matches('/')),
-            suspension: Suspension::new(ctx.clock.clone()),
+            suspension: Suspension::persistent(
+                ctx.clock.clone(),
+                ctx.data_dir.join(format!("openweathermap-{}.ratelimit.json", ctx.id)),
+                &ctx.id,
+            ),
             config: config.clone(),
             ctx,
         })

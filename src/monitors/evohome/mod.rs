@@ -217,7 +217,11 @@ impl EvohomeMonitor {
         );
         Ok(EvohomeMonitor {
             config: config.clone(),
-            suspension: Suspension::new(ctx.clock.clone()),
+            suspension: Suspension::persistent(
+                ctx.clock.clone(),
+                ctx.data_dir.join(format!("evohome-{}.ratelimit.json", ctx.id)),
+                &ctx.id,
+            ),
             client,
             auth,
             ctx,
