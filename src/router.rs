@@ -260,6 +260,7 @@ async fn write_pending(backend: &mut dyn Backend, pending: &mut Vec<Reading>, st
     match result {
         Ok(()) => {
             BackendStats::add(&stats.written, pending.len() as u64);
+            stats.add_merged(backend.take_merged());
             pending.clear();
             if let Ok(mut last) = stats.last_error.lock() {
                 if last.take().is_some() {

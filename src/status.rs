@@ -79,6 +79,9 @@ pub struct BackendStats {
     /// Batches waiting in the queue.
     pub queued_batches: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// Readings written over a different value of the same metric and second
+    /// (SQLite's one row per second), per device.
+    pub merged: Mutex<BTreeMap<String, u64>>,
     /// Write latency histogram: cumulative counts per bucket of [`LATENCY_BUCKETS`].
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     pub latency_sum_micros: AtomicU64,
@@ -95,6 +98,20 @@ impl BackendStats {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    pub fn add_merged(&self, merged: Vec<(String, u64)>) {
+        if merged.is_empty() {
+            return;
+        }
+        let mut totals = self.merged.lock().unwrap_or_else(|p| p.into_inner());
+        for (device, n) in merged {
+            *totals.entry(device).or_default() += n;
+        }
+    }
+
+    pub fn merged(&self) -> BTreeMap<String, u64> {
+        self.merged.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn observe_write(&self, elapsed: std::time::Duration) {

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::DeviceConfig;
-use crate::monitors::{self, MonitorContext, MonitorError};
+use crate::monitors::{self, Monitor, MonitorContext, MonitorError};
 use crate::reading::DeviceId;
 use crate::retry::{Backoff, BreakerState, CircuitBreaker, Transition};
 use crate::router::Router;
@@ -127,8 +127,9 @@ struct DeviceTask {
 /// A read that takes longer than this past its poll interval is abandoned as a
 /// link failure: a hung device must not hang its task.
 const READ_GRACE: Duration = Duration::from_secs(60);
-/// First retry delay after a failed read.
-const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// Shortest first retry: a P1 meter at `poll_interval: 0s` is not reconnected in a
+/// busy loop.
+const MIN_FIRST_RETRY: Duration = Duration::from_secs(1);
 
 impl DeviceTask {
     async fn run(self) {
@@ -138,7 +139,7 @@ impl DeviceTask {
             clock: self.shared.clock.clone(),
             data_dir: self.shared.data_dir.clone(),
         };
-        let mut monitor = match monitors::build(&self.config, ctx) {
+        let monitor = match monitors::build(&self.config, ctx) {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(device = %id, error = %e, "device cannot start");
@@ -148,20 +149,28 @@ impl DeviceTask {
                 return;
             }
         };
+        self.drive(monitor).await;
+    }
+
+    /// Reads `monitor` every poll interval until cancelled. After a failure the
+    /// next read waits the backoff (from the poll interval up to `max_backoff`); an
+    /// open breaker waits `breaker_cooldown` where one applies (cloud services),
+    /// else it keeps probing on the backoff, so a local meter that comes back is
+    /// read within `max_backoff`.
+    async fn drive(self, mut monitor: Box<dyn Monitor>) {
+        let id = self.config.id.clone();
         let poll = self.config.poll_interval();
         let read_timeout = poll + READ_GRACE;
         let mut ticker = tokio::time::interval(poll.max(Duration::from_millis(1)));
         // Delay, not Burst: after a stall the device is read once, not N times.
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut backoff = Backoff::new(
-            FIRST_RETRY.min(poll.max(Duration::from_millis(100))),
-            self.config.common.max_backoff,
-        );
-        let mut breaker = CircuitBreaker::new(
-            self.config.common.failure_threshold,
-            self.config.common.breaker_cooldown,
-        );
+        let max_backoff = self.config.max_backoff();
+        let cooldown = self.config.breaker_cooldown();
+        let mut backoff = Backoff::new(poll.max(MIN_FIRST_RETRY).min(max_backoff), max_backoff);
+        let mut breaker = CircuitBreaker::new(self.config.common.failure_threshold, cooldown.unwrap_or(Duration::ZERO));
         let wants = |backend: &str| self.config.sends_to(backend);
+        // When the current run of failed reads began, for the recovery line.
+        let mut failing_since: Option<Instant> = None;
 
         loop {
             tokio::select! {
@@ -193,8 +202,17 @@ impl DeviceTask {
                     for r in &mut readings {
                         r.device_type = device_type;
                     }
+                    let failed_reads = breaker.consecutive_failures();
                     let transition = breaker.on_success();
                     self.log_transition(transition, None);
+                    if let Some(since) = failing_since.take() {
+                        tracing::info!(
+                            device = %id,
+                            failed_reads,
+                            "device answers again after {failed_reads} failed reads over {}",
+                            humantime::format_duration(round_to_ms(since.elapsed()))
+                        );
+                    }
                     backoff.reset();
                     let count = readings.len() as u64;
                     let last = readings.iter().map(|r| r.timestamp).max();
@@ -217,6 +235,7 @@ impl DeviceTask {
                     self.shared.router.dispatch(readings, wants);
                 }
                 Err(e) => {
+                    failing_since.get_or_insert_with(Instant::now);
                     let transition = breaker.on_failure(Instant::now());
                     let failures = breaker.consecutive_failures();
                     self.shared.status.update_device(&id, |s| {
@@ -233,8 +252,7 @@ impl DeviceTask {
                     } else {
                         tracing::debug!(device = %id, error = %e, failures, "read failed again");
                     }
-                    let wait =
-                        wait_after_failure(&e, breaker.state(), self.config.common.breaker_cooldown, &mut backoff);
+                    let wait = wait_after_failure(&e, breaker.state(), cooldown, &mut backoff);
                     tokio::select! {
                         biased;
                         _ = self.token.cancelled() => break,
@@ -250,40 +268,207 @@ impl DeviceTask {
     fn log_transition(&self, transition: Option<Transition>, error: Option<&MonitorError>) {
         let Some(t) = transition else { return };
         let id = &self.config.id;
-        let cooldown = humantime::format_duration(self.config.common.breaker_cooldown);
+        let probing = match self.config.breaker_cooldown() {
+            Some(cooldown) => format!("probing again every {}", humantime::format_duration(cooldown)),
+            None => format!(
+                "probing again with backoff, at least every {}",
+                humantime::format_duration(self.config.max_backoff())
+            ),
+        };
         match (t.from, t.to) {
             (BreakerState::Closed, BreakerState::Open) => tracing::warn!(
                 device = %id,
                 error = error.map(tracing::field::display),
-                "circuit breaker open after {} consecutive failures; probing again every {cooldown}",
+                "circuit breaker open after {} consecutive failures; {probing}",
                 self.config.common.failure_threshold
             ),
-            (_, BreakerState::Closed) => tracing::info!(device = %id, "device recovered; circuit breaker closed"),
             (from, to) => tracing::debug!(device = %id, from = from.as_str(), to = to.as_str(), "circuit breaker"),
         }
     }
 }
 
+fn round_to_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis().min(u128::from(u64::MAX)) as u64)
+}
+
 /// How long a device task waits after a failed read: its backoff, or the breaker's
-/// cool-down once open — and never less than a rate-limited service asked for, so
-/// a 429 with `Retry-After: 900` is not probed again after a 1 s backoff.
+/// cool-down once open where one applies — and never less than a rate-limited
+/// service asked for, so a 429 with `Retry-After: 900` is not probed again after a
+/// 1 s backoff.
 fn wait_after_failure(
     error: &MonitorError,
     breaker: BreakerState,
-    cooldown: Duration,
+    cooldown: Option<Duration>,
     backoff: &mut Backoff,
 ) -> Duration {
-    let wait = if breaker == BreakerState::Open {
-        cooldown
-    } else {
-        backoff.next_delay()
+    let wait = match cooldown {
+        Some(cooldown) if breaker == BreakerState::Open => cooldown,
+        _ => backoff.next_delay(),
     };
     error.retry_after().map_or(wait, |asked| wait.max(asked))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+    use crate::reading::{MetricSpec, Reading};
+
+    /// A device that fails every read while `down` holds, and records when reads
+    /// succeeded (on tokio's clock, paused in the tests).
+    struct Flaky {
+        down: std::ops::Range<Instant>,
+        ok_at: Arc<Mutex<Vec<Instant>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Monitor for Flaky {
+        async fn read(&mut self) -> Result<Vec<Reading>, MonitorError> {
+            let now = Instant::now();
+            if self.down.contains(&now) {
+                return Err(MonitorError::Link("connection lost".into()));
+            }
+            self.ok_at.lock().unwrap().push(now);
+            Ok(Vec::new())
+        }
+        fn metrics(&self) -> &[MetricSpec] {
+            &[]
+        }
+    }
+
+    /// Runs a device of config `src` against a peer that is gone from 10 s to
+    /// 10 s + `outage`; returns the good reads' times (from the start), the
+    /// device's status and the log.
+    async fn outage(src: &str, outage: Duration) -> (Vec<Duration>, crate::status::DeviceStatus, String) {
+        let log = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let writer = {
+            let log = log.clone();
+            move || LogWriter(log.clone())
+        };
+        let _guard = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(writer)
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish(),
+        );
+        let config = crate::config::parse_device(std::path::Path::new("config.d/meter.yaml"), src, &[]).unwrap();
+        let status = SharedStatus::default();
+        status.device_started(&config.id, config.kind.type_name(), config.poll_interval());
+        let token = CancellationToken::new();
+        let task = DeviceTask {
+            config: config.clone(),
+            shared: Shared {
+                router: Router::default(),
+                status: status.clone(),
+                clock: crate::clock::system(),
+                data_dir: std::path::PathBuf::new(),
+            },
+            token: token.clone(),
+        };
+        let t0 = Instant::now();
+        let ok_at = Arc::new(Mutex::new(Vec::new()));
+        let monitor = Flaky {
+            down: t0 + Duration::from_secs(10)..t0 + Duration::from_secs(10) + outage,
+            ok_at: ok_at.clone(),
+        };
+        let running = tokio::spawn(task.drive(Box::new(monitor)));
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        token.cancel();
+        running.await.unwrap();
+        let times = ok_at.lock().unwrap().iter().map(|t| *t - t0).collect();
+        let device = status.devices()[&config.id].clone();
+        let text = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+        (times, device, text)
+    }
+
+    struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The largest gap between two good reads.
+    fn largest_gap(times: &[Duration]) -> Duration {
+        times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+    }
+
+    /// A 2 s local device gone for 30 s: its breaker opens, but it keeps being probed
+    /// on its backoff (capped at 30 s), so the gap is at most outage + cap + one poll,
+    /// not the 5-minute cool-down; one INFO line says it is back.
+    #[tokio::test(start_paused = true)]
+    async fn a_local_device_back_from_a_30s_outage_is_read_within_the_backoff_cap() {
+        let outage_len = Duration::from_secs(30);
+        let (times, device, log) = outage(
+            "type: modbus\nhost: 192.0.2.1\nsunspec: true\npoll_interval: 2s\n",
+            outage_len,
+        )
+        .await;
+        let back = Duration::from_secs(40);
+        let first_after = times
+            .iter()
+            .copied()
+            .find(|t| *t >= back)
+            .expect("read again after the outage");
+        let cap = Duration::from_secs(30);
+        assert!(
+            first_after <= back + cap,
+            "first good read {first_after:?} after the peer came back at {back:?}"
+        );
+        let gap = largest_gap(&times);
+        assert!(gap <= outage_len + cap + Duration::from_secs(2), "gap {gap:?}");
+        assert!(device.polls_failed >= 5, "the breaker opened: {device:?}");
+        // Back to polling every 2 s after the recovery.
+        let later: Vec<Duration> = times.iter().copied().filter(|t| *t > first_after).collect();
+        assert!(largest_gap(&later) <= Duration::from_secs(2), "{later:?}");
+        let recovered: Vec<&str> = log.lines().filter(|l| l.contains("device answers again")).collect();
+        assert_eq!(recovered.len(), 1, "{log}");
+        assert!(
+            recovered[0].contains(&format!("after {} failed reads", device.polls_failed))
+                && recovered[0].contains("INFO"),
+            "{log}"
+        );
+    }
+
+    /// Local links probe on their backoff; cloud APIs keep the 5-minute cool-down;
+    /// either may be set in the file.
+    #[test]
+    fn cloud_services_keep_the_cooldown_local_devices_do_not() {
+        let parse = |src: &str| crate::config::parse_device(std::path::Path::new("config.d/x.yaml"), src, &[]).unwrap();
+        let local = parse("type: modbus\nhost: 192.0.2.1\nsunspec: true\n");
+        assert_eq!(
+            (local.breaker_cooldown(), local.max_backoff()),
+            (None, Duration::from_secs(30))
+        );
+        let p1 = parse("type: dsmr\nhost: 192.0.2.1\nport: 23\n");
+        assert_eq!(
+            (p1.breaker_cooldown(), p1.max_backoff()),
+            (None, Duration::from_secs(30))
+        );
+        let hw = parse("type: homewizard\nhost: 192.0.2.1\n");
+        assert_eq!(hw.breaker_cooldown(), None, "a HomeWizard is on the local network");
+        let cloud = parse("type: openweathermap\nappid: k\nlatitude: 52.1\nlongitude: 5.1\n");
+        let five = Duration::from_secs(300);
+        assert_eq!((cloud.breaker_cooldown(), cloud.max_backoff()), (Some(five), five));
+        let set = parse("type: modbus\nhost: 192.0.2.1\nsunspec: true\nbreaker_cooldown: 1h\nmax_backoff: 2m\n");
+        assert_eq!(
+            (set.breaker_cooldown(), set.max_backoff()),
+            (Some(Duration::from_secs(3600)), Duration::from_secs(120))
+        );
+        // With no cool-down an open breaker waits the backoff, never 5 minutes.
+        let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(30)).with_seed(3);
+        let link = MonitorError::Link("connection lost".into());
+        for _ in 0..20 {
+            assert!(wait_after_failure(&link, BreakerState::Open, None, &mut backoff) <= Duration::from_secs(30));
+        }
+    }
 
     #[test]
     fn a_rate_limit_is_waited_out_whatever_the_backoff_says() {
@@ -295,11 +480,11 @@ mod tests {
         let link = MonitorError::Link("refused".into());
         let cooldown = Duration::from_secs(300);
         assert_eq!(
-            wait_after_failure(&limited, BreakerState::Closed, cooldown, &mut backoff),
+            wait_after_failure(&limited, BreakerState::Closed, Some(cooldown), &mut backoff),
             Duration::from_secs(900)
         );
         assert_eq!(
-            wait_after_failure(&limited, BreakerState::Open, cooldown, &mut backoff),
+            wait_after_failure(&limited, BreakerState::Open, Some(cooldown), &mut backoff),
             Duration::from_secs(900)
         );
         // A short Retry-After does not shorten a longer backoff or cool-down.
@@ -308,13 +493,13 @@ mod tests {
             retry_after: Duration::from_secs(2),
         };
         assert_eq!(
-            wait_after_failure(&brief, BreakerState::Open, cooldown, &mut backoff),
+            wait_after_failure(&brief, BreakerState::Open, Some(cooldown), &mut backoff),
             cooldown
         );
-        let plain = wait_after_failure(&link, BreakerState::Closed, cooldown, &mut backoff);
+        let plain = wait_after_failure(&link, BreakerState::Closed, Some(cooldown), &mut backoff);
         assert!(plain <= Duration::from_secs(8), "{plain:?}");
         assert_eq!(
-            wait_after_failure(&link, BreakerState::Open, cooldown, &mut backoff),
+            wait_after_failure(&link, BreakerState::Open, Some(cooldown), &mut backoff),
             cooldown
         );
     }

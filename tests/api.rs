@@ -64,8 +64,8 @@ const BASE: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_answers_and_bad_parameters_are_400() {
     let setup = Setup::new(BASE);
-    setup.device("meter", "type: simulated\nprofile: electricity\npoll_interval: 200ms\n");
-    setup.device("room", "type: simulated\nprofile: climate\npoll_interval: 200ms\n");
+    setup.device("meter", "type: simulated\nprofile: electricity\npoll_interval: 1s\n");
+    setup.device("room", "type: simulated\nprofile: climate\npoll_interval: 1s\n");
     let daemon = Daemon::start(
         Config::load(&setup.config_path(), &no_env).expect("config"),
         mesura::clock::system(),
@@ -198,10 +198,10 @@ async fn every_endpoint_answers_and_bad_parameters_are_400() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_guards_the_api_and_a_failing_device_shows() {
     let setup = Setup::new(&format!("{BASE}  token: s3cret-token\n"));
-    setup.device("good", "type: simulated\nprofile: gas\npoll_interval: 200ms\n");
+    setup.device("good", "type: simulated\nprofile: gas\npoll_interval: 1s\n");
     setup.device(
         "broken",
-        "type: simulated\nprofile: gas\npoll_interval: 200ms\nfailure_rate: 1.0\nfailure_threshold: 2\nbreaker_cooldown: 1h\n",
+        "type: simulated\nprofile: gas\npoll_interval: 1s\nfailure_rate: 1.0\nfailure_threshold: 2\nbreaker_cooldown: 1h\n",
     );
     let daemon = Daemon::start(
         Config::load(&setup.config_path(), &no_env).expect("config"),

@@ -24,7 +24,7 @@ fn sigterm_stops_cleanly_and_loses_nothing() {
     // A long flush interval: everything stored comes from the shutdown flush.
     let setup = Setup::new("backends:\n  sqlite:\n    flush_interval: 1h\n  csv:\n    flush_interval: 1h\n");
     setup
-        .device("meter", "type: simulated\nprofile: electricity\npoll_interval: 200ms\n")
+        .device("meter", "type: simulated\nprofile: electricity\npoll_interval: 1s\n")
         .device("room", "type: simulated\nprofile: climate\npoll_interval: 1s\n");
     let log = setup.dir.path().join("log.json");
     let mut child = Command::new(BIN)

@@ -111,7 +111,7 @@ async fn every_type_and_word_order_is_read_in_few_requests() {
     std::fs::write(setup.dir.path().join("config.d/maps/meter.yaml"), &points).expect("points file");
     setup.device(
         "meter",
-        &format!("type: modbus\nhost: 127.0.0.1\nport: {port}\nunit_id: 3\npoll_interval: 300ms\npoints_file: maps/meter.yaml\n"),
+        &format!("type: modbus\nhost: 127.0.0.1\nport: {port}\nunit_id: 3\npoll_interval: 1s\npoints_file: maps/meter.yaml\n"),
     );
     let daemon = start(&setup).await;
     let start = Instant::now();
@@ -214,14 +214,14 @@ async fn an_exception_is_a_refusal_and_the_link_stays_up() {
     setup.device(
         "busy",
         &format!(
-            "type: modbus\nhost: 127.0.0.1\nport: {port}\npoll_interval: 100ms\nmax_backoff: 200ms\nfailure_threshold: 100\n\
+            "type: modbus\nhost: 127.0.0.1\nport: {port}\npoll_interval: 1s\nmax_backoff: 200ms\nfailure_threshold: 100\n\
              points:\n  - {{name: a, address: 0}}\n  - {{name: b, address: 1}}\n"
         ),
     );
     setup.device(
         "missing",
         &format!(
-            "type: modbus\nhost: 127.0.0.1\nport: {port}\npoll_interval: 100ms\nmax_backoff: 200ms\nfailure_threshold: 100\n\
+            "type: modbus\nhost: 127.0.0.1\nport: {port}\npoll_interval: 1s\nmax_backoff: 200ms\nfailure_threshold: 100\n\
              points:\n  - {{name: a, address: 50}}\n"
         ),
     );
@@ -261,7 +261,7 @@ async fn a_server_killed_and_restarted_is_reconnected() {
     setup.device(
         "grid",
         &format!(
-            "type: modbus\nhost: 127.0.0.1\nport: {port}\npoll_interval: 200ms\nmax_backoff: 300ms\nfailure_threshold: 1000\ntimeout: 500ms\n\
+            "type: modbus\nhost: 127.0.0.1\nport: {port}\npoll_interval: 1s\nmax_backoff: 300ms\nfailure_threshold: 1000\ntimeout: 500ms\n\
              points:\n  - {{name: voltage, register: input, address: 0, type: f32, unit: V}}\n"
         ),
     );
@@ -346,7 +346,7 @@ async fn sunspec_discovery_finds_the_inverter_and_applies_scale_factors() {
     let server = PyServer::start(&image_path, &["--port", &port.to_string()], &[]);
     setup.device(
         "inverter",
-        &format!("type: modbus\nhost: 127.0.0.1\nport: {port}\npoll_interval: 300ms\nsunspec: true\n"),
+        &format!("type: modbus\nhost: 127.0.0.1\nport: {port}\npoll_interval: 1s\nsunspec: true\n"),
     );
     let daemon = start(&setup).await;
     wait_for("two good polls", || status(&daemon, "inverter").polls_ok >= 2).await;
@@ -450,7 +450,7 @@ async fn two_rtu_meters_share_one_serial_port() {
         setup.device(
             id,
             &format!(
-                "type: modbus\nserial_port: {}\nbaud_rate: 9600\nunit_id: {unit}\npoll_interval: 300ms\ntimeout: 2s\nmax_backoff: 300ms\n\
+                "type: modbus\nserial_port: {}\nbaud_rate: 9600\nunit_id: {unit}\npoll_interval: 1s\ntimeout: 2s\nmax_backoff: 300ms\n\
                  points:\n  - {{name: voltage, register: input, address: 0, type: f32, unit: V}}\n",
                 pty.daemon_end.display()
             ),

@@ -90,8 +90,8 @@ async fn topics_payloads_and_home_assistant_discovery() {
     let broker = Broker::start(setup.dir.path(), "allow_anonymous true", "");
     std::fs::write(setup.config_path(), base(broker.port, "")).expect("config");
     setup
-        .device("electricity", &sim("electricity", "200ms"))
-        .device("room", &sim("climate", "200ms"));
+        .device("electricity", &sim("electricity", "1s"))
+        .device("room", &sim("climate", "1s"));
     let sub = Subscriber::connect(broker.port, "observer", None, "#").await;
     let daemon = run(&setup).await;
 
@@ -223,7 +223,7 @@ async fn wrong_password_keeps_readings_in_the_outbox_until_fixed() {
         )
     };
     std::fs::write(setup.config_path(), with_password(&wrong)).expect("config");
-    setup.device("meter", &sim("electricity", "200ms"));
+    setup.device("meter", &sim("electricity", "1s"));
     let sub = Subscriber::connect(broker.port, "observer", Some(("mesura", "right")), "meters/#").await;
     let daemon = run(&setup).await;
     wait("readings piling up in the outbox", || {
@@ -302,7 +302,7 @@ async fn tls_verifies_the_broker() {
         ),
     )
     .expect("config");
-    setup.device("meter", &sim("gas", "200ms"));
+    setup.device("meter", &sim("gas", "1s"));
     let daemon = run(&setup).await;
     wait("readings waiting, unverified broker refused", || outbox_rows(dir) >= 10).await;
     // The right CA: delivered.
@@ -357,7 +357,7 @@ async fn tls_client_certificate_is_presented() {
         base(broker.port, &t)
     };
     std::fs::write(setup.config_path(), tls(None)).expect("config");
-    setup.device("meter", &sim("gas", "200ms"));
+    setup.device("meter", &sim("gas", "1s"));
     let daemon = run(&setup).await;
     wait("readings waiting: no client certificate", || outbox_rows(dir) >= 10).await;
     std::fs::write(setup.config_path(), tls(Some("stranger"))).expect("config");
@@ -451,8 +451,8 @@ async fn a_daemon_restart_while_the_broker_is_down_loses_nothing() {
     let mut broker = Broker::start(setup.dir.path(), "allow_anonymous true", "");
     std::fs::write(setup.config_path(), base(broker.port, "")).expect("config");
     setup
-        .device("meter", &sim("electricity", "300ms"))
-        .device("room", &sim("climate", "300ms"));
+        .device("meter", &sim("electricity", "1s"))
+        .device("room", &sim("climate", "1s"));
     // The subscriber's persistent session exists before the outage.
     let sub = Subscriber::connect(broker.port, "counter", None, "meters/+/+/state").await;
     broker.stop();

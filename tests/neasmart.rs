@@ -20,7 +20,7 @@ async fn the_base_stations_writes_become_readings() {
     let port = free_port();
     setup.device(
         "heating",
-        &format!("type: neasmart\nlisten: 127.0.0.1:{port}\npoll_interval: 200ms\nzone_names:\n  \"1\": living\n"),
+        &format!("type: neasmart\nlisten: 127.0.0.1:{port}\npoll_interval: 1s\nzone_names:\n  \"1\": living\n"),
     );
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);

@@ -16,7 +16,14 @@ use mesura::reading::{Reading, Value};
 
 const KEY: &str = "k3y-that-must-never-show";
 
+/// A monitor with a data directory of its own: a 429 pause kept there by one test
+/// must not pause another.
 fn monitor(url: &str, clock: Arc<ManualClock>, extra: &str) -> OpenWeatherMapMonitor {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    monitor_in(&dir, url, clock, extra)
+}
+
+fn monitor_in(data_dir: &Path, url: &str, clock: Arc<ManualClock>, extra: &str) -> OpenWeatherMapMonitor {
     let src = format!("type: openweathermap\nlatitude: 52.37\nlongitude: 4.89\nappid: {KEY}\nbase_url: {url}\n{extra}");
     let device = parse_device(Path::new("weather.yaml"), &src, &[]).unwrap_or_else(|e| panic!("{e}"));
     let DeviceKind::Openweathermap(config) = &device.kind else {
@@ -25,7 +32,7 @@ fn monitor(url: &str, clock: Arc<ManualClock>, extra: &str) -> OpenWeatherMapMon
     let ctx = MonitorContext {
         id: device.id.clone(),
         clock,
-        data_dir: std::env::temp_dir(),
+        data_dir: data_dir.to_path_buf(),
     };
     OpenWeatherMapMonitor::new(config, device.poll_interval(), ctx).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -143,6 +150,32 @@ async fn a_429_pauses_requests_for_the_time_asked_or_15_minutes() {
     *answer.lock().expect("answer") = Canned::json(fixture("openweathermap/owm25_weather_munich_overcast.json"));
     assert!(m.read().await.is_ok());
     assert_eq!(server.requests().len(), 3);
+}
+
+/// A config edit restarts the device: the new monitor keeps the pause a 429
+/// started, so nothing is sent inside the rate-limit window.
+#[tokio::test]
+async fn a_429_pause_outlives_a_restart() {
+    let clock = ManualClock::new();
+    let data = tempfile::tempdir().expect("tempdir");
+    let (server, answer) = serve(Canned::status(429, r#"{"cod":429}"#)).await;
+    let mut m = monitor_in(data.path(), &server.url, clock.clone(), "");
+    let e = m.read().await.err().unwrap_or_else(|| panic!("a 429 must fail"));
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(15 * 60)), "{e}");
+    drop(m);
+    *answer.lock().expect("answer") = Canned::json(fixture("openweathermap/owm25_weather_munich_overcast.json"));
+    clock.advance(Duration::from_secs(5 * 60));
+    let mut restarted = monitor_in(data.path(), &server.url, clock.clone(), "timeout: 3s\n");
+    let e = restarted
+        .read()
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("the pause was forgotten"));
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(10 * 60)), "{e}");
+    assert_eq!(server.requests().len(), 1, "nothing sent inside the window");
+    clock.advance(Duration::from_secs(10 * 60));
+    assert!(restarted.read().await.is_ok());
+    assert_eq!(server.requests().len(), 2);
 }
 
 #[tokio::test]

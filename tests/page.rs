@@ -75,12 +75,9 @@ fn the_page_shows_devices_and_values_and_updates_them() {
     setup
         .device(
             "electricity",
-            "type: simulated\nprofile: electricity\npoll_interval: 500ms\n",
+            "type: simulated\nprofile: electricity\npoll_interval: 1s\n",
         )
-        .device(
-            "living_room",
-            "type: simulated\nprofile: climate\npoll_interval: 500ms\n",
-        );
+        .device("living_room", "type: simulated\nprofile: climate\npoll_interval: 1s\n");
     let _daemon = Daemon(
         Command::new(env!("CARGO_BIN_EXE_mesura"))
             .arg("--config")

@@ -26,7 +26,7 @@ struct Live {
 }
 
 fn sim(profile: &str) -> String {
-    format!("type: simulated\nprofile: {profile}\npoll_interval: 100ms\n")
+    format!("type: simulated\nprofile: {profile}\npoll_interval: 1s\n")
 }
 
 impl Live {

@@ -213,7 +213,7 @@ async fn influxdb_1x_stores_what_mesura_sends() {
     let setup = Setup::new(&base(&influx, "daemon", ""));
     setup.device(
         "meter east, 2",
-        "type: simulated\nprofile: electricity\npoll_interval: 100ms\n",
+        "type: simulated\nprofile: electricity\npoll_interval: 1s\n",
     );
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);

@@ -24,7 +24,7 @@ fn base(port: u16) -> String {
 }
 
 fn sim(profile: &str) -> String {
-    format!("type: simulated\nprofile: {profile}\npoll_interval: 100ms\n")
+    format!("type: simulated\nprofile: {profile}\npoll_interval: 1s\n")
 }
 
 async fn start(setup: &Setup) -> Daemon {

@@ -196,6 +196,21 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
         backends.iter().map(|(k, v)| (&**k, v)),
         |x| BackendStats::get(&x.queued_batches) as f64,
     );
+    if let Some(sqlite) = backends.get("sqlite") {
+        f.header(
+            "mesura_sqlite_merged_total",
+            "counter",
+            "Readings SQLite stored over a different value of the same metric and second (one row per \
+             device per second: the earlier value is lost there), by device.",
+        );
+        let mut merged = sqlite.merged();
+        for id in devices.keys() {
+            merged.entry(id.to_string()).or_default();
+        }
+        for (device, n) in &merged {
+            f.sample("mesura_sqlite_merged_total", &[("device", device)], *n as f64);
+        }
+    }
     f.header(
         "mesura_backend_write_duration_seconds",
         "histogram",

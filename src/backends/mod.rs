@@ -55,6 +55,12 @@ pub trait Backend: Send {
     async fn device_removed(&mut self, _device: &str) -> Result<(), BackendError> {
         Ok(())
     }
+    /// Readings the backend's committed writes folded over a different value of
+    /// the same metric and second, per device, since the last call (SQLite's one
+    /// row per second). Backends that keep every reading have none.
+    fn take_merged(&mut self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 }
 
 /// Opens every configured backend. Fails if any cannot be opened: the daemon

@@ -5,7 +5,10 @@
 //!
 //! `ts` is the table's INTEGER PRIMARY KEY: one row per device per second. Readings
 //! of the same second merge into that row (a DSMR gas value carrying the same
-//! capture time in every telegram is stored once, not once a telegram).
+//! capture time in every telegram is stored once, not once a telegram). A reading
+//! that replaces a *different* value of its metric in that row is a loss for
+//! SQLite (CSV and the outbox keep every reading): it is counted per device
+//! (`mesura_sqlite_merged_total`) and logged at most once a minute.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -13,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params_from_iter, Connection, ErrorCode, OpenFlags};
+use rusqlite::{params_from_iter, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::{blocking, Backend, BackendError, BatchPolicy};
@@ -65,6 +68,46 @@ impl Default for SqliteConfig {
 pub struct SqliteBackend {
     store: Arc<Mutex<Store>>,
     policy: BatchPolicy,
+    /// Merges of committed writes not yet handed to the router's counters.
+    merged: HashMap<String, u64>,
+    merge_log: MergeLog,
+}
+
+/// How often the "readings merged" warning may be logged; every merge is counted.
+const MERGE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Rate-limits the "readings merged" warning.
+#[derive(Debug, Default)]
+struct MergeLog {
+    last: Option<tokio::time::Instant>,
+    /// Merges since the last warning, per device.
+    unreported: HashMap<String, u64>,
+}
+
+impl MergeLog {
+    fn record(&mut self, merged: &HashMap<String, u64>) {
+        if merged.is_empty() {
+            return;
+        }
+        for (device, n) in merged {
+            *self.unreported.entry(device.clone()).or_default() += n;
+        }
+        let now = tokio::time::Instant::now();
+        if self.last.is_some_and(|at| now.duration_since(at) < MERGE_LOG_EVERY) {
+            return;
+        }
+        self.last = Some(now);
+        let mut devices: Vec<(String, u64)> = self.unreported.drain().collect();
+        devices.sort();
+        let list: Vec<String> = devices.iter().map(|(d, n)| format!("{d} ({n})")).collect();
+        tracing::warn!(
+            devices = %list.join(", "),
+            "readings replaced a different value stored for the same second: SQLite keeps one row per \
+             device per second, so the earlier values are lost there (CSV, MQTT and the uplink keep them); \
+             two readings of a device less than 1s apart, or a device sending the same timestamp twice? \
+             (logged at most once a minute; counted in mesura_sqlite_merged_total)"
+        );
+    }
 }
 
 impl SqliteBackend {
@@ -80,6 +123,8 @@ impl SqliteBackend {
                 batch_size: config.batch_size.max(1),
                 queue_capacity: config.queue_capacity,
             },
+            merged: HashMap::new(),
+            merge_log: MergeLog::default(),
         })
     }
 }
@@ -96,7 +141,16 @@ impl Backend for SqliteBackend {
 
     async fn write(&mut self, batch: &[Reading]) -> Result<(), BackendError> {
         let batch = batch.to_vec();
-        blocking(&self.store, move |store| store.write(&batch)).await
+        let merged = blocking(&self.store, move |store| store.write(&batch)).await?;
+        self.merge_log.record(&merged);
+        for (device, n) in merged {
+            *self.merged.entry(device).or_default() += n;
+        }
+        Ok(())
+    }
+
+    fn take_merged(&mut self) -> Vec<(String, u64)> {
+        self.merged.drain().collect()
     }
 
     async fn flush(&mut self) -> Result<(), BackendError> {
@@ -204,9 +258,11 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a batch in one transaction. On failure nothing is written and the
-    /// schema cache is reloaded (an ALTER may have been rolled back).
-    pub fn write(&mut self, batch: &[Reading]) -> Result<(), BackendError> {
+    /// Writes a batch in one transaction and returns, per device, how many readings
+    /// replaced a different value of the same metric and second (in the batch or
+    /// already stored). On failure nothing is written and the schema cache is
+    /// reloaded (an ALTER may have been rolled back).
+    pub fn write(&mut self, batch: &[Reading]) -> Result<HashMap<String, u64>, BackendError> {
         let result = self.write_tx(batch);
         if result.is_err() {
             let _ = self.load_schema();
@@ -214,7 +270,8 @@ impl Store {
         result
     }
 
-    fn write_tx(&mut self, batch: &[Reading]) -> Result<(), BackendError> {
+    fn write_tx(&mut self, batch: &[Reading]) -> Result<HashMap<String, u64>, BackendError> {
+        let mut merged: HashMap<String, u64> = HashMap::new();
         // Group readings into rows: one per (device, second), in arrival order.
         let mut rows: Vec<(&str, i64, Vec<&Reading>)> = Vec::new();
         let mut index: HashMap<(&str, i64), usize> = HashMap::new();
@@ -228,6 +285,7 @@ impl Store {
         }
         let tx = self.conn.transaction().map_err(classify)?;
         for (device, ts, readings) in &rows {
+            let table_existed = self.columns.contains_key(*device);
             let known = match self.columns.get_mut(*device) {
                 Some(cols) => cols,
                 None => {
@@ -265,6 +323,7 @@ impl Store {
             // Later readings of a metric in the same second win.
             let mut cols: Vec<&str> = Vec::with_capacity(readings.len());
             let mut values: Vec<rusqlite::types::Value> = vec![rusqlite::types::Value::Integer(*ts)];
+            let mut lost = 0u64;
             for r in readings {
                 let v = match &r.value {
                     Value::Number(n) if n.is_finite() => rusqlite::types::Value::Real(*n),
@@ -272,7 +331,10 @@ impl Store {
                     Value::Text(t) => rusqlite::types::Value::Text(t.to_string()),
                 };
                 match cols.iter().position(|c| *c == &*r.metric) {
-                    Some(i) => values[i + 1] = v,
+                    Some(i) => {
+                        lost += u64::from(replaces(&values[i + 1], &v));
+                        values[i + 1] = v;
+                    }
                     None => {
                         cols.push(&r.metric);
                         values.push(v);
@@ -280,6 +342,24 @@ impl Store {
                 }
             }
             let names: Vec<String> = cols.iter().map(|c| quote(c)).collect();
+            if table_existed {
+                let sql = format!("SELECT {} FROM {} WHERE ts = ?", names.join(", "), quote(device));
+                let mut stmt = tx.prepare_cached(&sql).map_err(classify)?;
+                let stored: Option<Vec<rusqlite::types::Value>> = stmt
+                    .query_row([*ts], |row| (0..cols.len()).map(|i| row.get(i)).collect())
+                    .optional()
+                    .map_err(classify)?;
+                if let Some(stored) = stored {
+                    lost += stored
+                        .iter()
+                        .zip(&values[1..])
+                        .filter(|(old, new)| replaces(old, new))
+                        .count() as u64;
+                }
+            }
+            if lost > 0 {
+                *merged.entry((*device).to_owned()).or_default() += lost;
+            }
             let placeholders = vec!["?"; cols.len()].join(", ");
             let updates: Vec<String> = names.iter().map(|n| format!("{n} = excluded.{n}")).collect();
             let sql = format!(
@@ -291,8 +371,16 @@ impl Store {
             let mut stmt = tx.prepare_cached(&sql).map_err(classify)?;
             stmt.execute(params_from_iter(values.iter())).map_err(classify)?;
         }
-        tx.commit().map_err(classify)
+        tx.commit().map_err(classify)?;
+        Ok(merged)
     }
+}
+
+/// Whether writing `new` over `old` loses a value: a NULL (a metric the row did not
+/// have yet) or the same value again (a gas capture time repeated in every DSMR
+/// telegram) loses nothing.
+fn replaces(old: &rusqlite::types::Value, new: &rusqlite::types::Value) -> bool {
+    !matches!(old, rusqlite::types::Value::Null) && old != new
 }
 
 #[cfg(test)]
@@ -401,6 +489,37 @@ mod tests {
             })
             .unwrap();
         assert_eq!((n, v), (1, 5.5));
+    }
+
+    /// Only a reading that replaces a different stored value loses something; the
+    /// same value again (a DSMR gas capture time) or a metric new to the row does not.
+    #[test]
+    fn merges_that_lose_a_value_are_counted_per_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("m.db")).unwrap();
+        let first = store
+            .write(&[
+                reading("p1", "power", 100.0, 10),
+                reading("p1", "power", 150.0, 10),
+                reading("p1", "power", 150.0, 10),
+                reading("gas", "gas_delivered", 5.0, 10),
+                reading("gas", "gas_delivered", 5.0, 10),
+            ])
+            .unwrap();
+        assert_eq!(first, HashMap::from([("p1".to_owned(), 1)]));
+        let second = store
+            .write(&[
+                reading("p1", "power", 200.0, 10),
+                reading("p1", "voltage", 230.0, 10),
+                reading("p1", "power", 300.0, 11),
+                reading("gas", "gas_delivered", 5.0, 10),
+            ])
+            .unwrap();
+        assert_eq!(second, HashMap::from([("p1".to_owned(), 1)]));
+        let third = store
+            .write(&[reading("p1", "voltage", 231.0, 10), reading("p1", "power", 200.0, 10)])
+            .unwrap();
+        assert_eq!(third, HashMap::from([("p1".to_owned(), 1)]), "only the voltage changed");
     }
 
     #[test]

@@ -32,12 +32,16 @@ pub struct CommonConfig {
     /// Consecutive failed reads after which the circuit breaker opens.
     #[serde(default = "default_failure_threshold")]
     pub failure_threshold: u32,
-    /// Longest wait between retries of a failing device (exponential backoff, jittered).
-    #[serde(default = "default_max_backoff", with = "super::duration")]
-    pub max_backoff: Duration,
-    /// How long an open breaker waits before probing the device again.
-    #[serde(default = "default_breaker_cooldown", with = "super::duration")]
-    pub breaker_cooldown: Duration,
+    /// Longest wait between retries of a failing device (exponential backoff from
+    /// the poll interval, jittered). Default: 30s for local devices, 5m for cloud
+    /// services (see [`DeviceConfig::max_backoff`]).
+    #[serde(default, with = "super::duration::option", skip_serializing_if = "Option::is_none")]
+    pub max_backoff: Option<Duration>,
+    /// How long an open breaker waits before probing the device again. Default:
+    /// 5m for cloud services; a local device is probed on its backoff instead, so
+    /// it is read again within `max_backoff` of coming back.
+    #[serde(default, with = "super::duration::option", skip_serializing_if = "Option::is_none")]
+    pub breaker_cooldown: Option<Duration>,
 }
 
 pub fn default_enabled() -> bool {
@@ -46,10 +50,16 @@ pub fn default_enabled() -> bool {
 pub fn default_failure_threshold() -> u32 {
     5
 }
-pub fn default_max_backoff() -> Duration {
-    Duration::from_secs(300)
+/// A meter on a serial line, TCP, I2C, Modbus or the host: nothing to spare, so a
+/// device that comes back is read again soon.
+pub fn default_max_backoff_local() -> Duration {
+    Duration::from_secs(30)
 }
-pub fn default_breaker_cooldown() -> Duration {
+/// A cloud API rate-limits and may bill: a failing one is asked again slowly.
+pub fn default_max_backoff_cloud() -> Duration {
+    default_breaker_cooldown_cloud()
+}
+pub fn default_breaker_cooldown_cloud() -> Duration {
     Duration::from_secs(300)
 }
 
@@ -65,6 +75,12 @@ const COMMON_KEYS: &[&str] = &[
 
 /// What every device type's config struct provides.
 pub trait DeviceTypeConfig: DeserializeOwned + Serialize + Clone + PartialEq + Debug {
+    /// Whether the device is a cloud service (rate limits, quotas), which an open
+    /// breaker spares for `breaker_cooldown`; a local device is probed on its backoff.
+    const CLOUD: bool = false;
+    /// Whether the device sends on its own (a P1 port), so `poll_interval: 0s` can
+    /// mean "every message it sends" instead of a busy loop.
+    const PUSHES: bool = false;
     /// Poll interval when the file does not set one.
     fn default_poll_interval() -> Duration;
     /// Checks beyond types (ranges, combinations): `Err((key, message))`.
@@ -98,6 +114,16 @@ macro_rules! device_types {
 
             fn validate(&self, common: &CommonConfig) -> Result<(), (String, String)> {
                 match self { $( DeviceKind::$variant(c) => c.validate(common), )+ }
+            }
+
+            /// Whether the device is a cloud service (see [`DeviceTypeConfig::CLOUD`]).
+            pub fn is_cloud(&self) -> bool {
+                match self { $( DeviceKind::$variant(_) => <$config>::CLOUD, )+ }
+            }
+
+            /// Whether the device pushes its readings (see [`DeviceTypeConfig::PUSHES`]).
+            pub fn pushes(&self) -> bool {
+                match self { $( DeviceKind::$variant(_) => <$config>::PUSHES, )+ }
             }
 
             /// The type-specific keys of `type_name`.
@@ -155,6 +181,24 @@ impl DeviceConfig {
         self.common
             .poll_interval
             .unwrap_or_else(|| self.kind.default_poll_interval())
+    }
+
+    /// The cap of the retry backoff: the file's `max_backoff`, else the type's.
+    pub fn max_backoff(&self) -> Duration {
+        self.common.max_backoff.unwrap_or_else(|| {
+            if self.kind.is_cloud() {
+                default_max_backoff_cloud()
+            } else {
+                default_max_backoff_local()
+            }
+        })
+    }
+
+    /// How long an open breaker waits before a probe; `None`: probe on the backoff.
+    pub fn breaker_cooldown(&self) -> Option<Duration> {
+        self.common
+            .breaker_cooldown
+            .or_else(|| self.kind.is_cloud().then(default_breaker_cooldown_cloud))
     }
 
     /// Whether this device's readings go to the backend called `backend`.
@@ -274,6 +318,9 @@ pub fn parse_device(file: &Path, src: &str, backends: &[&str]) -> Result<DeviceC
     if common.failure_threshold == 0 {
         return Err(fail("failure_threshold", "must be at least 1".into()));
     }
+    if let Some(message) = common.poll_interval.and_then(|p| poll_interval_error(p, kind.pushes())) {
+        return Err(fail("poll_interval", message));
+    }
     kind.validate(&common).map_err(|(key, message)| fail(&key, message))?;
     Ok(DeviceConfig {
         id,
@@ -281,6 +328,28 @@ pub fn parse_device(file: &Path, src: &str, backends: &[&str]) -> Result<DeviceC
         common,
         kind,
     })
+}
+
+/// SQLite keeps one row per device per second (`ts` in whole seconds), so two
+/// polls inside one second overwrite each other there.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why `poll` cannot be a device's poll interval, if it cannot. A device that
+/// pushes may also have `0s`: each message it sends, as it arrives.
+fn poll_interval_error(poll: Duration, pushes: bool) -> Option<String> {
+    if poll >= MIN_POLL_INTERVAL || (pushes && poll.is_zero()) {
+        return None;
+    }
+    let alternative = if pushes {
+        ", or `0s` to keep every message the device sends"
+    } else {
+        ""
+    };
+    Some(format!(
+        "{} is below 1s: SQLite stores one row per second, so faster polls would overwrite each other; \
+         use 1s or more{alternative}",
+        humantime::format_duration(poll)
+    ))
 }
 
 fn device_id(file: &Path) -> Result<DeviceId, ConfigError> {

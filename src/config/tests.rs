@@ -323,3 +323,66 @@ fn mesura_env_overrides_base_keys() {
     let err = load_base(&file, &no_env, &bad).unwrap_err().to_string();
     assert!(err.contains("MESURA_LOGGING__FORMAT"), "{err}");
 }
+
+/// SQLite keys rows by whole seconds: a polled device faster than 1s merges polls
+/// there, so `check` and the daemon refuse it, naming file, line and key.
+#[test]
+fn sub_second_poll_interval_of_a_polled_device_is_refused() {
+    for value in ["0s", "1ms", "500ms", "999ms"] {
+        let src = format!("type: simulated\nprofile: gas\npoll_interval: {value}\n");
+        let (line, key, text) = located(device(&src).unwrap_err());
+        assert_eq!((line, key.as_deref()), (3, Some("poll_interval")), "{value}: {text}");
+        assert!(text.starts_with("config.d/meter.yaml:line 3"), "{text}");
+        assert!(
+            text.contains("below 1s") && text.contains("use 1s or more"),
+            "{value}: {text}"
+        );
+        assert!(!text.contains("0s` to keep"), "no push alternative offered: {text}");
+    }
+    assert!(device("type: simulated\nprofile: gas\npoll_interval: 1s\n").is_ok());
+}
+
+/// A bare number is refused with the same message whether humantime would take it
+/// (`0`) or not (`5`).
+#[test]
+fn bare_number_durations_are_refused_alike() {
+    let messages: Vec<String> = ["0", "5"]
+        .iter()
+        .map(|value| {
+            let src = format!("type: simulated\nprofile: gas\npoll_interval: {value}\n");
+            let (line, key, text) = located(device(&src).unwrap_err());
+            assert_eq!((line, key.as_deref()), (3, Some("poll_interval")), "{value}: {text}");
+            assert!(
+                text.contains(&format!("`{value}` has no unit")) && text.contains(&format!("`{value}s`")),
+                "{text}"
+            );
+            text.replace(value, "N")
+        })
+        .collect();
+    assert_eq!(messages[0], messages[1]);
+    let src = "type: dsmr\nport: /dev/ttyUSB0\npoll_interval: 0\n";
+    let (line, key, text) = located(device(src).unwrap_err());
+    assert_eq!((line, key.as_deref()), (3, Some("poll_interval")), "{text}");
+    assert!(text.contains("`0` has no unit"), "{text}");
+}
+
+/// A P1 meter pushes telegrams: `0s` keeps each one; sub-second but not zero is
+/// still refused, with `0s` offered.
+#[test]
+fn a_push_device_may_have_zero_but_not_a_sub_second_poll() {
+    let d = device("type: dsmr\nport: /dev/ttyUSB0\npoll_interval: 0s\n").unwrap();
+    assert!(d.poll_interval().is_zero());
+    let (line, key, text) = located(device("type: dsmr\nport: /dev/ttyUSB0\npoll_interval: 200ms\n").unwrap_err());
+    assert_eq!((line, key.as_deref()), (3, Some("poll_interval")), "{text}");
+    assert!(text.contains("or `0s` to keep every message"), "{text}");
+    // The local types that only look push-like: a HomeWizard is read over HTTP, and
+    // a Nea Smart gateway's register bank is read on mesura's own schedule.
+    for src in [
+        "type: homewizard\nhost: 192.0.2.1\npoll_interval: 0s\n",
+        "type: neasmart\nlisten: 127.0.0.1:502\npoll_interval: 0s\n",
+    ] {
+        let (line, key, text) = located(device(src).unwrap_err());
+        assert_eq!((line, key.as_deref()), (3, Some("poll_interval")), "{text}");
+        assert!(text.contains("below 1s"), "{text}");
+    }
+}

@@ -88,11 +88,59 @@ pub struct Suspension {
     clock: SharedClock,
     /// From when, and for how long.
     window: Option<(DateTime<Utc>, Duration)>,
+    /// Where the pause is kept, so a restart (a config edit) does not forget it and
+    /// ask again inside the service's rate-limit window.
+    file: Option<std::path::PathBuf>,
+}
+
+/// A pause as kept on disk.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SavedPause {
+    since: DateTime<Utc>,
+    seconds: f64,
 }
 
 impl Suspension {
     pub fn new(clock: SharedClock) -> Self {
-        Suspension { clock, window: None }
+        Suspension {
+            clock,
+            window: None,
+            file: None,
+        }
+    }
+
+    /// A suspension kept in `file` (beside the device's token cache): a pause that
+    /// is still running there is resumed.
+    pub fn persistent(clock: SharedClock, file: std::path::PathBuf, device: &str) -> Self {
+        let window = match std::fs::read(&file) {
+            Ok(bytes) => match serde_json::from_slice::<SavedPause>(&bytes) {
+                Ok(p) if p.seconds.is_finite() && p.seconds >= 0.0 => {
+                    Some((p.since, Duration::from_secs_f64(p.seconds).min(MAX_RATE_LIMIT_PAUSE)))
+                }
+                Ok(_) | Err(_) => {
+                    tracing::warn!(device, file = %file.display(), "ignoring a damaged rate-limit file");
+                    None
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!(device, file = %file.display(), error = %e, "cannot read the rate-limit file");
+                None
+            }
+        };
+        let suspension = Suspension {
+            clock,
+            window,
+            file: Some(file),
+        };
+        if let Some(left) = suspension.remaining() {
+            tracing::info!(
+                device,
+                "still rate-limited from before the restart: not asking for another {}",
+                humantime::format_duration(round_secs(left))
+            );
+        }
+        suspension
     }
 
     /// What is left of the pause, if any.
@@ -121,7 +169,17 @@ impl Suspension {
     /// returns the error that says so.
     pub fn suspend(&mut self, service: &str, wait: Option<Duration>, detail: &str) -> MonitorError {
         let wait = wait.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE).min(MAX_RATE_LIMIT_PAUSE);
-        self.window = Some((self.clock.now(), wait));
+        let since = self.clock.now();
+        self.window = Some((since, wait));
+        if let Some(file) = &self.file {
+            let saved = SavedPause {
+                since,
+                seconds: wait.as_secs_f64(),
+            };
+            if let Err(e) = save_small_file(file, &saved) {
+                tracing::warn!(file = %file.display(), error = %e, "cannot keep the rate-limit pause; a restart would forget it");
+            }
+        }
         MonitorError::RateLimited {
             message: format!(
                 "{service} rate limit ({detail}); pausing requests for {}",
@@ -134,6 +192,16 @@ impl Suspension {
     pub fn is_suspended(&self) -> bool {
         self.remaining().is_some()
     }
+}
+
+/// Writes a small JSON file whole or not at all (a temporary file renamed over it).
+fn save_small_file(path: &std::path::Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
+    std::fs::rename(&tmp, path)
 }
 
 fn round_secs(d: Duration) -> Duration {
@@ -159,6 +227,31 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("9999999", now), Some(MAX_RATE_LIMIT_PAUSE));
+    }
+
+    /// A config edit restarts the device: the pause a 429 started goes on, and a
+    /// damaged file only costs the pause, never the device.
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("svc-dev.ratelimit.json");
+        let clock: SharedClock = std::sync::Arc::new(crate::clock::MonotonicClock::starting_at(Utc::now()));
+        let mut first = Suspension::persistent(clock.clone(), file.clone(), "dev");
+        assert!(first.check("svc").is_ok());
+        first.suspend("svc", Some(Duration::from_secs(900)), "HTTP 429");
+        drop(first);
+        tokio::time::advance(Duration::from_secs(300)).await;
+        let restarted = Suspension::persistent(clock.clone(), file.clone(), "dev");
+        match restarted.check("svc") {
+            Err(MonitorError::RateLimited { retry_after, .. }) => assert_eq!(retry_after, Duration::from_secs(600)),
+            other => panic!("the pause was forgotten: {other:?}"),
+        }
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert!(Suspension::persistent(clock.clone(), file.clone(), "dev")
+            .check("svc")
+            .is_ok());
+        std::fs::write(&file, b"{not json").unwrap();
+        assert!(Suspension::persistent(clock, file, "dev").check("svc").is_ok());
     }
 
     #[test]

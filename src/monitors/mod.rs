@@ -72,6 +72,35 @@ impl MonitorError {
     }
 }
 
+/// What an I/O error on a device link means, in words a user reading the log
+/// understands, followed by the error itself: "Resource temporarily unavailable
+/// (os error 11)" on a socket or serial port means the peer went away, "Operation
+/// now in progress (os error 115)" means a connect got no answer.
+pub fn describe_link_io(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    const EAGAIN: i32 = 11;
+    const EINPROGRESS: i32 = 115;
+    const EHOSTUNREACH: i32 = 113;
+    let meaning = match (e.kind(), e.raw_os_error()) {
+        (_, Some(EINPROGRESS | EHOSTUNREACH)) | (ErrorKind::TimedOut, _) => Some("no answer"),
+        (_, Some(EAGAIN))
+        | (
+            ErrorKind::WouldBlock
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::UnexpectedEof
+            | ErrorKind::NotConnected,
+            _,
+        ) => Some("connection lost"),
+        _ => None,
+    };
+    match meaning {
+        Some(meaning) => format!("{meaning} ({e})"),
+        None => e.to_string(),
+    }
+}
+
 /// A device reader: one per device, owned by its task.
 #[async_trait]
 pub trait Monitor: Send {
@@ -155,4 +184,31 @@ pub fn intern(name: &str) -> &'static str {
     let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
     names.insert(leaked);
     leaked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gone_meter_reads_as_connection_lost_or_no_answer_with_the_io_error_kept() {
+        let eagain = describe_link_io(&std::io::Error::from_raw_os_error(11));
+        assert!(
+            eagain.starts_with("connection lost (") && eagain.contains("os error 11"),
+            "{eagain}"
+        );
+        let inprogress = describe_link_io(&std::io::Error::from_raw_os_error(115));
+        assert!(
+            inprogress.starts_with("no answer (") && inprogress.contains("os error 115"),
+            "{inprogress}"
+        );
+        let reset = describe_link_io(&std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(reset.starts_with("connection lost"), "{reset}");
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            describe_link_io(&denied),
+            denied.to_string(),
+            "other errors say what they say"
+        );
+    }
 }

@@ -47,6 +47,9 @@ pub fn default_timeout() -> Duration {
 pub const FRIENDLY_POLL: Duration = Duration::from_secs(60);
 
 impl DeviceTypeConfig for OpenWeatherMapConfig {
+    /// A rate-limited cloud API: an open breaker waits `breaker_cooldown`.
+    const CLOUD: bool = true;
+
     /// Observations change about every 10 minutes; polling faster stores repeats
     /// and spends the free tier's quota.
     fn default_poll_interval() -> Duration {
@@ -221,7 +224,11 @@ impl OpenWeatherMapMonitor {
         Ok(OpenWeatherMapMonitor {
             client: http::client(config.timeout)?,
             url: format!("{}/data/2.5/weather", config.base_url.trim_end_matches('/')),
-            suspension: Suspension::new(ctx.clock.clone()),
+            suspension: Suspension::persistent(
+                ctx.clock.clone(),
+                ctx.data_dir.join(format!("openweathermap-{}.ratelimit.json", ctx.id)),
+                &ctx.id,
+            ),
             config: config.clone(),
             ctx,
         })

@@ -89,7 +89,10 @@ pub async fn open(target: &Target, timeout: Duration) -> Result<Stream, MonitorE
                     let _ = stream.set_nodelay(true);
                     Ok(Box::new(stream))
                 }
-                Ok(Err(e)) => Err(MonitorError::Link(format!("cannot connect to {host}:{port}: {e}"))),
+                Ok(Err(e)) => Err(MonitorError::Link(format!(
+                    "cannot connect to {host}:{port}: {}",
+                    crate::monitors::describe_link_io(&e)
+                ))),
                 Err(_) => Err(MonitorError::Link(format!(
                     "no connection to {host}:{port} within {}",
                     humantime::format_duration(timeout)
@@ -274,7 +277,7 @@ async fn run(mut stream: Stream, s: ReaderSettings, inbox: Arc<Inbox>) {
                 )
             }
             Ok(Ok(n)) => n,
-            Ok(Err(e)) => break format!("{}: read failed: {e}", s.target),
+            Ok(Err(e)) => break format!("{}: {}", s.target, crate::monitors::describe_link_io(&e)),
             Err(_) if bytes_since_good == 0 => {
                 break format!("{}: silent for {}", s.target, humantime::format_duration(s.timeout))
             }

@@ -202,6 +202,9 @@ impl DsmrConfig {
 }
 
 impl DeviceTypeConfig for DsmrConfig {
+    /// The meter sends a telegram every second (DSMR 5) or ten (DSMR 2.2–4).
+    const PUSHES: bool = true;
+
     fn default_poll_interval() -> Duration {
         Duration::from_secs(10)
     }

@@ -85,6 +85,9 @@ pub const MIN_POLL: Duration = Duration::from_secs(60);
 const INSTALLATION_REFRESH: TimeDelta = TimeDelta::hours(6);
 
 impl DeviceTypeConfig for EvohomeConfig {
+    /// A rate-limited cloud API: an open breaker waits `breaker_cooldown`.
+    const CLOUD: bool = true;
+
     fn default_poll_interval() -> Duration {
         Duration::from_secs(5 * 60)
     }
@@ -214,7 +217,11 @@ impl EvohomeMonitor {
         );
         Ok(EvohomeMonitor {
             config: config.clone(),
-            suspension: Suspension::new(ctx.clock.clone()),
+            suspension: Suspension::persistent(
+                ctx.clock.clone(),
+                ctx.data_dir.join(format!("evohome-{}.ratelimit.json", ctx.id)),
+                &ctx.id,
+            ),
             client,
             auth,
             ctx,

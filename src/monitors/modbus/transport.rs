@@ -49,6 +49,7 @@ async fn call(ctx: &mut Context, block: Block, timeout: Duration) -> Result<Vec<
             "no answer within {}",
             humantime::format_duration(timeout)
         ))),
+        Ok(Err(tokio_modbus::Error::Transport(e))) => Err(ReadError::Link(crate::monitors::describe_link_io(&e))),
         Ok(Err(e)) => Err(ReadError::Link(e.to_string())),
         Ok(Ok(Err(code))) => Err(ReadError::Exception(code)),
         Ok(Ok(Ok(words))) if words.len() == usize::from(count) => Ok(words),
@@ -135,7 +136,12 @@ async fn connect(address: &str, unit: u8, timeout: Duration) -> Result<Context, 
     let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address))
         .await
         .map_err(|_| ReadError::Link(format!("cannot connect to {address}: timed out")))?
-        .map_err(|e| ReadError::Link(format!("cannot connect to {address}: {e}")))?;
+        .map_err(|e| {
+            ReadError::Link(format!(
+                "cannot connect to {address}: {}",
+                crate::monitors::describe_link_io(&e)
+            ))
+        })?;
     // Requests are small and latency matters more than packing.
     let _ = stream.set_nodelay(true);
     Ok(tokio_modbus::client::tcp::attach_slave(stream, Slave(unit)))

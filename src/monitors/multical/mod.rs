@@ -358,9 +358,11 @@ impl MulticalMonitor {
         let tries = format!("{ATTEMPTS} attempts");
         Err(match errors.pop() {
             Some(AttemptError::Invalid(message)) => MonitorError::InvalidData(format!("{message} ({tries})")),
-            Some(AttemptError::Io(e)) => {
-                MonitorError::Link(format!("serial I/O on {}: {e} ({tries})", self.config.port))
-            }
+            Some(AttemptError::Io(e)) => MonitorError::Link(format!(
+                "serial I/O on {}: {} ({tries})",
+                self.config.port,
+                super::describe_link_io(&e)
+            )),
             Some(AttemptError::Silent) | None => MonitorError::Link(format!(
                 "no answer from the meter within {} ({tries}); is the head on the optical eye?",
                 humantime::format_duration(timeout)
