@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::device_time::DeviceClock;
 use super::{Monitor, MonitorContext, MonitorError};
 use crate::config::{CommonConfig, DeviceTypeConfig};
 use crate::protocols::dsmr::DEFAULT_MAX_TELEGRAM_SIZE;
@@ -46,6 +47,14 @@ pub struct DsmrConfig {
     /// Luxembourg telegrams with long event logs exceed 2 KiB.
     #[serde(default = "default_max_telegram_size")]
     pub max_telegram_size: usize,
+    /// The meter's own times (its clock, M-Bus capture times, the monthly peak)
+    /// further than this from the host clock are not used: such readings get the
+    /// time they arrived, and the meter's clock is reported as wrong.
+    #[serde(
+        default = "crate::monitors::device_time::default_max_clock_skew",
+        with = "crate::config::duration"
+    )]
+    pub max_clock_skew: Duration,
 }
 
 pub fn default_timeout() -> Duration {
@@ -217,6 +226,7 @@ impl DeviceTypeConfig for DsmrConfig {
                 format!("must be between 256 and 1048576 bytes, not {}", self.max_telegram_size),
             ));
         }
+        crate::monitors::device_time::validate_max_clock_skew(self.max_clock_skew)?;
         Ok(())
     }
 }
@@ -235,6 +245,7 @@ pub struct DsmrMonitor {
     ctx: MonitorContext,
     reader: Option<Reader>,
     watch: map::Watch,
+    clock: DeviceClock,
 }
 
 impl DsmrMonitor {
@@ -254,6 +265,7 @@ impl DsmrMonitor {
         Ok(DsmrMonitor {
             target,
             settings,
+            clock: DeviceClock::new(ctx.id.clone(), config.max_clock_skew),
             ctx,
             reader: None,
             watch: map::Watch::default(),
@@ -305,7 +317,7 @@ impl Monitor for DsmrMonitor {
             // should it, the telegram is skipped, never stored half-read.
             let Ok(telegram) = r.frame.decode() else { continue };
             self.warn_anomalies(&telegram);
-            readings.extend(map::readings(&self.ctx.id, &telegram, r.at));
+            readings.extend(map::readings(&self.ctx.id, &telegram, r.at, &mut self.clock));
         }
         if readings.is_empty() {
             return Err(MonitorError::InvalidData("telegram without any known value".into()));
@@ -320,10 +332,12 @@ impl Monitor for DsmrMonitor {
     fn protocol_errors(&self) -> Vec<(&'static str, u64)> {
         use std::sync::atomic::Ordering::Relaxed;
         let totals = &self.settings.totals;
-        vec![
+        let mut errors = vec![
             ("crc", totals.crc.load(Relaxed)),
             ("framing", totals.framing.load(Relaxed)),
-        ]
+        ];
+        errors.extend(self.clock.counts());
+        errors
     }
 }
 
