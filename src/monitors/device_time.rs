@@ -114,9 +114,13 @@ impl Rejected {
     fn device_time(&self) -> String {
         match self {
             Rejected::Invalid(raw) => raw.clone(),
-            Rejected::Skewed(t) => t.to_rfc3339(),
+            Rejected::Skewed(t) => rfc3339(*t),
         }
     }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// The rule itself, pure: the device time to use, `Ok(None)` when the device sent
@@ -133,7 +137,7 @@ pub fn judge(
         DeviceTime::At(at) => *at,
     };
     if at < EARLIEST {
-        return Err(Rejected::Invalid(at.to_rfc3339()));
+        return Err(Rejected::Invalid(rfc3339(at)));
     }
     let ahead = at.signed_duration_since(now);
     let behind_limit = max_skew.checked_add(&stamps.extra_age()).unwrap_or(TimeDelta::MAX);
@@ -192,16 +196,16 @@ impl DeviceClock {
             return;
         }
         self.warned_at = Some(now);
-        let earlier = self.unlogged - 1;
+        let suppressed = self.unlogged - 1;
         self.unlogged = 0;
         tracing::warn!(
             device = %self.device,
             field = what,
             device_time = %rejected.device_time(),
-            host_time = %arrival.to_rfc3339(),
+            host_time = %rfc3339(arrival),
             max_clock_skew = %humantime::format_duration(self.max_skew.to_std().unwrap_or_default()),
             kind = rejected.kind(),
-            not_logged_since_last_warning = earlier,
+            suppressed,
             "the device's clock is wrong: its time is not used, readings get the time they arrived"
         );
     }
