@@ -395,4 +395,31 @@ mod tests {
         assert_eq!(key("port: /dev/ttyUSB0\ndata_bits: 6\n"), "data_bits");
         assert!(serde_yaml_ng::from_str::<DsmrConfig>("port: 70000\n").is_err());
     }
+
+    #[test]
+    fn max_clock_skew_is_a_duration_of_at_least_a_second() {
+        assert_eq!(
+            config("port: /dev/ttyUSB0\n").max_clock_skew,
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(
+            config("port: /dev/ttyUSB0\nmax_clock_skew: 2h\n").max_clock_skew,
+            Duration::from_secs(7200)
+        );
+        let file = std::path::Path::new("config.d/p1.yaml");
+        for (yaml, line) in [
+            ("type: dsmr\nport: /dev/ttyUSB0\nmax_clock_skew: 0s\n", "line 3"),
+            (
+                "type: dsmr\nport: /dev/ttyUSB0\npoll_interval: 1s\nmax_clock_skew: soon\n",
+                "line 4",
+            ),
+        ] {
+            let e = crate::config::parse_device(file, yaml, &[])
+                .expect_err(yaml)
+                .to_string();
+            for part in ["config.d/p1.yaml", line, "max_clock_skew"] {
+                assert!(e.contains(part), "{part} not in: {e}");
+            }
+        }
+    }
 }
