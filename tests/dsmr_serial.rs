@@ -121,7 +121,10 @@ async fn pty_stream_unplug_and_replug() {
     setup.device(
         "p1",
         &format!(
-            "type: dsmr\nport: {}\npoll_interval: 1s\ntimeout: 5s\nmax_backoff: 2s\nfailure_threshold: 1000\n",
+            // The recorded telegram's meter time is from 2018: a skew that accepts it,
+            // to check it is stored at the meter's time (the rule for wrong clocks
+            // is tested in dsmr_tcp.rs).
+            "type: dsmr\nport: {}\npoll_interval: 1s\ntimeout: 5s\nmax_backoff: 2s\nfailure_threshold: 1000\nmax_clock_skew: 100y\n",
             dir.join("ttyP1").display()
         ),
     );

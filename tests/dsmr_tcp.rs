@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::{no_env, Setup};
-use dsmr_common::{telegram_at, telegram_bad_crc};
+use dsmr_common::{load, telegram_at, telegram_bad_crc};
 use mesura::app::Daemon;
 use mesura::config::Config;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-fn utc(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).expect("time").to_utc()
+fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).expect("instant")
 }
 
 async fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
@@ -56,7 +56,8 @@ async fn start(setup: &Setup, port: u16, extra: &str) -> Daemon {
 async fn every_telegram_stored_across_a_peer_close() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let t0 = utc("2026-11-24T09:00:00Z");
+    // A meter with a correct clock: its times are kept (within max_clock_skew of now).
+    let t0 = whole_second(Utc::now() - TimeDelta::minutes(10));
     let accepted = Arc::new(AtomicUsize::new(0));
     // Connection 1: three telegrams (one corrupt in between), then the peer closes.
     // Connection 2: three more, then it stays open.
@@ -184,4 +185,116 @@ async fn nobody_listening_is_a_link_error_with_backoff() {
             .is_some_and(|e| e.contains("cannot connect")),
         "{device:?}"
     );
+}
+
+/// The real DSMR 5 fixture as a meter whose clock was never set sends it: meter
+/// time and gas capture time `000101010000W` (2000-01-01), tariff-1 counter `kwh`,
+/// CRC recomputed.
+fn telegram_with_unset_clock(kwh: f64) -> Vec<u8> {
+    let text = String::from_utf8(load("dsmr50_iskra_am550_real.txt")).expect("ASCII fixture");
+    let text = text
+        .replace("0-0:1.0.0(181106140429W)", "0-0:1.0.0(000101010000W)")
+        .replace("0-1:24.2.1(181106140010W)", "0-1:24.2.1(000101010000W)")
+        .replace("1-0:1.8.1(003808.351*kWh)", &format!("1-0:1.8.1({kwh:010.3}*kWh)"));
+    assert_eq!(text.matches("000101010000W").count(), 2, "the fixture changed");
+    let bang = text.find('!').expect("terminator");
+    let mut out = text.as_bytes()[..=bang].to_vec();
+    let crc = mesura::protocols::dsmr::crc16_arc(&out);
+    out.extend_from_slice(format!("{crc:04X}\r\n").as_bytes());
+    out
+}
+
+fn rows(db: &std::path::Path, sql: &str) -> Vec<(i64, f64)> {
+    let Ok(conn) = rusqlite::Connection::open(db) else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = conn.prepare(sql) else {
+        return Vec::new();
+    };
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+/// `mesura_protocol_errors_total{device="p1",kind=…}` as /metrics shows it.
+async fn protocol_errors(addr: std::net::SocketAddr, kind: &str) -> Option<f64> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.ok()?;
+    let prefix = format!("mesura_protocol_errors_total{{device=\"p1\",kind=\"{kind}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meter_with_an_unset_clock_is_stored_at_arrival_time_and_counted() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        for i in 0..3 {
+            let telegram = telegram_with_unset_clock(100.0 + f64::from(i));
+            socket.write_all(&telegram).await.expect("write");
+            // More than a second apart: SQLite keeps one row per second, and these
+            // rows are stamped with their arrival time.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        // Keep the connection open until the test ends.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    let setup = Setup::new(
+        "backends:\n  sqlite:\n    flush_interval: 100ms\napi:\n  listen: 127.0.0.1:0\nwatch:\n  enabled: false\n",
+    );
+    let before = Utc::now().timestamp();
+    let daemon = start(&setup, port, "").await;
+    let addr = daemon.api_addr().expect("the API listens");
+    let db = setup.db_path();
+    let electricity =
+        "SELECT ts, energy_delivered_tariff1 FROM p1 WHERE energy_delivered_tariff1 IS NOT NULL ORDER BY ts";
+    // The last telegram's value, wherever it was stored (on a 2000-01-01 row, the
+    // three telegrams would share one).
+    wait_for(Duration::from_secs(30), "the third telegram in SQLite", || {
+        rows(&db, electricity).iter().any(|r| r.1 == 102.0)
+    })
+    .await;
+    let after = Utc::now().timestamp();
+    let mut invalid = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while invalid.is_none_or(|n| n < 6.0) && Instant::now() < deadline {
+        invalid = protocol_errors(addr, "device_time_invalid").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let skewed = protocol_errors(addr, "device_time_skewed").await;
+    daemon.shutdown().await;
+    server.abort();
+
+    // Every value at the time it arrived, none at 2000-01-01.
+    let stored = rows(&db, electricity);
+    assert_eq!(stored.iter().map(|r| r.1).collect::<Vec<_>>(), [100.0, 101.0, 102.0]);
+    for (ts, _) in &stored {
+        assert!(
+            (before..=after).contains(ts),
+            "stored at {ts}, arrived in {before}..={after}"
+        );
+    }
+    let gas = rows(
+        &db,
+        "SELECT ts, gas_delivered FROM p1 WHERE gas_delivered IS NOT NULL ORDER BY ts",
+    );
+    assert!(!gas.is_empty());
+    for (ts, value) in &gas {
+        assert_eq!(*value, 1569.646);
+        assert!(
+            (before..=after).contains(ts),
+            "gas stored at {ts}, arrived in {before}..={after}"
+        );
+    }
+    let old = rows(&db, "SELECT ts, 0.0 FROM p1 WHERE ts < 1420070400");
+    assert!(old.is_empty(), "rows before 2015: {old:?}");
+    // Per telegram the meter clock and the gas capture time were refused: both counted.
+    assert_eq!(invalid, Some(6.0), "/metrics device_time_invalid");
+    assert_eq!(skewed, Some(0.0), "/metrics device_time_skewed");
 }

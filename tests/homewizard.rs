@@ -5,7 +5,7 @@
 
 mod homewizard_common;
 
-use homewizard_common::{fixture, names, now, reading, utc, value};
+use homewizard_common::{fixture, names, now, reading, utc, value, RECORDED_TIMES};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -81,6 +81,11 @@ fn monitor(port: u16, extra: &str) -> Box<dyn Monitor> {
 
 /// Serves `/api` and `data` as `/api/v1/data`, and reads once.
 async fn read_fixture(data: &str) -> Vec<Reading> {
+    read_fixture_with(data, RECORDED_TIMES).await.0
+}
+
+/// The same with `extra` keys; also gives the monitor's protocol error totals.
+async fn read_fixture_with(data: &str, extra: &str) -> (Vec<Reading>, Vec<(&'static str, u64)>) {
     let routes: Routes = Arc::default();
     {
         let mut r = routes.lock().expect("routes");
@@ -88,7 +93,9 @@ async fn read_fixture(data: &str) -> Vec<Reading> {
         r.insert("/api/v1/data".into(), Answer::Json(200, fixture(data)));
     }
     let port = server(routes).await;
-    monitor(port, "").read().await.expect("read")
+    let mut m = monitor(port, extra);
+    let readings = m.read().await.expect("read");
+    (readings, m.protocol_errors())
 }
 
 #[tokio::test]
@@ -132,6 +139,25 @@ async fn full_answer() {
         .any(|n| n.starts_with("heat_") || *n == "gas_delivered_2"));
     assert_eq!(reading(&r, "power_returned").timestamp, now());
     assert_eq!(reading(&r, "energy_delivered_tariff1").unit, Unit::KiloWattHour);
+}
+
+#[tokio::test]
+async fn meter_times_far_from_the_host_clock_give_the_poll_time_and_are_counted() {
+    // The recorded answer read with the default max_clock_skew (1 day): its gas
+    // capture time (2021), monthly peak (2023) and water meters' times (2021) are
+    // years before the host clock.
+    let (r, errors) = read_fixture_with("v1_data_p1_full.json", "").await;
+    for metric in [
+        "gas_delivered",
+        "peak_demand_month",
+        "water_delivered",
+        "water_delivered_2",
+    ] {
+        assert_eq!(reading(&r, metric).timestamp, now(), "{metric}");
+    }
+    assert!(r.iter().all(|r| r.timestamp == now()));
+    assert!(errors.contains(&("device_time_skewed", 4)), "{errors:?}");
+    assert!(errors.contains(&("device_time_invalid", 0)), "{errors:?}");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ mod common;
 mod homewizard_common;
 
 use common::{openssl, sign_certificate};
-use homewizard_common::{fixture, monitor, names, now, reading, utc, value};
+use homewizard_common::{fixture, monitor, names, now, reading, utc, value, RECORDED_TIMES};
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -196,7 +196,10 @@ impl Setup {
 #[tokio::test]
 async fn three_phases_gas_and_water_over_https() {
     let setup = Setup::new("v2_measurement_p1_3phase_gas_water.json");
-    let r = setup.read(&format!("serial: {SERIAL}\n")).await.expect("read");
+    let r = setup
+        .read(&format!("serial: {SERIAL}\n{RECORDED_TIMES}"))
+        .await
+        .expect("read");
     assert_eq!(value(&r, "energy_delivered_total"), 13779.338);
     assert_eq!(value(&r, "energy_delivered_tariff1"), 10830.511);
     assert_eq!(value(&r, "energy_delivered_tariff2"), 2948.827);

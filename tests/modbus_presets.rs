@@ -201,7 +201,7 @@ async fn every_preset_reads_all_its_metrics_from_a_meter_that_enforces_its_manua
         // Nothing but the preset: its own limits must fit the meter.
         setup.device(
             "meter",
-            &format!("type: modbus\nhost: 127.0.0.1\nport: {port}\npoll_interval: 300ms\npreset: {preset}\n"),
+            &format!("type: modbus\nhost: 127.0.0.1\nport: {port}\npoll_interval: 1s\npreset: {preset}\n"),
         );
         let daemon = start(&setup).await;
         wait_for(&format!("{preset}: three polls"), || {
@@ -263,7 +263,7 @@ async fn a_point_the_meter_refuses_is_named_left_out_for_a_while_and_the_rest_ar
     setup.device(
         "meter",
         &format!(
-            "type: modbus\nhost: 127.0.0.1\nport: {port}\npoll_interval: 200ms\npreset: sdm630\nrefused_point_retry: 2s\n\
+            "type: modbus\nhost: 127.0.0.1\nport: {port}\npoll_interval: 1s\npreset: sdm630\nrefused_point_retry: 10s\n\
              points:\n  - {{name: apparent_energy, register: input, address: 0x0050, type: f32, unit: kVAh, kind: counter}}\n"
         ),
     );
@@ -351,7 +351,7 @@ async fn a_meter_that_refuses_reads_through_undefined_registers_gets_smaller_req
     setup.device(
         "meter",
         &format!(
-            "type: modbus\nhost: 127.0.0.1\nport: {port}\npoll_interval: 200ms\n\
+            "type: modbus\nhost: 127.0.0.1\nport: {port}\npoll_interval: 1s\n\
              points:\n  - {{name: a, register: input, address: 0, type: f32}}\n  - {{name: b, register: input, address: 2, type: f32}}\n  - {{name: c, register: input, address: 6, type: f32}}\n"
         ),
     );

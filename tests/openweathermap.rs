@@ -8,6 +8,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, TimeDelta, Utc};
+use mesura::clock::Clock;
+
 use http_server::{fixture, Canned, ManualClock, Server};
 use mesura::config::{parse_device, DeviceKind};
 use mesura::monitors::openweathermap::OpenWeatherMapMonitor;
@@ -62,7 +65,12 @@ async fn a_recorded_answer_becomes_readings_stamped_with_the_observation_time() 
         "openweathermap/owm25_weather_munich_overcast.json",
     )))
     .await;
-    let mut m = monitor(&server.url, ManualClock::new(), "");
+    // Polled two minutes after the observation, as the service is meant to be.
+    let mut m = monitor(
+        &server.url,
+        ManualClock::at(munich_observed() + TimeDelta::minutes(2)),
+        "",
+    );
     let readings = m.read().await.unwrap_or_else(|e| panic!("{e}"));
 
     let requests = server.requests();
@@ -72,7 +80,8 @@ async fn a_recorded_answer_becomes_readings_stamped_with_the_observation_time() 
         assert!(requests[0].target.contains(part), "{} lacks {part}", requests[0].target);
     }
     assert_eq!(readings.len(), 13, "no wind_gust in this answer: {readings:?}");
-    assert!(readings.iter().all(|r| r.timestamp.timestamp() == 1_744_200_000));
+    assert!(readings.iter().all(|r| r.timestamp == munich_observed()));
+    assert_eq!(skewed(&m), 0);
     assert_eq!(value(&readings, "temperature"), Some(-0.27));
     assert_eq!(value(&readings, "feels_like"), Some(-3.9));
     assert_eq!(value(&readings, "pressure"), Some(1018.0));
@@ -109,6 +118,53 @@ async fn a_recorded_answer_becomes_readings_stamped_with_the_observation_time() 
     assert_eq!(value(&readings, "humidity"), Some(93.7));
     assert_eq!(value(&readings, "condition_id"), Some(615.0));
     assert!(readings.iter().all(|r| matches!(r.value, Value::Number(_))));
+}
+
+/// `dt` of owm25_weather_munich_overcast.json.
+fn munich_observed() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_744_200_000, 0).expect("instant")
+}
+
+fn skewed(m: &OpenWeatherMapMonitor) -> u64 {
+    let errors = m.protocol_errors();
+    let n = errors.iter().find(|(kind, _)| *kind == "device_time_skewed");
+    n.map_or(0, |(_, n)| *n)
+}
+
+#[tokio::test]
+async fn a_stale_observation_time_gives_the_poll_time_and_is_counted() {
+    let (server, _) = serve(Canned::json(fixture(
+        "openweathermap/owm25_weather_munich_overcast.json",
+    )))
+    .await;
+    // A cached or broken answer: the observation is three days older than the host clock.
+    let clock = ManualClock::at(munich_observed() + TimeDelta::days(3));
+    let mut m = monitor(&server.url, clock.clone(), "");
+    let readings = m.read().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(readings.len(), 13);
+    assert!(readings.iter().all(|r| r.timestamp == clock.now()), "{readings:?}");
+    assert_eq!(skewed(&m), 1);
+    clock.advance(Duration::from_secs(600));
+    let readings = m.read().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(readings.iter().all(|r| r.timestamp == clock.now()));
+    assert_eq!(skewed(&m), 2, "every occurrence is counted");
+
+    // A device that allows a week keeps the observation's own time.
+    let mut lenient = monitor(&server.url, clock.clone(), "max_clock_skew: 7d\n");
+    let readings = lenient.read().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(readings.iter().all(|r| r.timestamp == munich_observed()));
+    assert_eq!(skewed(&lenient), 0);
+
+    // `dt: 0`, a clock that was never set, is invalid rather than skewed.
+    let (server, _) = serve(Canned::json(r#"{"main":{"temp":4.5},"dt":0}"#)).await;
+    let mut m = monitor(&server.url, clock.clone(), "");
+    let readings = m.read().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(readings.iter().all(|r| r.timestamp == clock.now()));
+    assert!(
+        m.protocol_errors().contains(&("device_time_invalid", 1)),
+        "{:?}",
+        m.protocol_errors()
+    );
 }
 
 #[tokio::test]

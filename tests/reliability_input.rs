@@ -501,10 +501,11 @@ proptest! {
         use mesura::monitors::homewizard::{readings, V1, V2};
         let device: mesura::reading::DeviceId = Arc::from("p1");
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("a time");
+        let mut clock = mesura::monitors::device_time::DeviceClock::new(device.clone(), std::time::Duration::from_secs(86_400));
         for fields in [&V1, &V2] {
-            let _ = readings(fields, &device, &value, now);
+            let _ = readings(fields, &device, &value, now, &mut clock);
             if let Ok(parsed) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-                let _ = readings(fields, &device, &parsed, now);
+                let _ = readings(fields, &device, &parsed, now, &mut clock);
             }
         }
     }

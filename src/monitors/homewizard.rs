@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use super::device_time::DeviceClock;
 use super::dsmr::map::METRICS as DSMR_METRICS;
 use super::{Monitor, MonitorContext, MonitorError};
 use crate::config::{CommonConfig, DeviceTypeConfig, Secret};
@@ -52,6 +53,14 @@ pub struct HomewizardConfig {
     /// A request not answered within this is a link failure (retried with backoff).
     #[serde(default = "default_timeout", with = "crate::config::duration")]
     pub timeout: Duration,
+    /// The meter's own times (gas capture time, monthly peak) further than this
+    /// from the host clock are not used: such readings get the time of the poll,
+    /// and the meter's clock is reported as wrong.
+    #[serde(
+        default = "crate::monitors::device_time::default_max_clock_skew",
+        with = "crate::config::duration"
+    )]
+    pub max_clock_skew: Duration,
 }
 
 /// The local API generation: v1 is plain HTTP and open to anyone on the network once
@@ -125,6 +134,7 @@ impl DeviceTypeConfig for HomewizardConfig {
         if self.timeout.is_zero() {
             return Err(("timeout".into(), "must be longer than 0s (default 5s)".into()));
         }
+        super::device_time::validate_max_clock_skew(self.max_clock_skew)?;
         match self.api_version {
             ApiVersion::V2 => {
                 let token = self.token.as_ref().map(|t| t.expose().trim()).unwrap_or("");
@@ -173,6 +183,7 @@ pub struct HomewizardMonitor {
     auth: Option<reqwest::header::HeaderValue>,
     ctx: MonitorContext,
     identified: bool,
+    clock: DeviceClock,
 }
 
 impl HomewizardMonitor {
@@ -228,6 +239,7 @@ impl HomewizardMonitor {
             base_url: format!("{scheme}://{host}:{port}"),
             fields,
             auth,
+            clock: DeviceClock::new(ctx.id.clone(), config.max_clock_skew),
             ctx,
             identified: false,
         })
@@ -319,7 +331,7 @@ impl Monitor for HomewizardMonitor {
             self.identify().await?;
         }
         let data = self.get(self.fields.path).await?;
-        let readings = readings(self.fields, &self.ctx.id, &data, self.ctx.clock.now())?;
+        let readings = readings(self.fields, &self.ctx.id, &data, self.ctx.clock.now(), &mut self.clock)?;
         if readings.is_empty() {
             return Err(MonitorError::InvalidData(format!(
                 "`{}` had no value mesura knows (is this a P1 meter?)",
@@ -331,6 +343,10 @@ impl Monitor for HomewizardMonitor {
 
     fn metrics(&self) -> &[MetricSpec] {
         DSMR_METRICS
+    }
+
+    fn protocol_errors(&self) -> Vec<(&'static str, u64)> {
+        self.clock.counts().to_vec()
     }
 }
 
@@ -407,7 +423,8 @@ mod tests {
         let now = utc("2026-01-01T00:00:00Z");
         let data = serde_json::json!({"power_l2_w": -5, "energy_import_kwh": "12", "external": [
             {"unique_id": "a", "type": "gas_meter", "value": 1.5, "unit": "m3", "timestamp": "bad"}]});
-        let r = readings(&V2, &device, &data, now).unwrap_or_default();
+        let mut clock = DeviceClock::new(device.clone(), crate::monitors::device_time::default_max_clock_skew());
+        let r = readings(&V2, &device, &data, now, &mut clock).unwrap_or_default();
         let got: Vec<(&str, f64)> = r
             .iter()
             .map(|r| match r.value {
@@ -416,7 +433,7 @@ mod tests {
             })
             .collect();
         // A string where a number belongs is skipped, not the whole answer; a bad
-        // timestamp falls back to the time of the poll.
+        // timestamp falls back to the time of the poll, and is counted.
         assert_eq!(
             got,
             [
@@ -426,5 +443,6 @@ mod tests {
             ]
         );
         assert_eq!(r[2].timestamp, now);
+        assert_eq!(clock.counts(), [("device_time_invalid", 1), ("device_time_skewed", 0)]);
     }
 }

@@ -2,6 +2,7 @@
 //! that turns a device's config into its monitor.
 
 pub mod bme280;
+pub mod device_time;
 pub mod dsmr;
 pub mod evohome;
 pub mod homewizard;

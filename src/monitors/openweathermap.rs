@@ -1,16 +1,18 @@
 //! Current weather from OpenWeatherMap (`/data/2.5/weather`), so heating can be
 //! plotted against the outdoor temperature. One request per poll; the reading's
-//! timestamp is the observation time the service reports, not the poll time.
+//! timestamp is the observation time the service reports, not the poll time, unless
+//! it is far from the host clock (`max_clock_skew`, see `device_time`).
 //! See docs/devices/openweathermap.md.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use super::device_time::{DeviceClock, DeviceTime, Stamps};
 use super::http::{self, Suspension};
 use super::{Monitor, MonitorContext, MonitorError};
 use crate::config::{CommonConfig, DeviceTypeConfig, Secret};
@@ -33,6 +35,14 @@ pub struct OpenWeatherMapConfig {
     /// How long one request may take, connection included.
     #[serde(default = "default_timeout", with = "crate::config::duration")]
     pub timeout: Duration,
+    /// An observation time (`dt`) further than this from the host clock is not
+    /// used: the readings get the time they arrived, and the answer is reported as
+    /// stale or wrong.
+    #[serde(
+        default = "crate::monitors::device_time::default_max_clock_skew",
+        with = "crate::config::duration"
+    )]
+    pub max_clock_skew: Duration,
 }
 
 pub fn default_base_url() -> String {
@@ -79,6 +89,7 @@ impl DeviceTypeConfig for OpenWeatherMapConfig {
         if self.timeout < Duration::from_secs(1) || self.timeout > Duration::from_secs(120) {
             return Err(("timeout".into(), "must be between 1s and 2m".into()));
         }
+        super::device_time::validate_max_clock_skew(self.max_clock_skew)?;
         Ok(())
     }
 }
@@ -142,8 +153,8 @@ pub fn all_metrics() -> Vec<MetricSpec> {
 /// One decoded observation: metric values and when they were observed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
-    /// `dt`, when present.
-    pub observed_at: Option<DateTime<Utc>>,
+    /// `dt`, as sent: whether it is believable is the monitor's call.
+    pub observed_at: DeviceTime,
     /// In [`METRICS`] order; metrics the response lacks are left out.
     pub values: Vec<(&'static str, f64)>,
 }
@@ -189,9 +200,13 @@ pub fn decode_weather(body: &[u8]) -> Result<Observation, String> {
         .into_iter()
         .filter_map(|(name, v)| v.filter(|v| v.is_finite()).map(|v| (name, v)))
         .collect();
-    let observed_at = num(json.get("dt"))
-        .filter(|t| t.fract() == 0.0 && *t > 0.0)
-        .and_then(|t| DateTime::from_timestamp(t as i64, 0));
+    let observed_at = match json.get("dt") {
+        None | Some(Json::Null) => DeviceTime::Absent,
+        Some(dt) => number(dt)
+            .filter(|t| t.fract() == 0.0 && t.abs() < 1e15)
+            .and_then(|t| DateTime::from_timestamp(t as i64, 0))
+            .map_or_else(|| DeviceTime::Unreadable(dt.to_string()), DeviceTime::At),
+    };
     Ok(Observation { observed_at, values })
 }
 
@@ -210,6 +225,7 @@ pub struct OpenWeatherMapMonitor {
     client: reqwest::Client,
     url: String,
     suspension: Suspension,
+    clock: DeviceClock,
 }
 
 impl OpenWeatherMapMonitor {
@@ -229,6 +245,7 @@ impl OpenWeatherMapMonitor {
                 ctx.data_dir.join(format!("openweathermap-{}.ratelimit.json", ctx.id)),
                 &ctx.id,
             ),
+            clock: DeviceClock::new(ctx.id.clone(), config.max_clock_skew),
             config: config.clone(),
             ctx,
         })
@@ -280,7 +297,9 @@ impl OpenWeatherMapMonitor {
             }
         }
         let observation = decode_weather(&body).map_err(|e| MonitorError::InvalidData(format!("{SERVICE}: {e}")))?;
-        let timestamp = observation.observed_at.unwrap_or_else(|| self.ctx.clock.now());
+        let timestamp = self
+            .clock
+            .stamp(&observation.observed_at, Stamps::Now, "dt", self.ctx.clock.now());
         Ok(observation
             .values
             .iter()
@@ -298,6 +317,10 @@ impl Monitor for OpenWeatherMapMonitor {
 
     fn metrics(&self) -> &[MetricSpec] {
         METRICS
+    }
+
+    fn protocol_errors(&self) -> Vec<(&'static str, u64)> {
+        self.clock.counts().to_vec()
     }
 }
 
@@ -325,7 +348,7 @@ mod tests {
             decode_weather(&body).unwrap_or_else(|e| panic!("{name}: {e}"))
         };
         let o = fixture("owm25_weather_munich_overcast.json");
-        assert_eq!(o.observed_at.map(|t| t.timestamp()), Some(1_744_200_000));
+        assert_eq!(o.observed_at.instant().map(|t| t.timestamp()), Some(1_744_200_000));
         assert_eq!(
             values(&o),
             vec![
@@ -347,7 +370,7 @@ mod tests {
         // Two conditions: the first (the primary one) counts; no feels_like; a
         // fractional humidity is kept as it is.
         let o = fixture("owm25_weather_munich_rain_and_snow.json");
-        assert_eq!(o.observed_at.map(|t| t.timestamp()), Some(1_547_387_400));
+        assert_eq!(o.observed_at.instant().map(|t| t.timestamp()), Some(1_547_387_400));
         assert_eq!(
             values(&o),
             vec![
@@ -368,7 +391,7 @@ mod tests {
         // The documentation example was fetched without units=metric, so its
         // temperatures are in kelvin; mesura always asks for metric.
         let o = fixture("owm25_weather_zocca_rain_docs_example.json");
-        assert_eq!(o.observed_at.map(|t| t.timestamp()), Some(1_661_870_592));
+        assert_eq!(o.observed_at.instant().map(|t| t.timestamp()), Some(1_661_870_592));
         assert_eq!(
             values(&o),
             vec![
@@ -397,7 +420,7 @@ mod tests {
             values(&o),
             vec![("temperature", 4.5), ("rain_1h", 0.0), ("snow_1h", 0.0)]
         );
-        assert_eq!(o.observed_at.map(|t| t.timestamp()), Some(1_700_000_000));
+        assert_eq!(o.observed_at.instant().map(|t| t.timestamp()), Some(1_700_000_000));
     }
 
     #[test]
@@ -414,7 +437,18 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(values(&o), vec![("rain_1h", 0.0), ("snow_1h", 0.0)]);
-        assert_eq!(o.observed_at, None);
+        // A time before 1970 is decoded as sent; the monitor refuses it, not the codec.
+        assert_eq!(o.observed_at.instant().map(|t| t.timestamp()), Some(-5));
+        for (dt, expected) in [
+            ("null", DeviceTime::Absent),
+            ("\"soon\"", DeviceTime::Unreadable("\"soon\"".into())),
+            ("1.5", DeviceTime::Unreadable("1.5".into())),
+            ("1e300", DeviceTime::Unreadable("1e+300".into())),
+        ] {
+            let body = format!(r#"{{"main":{{"temp":1}},"dt":{dt}}}"#);
+            let o = decode_weather(body.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(o.observed_at, expected, "{dt}");
+        }
     }
 
     #[test]
@@ -425,6 +459,7 @@ mod tests {
             appid: Secret::new("k"),
             base_url: default_base_url(),
             timeout: default_timeout(),
+            max_clock_skew: super::super::device_time::default_max_clock_skew(),
         };
         let common: CommonConfig = serde_yaml_ng::from_str("type: openweathermap").unwrap_or_else(|e| panic!("{e}"));
         assert!(ok.validate(&common).is_ok());
@@ -438,6 +473,14 @@ mod tests {
             ..ok.clone()
         };
         assert_eq!(bad.validate(&common).err().map(|e| e.0), Some("appid".to_string()));
+        let bad = OpenWeatherMapConfig {
+            max_clock_skew: Duration::ZERO,
+            ..ok.clone()
+        };
+        assert_eq!(
+            bad.validate(&common).err().map(|e| e.0),
+            Some("max_clock_skew".to_string())
+        );
         let bad = OpenWeatherMapConfig {
             base_url: "ftp://x".into(),
             ..ok

@@ -23,6 +23,11 @@ pub fn now() -> DateTime<Utc> {
     utc("2026-11-24T12:00:00Z")
 }
 
+/// For devices reading the recorded answers: their meter times (2021–2024) are
+/// years from [`now`], and these tests check how those times are read, so the
+/// device accepts them (any date in the next century).
+pub const RECORDED_TIMES: &str = "max_clock_skew: 100y\n";
+
 #[derive(Debug)]
 pub struct FixedClock;
 impl mesura::clock::Clock for FixedClock {

@@ -212,6 +212,11 @@ impl ManualClock {
         Arc::new(ManualClock(Mutex::new(start)))
     }
 
+    /// A clock that reads `at`: for answers whose own time must look current.
+    pub fn at(at: chrono::DateTime<chrono::Utc>) -> Arc<ManualClock> {
+        Arc::new(ManualClock(Mutex::new(at)))
+    }
+
     pub fn advance(&self, d: Duration) {
         let mut now = self.0.lock().expect("clock");
         *now += chrono::TimeDelta::from_std(d).expect("delta");

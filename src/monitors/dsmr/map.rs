@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::protocols::dsmr::{DsmrNumberOrText, DsmrValue, Telegram};
+use crate::monitors::device_time::{DeviceClock, DeviceTime, Stamps};
+use crate::protocols::dsmr::{DsmrNumberOrText, DsmrValue, Obis, Telegram};
 use crate::reading::{DeviceId, Kind, MetricSpec, Reading, Unit, Value};
 
 /// The codec's canonical unit strings → mesura's units. The codec already converted
@@ -27,29 +28,69 @@ pub fn unit_of(codec_unit: &str) -> Unit {
     }
 }
 
-/// When a value was measured: its own capture time (M-Bus, monthly peak), else the
-/// meter's clock (`0-0:1.0.0`), else when the telegram arrived (DSMR 2.2/3.0 meters
-/// send no time). The design keeps the device's own time wherever it sends one.
-pub fn timestamp_of(value: &DsmrValue, telegram: &Telegram, received: DateTime<Utc>) -> DateTime<Utc> {
-    value.timestamp.or(telegram.meter_time).unwrap_or(received)
+/// Which rule of [`Stamps`] a value's own time follows: M-Bus capture times may be
+/// an hour old, the monthly peak's time a month.
+fn stamps_of(value: &DsmrValue) -> Stamps {
+    if value.obis.a == 0 && value.obis.b > 0 {
+        Stamps::Capture
+    } else {
+        Stamps::MonthlyPeak
+    }
 }
 
-/// The readings of one telegram.
-pub fn readings(device: &DeviceId, telegram: &Telegram, received: DateTime<Utc>) -> Vec<Reading> {
+/// What the telegram said about `obis`'s time: `sent` when it was a date, else
+/// whether it sent one at all.
+fn device_time(telegram: &Telegram, obis: Obis, sent: Option<DateTime<Utc>>) -> DeviceTime {
+    match sent {
+        Some(at) => DeviceTime::At(at),
+        None => match telegram.unreadable_times.iter().find(|(o, _)| *o == obis) {
+            Some((_, raw)) => DeviceTime::Unreadable(raw.clone()),
+            None => DeviceTime::Absent,
+        },
+    }
+}
+
+/// The meter clock's object, `0-0:1.0.0`.
+const METER_CLOCK: Obis = Obis {
+    a: 0,
+    b: 0,
+    c: 1,
+    d: 0,
+    e: 0,
+};
+
+/// The readings of one telegram, received at `received` by the host clock. A value
+/// is stamped with its own capture time (M-Bus, monthly peak), else the meter's
+/// clock (`0-0:1.0.0`), else the arrival time (DSMR 2.2/3.0 meters send no clock);
+/// a device time that `clock` refuses is replaced by the arrival time.
+pub fn readings(
+    device: &DeviceId,
+    telegram: &Telegram,
+    received: DateTime<Utc>,
+    clock: &mut DeviceClock,
+) -> Vec<Reading> {
+    let meter_time = device_time(telegram, METER_CLOCK, telegram.meter_time);
+    let telegram_time = clock.stamp(&meter_time, Stamps::Now, "0-0:1.0.0", received);
     telegram
         .values
         .iter()
-        .map(|v| Reading {
-            device: device.clone(),
-            device_type: "",
-            metric: Arc::from(&*v.metric),
-            value: match &v.value {
-                DsmrNumberOrText::Number(n) => Value::Number(*n),
-                DsmrNumberOrText::Text(t) => Value::Text(Arc::from(t.as_str())),
-            },
-            unit: unit_of(v.unit),
-            kind: if v.counter { Kind::Counter } else { Kind::Gauge },
-            timestamp: timestamp_of(v, telegram, received),
+        .map(|v| {
+            let timestamp = match device_time(telegram, v.obis, v.timestamp) {
+                DeviceTime::Absent => telegram_time,
+                own => clock.stamp(&own, stamps_of(v), &v.obis.to_string(), received),
+            };
+            Reading {
+                device: device.clone(),
+                device_type: "",
+                metric: Arc::from(&*v.metric),
+                value: match &v.value {
+                    DsmrNumberOrText::Number(n) => Value::Number(*n),
+                    DsmrNumberOrText::Text(t) => Value::Text(Arc::from(t.as_str())),
+                },
+                unit: unit_of(v.unit),
+                kind: if v.counter { Kind::Counter } else { Kind::Gauge },
+                timestamp,
+            }
         })
         .collect()
 }
@@ -273,13 +314,23 @@ mod tests {
 
     const T: &[u8] = b"/ISK5\\2M550T-1012\r\n\r\n0-0:1.0.0(200426223325S)\r\n0-0:96.1.1(4530303434303037313331363530363138)\r\n1-0:1.8.1(001581.123*kWh)\r\n1-0:1.7.0(00.193*kW)\r\n0-0:96.14.0(0002)\r\n0-1:24.1.0(003)\r\n0-1:24.2.1(200426223001S)(02566.655*m3)\r\n!\r\n";
 
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    fn clock() -> DeviceClock {
+        DeviceClock::new(Arc::from("p1"), crate::monitors::device_time::default_max_clock_skew())
+    }
+
     #[test]
     fn units_timestamps_and_kinds() {
         let t = decode(T).unwrap();
-        let received = DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z").unwrap().to_utc();
-        let r = readings(&Arc::from("p1"), &t, received);
+        let meter = utc("2020-04-26T20:33:25Z");
+        // Arrival a few seconds after the meter's own time: its clock is trusted.
+        let received = meter + chrono::TimeDelta::seconds(4);
+        let mut clock = clock();
+        let r = readings(&Arc::from("p1"), &t, received, &mut clock);
         let get = |m: &str| r.iter().find(|x| &*x.metric == m).unwrap();
-        let meter = DateTime::parse_from_rfc3339("2020-04-26T20:33:25Z").unwrap().to_utc();
         assert_eq!(get("energy_delivered_tariff1").unit, Unit::KiloWattHour);
         assert_eq!(get("energy_delivered_tariff1").kind, Kind::Counter);
         assert_eq!(get("energy_delivered_tariff1").timestamp, meter);
@@ -287,15 +338,35 @@ mod tests {
         assert_eq!(get("power_delivered").kind, Kind::Gauge);
         let gas = get("gas_delivered");
         assert_eq!(gas.unit, Unit::CubicMetre);
-        assert_eq!(
-            gas.timestamp,
-            DateTime::parse_from_rfc3339("2020-04-26T20:30:01Z").unwrap().to_utc()
-        );
+        assert_eq!(gas.timestamp, utc("2020-04-26T20:30:01Z"));
+        assert_eq!(clock.counts().map(|(_, n)| n), [0, 0]);
         // Without a meter time, the arrival time.
         let mut no_time = t.clone();
         no_time.meter_time = None;
-        let r = readings(&Arc::from("p1"), &no_time, received);
+        let r = readings(&Arc::from("p1"), &no_time, received, &mut clock);
         assert!(r.iter().any(|x| &*x.metric == "tariff" && x.timestamp == received));
+        assert_eq!(clock.counts().map(|(_, n)| n), [0, 0], "no clock is no wrong clock");
+    }
+
+    #[test]
+    fn a_wrong_meter_clock_gives_the_arrival_time_and_is_counted() {
+        let t = decode(T).unwrap();
+        // The same telegram arriving years after the meter's time: its clock is wrong.
+        let received = utc("2020-04-26T20:33:25Z") + chrono::TimeDelta::days(400);
+        let mut clock = clock();
+        let r = readings(&Arc::from("p1"), &t, received, &mut clock);
+        assert!(r.iter().all(|x| x.timestamp == received), "{r:?}");
+        // The meter clock and the gas capture time: two device times refused.
+        assert_eq!(clock.counts().map(|(_, n)| n), [0, 2]);
+
+        let unset = String::from_utf8_lossy(T)
+            .replace("(200426223325S)", "(000101010000W)")
+            .replace("(200426223001S)", "(000000000000W)");
+        let t = decode(unset.as_bytes()).unwrap();
+        let r = readings(&Arc::from("p1"), &t, received, &mut clock);
+        assert!(r.iter().all(|x| x.timestamp == received), "{r:?}");
+        assert!(r.iter().any(|x| &*x.metric == "gas_delivered"));
+        assert_eq!(clock.counts().map(|(_, n)| n), [2, 2]);
     }
 
     #[test]

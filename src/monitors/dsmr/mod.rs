@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::device_time::DeviceClock;
 use super::{Monitor, MonitorContext, MonitorError};
 use crate::config::{CommonConfig, DeviceTypeConfig};
 use crate::protocols::dsmr::DEFAULT_MAX_TELEGRAM_SIZE;
@@ -46,6 +47,14 @@ pub struct DsmrConfig {
     /// Luxembourg telegrams with long event logs exceed 2 KiB.
     #[serde(default = "default_max_telegram_size")]
     pub max_telegram_size: usize,
+    /// The meter's own times (its clock, M-Bus capture times, the monthly peak)
+    /// further than this from the host clock are not used: such readings get the
+    /// time they arrived, and the meter's clock is reported as wrong.
+    #[serde(
+        default = "crate::monitors::device_time::default_max_clock_skew",
+        with = "crate::config::duration"
+    )]
+    pub max_clock_skew: Duration,
 }
 
 pub fn default_timeout() -> Duration {
@@ -220,6 +229,7 @@ impl DeviceTypeConfig for DsmrConfig {
                 format!("must be between 256 and 1048576 bytes, not {}", self.max_telegram_size),
             ));
         }
+        crate::monitors::device_time::validate_max_clock_skew(self.max_clock_skew)?;
         Ok(())
     }
 }
@@ -238,6 +248,7 @@ pub struct DsmrMonitor {
     ctx: MonitorContext,
     reader: Option<Reader>,
     watch: map::Watch,
+    clock: DeviceClock,
 }
 
 impl DsmrMonitor {
@@ -257,6 +268,7 @@ impl DsmrMonitor {
         Ok(DsmrMonitor {
             target,
             settings,
+            clock: DeviceClock::new(ctx.id.clone(), config.max_clock_skew),
             ctx,
             reader: None,
             watch: map::Watch::default(),
@@ -308,7 +320,7 @@ impl Monitor for DsmrMonitor {
             // should it, the telegram is skipped, never stored half-read.
             let Ok(telegram) = r.frame.decode() else { continue };
             self.warn_anomalies(&telegram);
-            readings.extend(map::readings(&self.ctx.id, &telegram, r.at));
+            readings.extend(map::readings(&self.ctx.id, &telegram, r.at, &mut self.clock));
         }
         if readings.is_empty() {
             return Err(MonitorError::InvalidData("telegram without any known value".into()));
@@ -323,10 +335,12 @@ impl Monitor for DsmrMonitor {
     fn protocol_errors(&self) -> Vec<(&'static str, u64)> {
         use std::sync::atomic::Ordering::Relaxed;
         let totals = &self.settings.totals;
-        vec![
+        let mut errors = vec![
             ("crc", totals.crc.load(Relaxed)),
             ("framing", totals.framing.load(Relaxed)),
-        ]
+        ];
+        errors.extend(self.clock.counts());
+        errors
     }
 }
 
@@ -383,5 +397,32 @@ mod tests {
         assert_eq!(key("host: p1.local\nport: 23\nbaud_rate: 9600\n"), "baud_rate");
         assert_eq!(key("port: /dev/ttyUSB0\ndata_bits: 6\n"), "data_bits");
         assert!(serde_yaml_ng::from_str::<DsmrConfig>("port: 70000\n").is_err());
+    }
+
+    #[test]
+    fn max_clock_skew_is_a_duration_of_at_least_a_second() {
+        assert_eq!(
+            config("port: /dev/ttyUSB0\n").max_clock_skew,
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(
+            config("port: /dev/ttyUSB0\nmax_clock_skew: 2h\n").max_clock_skew,
+            Duration::from_secs(7200)
+        );
+        let file = std::path::Path::new("config.d/p1.yaml");
+        for (yaml, line) in [
+            ("type: dsmr\nport: /dev/ttyUSB0\nmax_clock_skew: 0s\n", "line 3"),
+            (
+                "type: dsmr\nport: /dev/ttyUSB0\npoll_interval: 1s\nmax_clock_skew: soon\n",
+                "line 4",
+            ),
+        ] {
+            let e = crate::config::parse_device(file, yaml, &[])
+                .expect_err(yaml)
+                .to_string();
+            for part in ["config.d/p1.yaml", line, "max_clock_skew"] {
+                assert!(e.contains(part), "{part} not in: {e}");
+            }
+        }
     }
 }

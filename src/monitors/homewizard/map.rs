@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value as Json};
 
+use crate::monitors::device_time::{DeviceClock, DeviceTime, Stamps};
 use crate::monitors::dsmr::map::METRICS as DSMR_METRICS;
 use crate::monitors::MonitorError;
 use crate::protocols::dsmr::parse_timestamp;
@@ -176,6 +177,15 @@ pub(super) fn local_timestamp(value: Option<&Json>) -> Option<DateTime<Utc>> {
     parse_timestamp(&digits)
 }
 
+/// A timestamp field as the meter sent it: absent (or `null`), a date, or something
+/// that is no date.
+pub(super) fn device_time(value: Option<&Json>) -> DeviceTime {
+    match value {
+        None | Some(Json::Null) => DeviceTime::Absent,
+        Some(v) => local_timestamp(Some(v)).map_or_else(|| DeviceTime::Unreadable(v.to_string()), DeviceTime::At),
+    }
+}
+
 pub(super) fn reading(device: &DeviceId, name: &str, spec: &MetricSpec, value: f64, at: DateTime<Utc>) -> Reading {
     Reading {
         device: device.clone(),
@@ -198,14 +208,16 @@ pub(super) fn external_kind(kind: &str) -> Option<(&'static str, &'static str)> 
     }
 }
 
-/// The readings in one `/api/v1/data` (`V1`) or `/api/measurement` (`V2`) answer.
-/// Missing, `null` and malformed fields are absent; anything but a JSON object is
-/// invalid data.
+/// The readings in one `/api/v1/data` (`V1`) or `/api/measurement` (`V2`) answer,
+/// received at `now`. Missing, `null` and malformed fields are absent; anything but
+/// a JSON object is invalid data. The meter's own times (gas capture, monthly
+/// peak) stamp their values when `clock` accepts them, else `now` does.
 pub fn readings(
     fields: &Fields,
     device: &DeviceId,
     data: &Json,
     now: DateTime<Utc>,
+    clock: &mut DeviceClock,
 ) -> Result<Vec<Reading>, MonitorError> {
     let obj = data
         .as_object()
@@ -236,7 +248,8 @@ pub fn readings(
         }
     }
     if let Some((v, ts)) = fields.peak.iter().find_map(|(value, ts)| num(value).map(|v| (v, *ts))) {
-        push("peak_demand_month", v, local_timestamp(obj.get(ts)).unwrap_or(now));
+        let at = clock.stamp(&device_time(obj.get(ts)), Stamps::MonthlyPeak, ts, now);
+        push("peak_demand_month", v, at);
     }
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     let mut gas_id = None;
@@ -244,19 +257,21 @@ pub fn readings(
         gas_id = obj.get(id).and_then(Json::as_str);
         if let Some(v) = num(value) {
             counts.insert("gas_delivered", 1);
-            push("gas_delivered", v, local_timestamp(obj.get(ts)).unwrap_or(now));
+            let at = clock.stamp(&device_time(obj.get(ts)), Stamps::Capture, ts, now);
+            push("gas_delivered", v, at);
         }
     }
     for ext in obj.get("external").and_then(Json::as_array).into_iter().flatten() {
         if let Some((name, at)) = external(ext, gas_id, &mut counts) {
             let (base, value) = name;
-            push(&base, value, at.unwrap_or(now));
+            let at = clock.stamp(&at, Stamps::Capture, "external[].timestamp", now);
+            push(&base, value, at);
         }
     }
     Ok(out)
 }
 
-type External = ((String, f64), Option<DateTime<Utc>>);
+type External = ((String, f64), DeviceTime);
 
 /// One `external[]` entry (gas, water, heat meters on the P1 meter's M-Bus): named
 /// like DSMR M-Bus channels, the first of a kind plain and the next `_2`, `_3` ….
@@ -284,5 +299,5 @@ pub(super) fn external<'a>(
     } else {
         format!("{base}_{n}")
     };
-    Some(((name, value), local_timestamp(e.get("timestamp"))))
+    Some(((name, value), device_time(e.get("timestamp"))))
 }

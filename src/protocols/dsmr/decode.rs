@@ -153,6 +153,7 @@ pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
         mbus_devices: Vec::new(),
         unknown: Vec::new(),
         malformed: Vec::new(),
+        unreadable_times: Vec::new(),
     };
 
     // Pass 1: lines → objects (continuation lines appended to the previous object).
@@ -219,6 +220,9 @@ pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
             t.version = Some(first.trim().to_string()).filter(|v| !v.is_empty());
         } else if o.a == 0 && o.b == 0 && o.cde(1, 0, 0) {
             t.meter_time = parse_timestamp(first);
+            if t.meter_time.is_none() {
+                t.unreadable_times.push((o, first.to_string()));
+            }
         } else if o.a == 0 && o.b == 0 && o.cde(96, 13, 0) {
             t.text_message = decode_hex_text(first);
         } else if let Some(rank) = equipment_rank(&o) {
@@ -302,6 +306,9 @@ fn meter_value(t: &mut Telegram, def: &obis::MetricDef, o: Obis, obj: &Object<'_
     // store-forwarding stall on every value.
     if let Some(ts) = ts {
         v.timestamp = parse_timestamp(ts);
+        if v.timestamp.is_none() {
+            t.unreadable_times.push((o, ts.to_string()));
+        }
     }
     t.values.push(v);
     true
@@ -407,6 +414,9 @@ fn finish_mbus(t: &mut Telegram, channels: [Channel<'_>; 4]) {
                 push_unknown(t, &r.obj);
                 continue;
             };
+            if let (None, Some(raw)) = (ts, r.ts) {
+                t.unreadable_times.push((r.obis, raw.to_string()));
+            }
             t.values.push(DsmrValue {
                 metric,
                 obis: r.obis,
@@ -442,5 +452,35 @@ mod tests {
         assert_eq!(decode_hex_text("xxxx").as_deref(), Some("xxxx"));
         assert_eq!(decode_hex_text("ABC").as_deref(), Some("ABC"));
         assert_eq!(decode_hex_text(""), None);
+    }
+
+    #[test]
+    fn times_that_are_no_date_are_listed_where_they_were() {
+        let t = decode(
+            b"/ISk5\\2MT382-1000\r\n\r\n0-0:1.0.0(000000000000W)\r\n1-0:1.8.1(000123.456*kWh)\r\n\
+              0-1:24.1.0(003)\r\n0-1:24.2.1(991399999999W)(00012.345*m3)\r\n\
+              0-2:24.2.1(632525252525W)(00000.000)\r\n!\r\n",
+        )
+        .expect("telegram");
+        assert_eq!(t.meter_time, None);
+        let gas = t.get("gas_delivered").expect("gas kept, its time unknown");
+        assert_eq!(gas.timestamp, None);
+        let listed: Vec<(String, &str)> = t
+            .unreadable_times
+            .iter()
+            .map(|(o, raw)| (o.to_string(), raw.as_str()))
+            .collect();
+        // The idle channel 2 (zero, placeholder time) is dropped, not listed.
+        assert_eq!(
+            listed,
+            [
+                ("0-0:1.0.0".to_string(), "000000000000W"),
+                ("0-1:24.2.1".to_string(), "991399999999W")
+            ]
+        );
+        // A meter with a good clock lists nothing.
+        let fine = decode(b"/ISk5\\2MT382-1000\r\n\r\n0-0:1.0.0(181106140429W)\r\n1-0:1.8.1(000123.456*kWh)\r\n!\r\n")
+            .expect("telegram");
+        assert!(fine.unreadable_times.is_empty());
     }
 }

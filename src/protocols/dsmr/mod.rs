@@ -282,6 +282,11 @@ pub struct Telegram {
     pub unknown: Vec<(String, String)>,
     /// Lines skipped because they could not be parsed.
     pub malformed: Vec<String>,
+    /// Times sent that are no date (`000000000000W`, month 13), as sent, with the
+    /// OBIS code of their object: the meter clock (`0-0:1.0.0`, then `meter_time` is
+    /// `None`) or a value's own time (then its `timestamp` is `None`). An idle M-Bus
+    /// channel's placeholder time is not listed: its zero value is not kept either.
+    pub unreadable_times: Vec<(Obis, String)>,
 }
 
 impl Telegram {
