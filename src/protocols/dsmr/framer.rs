@@ -4,7 +4,12 @@
 //! chunked. Rules (see the module docs for the rationale):
 //!
 //! * A telegram starts with `/` at the beginning of a line (or of the stream) while
-//!   hunting. Inside a telegram's data lines a `/` *outside parentheses* (which never
+//!   hunting. A `/` that follows junk on its line (a NUL or 0xFF from a P1 cable when
+//!   the data-request line toggles, half a byte after a baud change) starts one only
+//!   if its line is an identification line: `/`, three letters, then up to the line
+//!   end nothing a data line has (`(`, `)`, `!`, another `/`). Data lines always hold
+//!   `(`, so a `/` in a text message or a value seen while hunting is never a start.
+//!   Inside a telegram's data lines a `/` *outside parentheses* (which never
 //!   occurs in valid data) starts a new telegram too: the partial one is discarded
 //!   as [`FrameError::Truncated`]. A `/` inside `( … )` (text messages such as
 //!   `0-0:96.13.0(test-/-test)`) is data.
@@ -15,7 +20,8 @@
 //! * Bytes outside telegrams (start-up mid-telegram, gateway junk after `!` such as
 //!   the EasyMeter/COM-1 `  25803103` + 0xFF line) are discarded; a run of them
 //!   that contains anything but whitespace is reported as [`FrameError::Garbage`]
-//!   when the next telegram starts.
+//!   when the next telegram starts, and its non-whitespace bytes are counted in
+//!   [`FramerStats::junk_bytes`].
 //! * A telegram growing beyond `max_size` bytes is dropped ([`FrameError::Oversize`]);
 //!   the rest of it is skipped silently up to the next header.
 
@@ -47,12 +53,25 @@ pub struct FramerStats {
     pub garbage: u64,
     /// Every byte not delivered inside a frame (junk, partial and oversize telegrams).
     pub discarded_bytes: u64,
+    /// Non-whitespace bytes skipped between telegrams: line noise, a gateway's own
+    /// output, the rest of a telegram the stream was joined in the middle of. Not
+    /// the bytes of dropped telegrams (those are `oversize` and `truncated`).
+    pub junk_bytes: u64,
 }
+
+/// Longest identification line accepted after junk, CR LF included. IEC 62056-21
+/// allows `/`, three letters, one character and 16 more: 23 bytes. Real headers stay
+/// within that (`/XMX5LGBBFFB231237741`); this leaves room without letting a long
+/// run of junk pass for one.
+const MAX_IDENTIFICATION_LINE: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Outside a telegram, waiting for `/` at the start of a line.
     Hunting,
+    /// A `/` that followed junk on its line, kept (in `buf`) until its line shows
+    /// whether it is an identification line.
+    Candidate,
     /// In the identification line.
     Header,
     /// In the data lines.
@@ -173,6 +192,9 @@ impl Framer {
     /// Forget any partial telegram (e.g. after the serial port reconnected); it is
     /// counted as truncated. Already completed frames stay queued.
     pub fn reset(&mut self) {
+        if self.state == State::Candidate {
+            self.drop_pending_as_junk();
+        }
         if !self.buf.is_empty() {
             self.stats.truncated += 1;
             self.stats.discarded_bytes += self.buf.len() as u64;
@@ -193,14 +215,32 @@ impl Framer {
             State::Hunting => {
                 if b == b'/' && self.line_start {
                     self.start_frame();
+                } else if b == b'/' {
+                    self.buf.push(b);
+                    self.state = State::Candidate;
                 } else {
-                    self.stats.discarded_bytes += 1;
-                    self.junk += 1;
-                    if !b.is_ascii_whitespace() {
-                        self.junk_significant = true;
-                    }
+                    self.skip(b);
                     self.line_start = b == b'\n';
                 }
+            }
+            State::Candidate => match identification_byte(&self.buf, b) {
+                Identification::Continues => self.buf.push(b),
+                Identification::Complete => {
+                    self.buf.push(b);
+                    self.report_junk();
+                    self.state = State::Body { in_paren: false };
+                    self.check_size(b);
+                }
+                Identification::Not => {
+                    self.drop_pending_as_junk();
+                    self.step(b);
+                }
+            },
+            // An identification line never holds a `/` (IEC 62056-21): the line so
+            // far was junk that happened to begin with `/` at a line start.
+            State::Header if b == b'/' => {
+                self.drop_pending_as_junk();
+                self.step(b);
             }
             State::Header => {
                 self.buf.push(b);
@@ -261,7 +301,35 @@ impl Framer {
         }
     }
 
-    fn start_frame(&mut self) {
+    /// A byte outside any telegram.
+    fn skip(&mut self, b: u8) {
+        self.stats.discarded_bytes += 1;
+        self.junk += 1;
+        if !b.is_ascii_whitespace() {
+            self.junk_significant = true;
+            // The rest of an oversize telegram is already counted as that.
+            if !self.suppress_junk {
+                self.stats.junk_bytes += 1;
+            }
+        }
+    }
+
+    /// The bytes held in `buf` turned out not to start a telegram: junk, and the
+    /// framer hunts again from the middle of their line.
+    fn drop_pending_as_junk(&mut self) {
+        let pending = std::mem::take(&mut self.buf);
+        for &b in &pending {
+            self.skip(b);
+        }
+        // Reuse the allocation: it is about a telegram's size.
+        self.buf = pending;
+        self.buf.clear();
+        self.state = State::Hunting;
+        self.line_start = false;
+    }
+
+    /// A telegram starts: the junk before it, if any, is reported.
+    fn report_junk(&mut self) {
         if self.junk_significant && !self.suppress_junk {
             self.stats.garbage += 1;
             self.out.push_back(Err(FrameError::Garbage { discarded: self.junk }));
@@ -269,6 +337,10 @@ impl Framer {
         self.junk = 0;
         self.junk_significant = false;
         self.suppress_junk = false;
+    }
+
+    fn start_frame(&mut self) {
+        self.report_junk();
         self.buf.clear();
         self.buf.push(b'/');
         self.state = State::Header;
@@ -311,6 +383,41 @@ impl Framer {
         self.out.push_back(Ok(Frame { bytes, crc }));
         self.state = State::Hunting;
         self.line_start = true;
+    }
+}
+
+enum Identification {
+    Continues,
+    Complete,
+    Not,
+}
+
+/// Whether `b` continues the identification line `line` (which starts with `/`):
+/// three letters (the manufacturer: `ISk`, `KFM`, `XMX`, `Ene`, `FLU`, `NWA`), then
+/// printable characters other than `(`, `)`, `/`, `!` up to CR LF. The fourth
+/// character is the baud-rate digit in nearly every header, but not in all (Vattenfall's
+/// Warmtelink sends `/NWA-WARMTELINK`); the parentheses, which every data line has,
+/// are what tells a header from a `/` inside a value or a text message.
+fn identification_byte(line: &[u8], b: u8) -> Identification {
+    let at = line.len();
+    let after_cr = line.last() == Some(&b'\r');
+    match b {
+        _ if at >= MAX_IDENTIFICATION_LINE => Identification::Not,
+        _ if at <= 3 => {
+            if b.is_ascii_alphabetic() {
+                Identification::Continues
+            } else {
+                Identification::Not
+            }
+        }
+        // At least one character after the manufacturer.
+        b'\r' | b'\n' if at == 4 => Identification::Not,
+        b'\n' => Identification::Complete,
+        _ if after_cr => Identification::Not,
+        b'\r' => Identification::Continues,
+        b'(' | b')' | b'/' | b'!' => Identification::Not,
+        b' '..=b'~' => Identification::Continues,
+        _ => Identification::Not,
     }
 }
 
@@ -385,16 +492,92 @@ mod tests {
     }
 
     #[test]
-    fn slash_mid_line_while_hunting_is_not_a_start() {
+    fn slash_in_a_value_while_hunting_is_not_a_start() {
         let t = telegram("1-0:1.8.1(1*kWh)\r\n");
-        let mut s = b"x/TST5 fake\r\n1-0:1.8.1(9*kWh)\r\n!0000\r\n".to_vec();
+        // Joined in the middle of a telegram: its text message and a value hold a `/`
+        // followed by letters, one even by a whole header.
+        let mut s =
+            b"x(see /ISk5\\2MT382-1000 now)\r\n0-0:96.13.0(a /KFM5 b)\r\n1-0:1.8.1(9*kWh/h)\r\n!0000\r\n".to_vec();
         s.extend_from_slice(&t);
         let mut f = Framer::default();
         f.push(&s);
         let out = drain(&mut f);
-        assert_eq!(out.len(), 2);
+        assert_eq!(out.len(), 2, "{out:?}");
         assert!(matches!(out[0], Err(FrameError::Garbage { .. })));
         assert_eq!(out[1].as_ref().unwrap().bytes, t);
+        let junk = s.len() - t.len();
+        let whitespace = s[..junk].iter().filter(|b| b.is_ascii_whitespace()).count();
+        assert_eq!(f.stats().junk_bytes, (junk - whitespace) as u64);
+    }
+
+    #[test]
+    fn header_after_junk_on_its_line_starts_a_telegram() {
+        let t = telegram("1-0:1.8.1(1*kWh)\r\n");
+        for junk in [
+            &b"\x00"[..],
+            b"\xff",
+            b"\r\n\x00",
+            b"\xff\xfe\x80",
+            b"noise",
+            b"x/",
+            b"//",
+            b"\r\n/x\x00",
+        ] {
+            let mut s = junk.to_vec();
+            s.extend_from_slice(&t);
+            s.extend_from_slice(junk);
+            s.extend_from_slice(&t);
+            let mut f = Framer::default();
+            f.push(&s);
+            let frames: Vec<_> = drain(&mut f).into_iter().filter_map(Result::ok).collect();
+            assert_eq!(frames.len(), 2, "junk {junk:?}");
+            assert!(frames.iter().all(|fr| fr.bytes == t), "junk {junk:?}");
+            let counted = junk.iter().filter(|b| !b.is_ascii_whitespace()).count() as u64;
+            assert_eq!(f.stats().junk_bytes, 2 * counted, "junk {junk:?}");
+            assert_eq!(f.stats().truncated + f.stats().oversize, 0, "junk {junk:?}");
+        }
+    }
+
+    #[test]
+    fn what_an_identification_line_is() {
+        let id = |line: &[u8]| {
+            let mut f = Framer::default();
+            f.push(b"\x00");
+            f.push(line);
+            f.push(b"\r\n1-0:1.8.1(1*kWh)\r\n!\r\n");
+            drain(&mut f).into_iter().any(|r| r.is_ok())
+        };
+        for real in [
+            &b"/ISk5\\2MT382-1000"[..],
+            b"/KFM5KAIFA-METER",
+            b"/XMX5LGBBFFB231237741",
+            b"/Ene5\\T210-D ESMR5.0",
+            b"/FLU5\\253769484_A",
+            b"/EST5\\253710000_A",
+            b"/Lux5\\253694471_M",
+            b"/KAM5",
+            b"/ADN9 6534",
+            b"/ISk9\\2MIE7T-200",
+            b"/ESY5Q3DB1024 V3.04",
+            b"/NWA-WARMTELINK",
+        ] {
+            assert!(id(real), "{}", String::from_utf8_lossy(real));
+        }
+        for not in [
+            &b"/"[..],
+            b"/ABC",
+            b"/AB5x",
+            b"/12345",
+            b"/ABC5(1)",
+            b"/ABC5 x)",
+            b"/ABC5!",
+            b"/ABC5 a/b",
+            b"/ABC5\x00",
+            b"/ABC5\r\r",
+            &[&b"/ABC5"[..], &[b'x'; 60]].concat(),
+        ] {
+            assert!(!id(not), "{}", String::from_utf8_lossy(not));
+        }
     }
 
     #[test]
