@@ -323,6 +323,7 @@ impl Monitor for DsmrMonitor {
         vec![
             ("crc", totals.crc.load(Relaxed)),
             ("framing", totals.framing.load(Relaxed)),
+            ("junk_bytes", totals.junk_bytes.load(Relaxed)),
         ]
     }
 }
