@@ -1,4 +1,4 @@
-//! The one-shot subcommands: `check`, `devices`, `read`. Each returns its text and
+//! The one-shot subcommands: `check`, `devices`, `read`, `decode`. Each returns its text and
 //! whether it succeeded; `main.rs` prints and sets the exit code.
 
 use std::fmt::Write as _;
@@ -172,37 +172,133 @@ pub fn env_lookup(name: &str) -> Option<String> {
     config::process_env(name)
 }
 
-/// `mesura decode dsmr FILE`: what the decoder makes of a telegram file, as JSON.
-/// Fails (with the reason) when the file holds no complete telegram or its CRC does
-/// not match — the same telegrams the `dsmr` device would drop.
-pub fn decode_dsmr(path: &Path) -> Outcome {
-    let fail = |text: String| Outcome { text, ok: false };
+/// What `mesura decode dsmr` prints: the decoded telegrams for stdout, the reasons
+/// and a summary for stderr, and whether every telegram was one the `dsmr` device
+/// would store.
+pub struct Decoded {
+    pub stdout: String,
+    pub stderr: String,
+    pub ok: bool,
+}
+
+/// `mesura decode dsmr FILE`: what the decoder makes of every telegram in a file, as
+/// a JSON array (or, with `lines`, one JSON object per line). Fails (with the
+/// reasons) when a telegram would be dropped by the `dsmr` device (CRC mismatch,
+/// cut short, oversize) or the file holds no complete telegram; the good ones are
+/// printed all the same.
+pub fn decode_dsmr(path: &Path, lines: bool) -> Decoded {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) => return fail(format!("error: cannot read {}: {e}\n", path.display())),
+        Err(e) => {
+            return Decoded {
+                stdout: String::new(),
+                stderr: format!("error: cannot read {}: {e}\n", path.display()),
+                ok: false,
+            }
+        }
     };
-    match decode_dsmr_bytes(&bytes) {
-        Ok(json) => Outcome {
-            text: format!("{json}\n"),
-            ok: true,
-        },
-        Err(reason) => fail(format!("error: {}: {reason}\n", path.display())),
+    let report = decode_dsmr_bytes(&bytes);
+    let mut stdout = String::new();
+    if lines {
+        for json in &report.telegrams {
+            stdout.push_str(&json.to_string());
+            stdout.push('\n');
+        }
+    } else if !report.telegrams.is_empty() {
+        let array = serde_json::Value::Array(report.telegrams.clone());
+        stdout = serde_json::to_string_pretty(&array).unwrap_or_default() + "\n";
+    }
+    let mut stderr = String::new();
+    for error in &report.errors {
+        let _ = writeln!(stderr, "error: {}: {error}", path.display());
+    }
+    if report.telegrams.is_empty() && report.errors.is_empty() {
+        let _ = writeln!(
+            stderr,
+            "error: {}: no complete telegram: a telegram runs from a `/` line to a `!` line (with its CRC in DSMR 4 and 5)",
+            path.display()
+        );
+    }
+    if report.incomplete_tail > 0 {
+        let _ = writeln!(
+            stderr,
+            "{}: the file ends inside a telegram; its {} bytes are not decoded",
+            path.display(),
+            report.incomplete_tail
+        );
+    }
+    let _ = writeln!(
+        stderr,
+        "{}: {} telegram(s) decoded, {} dropped, {} bytes skipped as junk",
+        path.display(),
+        report.telegrams.len(),
+        report.errors.len(),
+        report.junk_bytes
+    );
+    Decoded {
+        stdout,
+        stderr,
+        ok: report.errors.is_empty() && !report.telegrams.is_empty(),
     }
 }
 
-/// The first complete telegram in `bytes` as the JSON `mesura decode dsmr` prints.
-pub fn decode_dsmr_bytes(bytes: &[u8]) -> Result<String, String> {
+/// Every telegram of a P1 capture, decoded.
+#[derive(Debug, Default)]
+pub struct DsmrReport {
+    /// The telegrams the `dsmr` device would store, in file order, as JSON.
+    pub telegrams: Vec<serde_json::Value>,
+    /// Why each of the others would be dropped (`telegram N: reason`).
+    pub errors: Vec<String>,
+    /// Non-whitespace bytes between telegrams (line noise, a gateway's own output,
+    /// the end of a telegram the capture began in the middle of).
+    pub junk_bytes: u64,
+    /// Bytes of a telegram the file ends in the middle of: a capture stopped
+    /// mid-telegram, not a telegram the meter got wrong, so not an error.
+    pub incomplete_tail: usize,
+}
+
+/// Frames and decodes every telegram in `bytes` the way the `dsmr` device does.
+pub fn decode_dsmr_bytes(bytes: &[u8]) -> DsmrReport {
+    use crate::protocols::dsmr::{FrameError, Framer};
+
+    let mut framer = Framer::default();
+    framer.push(bytes);
+    let mut report = DsmrReport::default();
+    let mut number = 0;
+    while let Some(result) = framer.next_frame() {
+        let frame = match result {
+            Ok(frame) => frame,
+            Err(FrameError::Garbage { .. }) => continue,
+            Err(e) => {
+                number += 1;
+                report.errors.push(format!(
+                    "telegram {number}: {e}; a meter's telegram like this is dropped"
+                ));
+                continue;
+            }
+        };
+        number += 1;
+        match telegram_json(frame) {
+            Ok(mut json) => {
+                if let Some(obj) = json.as_object_mut() {
+                    obj.insert("telegram".into(), number.into());
+                }
+                report.telegrams.push(json);
+            }
+            Err(reason) => report.errors.push(format!("telegram {number}: {reason}")),
+        }
+    }
+    report.junk_bytes = framer.stats().junk_bytes;
+    report.incomplete_tail = framer.pending_len();
+    report
+}
+
+/// One framed telegram as the JSON `mesura decode dsmr` prints, or why the `dsmr`
+/// device would drop it.
+fn telegram_json(mut frame: crate::protocols::dsmr::Frame) -> Result<serde_json::Value, String> {
     use crate::monitors::dsmr::map;
     use crate::protocols::dsmr::{CrcStatus, Framer};
 
-    let first_frame = |data: &[u8]| {
-        let mut framer = Framer::default();
-        framer.push(data);
-        std::iter::from_fn(|| framer.next_frame()).find_map(Result::ok)
-    };
-    let mut frame = first_frame(bytes).ok_or_else(|| {
-        "no complete telegram: a telegram runs from a `/` line to a `!` line (with its CRC in DSMR 4 and 5)".to_owned()
-    })?;
     // Telegrams pasted from a forum or saved on Linux often lost their CRs, which the
     // CRC covers; if restoring CR LF makes the CRC match, that is the telegram.
     let mut note = None;
@@ -212,7 +308,10 @@ pub fn decode_dsmr_bytes(bytes: &[u8]) -> Result<String, String> {
             .iter()
             .flat_map(|&b| if b == b'\n' { vec![b'\r', b'\n'] } else { vec![b] })
             .collect();
-        if let Some(f) = first_frame(&restored).filter(|f| f.crc == CrcStatus::Valid) {
+        let mut framer = Framer::default();
+        framer.push(&restored);
+        let first = std::iter::from_fn(|| framer.next_frame()).find_map(Result::ok);
+        if let Some(f) = first.filter(|f| f.crc == CrcStatus::Valid) {
             frame = f;
             note = Some("line endings were LF; the CRC matches with CR LF");
         }
@@ -256,5 +355,5 @@ pub fn decode_dsmr_bytes(bytes: &[u8]) -> Result<String, String> {
     if let (Some(note), Some(obj)) = (note, json.as_object_mut()) {
         obj.insert("note".into(), note.into());
     }
-    serde_json::to_string_pretty(&json).map_err(|e| e.to_string())
+    Ok(json)
 }

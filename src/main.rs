@@ -61,10 +61,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum DecodeCommand {
-    /// A DSMR / P1 telegram (from `/` to `!CRC`); exits 1 if it would be rejected.
+    /// Every DSMR / P1 telegram (from `/` to `!CRC`) in a file, as a JSON array; exits
+    /// 1 if any would be dropped (the others are printed all the same).
     Dsmr {
-        /// The telegram file.
+        /// The telegram file: one telegram or a capture of many.
         file: PathBuf,
+        /// One JSON object per telegram and line instead of an array.
+        #[arg(long)]
+        lines: bool,
     },
 }
 
@@ -115,8 +119,17 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Decode {
-                what: DecodeCommand::Dsmr { file },
-            } => Ok(print(commands::decode_dsmr(file))),
+                what: DecodeCommand::Dsmr { file, lines },
+            } => {
+                let decoded = commands::decode_dsmr(file, *lines);
+                print!("{}", decoded.stdout);
+                eprint!("{}", decoded.stderr);
+                Ok(if decoded.ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
             Command::Read { device } => {
                 init_tracing(&cli, "warn", LogFormat::Text);
                 Ok(print(commands::read(&cli.config, device, &commands::env_lookup).await))

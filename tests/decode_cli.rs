@@ -6,8 +6,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_mesura");
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dsmr");
 
 fn decode(path: &str) -> (bool, String, String) {
+    decode_with(&[path])
+}
+
+fn decode_with(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
-        .args(["decode", "dsmr", path])
+        .args(["decode", "dsmr"])
+        .args(args)
         .output()
         .expect("run mesura");
     (
@@ -15,6 +20,14 @@ fn decode(path: &str) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The one telegram of a single-telegram file's JSON array.
+fn only(stdout: &str) -> serde_json::Value {
+    let json: serde_json::Value = serde_json::from_str(stdout).expect("JSON");
+    let telegrams = json.as_array().expect("an array of telegrams");
+    assert_eq!(telegrams.len(), 1, "{json}");
+    telegrams[0].clone()
 }
 
 fn reading<'a>(json: &'a serde_json::Value, metric: &str) -> &'a serde_json::Value {
@@ -28,7 +41,7 @@ fn reading<'a>(json: &'a serde_json::Value, metric: &str) -> &'a serde_json::Val
 fn a_good_telegram_prints_json() {
     let (ok, stdout, stderr) = decode(&format!("{FIXTURES}/dsmr50_iskra_am550_real.txt"));
     assert!(ok, "{stderr}");
-    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let json = only(&stdout);
     assert_eq!(json["crc"], "valid");
     // 0-0:1.0.0(181106140429W): 14:04:29 at UTC+1.
     assert_eq!(json["meter_time"], "2018-11-06T13:04:29Z");
@@ -53,7 +66,7 @@ fn a_good_telegram_prints_json() {
 fn an_old_telegram_has_no_crc_and_no_meter_time() {
     let (ok, stdout, stderr) = decode(&format!("{FIXTURES}/dsmr22_iskra_mt382_gas_nocrc.txt"));
     assert!(ok, "{stderr}");
-    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let json = only(&stdout);
     assert_eq!(json["crc"], "absent");
     assert!(json["meter_time"].is_null());
     assert_eq!(reading(&json, "power_delivered")["value"].as_f64(), Some(1010.0));
@@ -86,7 +99,95 @@ fn a_telegram_that_lost_its_crs_still_checks() {
     std::fs::write(&path, text.replace("\r\n", "\n")).expect("write");
     let (ok, stdout, stderr) = decode(path.to_str().expect("utf-8 path"));
     assert!(ok, "{stderr}");
-    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let json = only(&stdout);
     assert_eq!(json["crc"], "valid");
     assert!(json["note"].as_str().is_some_and(|n| n.contains("LF")), "{json}");
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture")
+}
+
+/// A capture of three telegrams with a NUL, a 0xFF line and a stray byte between
+/// them, as a P1 cable sends them.
+fn capture() -> (tempfile::TempDir, String, u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let junk: [&[u8]; 3] = [b"\x00", b"\xff\xff\r\n", b"\r\n\x80"];
+    let telegrams = [
+        fixture("dsmr50_iskra_am550_real.txt"),
+        fixture("dsmr22_iskra_mt382_gas_nocrc.txt"),
+        fixture("dsmr42_kaifa_real.txt"),
+    ];
+    let bytes: Vec<u8> = junk
+        .iter()
+        .zip(&telegrams)
+        .flat_map(|(j, t)| [*j, &t[..]].concat())
+        .collect();
+    let junk_bytes = junk.concat().iter().filter(|b| !b.is_ascii_whitespace()).count() as u64;
+    let path = dir.path().join("capture.txt");
+    std::fs::write(&path, bytes).expect("write");
+    let path = path.to_str().expect("utf-8 path").to_owned();
+    (dir, path, junk_bytes)
+}
+
+#[test]
+fn every_telegram_of_a_capture_is_decoded_and_the_junk_told() {
+    let (_dir, path, junk_bytes) = capture();
+    let (ok, stdout, stderr) = decode(&path);
+    assert!(ok, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let telegrams = json.as_array().expect("an array");
+    let headers: Vec<&str> = telegrams.iter().filter_map(|t| t["header"].as_str()).collect();
+    assert_eq!(headers, ["ISK5\\2M550T-1011", "ISk5\\2MT382-1004", "KFM5KAIFA-METER"]);
+    let numbers: Vec<u64> = telegrams.iter().filter_map(|t| t["telegram"].as_u64()).collect();
+    assert_eq!(numbers, [1, 2, 3]);
+    assert_eq!(
+        reading(&telegrams[2], "energy_delivered_tariff1")["value"].as_f64(),
+        Some(4726.494)
+    );
+    assert!(
+        stderr.contains(&format!(
+            "3 telegram(s) decoded, 0 dropped, {junk_bytes} bytes skipped as junk"
+        )),
+        "{stderr}"
+    );
+
+    let (ok, stdout, stderr) = decode_with(&["--lines", &path]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(&lines[..], &telegrams[..]);
+}
+
+#[test]
+fn a_dropped_telegram_exits_1_and_the_others_still_print() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("capture.txt");
+    let bytes = [
+        fixture("dsmr42_kaifa_real.txt"),
+        fixture("dsmr42_kaifa_bad_crc_abcd.txt"),
+        fixture("dsmr50_iskra_am550_real.txt"),
+    ]
+    .concat();
+    std::fs::write(&path, bytes).expect("write");
+    let (ok, stdout, stderr) = decode(path.to_str().expect("utf-8 path"));
+    assert!(!ok, "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let numbers: Vec<u64> = json
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|t| t["telegram"].as_u64())
+        .collect();
+    assert_eq!(numbers, [1, 3], "{json}");
+    assert!(
+        stderr.contains("telegram 2: CRC mismatch") && stderr.contains("ABCD"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("2 telegram(s) decoded, 1 dropped, 0 bytes skipped as junk"),
+        "{stderr}"
+    );
 }

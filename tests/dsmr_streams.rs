@@ -226,3 +226,126 @@ fn new_header_line_before_terminator() {
     assert_eq!(out[1].as_ref().unwrap().bytes, full);
     assert_eq!(stats.truncated, 1);
 }
+
+/// Every complete fixture, each a telegram alone in its file.
+fn complete_fixtures() -> Vec<(String, Vec<u8>)> {
+    let mut names: Vec<String> = std::fs::read_dir(common::fixture_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".txt") && !n.contains("no_terminator"))
+        .collect();
+    names.sort();
+    names.into_iter().map(|n| (n.clone(), load(&n))).collect()
+}
+
+/// What P1 cables and dongles send between telegrams: a NUL or 0xFF when the
+/// data-request line toggles, a stray byte after a line break, and random bytes
+/// (half a byte after a baud change, a dongle's noise). Random junk holds no `/`:
+/// a `/` at a line start opens a telegram by definition, so junk that has one is a
+/// broken telegram, not junk.
+fn junks(rng: &mut Rng) -> Vec<Vec<u8>> {
+    let mut junks = vec![b"\x00".to_vec(), b"\xff".to_vec(), b"\r\n\x00".to_vec()];
+    for _ in 0..6 {
+        let len = 1 + rng.below(64);
+        junks.push(
+            (0..len)
+                .map(|_| match rng.next() as u8 {
+                    b'/' => b'.',
+                    b => b,
+                })
+                .collect(),
+        );
+    }
+    junks
+}
+
+fn non_whitespace(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|b| !b.is_ascii_whitespace()).count() as u64
+}
+
+#[test]
+fn every_fixture_after_junk_is_framed_and_the_junk_counted() {
+    let mut rng = Rng(0xD5_4D52_0018_0003);
+    let fixtures = complete_fixtures();
+    assert!(fixtures.len() > 35);
+    for (name, file) in &fixtures {
+        // The telegram runs to the end of its `!` line; the Q3D capture has its
+        // gateway's own junk after that.
+        let bang = file.iter().position(|&b| b == b'!').expect("terminated");
+        let end = file[bang..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(file.len(), |lf| bang + lf + 1);
+        let (telegram, trailing) = file.split_at(end);
+        for junk in junks(&mut rng) {
+            // Junk at the start of the stream and between two telegrams.
+            let stream = [&junk[..], file, &junk, file].concat();
+            let whole = frame_all(&stream);
+            let frames: Vec<&[u8]> = whole
+                .0
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .map(|f| &f.bytes[..])
+                .collect();
+            assert_eq!(frames, [telegram, telegram], "{name} after junk {junk:02X?}");
+            let junk_bytes = 2 * (non_whitespace(&junk) + non_whitespace(trailing));
+            assert_eq!(whole.1.junk_bytes, junk_bytes, "{name} after junk {junk:02X?}");
+            assert_eq!(whole.1.truncated + whole.1.oversize, 0, "{name} after junk {junk:02X?}");
+            assert_eq!(whole.2, 0);
+            for max_chunk in [3, 64, 700] {
+                assert_eq!(whole, frame_chunked(&stream, &mut rng, max_chunk), "{name} in chunks");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_slash_in_a_text_message_cuts_nothing() {
+    // The DSMR 2.2 capture with `0-0:96.13.0(test-/-test)`, here with its `!`.
+    let text = [
+        &load("dsmr22_iskra_mt382_textmsg_slash_no_terminator.txt")[..],
+        b"!\r\n",
+    ]
+    .concat();
+    let text_with_header = String::from_utf8(text.clone())
+        .unwrap()
+        .replace("(test-/-test)", "(test /ISk5\\2MT382-1000 test)")
+        .into_bytes();
+    let after = load("dsmr42_kaifa_real.txt");
+    for telegram in [&text, &text_with_header] {
+        let stream = [b"\x00", &telegram[..], b"\xff", &after].concat();
+        let (out, stats, pending) = frame_all(&stream);
+        let frames: Vec<&[u8]> = out
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|f| &f.bytes[..])
+            .collect();
+        assert_eq!(frames, [&telegram[..], &after[..]]);
+        assert_eq!((stats.truncated, stats.junk_bytes, pending), (0, 2, 0));
+        let t = decode(frames[0]).unwrap();
+        assert!(t.text_message.as_deref().is_some_and(|m| m.contains('/')), "{t:?}");
+        assert_eq!(t.number("energy_delivered_tariff1"), Some(39837.604));
+
+        // Joined in the middle of the text message line: the `/` there starts nothing.
+        let slash = telegram[1..]
+            .iter()
+            .position(|&b| b == b'/')
+            .expect("a `/` in the text")
+            + 1;
+        let joined = [&telegram[slash - 3..], &after[..]].concat();
+        let (out, stats, _) = frame_all(&joined);
+        let frames: Vec<&[u8]> = out
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|f| &f.bytes[..])
+            .collect();
+        assert_eq!(
+            frames,
+            [&after[..]],
+            "joined at {:?}",
+            String::from_utf8_lossy(&joined[..20])
+        );
+        assert_eq!(stats.junk_bytes, non_whitespace(&telegram[slash - 3..]));
+    }
+}

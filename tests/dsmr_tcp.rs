@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::{no_env, Setup};
-use dsmr_common::{load, telegram_at, telegram_bad_crc};
+use dsmr_common::{load, telegram_at, telegram_bad_crc, Rng};
 use mesura::app::Daemon;
 use mesura::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -297,4 +297,116 @@ async fn a_meter_with_an_unset_clock_is_stored_at_arrival_time_and_counted() {
     // Per telegram the meter clock and the gas capture time were refused: both counted.
     assert_eq!(invalid, Some(6.0), "/metrics device_time_invalid");
     assert_eq!(skewed, Some(0.0), "/metrics device_time_skewed");
+}
+
+/// What the `dsmr` device stores of a fixture file sent alone: its telegram's
+/// readings, if it has a complete telegram with a good or no CRC.
+/// `max_clock_skew: 100y`: recorded captures keep their own times.
+const RECORDED: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+fn storable(file: &[u8]) -> Option<usize> {
+    use mesura::protocols::dsmr::{CrcStatus, Framer};
+    let mut framer = Framer::default();
+    framer.push(file);
+    let frame = std::iter::from_fn(|| framer.next_frame()).find_map(Result::ok)?;
+    if matches!(frame.crc, CrcStatus::Invalid { .. }) {
+        return None;
+    }
+    let telegram = frame.decode().ok()?;
+    // Recorded years ago: the meter times are kept (as the device below keeps them).
+    let mut clock = mesura::monitors::device_time::DeviceClock::new(Arc::from("p1"), RECORDED);
+    Some(mesura::monitors::dsmr::map::readings(&Arc::from("p1"), &telegram, Utc::now(), &mut clock).len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegrams_after_junk_are_all_stored_and_the_junk_counted() {
+    // Every fixture the device stores, each sent after a NUL, a 0xFF, CR LF NUL and
+    // random junk (no `/`: see tests/dsmr_streams.rs), over one connection.
+    let mut names: Vec<String> = std::fs::read_dir(dsmr_common::fixture_dir())
+        .expect("fixtures")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".txt"))
+        .collect();
+    names.sort();
+    let mut rng = Rng(0x0018_0003_7C9D);
+    let (mut stream, mut readings, mut junk_bytes, mut telegrams) = (Vec::new(), 0, 0u64, 0);
+    for name in &names {
+        let file = load(name);
+        let Some(n) = storable(&file) else { continue };
+        assert!(n > 0, "{name}");
+        let random: Vec<u8> = (0..1 + rng.below(64))
+            .map(|_| match rng.next() as u8 {
+                b'/' => b'.',
+                b => b,
+            })
+            .collect();
+        for junk in [&b"\x00"[..], b"\xff", b"\r\n\x00", &random] {
+            stream.extend_from_slice(junk);
+            stream.extend_from_slice(&file);
+            junk_bytes += junk.iter().filter(|b| !b.is_ascii_whitespace()).count() as u64;
+            readings += n;
+            telegrams += 1;
+        }
+        // The Q3D capture ends with its gateway's own junk after the telegram.
+        let bang = file.iter().position(|&b| b == b'!').expect("terminated");
+        let after = file[bang..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(file.len(), |lf| bang + lf + 1);
+        junk_bytes += 4 * file[after..].iter().filter(|b| !b.is_ascii_whitespace()).count() as u64;
+    }
+    assert!(telegrams > 80, "{telegrams} telegrams");
+    // Well below the 256 telegrams the device keeps between reads, so a slow read
+    // cannot drop any.
+    assert!(telegrams < 256, "{telegrams} telegrams");
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        for chunk in stream.chunks(1000) {
+            socket.write_all(chunk).await.expect("write");
+        }
+        // Held open: a close would count as a link error.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    let setup = Setup::new("backends:\n  sqlite:\n    flush_interval: 100ms\n");
+    let daemon = start(&setup, port, "max_clock_skew: 100y\n").await;
+    let status = daemon.status().clone();
+    let stored = || BackendStatsView::written(&status);
+    let began = Instant::now();
+    while stored() < readings as u64 && began.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let device = status.devices()["p1"].clone();
+    let summary = daemon.shutdown().await;
+    server.abort();
+
+    assert_eq!(
+        stored(),
+        readings as u64,
+        "every telegram's readings, nothing else; {device:?}"
+    );
+    assert_eq!(device.readings, readings as u64, "{device:?}");
+    assert_eq!(
+        device.protocol_errors.get("junk_bytes"),
+        Some(&junk_bytes),
+        "{device:?}"
+    );
+    assert_eq!(device.protocol_errors.get("framing"), Some(&0), "{device:?}");
+    assert_eq!(device.protocol_errors.get("crc"), Some(&0), "{device:?}");
+    assert_eq!(device.polls_failed, 0, "{device:?}");
+    assert_eq!(summary.dropped.values().sum::<u64>(), 0);
+}
+
+struct BackendStatsView;
+
+impl BackendStatsView {
+    fn written(status: &mesura::status::SharedStatus) -> u64 {
+        status
+            .backends()
+            .get("sqlite")
+            .map_or(0, |b| mesura::status::BackendStats::get(&b.written))
+    }
 }

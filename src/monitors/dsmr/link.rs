@@ -169,11 +169,15 @@ pub struct ReaderSettings {
     pub totals: Arc<BadTotals>,
 }
 
-/// Cumulative counts of dropped telegrams, for /metrics.
+/// Cumulative counts of dropped telegrams and skipped junk, for /metrics.
 #[derive(Debug, Default)]
 pub struct BadTotals {
     pub crc: std::sync::atomic::AtomicU64,
     pub framing: std::sync::atomic::AtomicU64,
+    /// Non-whitespace bytes between telegrams (see `FramerStats::junk_bytes`). A
+    /// cable that sends them costs no telegram any more, but a count that climbs
+    /// fast points at a bad cable, a wrong baud rate or a noisy dongle.
+    pub junk_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// A running reader task; aborting it on drop closes the port.
@@ -290,7 +294,14 @@ async fn run(mut stream: Stream, s: ReaderSettings, inbox: Arc<Inbox>) {
             }
         };
         bytes_since_good += n as u64;
+        let junk_before = framer.stats().junk_bytes;
         framer.push(buf.get(..n).unwrap_or_default());
+        let junk = framer.stats().junk_bytes - junk_before;
+        if junk > 0 {
+            s.totals
+                .junk_bytes
+                .fetch_add(junk, std::sync::atomic::Ordering::Relaxed);
+        }
         while let Some(result) = framer.next_frame() {
             match result {
                 Ok(frame) => match frame.crc {
@@ -309,7 +320,8 @@ async fn run(mut stream: Stream, s: ReaderSettings, inbox: Arc<Inbox>) {
                     }
                 },
                 // Bytes between telegrams (joining mid-telegram, a gateway's noise after
-                // each telegram as with EasyMeter Q3D) drop no telegram: not counted.
+                // each telegram as with EasyMeter Q3D) drop no telegram: counted as
+                // junk bytes above, not as a bad telegram.
                 Err(e @ FrameError::Garbage { .. }) => {
                     tracing::trace!(device = %s.device, error = %e, good_frames, "non-telegram bytes skipped");
                 }

@@ -338,6 +338,7 @@ impl Monitor for DsmrMonitor {
         let mut errors = vec![
             ("crc", totals.crc.load(Relaxed)),
             ("framing", totals.framing.load(Relaxed)),
+            ("junk_bytes", totals.junk_bytes.load(Relaxed)),
         ];
         errors.extend(self.clock.counts());
         errors

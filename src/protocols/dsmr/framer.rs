@@ -4,7 +4,12 @@
 //! chunked. Rules (see the module docs for the rationale):
 //!
 //! * A telegram starts with `/` at the beginning of a line (or of the stream) while
-//!   hunting. Inside a telegram's data lines a `/` *outside parentheses* (which never
+//!   hunting. A `/` that follows junk on its line (a NUL or 0xFF from a P1 cable when
+//!   the data-request line toggles, half a byte after a baud change) starts one only
+//!   if its line is an identification line: `/`, three letters, then up to the line
+//!   end nothing a data line has (`(`, `)`, `!`, another `/`). Data lines always hold
+//!   `(`, so a `/` in a text message or a value seen while hunting is never a start.
+//!   Inside a telegram's data lines a `/` *outside parentheses* (which never
 //!   occurs in valid data) starts a new telegram too: the partial one is discarded
 //!   as [`FrameError::Truncated`]. A `/` inside `( … )` (text messages such as
 //!   `0-0:96.13.0(test-/-test)`) is data.
@@ -15,7 +20,8 @@
 //! * Bytes outside telegrams (start-up mid-telegram, gateway junk after `!` such as
 //!   the EasyMeter/COM-1 `  25803103` + 0xFF line) are discarded; a run of them
 //!   that contains anything but whitespace is reported as [`FrameError::Garbage`]
-//!   when the next telegram starts.
+//!   when the next telegram starts, and its non-whitespace bytes are counted in
+//!   [`FramerStats::junk_bytes`].
 //! * A telegram growing beyond `max_size` bytes is dropped ([`FrameError::Oversize`]);
 //!   the rest of it is skipped silently up to the next header.
 
@@ -47,12 +53,25 @@ pub struct FramerStats {
     pub garbage: u64,
     /// Every byte not delivered inside a frame (junk, partial and oversize telegrams).
     pub discarded_bytes: u64,
+    /// Non-whitespace bytes skipped between telegrams: line noise, a gateway's own
+    /// output, the rest of a telegram the stream was joined in the middle of. Not
+    /// the bytes of dropped telegrams (those are `oversize` and `truncated`).
+    pub junk_bytes: u64,
 }
+
+/// Longest identification line accepted after junk, CR LF included. IEC 62056-21
+/// allows `/`, three letters, one character and 16 more: 23 bytes. Real headers stay
+/// within that (`/XMX5LGBBFFB231237741`); this leaves room without letting a long
+/// run of junk pass for one.
+const MAX_IDENTIFICATION_LINE: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Outside a telegram, waiting for `/` at the start of a line.
     Hunting,
+    /// A `/` that followed junk on its line, kept (in `buf`) until its line shows
+    /// whether it is an identification line.
+    Candidate,
     /// In the identification line.
     Header,
     /// In the data lines.
@@ -173,6 +192,9 @@ impl Framer {
     /// Forget any partial telegram (e.g. after the serial port reconnected); it is
     /// counted as truncated. Already completed frames stay queued.
     pub fn reset(&mut self) {
+        if self.state == State::Candidate {
+            self.drop_pending_as_junk();
+        }
         if !self.buf.is_empty() {
             self.stats.truncated += 1;
             self.stats.discarded_bytes += self.buf.len() as u64;
@@ -193,14 +215,32 @@ impl Framer {
             State::Hunting => {
                 if b == b'/' && self.line_start {
                     self.start_frame();
+                } else if b == b'/' {
+                    self.buf.push(b);
+                    self.state = State::Candidate;
                 } else {
-                    self.stats.discarded_bytes += 1;
-                    self.junk += 1;
-                    if !b.is_ascii_whitespace() {
-                        self.junk_significant = true;
-                    }
+                    self.skip(b);
                     self.line_start = b == b'\n';
                 }
+            }
+            State::Candidate => match identification_byte(&self.buf, b) {
+                Identification::Continues => self.buf.push(b),
+                Identification::Complete => {
+                    self.buf.push(b);
+                    self.report_junk();
+                    self.state = State::Body { in_paren: false };
+                    self.check_size(b);
+                }
+                Identification::Not => {
+                    self.drop_pending_as_junk();
+                    self.step(b);
+                }
+            },
+            // An identification line never holds a `/` (IEC 62056-21): the line so
+            // far was junk that happened to begin with `/` at a line start.
+            State::Header if b == b'/' => {
+                self.drop_pending_as_junk();
+                self.step(b);
             }
             State::Header => {
                 self.buf.push(b);
@@ -261,7 +301,35 @@ impl Framer {
         }
     }
 
-    fn start_frame(&mut self) {
+    /// A byte outside any telegram.
+    fn skip(&mut self, b: u8) {
+        self.stats.discarded_bytes += 1;
+        self.junk += 1;
+        if !b.is_ascii_whitespace() {
+            self.junk_significant = true;
+            // The rest of an oversize telegram is already counted as that.
+            if !self.suppress_junk {
+                self.stats.junk_bytes += 1;
+            }
+        }
+    }
+
+    /// The bytes held in `buf` turned out not to start a telegram: junk, and the
+    /// framer hunts again from the middle of their line.
+    fn drop_pending_as_junk(&mut self) {
+        let pending = std::mem::take(&mut self.buf);
+        for &b in &pending {
+            self.skip(b);
+        }
+        // Reuse the allocation: it is about a telegram's size.
+        self.buf = pending;
+        self.buf.clear();
+        self.state = State::Hunting;
+        self.line_start = false;
+    }
+
+    /// A telegram starts: the junk before it, if any, is reported.
+    fn report_junk(&mut self) {
         if self.junk_significant && !self.suppress_junk {
             self.stats.garbage += 1;
             self.out.push_back(Err(FrameError::Garbage { discarded: self.junk }));
@@ -269,6 +337,10 @@ impl Framer {
         self.junk = 0;
         self.junk_significant = false;
         self.suppress_junk = false;
+    }
+
+    fn start_frame(&mut self) {
+        self.report_junk();
         self.buf.clear();
         self.buf.push(b'/');
         self.state = State::Header;
@@ -314,166 +386,41 @@ impl Framer {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+enum Identification {
+    Continues,
+    Complete,
+    Not,
+}
 
-    fn telegram(body: &str) -> Vec<u8> {
-        let mut t = format!("/TST5 test\r\n\r\n{body}!").into_bytes();
-        let crc = crc::crc16_arc(&t);
-        t.extend_from_slice(format!("{crc:04X}\r\n").as_bytes());
-        t
-    }
-
-    fn drain(f: &mut Framer) -> Vec<Result<Frame, FrameError>> {
-        std::iter::from_fn(|| f.next_frame()).collect()
-    }
-
-    #[test]
-    fn single_valid() {
-        let t = telegram("1-0:1.8.1(000001.000*kWh)\r\n");
-        let mut f = Framer::default();
-        f.push(&t);
-        let out = drain(&mut f);
-        assert_eq!(out.len(), 1);
-        let frame = out[0].as_ref().unwrap();
-        assert_eq!(frame.bytes, t);
-        assert_eq!(frame.crc, CrcStatus::Valid);
-        assert_eq!(f.stats().frames, 1);
-        assert_eq!(f.stats().discarded_bytes, 0);
-    }
-
-    #[test]
-    fn slash_inside_parentheses_is_data() {
-        let t = telegram("0-0:96.13.0(test-/-test)\r\n");
-        let mut f = Framer::default();
-        f.push(&t);
-        let out = drain(&mut f);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].as_ref().unwrap().crc, CrcStatus::Valid);
-    }
-
-    #[test]
-    fn header_mid_line_truncates() {
-        let mut s = b"/TST5 a\r\n\r\n1-0:1.8.1(1*kWh)".to_vec();
-        let t = telegram("1-0:1.8.1(2*kWh)\r\n");
-        s.extend_from_slice(&t);
-        let mut f = Framer::default();
-        f.push(&s);
-        let out = drain(&mut f);
-        assert_eq!(out.len(), 2);
-        assert!(matches!(out[0], Err(FrameError::Truncated { discarded: 27 })));
-        assert_eq!(out[1].as_ref().unwrap().bytes, t);
-    }
-
-    #[test]
-    fn junk_before_and_after() {
-        let t = telegram("1-0:1.8.1(1*kWh)\r\n");
-        let mut s = b"noise\r\n".to_vec();
-        s.extend_from_slice(&t);
-        s.extend_from_slice(b"  123\r\n\xff\xff\r\n");
-        s.extend_from_slice(&t);
-        let mut f = Framer::default();
-        f.push(&s);
-        let out = drain(&mut f);
-        assert_eq!(out.len(), 4);
-        assert!(matches!(out[0], Err(FrameError::Garbage { discarded: 7 })));
-        assert!(out[1].is_ok());
-        assert!(matches!(out[2], Err(FrameError::Garbage { discarded: 11 })));
-        assert!(out[3].is_ok());
-        assert_eq!(f.stats().discarded_bytes, 18);
-    }
-
-    #[test]
-    fn slash_mid_line_while_hunting_is_not_a_start() {
-        let t = telegram("1-0:1.8.1(1*kWh)\r\n");
-        let mut s = b"x/TST5 fake\r\n1-0:1.8.1(9*kWh)\r\n!0000\r\n".to_vec();
-        s.extend_from_slice(&t);
-        let mut f = Framer::default();
-        f.push(&s);
-        let out = drain(&mut f);
-        assert_eq!(out.len(), 2);
-        assert!(matches!(out[0], Err(FrameError::Garbage { .. })));
-        assert_eq!(out[1].as_ref().unwrap().bytes, t);
-    }
-
-    #[test]
-    fn oversize_then_recovers() {
-        let big = telegram(&"1-0:1.8.1(000001.000*kWh)\r\n".repeat(20));
-        let small = telegram("1-0:1.8.1(1*kWh)\r\n");
-        let mut f = Framer::new(200);
-        f.push(&big);
-        f.push(&small);
-        let out = drain(&mut f);
-        assert_eq!(out.len(), 2);
-        assert!(matches!(
-            out[0],
-            Err(FrameError::Oversize {
-                discarded: 201,
-                max_size: 200
-            })
-        ));
-        assert_eq!(out[1].as_ref().unwrap().bytes, small);
-        assert_eq!(f.stats().oversize, 1);
-        assert_eq!(f.stats().garbage, 0);
-        assert_eq!(f.stats().discarded_bytes, big.len() as u64);
-    }
-
-    #[test]
-    fn crc_forms() {
-        let mut f = Framer::default();
-        f.push(b"/A\r\n\r\n1-0:1.8.1(1*kWh)\r\n!\r\n");
-        f.push(b"/A\r\n\r\n1-0:1.8.1(1*kWh)\r\n!B9F\r\n");
-        f.push(b"/A\r\n\r\n1-0:1.8.1(1*kWh)\r\n!1234/A\r\n\r\n!\n");
-        let out = drain(&mut f);
-        assert_eq!(out.len(), 4);
-        assert_eq!(out[0].as_ref().unwrap().crc, CrcStatus::Absent);
-        assert!(matches!(
-            out[1].as_ref().unwrap().crc,
-            CrcStatus::Invalid { given: 0x0B9F, .. }
-        ));
-        assert!(matches!(
-            out[2].as_ref().unwrap().crc,
-            CrcStatus::Invalid { given: 0x1234, .. }
-        ));
-        assert_eq!(out[3].as_ref().unwrap().bytes, b"/A\r\n\r\n!\n");
-    }
-
-    #[test]
-    fn bulk_copy_equals_stepping_on_every_fixture() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dsmr");
-        let mut inputs: Vec<Vec<u8>> = Vec::new();
-        for sub in [dir.clone(), dir.join("streams")] {
-            for entry in std::fs::read_dir(sub).unwrap().flatten() {
-                if entry.path().extension().is_some_and(|e| e == "txt") {
-                    inputs.push(std::fs::read(entry.path()).unwrap());
-                }
+/// Whether `b` continues the identification line `line` (which starts with `/`):
+/// three letters (the manufacturer: `ISk`, `KFM`, `XMX`, `Ene`, `FLU`, `NWA`), then
+/// printable characters other than `(`, `)`, `/`, `!` up to CR LF. The fourth
+/// character is the baud-rate digit in nearly every header, but not in all (Vattenfall's
+/// Warmtelink sends `/NWA-WARMTELINK`); the parentheses, which every data line has,
+/// are what tells a header from a `/` inside a value or a text message.
+fn identification_byte(line: &[u8], b: u8) -> Identification {
+    let at = line.len();
+    let after_cr = line.last() == Some(&b'\r');
+    match b {
+        _ if at >= MAX_IDENTIFICATION_LINE => Identification::Not,
+        _ if at <= 3 => {
+            if b.is_ascii_alphabetic() {
+                Identification::Continues
+            } else {
+                Identification::Not
             }
         }
-        assert!(inputs.len() > 40);
-        inputs.push(inputs.concat());
-        for data in &inputs {
-            for max in [64, 300, 700, 1000, 2048, DEFAULT_MAX_TELEGRAM_SIZE] {
-                let (mut bulk, mut step) = (Framer::new(max), Framer::new(max));
-                bulk.push(data);
-                step.push_stepwise(data);
-                assert_eq!(drain(&mut bulk), drain(&mut step), "max {max}");
-                assert_eq!(bulk.stats(), step.stats());
-                assert_eq!(bulk.pending_len(), step.pending_len());
-            }
-        }
-    }
-
-    #[test]
-    fn reset_counts_partial() {
-        let mut f = Framer::default();
-        f.push(b"/A\r\n\r\n1-0:1.8.1(1*k");
-        assert_eq!(f.pending_len(), 19);
-        f.reset();
-        assert!(matches!(
-            f.next_frame(),
-            Some(Err(FrameError::Truncated { discarded: 19 }))
-        ));
-        assert_eq!(f.stats().truncated, 1);
+        // At least one character after the manufacturer.
+        b'\r' | b'\n' if at == 4 => Identification::Not,
+        b'\n' => Identification::Complete,
+        _ if after_cr => Identification::Not,
+        b'\r' => Identification::Continues,
+        b'(' | b')' | b'/' | b'!' => Identification::Not,
+        b' '..=b'~' => Identification::Continues,
+        _ => Identification::Not,
     }
 }
+
+#[cfg(test)]
+#[path = "framer_tests.rs"]
+mod tests;

@@ -41,7 +41,11 @@
 //!
 //! # Framing rules
 //!
-//! * Start: `/` at the beginning of a line. Inside a telegram a `/` outside
+//! * Start: `/` at the beginning of a line, or after junk on its line (a NUL or
+//!   0xFF from a P1 cable) when that line is an identification line: `/`, three
+//!   letters, then printable characters without `(`, `)`, `/` or `!` up to CR LF.
+//!   A `/` in a value or a text message never opens one: data lines hold `(`.
+//!   Inside a telegram a `/` outside
 //!   parentheses (never valid in data lines) also starts a new telegram and the
 //!   partial one is reported as [`FrameError::Truncated`]; a `/` inside `( … )`
 //!   (text message `0-0:96.13.0(test-/-test)`) is data.
@@ -51,7 +55,8 @@
 //!   2.2/3.0, IEC 62056-21) gives [`CrcStatus::Absent`].
 //! * Data between telegrams (gateway junk such as the COM-1 gateway's `  25803103`
 //!   and 0xFF line after an EasyMeter Q3D telegram) is discarded and reported once
-//!   per run as [`FrameError::Garbage`] (whitespace-only runs are not reported).
+//!   per run as [`FrameError::Garbage`] (whitespace-only runs are not reported);
+//!   [`FramerStats::junk_bytes`] counts their non-whitespace bytes.
 //! * Maximum size: [`DEFAULT_MAX_TELEGRAM_SIZE`] (8 KiB) unless configured;
 //!   bigger telegrams → [`FrameError::Oversize`], skipped up to the next header.
 //! * [`Framer::stats`] counts frames per CRC status, errors and discarded bytes.
