@@ -49,7 +49,7 @@ export PYMODBUS_PYTHON="$PYVENV/bin/python"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --locked --all-targets "$@" 2>&1 | tee "$log" || status=$?
+cargo test --locked --no-fail-fast --all-targets "$@" 2>&1 | tee "$log" || status=$?
 
 # The tests that meet the wall clock (outbox ages, retention, token expiry, "last
 # seen", certificates, device clocks) once more with the clock ten years ahead, so a
@@ -58,11 +58,11 @@ cargo test --locked --all-targets "$@" 2>&1 | tee "$log" || status=$?
 # Only on a whole-suite run (no arguments): a filtered run is someone's quick check.
 if [ "$#" -eq 0 ]; then
   echo "== the clock-sensitive tests with the clock ten years ahead (faketime +10y) =="
-  FAKETIME_DONT_FAKE_MONOTONIC=1 cargo test --locked \
+  FAKETIME_DONT_FAKE_MONOTONIC=1 cargo test --locked --no-fail-fast \
     --config "target.'cfg(all())'.runner=['faketime','-f','+10y']" \
     --lib --test api --test cli --test decode_cli --test dsmr_serial --test dsmr_tcp \
     --test e2e --test evohome --test grafana --test homewizard --test homewizard_v2 \
-    --test mqtt --test openweathermap --test reliability_clock --test reload --test router \
+    --test mqtt --test openweathermap --test polling --test reliability_clock --test reload --test router \
     --test uplink_influx --test uplink_json 2>&1 | tee -a "$log" || status=$?
 fi
 # One closing line for the whole suite, whatever target ran last.
