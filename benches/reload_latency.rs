@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use mesura::app::Daemon;
 use mesura::config::Config;
+use mesura::daemon::app::Daemon;
 use tokio_util::sync::CancellationToken;
 
 fn rows(db: &std::path::Path, table: &str) -> i64 {

@@ -7,9 +7,9 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use mesura::backends::sqlite::{SqliteBackend, SqliteConfig};
 use mesura::backends::Backend;
+use mesura::daemon::live::Status;
+use mesura::daemon::router::Router;
 use mesura::reading::{Kind, Reading, Unit, Value};
-use mesura::router::Router;
-use mesura::status::Status;
 
 const DEVICES: usize = 50;
 const METRICS: usize = 8;
@@ -106,7 +106,7 @@ fn main() {
         }
         router.close_all();
         task.await.expect("backend");
-        let written = mesura::status::BackendStats::get(&status.backend("sqlite").written);
+        let written = mesura::daemon::live::BackendStats::get(&status.backend("sqlite").written);
         assert_eq!(written as usize, readings, "every reading must be written");
         t.elapsed()
     });

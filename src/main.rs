@@ -9,9 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use mesura::app::Daemon;
 use mesura::commands;
 use mesura::config::{Config, LogFormat};
+use mesura::daemon::app::Daemon;
 
 #[derive(Parser)]
 #[command(
@@ -241,7 +241,7 @@ impl Signals {
 
 /// SIGTERM and SIGINT stop the daemon; SIGHUP reloads the config files.
 #[cfg(unix)]
-async fn handle_signals(signals: Signals, shutdown: CancellationToken, daemon: mesura::app::DaemonHandle) {
+async fn handle_signals(signals: Signals, shutdown: CancellationToken, daemon: mesura::daemon::app::DaemonHandle) {
     let Some([mut term, mut int, mut hup]) = signals.0 else {
         tracing::error!("cannot listen for signals; stopping");
         shutdown.cancel();
@@ -259,7 +259,7 @@ async fn handle_signals(signals: Signals, shutdown: CancellationToken, daemon: m
 }
 
 #[cfg(not(unix))]
-async fn handle_signals(_signals: Signals, shutdown: CancellationToken, _daemon: mesura::app::DaemonHandle) {
+async fn handle_signals(_signals: Signals, shutdown: CancellationToken, _daemon: mesura::daemon::app::DaemonHandle) {
     let _ = tokio::signal::ctrl_c().await;
     shutdown.cancel();
 }

@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backends::sqlite::{open_existing, quote};
 use crate::clock::SharedClock;
+use crate::daemon::live::GuardStats;
 use crate::monitors::system::DiskUsage;
-use crate::status::GuardStats;
 
 /// `disk_guard` in config.yaml.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use common::{no_env, Setup};
 use dsmr_common::{telegram_at, telegram_bad_crc};
-use mesura::app::Daemon;
 use mesura::config::Config;
+use mesura::daemon::app::Daemon;
 
 /// A pty pair: `<dir>/meter` is the meter's end, `<dir>/ttyP1` the daemon's.
 struct Cable {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use common::{no_env, Setup};
 use dsmr_common::{load, telegram_at, telegram_bad_crc, Rng};
-use mesura::app::Daemon;
 use mesura::config::Config;
+use mesura::daemon::app::Daemon;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -403,10 +403,10 @@ async fn telegrams_after_junk_are_all_stored_and_the_junk_counted() {
 struct BackendStatsView;
 
 impl BackendStatsView {
-    fn written(status: &mesura::status::SharedStatus) -> u64 {
+    fn written(status: &mesura::daemon::live::SharedStatus) -> u64 {
         status
             .backends()
             .get("sqlite")
-            .map_or(0, |b| mesura::status::BackendStats::get(&b.written))
+            .map_or(0, |b| mesura::daemon::live::BackendStats::get(&b.written))
     }
 }

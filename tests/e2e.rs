@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::{no_env, sqlite_rows, Setup};
-use mesura::app::Daemon;
 use mesura::clock::MonotonicClock;
 use mesura::config::Config;
+use mesura::daemon::app::Daemon;
 
 const BASE: &str = "backends:\n  sqlite:\n    flush_interval: 5s\n  csv: {}\n";
 

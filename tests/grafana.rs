@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::{no_env, Setup};
-use mesura::app::Daemon;
 use mesura::backends::sqlite::Store;
 use mesura::clock::MonotonicClock;
 use mesura::config::Config;
+use mesura::daemon::app::Daemon;
 use mesura::reading::{Kind, Reading, Unit, Value};
 use rusqlite::Connection;
 

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use common::broker::free_port;
 use common::modbus::{PyServer, RegisterImage, SeenRequest};
 use common::{no_env, Setup};
-use mesura::app::Daemon;
 use mesura::config::Config;
+use mesura::daemon::app::Daemon;
+use mesura::daemon::live::DeviceStatus;
 use mesura::protocols::modbus::point::{encode_string, encode_words, DataType, WordOrder};
-use mesura::status::DeviceStatus;
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use common::broker::free_port;
 use common::modbus::{PyServer, RegisterImage, SeenRequest};
 use common::{no_env, Setup};
-use mesura::app::Daemon;
 use mesura::config::Config;
+use mesura::daemon::app::Daemon;
+use mesura::daemon::live::DeviceStatus;
 use mesura::monitors::modbus::config::{parse_map, preset_names, preset_text, PointConfig};
 use mesura::protocols::modbus::point::{decode_words, encode_words, DataType, Decoded, RegisterKind, WordOrder};
-use mesura::status::DeviceStatus;
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::broker::{Broker, Message, SlowConnAckProxy, Subscriber};
 use common::{key_and_request, no_env, openssl, sign_certificate, sqlite_rows, Setup};
-use mesura::app::{Daemon, DaemonHandle, Summary};
 use mesura::config::Config;
+use mesura::daemon::app::{Daemon, DaemonHandle, Summary};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

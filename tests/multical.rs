@@ -14,10 +14,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{no_env, sqlite_rows, Setup};
-use mesura::app::Daemon;
 use mesura::config::Config;
+use mesura::daemon::app::Daemon;
+use mesura::daemon::live::DeviceStatus;
 use mesura::protocols::kmp::{self, registers as reg, RegisterValue, Request, Unit};
-use mesura::status::DeviceStatus;
 
 /// Generous: the machine may be busy building or testing something else.
 const LIMIT: Duration = Duration::from_secs(30);

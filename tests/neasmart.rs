@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use common::broker::free_port;
 use common::modbus::base_station_writes;
 use common::{no_env, Setup};
-use mesura::app::Daemon;
 use mesura::config::Config;
+use mesura::daemon::app::Daemon;
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 use chrono::{TimeDelta, Timelike, Utc};
 use common::{no_env, Setup};
 use dsmr_common::telegram_at;
-use mesura::app::Daemon;
 use mesura::config::Config;
+use mesura::daemon::app::Daemon;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

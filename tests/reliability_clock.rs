@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta};
 use common::{no_env, Setup};
-use mesura::app::Daemon;
 use mesura::clock::JumpingClock;
 use mesura::config::Config;
+use mesura::daemon::app::Daemon;
 
 fn timestamps(db: &std::path::Path, device: &str) -> BTreeSet<i64> {
     let conn = rusqlite::Connection::open(db).expect("db");

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{no_env, sqlite_rows, Setup};
-use mesura::app::{Daemon, DaemonHandle, ReloadSummary, Summary};
 use mesura::config::Config;
+use mesura::daemon::app::{Daemon, DaemonHandle, ReloadSummary, Summary};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

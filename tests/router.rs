@@ -7,9 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use mesura::backends::{Backend, BackendError, BatchPolicy};
+use mesura::daemon::live::{BackendStats, Status};
+use mesura::daemon::router;
 use mesura::reading::{Kind, Reading, Unit, Value};
-use mesura::router;
-use mesura::status::{BackendStats, Status};
 
 struct Counting {
     name: &'static str,

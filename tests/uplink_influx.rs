@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::{no_env, Setup};
-use mesura::app::Daemon;
 use mesura::config::Config;
+use mesura::daemon::app::Daemon;
 use mesura::reading::{Kind, Reading, Unit, Value};
 use uplink_common::{free_port, until};
 

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use common::{no_env, Setup};
-use mesura::app::{Daemon, Summary};
 use mesura::config::Config;
+use mesura::daemon::app::{Daemon, Summary};
 use uplink_common::{until, Recorder, Request};
 
 const LIMIT: Duration = Duration::from_secs(30);

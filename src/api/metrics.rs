@@ -10,8 +10,8 @@ use axum::response::IntoResponse;
 use chrono::Utc;
 
 use super::ApiState;
+use crate::daemon::live::{BackendStats, LATENCY_BUCKETS};
 use crate::retry::BreakerState;
-use crate::status::{BackendStats, LATENCY_BUCKETS};
 
 /// Label values escape backslash, double quote and newline.
 fn label(value: &str) -> String {

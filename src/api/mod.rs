@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{read_secret_file, BaseConfig, Secret};
-use crate::status::{BackendStats, SharedStatus};
+use crate::daemon::live::{BackendStats, SharedStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -130,7 +130,7 @@ async fn page() -> Html<&'static str> {
 
 /// A device is healthy when it produced a reading within three poll intervals (at
 /// least a minute), or is still within that time of starting.
-fn device_healthy(d: &crate::status::DeviceStatus, now: DateTime<Utc>) -> bool {
+fn device_healthy(d: &crate::daemon::live::DeviceStatus, now: DateTime<Utc>) -> bool {
     let allowance = chrono::TimeDelta::from_std(d.poll_interval * 3)
         .unwrap_or(chrono::TimeDelta::MAX)
         .max(chrono::TimeDelta::seconds(60));

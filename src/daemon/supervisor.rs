@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::DeviceConfig;
+use crate::daemon::live::SharedStatus;
+use crate::daemon::router::Router;
 use crate::monitors::{self, Monitor, MonitorContext, MonitorError};
 use crate::reading::DeviceId;
 use crate::retry::{Backoff, BreakerState, CircuitBreaker, Transition};
-use crate::router::Router;
-use crate::status::SharedStatus;
 
 /// What every device task needs from the daemon.
 #[derive(Clone)]
@@ -218,7 +218,7 @@ impl DeviceTask {
                     let last = readings.iter().map(|r| r.timestamp).max();
                     self.shared.status.update_device(&id, |s| {
                         for r in &readings {
-                            let latest = crate::status::Latest {
+                            let latest = crate::daemon::live::Latest {
                                 value: r.value.clone(),
                                 unit: r.unit.symbol(),
                                 kind: r.kind.as_str(),
@@ -340,7 +340,7 @@ mod tests {
     /// Runs a device of config `src` against a peer that is gone from 10 s to
     /// 10 s + `outage`; returns the good reads' times (from the start), the
     /// device's status and the log.
-    async fn outage(src: &str, outage: Duration) -> (Vec<Duration>, crate::status::DeviceStatus, String) {
+    async fn outage(src: &str, outage: Duration) -> (Vec<Duration>, crate::daemon::live::DeviceStatus, String) {
         let log = Arc::new(Mutex::new(Vec::<u8>::new()));
         let writer = {
             let log = log.clone();

@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::backends::{Backend, BackendError, BatchPolicy};
+use crate::daemon::live::{BackendStats, SharedStatus};
 use crate::reading::{DeviceId, Reading};
-use crate::status::{BackendStats, SharedStatus};
 
 /// One poll's readings, shared by every backend queue it goes to.
 pub type Batch = Arc<[Reading]>;

@@ -12,11 +12,12 @@ use tokio_util::sync::CancellationToken;
 use crate::backends::{self, BackendError};
 use crate::clock::SharedClock;
 use crate::config::{self, BaseConfig, Config, ConfigError, DeviceConfig, DeviceSet};
+use crate::daemon::live::{BackendStats, SharedStatus, Status};
+use crate::daemon::reload::{BaseDiff, DeviceDiff};
+use crate::daemon::router::Router;
+use crate::daemon::supervisor::{Shared, Supervisor};
+use crate::daemon::watch::ConfigWatcher;
 use crate::reading::DeviceId;
-use crate::router::Router;
-use crate::status::{BackendStats, SharedStatus, Status};
-use crate::supervisor::{Shared, Supervisor};
-use crate::watch::ConfigWatcher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -243,7 +244,7 @@ impl Daemon {
         // Files changed between the initial load and the watch starting would
         // otherwise go unseen until their next change.
         self.apply(Quiet::UnlessChanged).await;
-        let notifier = crate::notify::Notifier::from_env();
+        let notifier = crate::daemon::systemd::Notifier::from_env();
         notifier.send(&format!("READY=1\n{}", self.status_line()));
         // Pings come from this loop itself: if it hangs, they stop, and systemd
         // restarts us.
@@ -343,18 +344,9 @@ impl Daemon {
         if new == self.base {
             return Ok(Vec::new());
         }
+        let diff = BaseDiff::new(&self.base, &new);
         let mut rebuilt = Vec::new();
-        let names: BTreeSet<&'static str> = self
-            .base
-            .backends
-            .names()
-            .into_iter()
-            .chain(new.backends.names())
-            .collect();
-        for name in names {
-            if backends::same_settings(name, &self.base, &new) {
-                continue;
-            }
+        for name in diff.backends {
             let previous = self.backend_tasks.remove(name);
             match backends::open(name, &new).await {
                 Ok(Some(backend)) => {
@@ -379,19 +371,15 @@ impl Daemon {
             }
             rebuilt.push(name.to_owned());
         }
-        if new.logging != self.base.logging || new.api != self.base.api {
+        if diff.needs_restart {
             tracing::warn!("logging or api settings changed: they apply after a restart");
         }
-        let db_changed = new.data_dir != self.base.data_dir
-            || new.backends.sqlite.as_ref().map(|c| &c.path) != self.base.backends.sqlite.as_ref().map(|c| &c.path);
-        let guard_changed = db_changed || new.disk_guard != self.base.disk_guard;
-        let retention_changed = db_changed || new.retention != self.base.retention;
         self.base = new;
-        if guard_changed {
+        if diff.disk_guard {
             stop_guard(self.guard.take()).await;
             self.guard = start_guard(&self.base, &self.clock, &self.status);
         }
-        if retention_changed {
+        if diff.downsampler {
             stop_guard(self.downsampler.take()).await;
             self.downsampler = start_downsampler(&self.base, &self.clock);
         }
@@ -422,31 +410,24 @@ impl Daemon {
             self.failed.insert(id.clone(), text);
             failed_ids.insert(id);
         }
-        let gone: Vec<DeviceId> = self
-            .known
-            .keys()
-            .filter(|id| !set.devices.contains_key(*id) && !failed_ids.contains(&***id))
-            .cloned()
-            .collect();
-        for id in gone {
+        let diff = DeviceDiff::new(&self.known, &set.devices, &failed_ids);
+        for id in diff.stop {
             self.supervisor.stop(&id).await;
             self.router.device_removed(&id);
             self.known.remove(&id);
             summary.removed.push(id.to_string());
         }
+        summary.unchanged = diff.unchanged.len();
+        for id in &diff.restart {
+            // The old task must have let go of its port before the new one opens it.
+            self.supervisor.stop(id).await;
+            summary.changed.push(id.to_string());
+        }
+        summary.added = diff.start.iter().map(|id| id.to_string()).collect();
+        let to_start: BTreeSet<&DeviceId> = diff.restart.iter().chain(&diff.start).collect();
         for (id, new) in set.devices {
-            match self.known.get(&id) {
-                Some(old) if *old == new => summary.unchanged += 1,
-                Some(_) => {
-                    // The old task must have let go of its port before the new one opens it.
-                    self.supervisor.stop(&id).await;
-                    self.supervisor.start(new.clone());
-                    summary.changed.push(id.to_string());
-                }
-                None => {
-                    self.supervisor.start(new.clone());
-                    summary.added.push(id.to_string());
-                }
+            if to_start.contains(&id) {
+                self.supervisor.start(new.clone());
             }
             self.known.insert(id, new);
         }

@@ -1,0 +1,14 @@
+//! The running daemon: the main loop (`app`), what a reload changes (`reload`, pure), one task per
+//! device (`supervisor`), the fan-out to the backends (`router`), the live state the
+//! status API and the shutdown summary read (`live`), the config watcher (`watch`)
+//! and systemd's notify protocol (`systemd`).
+
+pub mod app;
+pub mod live;
+pub mod reload;
+pub mod router;
+pub mod supervisor;
+pub mod systemd;
+pub mod watch;
+
+pub use app::{Daemon, DaemonHandle, ReloadSummary, Summary};

@@ -1,0 +1,190 @@
+//! What a reload changes, computed apart from the code that applies it
+//! (`app.rs`): which devices start, stop or restart, which backends are rebuilt,
+//! and whether the disk guard or the downsampler must restart. Pure functions of
+//! the old and the new config, so every rule is unit-tested here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::{BaseConfig, DeviceConfig};
+use crate::reading::DeviceId;
+
+/// The devices of a reload.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeviceDiff {
+    /// New device files.
+    pub start: Vec<DeviceId>,
+    /// Files whose config changed: the old task stops before the new one starts.
+    pub restart: Vec<DeviceId>,
+    /// Files that are gone.
+    pub stop: Vec<DeviceId>,
+    /// Files unchanged: their tasks are not touched.
+    pub unchanged: Vec<DeviceId>,
+}
+
+impl DeviceDiff {
+    /// `old`: the last good config of every device; `new`: the devices that loaded
+    /// now; `failing`: ids whose file failed to load now. A failing file is neither
+    /// gone nor changed: its device keeps running with its last good config.
+    pub fn new(
+        old: &BTreeMap<DeviceId, DeviceConfig>,
+        new: &BTreeMap<DeviceId, DeviceConfig>,
+        failing: &BTreeSet<String>,
+    ) -> DeviceDiff {
+        let mut diff = DeviceDiff {
+            stop: old
+                .keys()
+                .filter(|id| !new.contains_key(*id) && !failing.contains(&***id))
+                .cloned()
+                .collect(),
+            ..DeviceDiff::default()
+        };
+        for (id, config) in new {
+            match old.get(id) {
+                Some(previous) if previous == config => diff.unchanged.push(id.clone()),
+                Some(_) => diff.restart.push(id.clone()),
+                None => diff.start.push(id.clone()),
+            }
+        }
+        diff
+    }
+}
+
+/// The base config (config.yaml) of a reload.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BaseDiff {
+    /// Backends to open anew (settings changed, or added), or to remove (no longer
+    /// configured): `app.rs` tells which by opening them.
+    pub backends: Vec<&'static str>,
+    /// The disk guard watches another database or has other settings.
+    pub disk_guard: bool,
+    /// The downsampler works on another database or has other settings.
+    pub downsampler: bool,
+    /// Logging or the status API changed: those apply only after a restart.
+    pub needs_restart: bool,
+}
+
+impl BaseDiff {
+    pub fn new(old: &BaseConfig, new: &BaseConfig) -> BaseDiff {
+        let names: BTreeSet<&'static str> = old.backends.names().into_iter().chain(new.backends.names()).collect();
+        let db_changed = new.data_dir != old.data_dir
+            || new.backends.sqlite.as_ref().map(|c| &c.path) != old.backends.sqlite.as_ref().map(|c| &c.path);
+        BaseDiff {
+            backends: names
+                .into_iter()
+                .filter(|name| !crate::backends::same_settings(name, old, new))
+                .collect(),
+            disk_guard: db_changed || new.disk_guard != old.disk_guard,
+            downsampler: db_changed || new.retention != old.retention,
+            needs_restart: new.logging != old.logging || new.api != old.api,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn device(yaml: &str) -> DeviceConfig {
+        crate::config::parse_device(std::path::Path::new("dev.yaml"), yaml, &["sqlite"]).expect("device config")
+    }
+
+    /// Base configs loaded from one place, so relative paths (`data_dir`) resolve
+    /// alike unless a test changes them.
+    fn base(dir: &tempfile::TempDir, yaml: &str) -> BaseConfig {
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, yaml).expect("write");
+        crate::config::load_base(&path, &|_: &str| None, &[]).expect("base config")
+    }
+
+    fn ids(list: &[DeviceId]) -> Vec<&str> {
+        list.iter().map(|id| &**id).collect()
+    }
+
+    #[test]
+    fn devices_start_restart_stop_or_stay() {
+        let fast = device("type: simulated\nprofile: gas\npoll_interval: 1s\n");
+        let slow = device("type: simulated\nprofile: gas\npoll_interval: 5s\n");
+        let old: BTreeMap<DeviceId, DeviceConfig> = [
+            (Arc::from("same"), fast.clone()),
+            (Arc::from("edited"), fast.clone()),
+            (Arc::from("deleted"), fast.clone()),
+            (Arc::from("broken"), fast.clone()),
+        ]
+        .into();
+        let new: BTreeMap<DeviceId, DeviceConfig> = [
+            (Arc::from("same"), fast.clone()),
+            (Arc::from("edited"), slow),
+            (Arc::from("added"), fast),
+        ]
+        .into();
+        // `broken.yaml` fails to load now: its device keeps its last good config.
+        let failing: BTreeSet<String> = ["broken".to_owned()].into();
+        let diff = DeviceDiff::new(&old, &new, &failing);
+        assert_eq!(ids(&diff.start), ["added"]);
+        assert_eq!(ids(&diff.restart), ["edited"]);
+        assert_eq!(ids(&diff.stop), ["deleted"]);
+        assert_eq!(ids(&diff.unchanged), ["same"]);
+
+        // Once the file is removed for good, the device stops.
+        let diff = DeviceDiff::new(&old, &new, &BTreeSet::new());
+        assert_eq!(ids(&diff.stop), ["broken", "deleted"]);
+    }
+
+    #[test]
+    fn nothing_changed_is_an_empty_diff() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = device("type: system\npoll_interval: 10s\n");
+        let devices: BTreeMap<DeviceId, DeviceConfig> = [(Arc::from("host"), config)].into();
+        let diff = DeviceDiff::new(&devices, &devices, &BTreeSet::new());
+        assert!(diff.start.is_empty() && diff.restart.is_empty() && diff.stop.is_empty());
+        assert_eq!(ids(&diff.unchanged), ["host"]);
+
+        let a = base(&dir, "backends:\n  sqlite: {}\n  csv: {}\n");
+        assert_eq!(BaseDiff::new(&a, &a), BaseDiff::default());
+    }
+
+    #[test]
+    fn only_the_backends_whose_section_changed_are_rebuilt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = base(&dir, "backends:\n  sqlite: {}\n  csv: {}\n");
+        let new = base(&dir, "backends:\n  sqlite:\n    flush_interval: 1s\n  csv: {}\n");
+        let diff = BaseDiff::new(&old, &new);
+        assert_eq!(diff.backends, ["sqlite"]);
+        assert!(!diff.needs_restart);
+
+        // A removed backend and an added one are both in the list.
+        let new = base(&dir, "backends:\n  sqlite: {}\n  mqtt:\n    host: 127.0.0.1\n");
+        assert_eq!(BaseDiff::new(&old, &new).backends, ["csv", "mqtt"]);
+    }
+
+    #[test]
+    fn another_data_dir_rebuilds_every_backend_and_restarts_the_store_keepers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = base(&dir, "backends:\n  sqlite: {}\n  csv: {}\n");
+        let new = base(&dir, "data_dir: elsewhere\nbackends:\n  sqlite: {}\n  csv: {}\n");
+        let diff = BaseDiff::new(&old, &new);
+        assert_eq!(diff.backends, ["csv", "sqlite"]);
+        assert!(diff.disk_guard && diff.downsampler);
+    }
+
+    #[test]
+    fn guard_retention_and_api_changes_are_told_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = base(&dir, "backends:\n  sqlite: {}\n");
+        let guard = base(
+            &dir,
+            "backends:\n  sqlite: {}\ndisk_guard:\n  max_disk_used_percent: 80\n",
+        );
+        let diff = BaseDiff::new(&old, &guard);
+        assert!(diff.disk_guard && !diff.downsampler && diff.backends.is_empty());
+
+        let retention = base(&dir, "backends:\n  sqlite: {}\nretention:\n  raw: 3d\n");
+        let diff = BaseDiff::new(&old, &retention);
+        assert!(!diff.disk_guard && diff.downsampler && diff.backends.is_empty());
+
+        let api = base(&dir, "backends:\n  sqlite: {}\napi:\n  enabled: false\n");
+        let diff = BaseDiff::new(&old, &api);
+        assert!(diff.needs_restart && !diff.disk_guard && !diff.downsampler);
+    }
+}
