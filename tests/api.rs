@@ -220,7 +220,7 @@ async fn a_token_guards_the_api_and_a_failing_device_shows() {
         status
             .devices()
             .get("broken")
-            .is_some_and(|d| d.breaker == mesura::retry::BreakerState::Open)
+            .is_some_and(|d| d.breaker == mesura::daemon::retry::BreakerState::Open)
     })
     .await;
     let (code, body) = get(addr, "/health", Some("s3cret-token")).await;

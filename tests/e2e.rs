@@ -99,7 +99,7 @@ async fn a_failing_device_opens_its_breaker_and_leaves_the_others_alone() {
     tokio::time::sleep(Duration::from_millis(100_500)).await;
     let devices = daemon.status().devices();
     let broken = &devices["broken"];
-    assert_eq!(broken.breaker, mesura::retry::BreakerState::Open);
+    assert_eq!(broken.breaker, mesura::daemon::retry::BreakerState::Open);
     // Fail at 0; backoff ≤1 s, ≤2 s; open at the 3rd failure (≤ 3 s); then one probe
     // per 30 s cool-down: 3 + (probes in the remaining ~97 s) = 6 attempts at most.
     assert!(

@@ -170,9 +170,9 @@ fn synthesize(db: &Path) {
     store.write(&batch).expect("write");
     drop(store);
     // Rows older than 30 days become 5-minute aggregates, as in production.
-    let report = mesura::downsample::run_once(
+    let report = mesura::backends::sqlite::downsample::run_once(
         db,
-        &mesura::downsample::RetentionConfig::default(),
+        &mesura::backends::sqlite::downsample::RetentionConfig::default(),
         DateTime::<Utc>::from_timestamp(end(), 0).expect("now"),
         &tokio_util::sync::CancellationToken::new(),
     )

@@ -11,7 +11,7 @@ use chrono::Utc;
 
 use super::ApiState;
 use crate::daemon::live::{BackendStats, LATENCY_BUCKETS};
-use crate::retry::BreakerState;
+use crate::daemon::retry::BreakerState;
 
 /// Label values escape backslash, double quote and newline.
 fn label(value: &str) -> String {

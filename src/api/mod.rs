@@ -23,7 +23,8 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{read_secret_file, BaseConfig, Secret};
+use crate::config::secret::{read_secret_file, Secret};
+use crate::config::BaseConfig;
 use crate::daemon::live::{BackendStats, SharedStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +136,7 @@ fn device_healthy(d: &crate::daemon::live::DeviceStatus, now: DateTime<Utc>) -> 
         .unwrap_or(chrono::TimeDelta::MAX)
         .max(chrono::TimeDelta::seconds(60));
     let since = d.last_reading.unwrap_or(d.started_at).max(d.started_at);
-    d.breaker == crate::retry::BreakerState::Closed && now.signed_duration_since(since) <= allowance
+    d.breaker == crate::daemon::retry::BreakerState::Closed && now.signed_duration_since(since) <= allowance
         || d.last_reading
             .is_some_and(|t| now.signed_duration_since(t) <= allowance)
 }

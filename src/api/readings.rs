@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{bad_request, ApiState};
-use crate::backends::sqlite::quote;
+use crate::backends::sqlite::schema::quote;
 
 const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 10_000;

@@ -217,7 +217,7 @@ fn reserved_id(id: &str) -> bool {
         || id.starts_with("outbox")
         || id.starts_with("sqlite_")
         || id.starts_with('_')
-        || id.ends_with(crate::downsample::SUFFIX)
+        || id.ends_with(crate::backends::sqlite::downsample::SUFFIX)
 }
 
 /// Parses one device file's text (already interpolated). `backends` are the names

@@ -6,7 +6,7 @@ pub mod duration;
 pub mod env;
 mod error;
 pub mod parse;
-mod secret;
+pub mod secret;
 
 use std::path::{Path, PathBuf};
 
@@ -49,11 +49,11 @@ pub struct BaseConfig {
     pub api: ApiConfig,
     /// Thins old SQLite rows when the disk fills up (see docs/configuration.md).
     #[serde(default)]
-    pub disk_guard: crate::retention::DiskGuardConfig,
+    pub disk_guard: crate::backends::sqlite::guard::DiskGuardConfig,
     /// Replaces raw SQLite rows older than `retention.raw` by 5-minute aggregates
     /// (see docs/configuration.md).
     #[serde(default)]
-    pub retention: crate::downsample::RetentionConfig,
+    pub retention: crate::backends::sqlite::downsample::RetentionConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

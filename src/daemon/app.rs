@@ -62,7 +62,7 @@ fn start_guard(
         return None;
     }
     let token = CancellationToken::new();
-    let task = tokio::spawn(crate::retention::run(
+    let task = tokio::spawn(crate::backends::sqlite::guard::run(
         base.data_dir.join(&sqlite.path),
         base.disk_guard.clone(),
         clock.clone(),
@@ -79,7 +79,7 @@ fn start_downsampler(base: &BaseConfig, clock: &SharedClock) -> Option<(Cancella
         return None;
     }
     let token = CancellationToken::new();
-    let task = tokio::spawn(crate::downsample::run(
+    let task = tokio::spawn(crate::backends::sqlite::downsample::run(
         base.data_dir.join(&sqlite.path),
         base.retention.clone(),
         clock.clone(),

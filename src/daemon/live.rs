@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::daemon::retry::BreakerState;
 use crate::reading::DeviceId;
-use crate::retry::BreakerState;
 
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod live;
 pub mod reload;
+pub mod retry;
 pub mod router;
 pub mod supervisor;
 pub mod systemd;

@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::config::DeviceConfig;
 use crate::daemon::live::SharedStatus;
+use crate::daemon::retry::{Backoff, BreakerState, CircuitBreaker, Transition};
 use crate::daemon::router::Router;
 use crate::monitors::{self, Monitor, MonitorContext, MonitorError};
 use crate::reading::DeviceId;
-use crate::retry::{Backoff, BreakerState, CircuitBreaker, Transition};
 
 /// What every device task needs from the daemon.
 #[derive(Clone)]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::device_time::DeviceClock;
-use super::dsmr::map::METRICS as DSMR_METRICS;
+use super::p1_metrics::METRICS as DSMR_METRICS;
 use super::{Monitor, MonitorContext, MonitorError};
 use crate::config::{CommonConfig, DeviceTypeConfig, Secret};
 use crate::reading::{MetricSpec, Reading};

@@ -6,11 +6,12 @@ pub mod device_time;
 pub mod dsmr;
 pub mod evohome;
 pub mod homewizard;
-pub mod http;
+pub mod http_client;
 pub mod modbus;
 pub mod multical;
 pub mod neasmart;
 pub mod openweathermap;
+pub mod p1_metrics;
 pub mod simulated;
 pub mod system;
 

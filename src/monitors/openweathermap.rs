@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::device_time::{DeviceClock, DeviceTime, Stamps};
-use super::http::{self, Suspension};
+use super::http_client::{self as http, check_url, Suspension};
 use super::{Monitor, MonitorContext, MonitorError};
-use crate::config::{CommonConfig, DeviceTypeConfig, Secret};
+use crate::config::secret::Secret;
+use crate::config::{CommonConfig, DeviceTypeConfig};
 use crate::reading::{MetricSpec, Reading, Unit};
 
 const SERVICE: &str = "OpenWeatherMap";
@@ -91,18 +92,6 @@ impl DeviceTypeConfig for OpenWeatherMapConfig {
         }
         super::device_time::validate_max_clock_skew(self.max_clock_skew)?;
         Ok(())
-    }
-}
-
-/// An `http://` or `https://` URL, or the error for `key`.
-pub(crate) fn check_url(key: &str, url: &str) -> Result<(), (String, String)> {
-    let ok = ["http://", "https://"]
-        .iter()
-        .any(|scheme| url.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty()));
-    if ok {
-        Ok(())
-    } else {
-        Err((key.into(), format!("`{url}` is not an http:// or https:// URL")))
     }
 }
 

@@ -21,9 +21,9 @@ use super::discovery::{self, Entity};
 use super::{Control, MqttConfig};
 use crate::backends::outbox::{Outbox, OutboxRow};
 use crate::backends::{blocking, BackendError};
-use crate::config::Secret;
+use crate::config::secret::Secret;
+use crate::daemon::retry::Backoff;
 use crate::reading::Value;
-use crate::retry::Backoff;
 
 /// Publishes handed to rumqttc and not yet acknowledged, at most.
 const WINDOW: usize = 400;

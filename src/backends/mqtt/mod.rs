@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::outbox::{Outbox, OutboxConfig};
 use super::{blocking, Backend, BackendError, BatchPolicy};
-use crate::config::{read_secret_file, Secret};
+use crate::config::secret::{read_secret_file, Secret};
 use crate::reading::Reading;
 
 /// `backends.mqtt`.

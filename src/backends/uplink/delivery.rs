@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use super::{aggregate, encode, Format, UplinkConfig};
 use crate::backends::outbox::{Outbox, OutboxRow};
 use crate::backends::{blocking, BackendError};
-use crate::config::Secret;
-use crate::retry::Backoff;
+use crate::config::secret::Secret;
+use crate::daemon::retry::Backoff;
 
 /// The most of a server's answer kept for the log and the dead-letter table.
 const ANSWER_LIMIT: usize = 512;

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::outbox::{Outbox, OutboxConfig};
 use super::{blocking, Backend, BackendError, BatchPolicy};
-use crate::config::Secret;
+use crate::config::secret::Secret;
 use crate::reading::Reading;
 
 /// `backends.uplink`.

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::monitors::device_time::{DeviceClock, DeviceTime, Stamps};
 use crate::protocols::dsmr::{DsmrNumberOrText, DsmrValue, Obis, Telegram};
-use crate::reading::{DeviceId, Kind, MetricSpec, Reading, Unit, Value};
+use crate::reading::{DeviceId, Kind, Reading, Unit, Value};
 
 /// The codec's canonical unit strings → mesura's units. The codec already converted
 /// (Wh → kWh, kW → W, MJ → GJ …), so this is a renaming, not a conversion.
@@ -137,176 +137,6 @@ impl Watch {
     }
 }
 
-/// Every metric a DSMR meter can report (M-Bus devices beyond the first of a kind
-/// add `_2`, `_3` … to the name). The table is the codec's, see docs/metrics.md.
-pub const METRICS: &[MetricSpec] = &[
-    MetricSpec::counter(
-        "energy_delivered_total",
-        Unit::KiloWattHour,
-        "energy drawn, all tariffs (1.8.0)",
-    ),
-    MetricSpec::counter(
-        "energy_delivered_tariff1",
-        Unit::KiloWattHour,
-        "energy drawn, tariff 1 (1.8.1)",
-    ),
-    MetricSpec::counter(
-        "energy_delivered_tariff2",
-        Unit::KiloWattHour,
-        "energy drawn, tariff 2 (1.8.2)",
-    ),
-    MetricSpec::counter(
-        "energy_delivered_tariff3",
-        Unit::KiloWattHour,
-        "energy drawn, tariff 3 (1.8.3)",
-    ),
-    MetricSpec::counter(
-        "energy_delivered_tariff4",
-        Unit::KiloWattHour,
-        "energy drawn, tariff 4 (1.8.4)",
-    ),
-    MetricSpec::counter(
-        "energy_returned_total",
-        Unit::KiloWattHour,
-        "energy returned, all tariffs (2.8.0)",
-    ),
-    MetricSpec::counter(
-        "energy_returned_tariff1",
-        Unit::KiloWattHour,
-        "energy returned, tariff 1 (2.8.1)",
-    ),
-    MetricSpec::counter(
-        "energy_returned_tariff2",
-        Unit::KiloWattHour,
-        "energy returned, tariff 2 (2.8.2)",
-    ),
-    MetricSpec::counter(
-        "energy_returned_tariff3",
-        Unit::KiloWattHour,
-        "energy returned, tariff 3 (2.8.3)",
-    ),
-    MetricSpec::counter(
-        "energy_returned_tariff4",
-        Unit::KiloWattHour,
-        "energy returned, tariff 4 (2.8.4)",
-    ),
-    MetricSpec::counter(
-        "reactive_energy_delivered_total",
-        Unit::KiloVarHour,
-        "reactive energy, import (3.8.0)",
-    ),
-    MetricSpec::counter(
-        "reactive_energy_delivered_tariff1",
-        Unit::KiloVarHour,
-        "reactive energy, import, tariff 1",
-    ),
-    MetricSpec::counter(
-        "reactive_energy_delivered_tariff2",
-        Unit::KiloVarHour,
-        "reactive energy, import, tariff 2",
-    ),
-    MetricSpec::counter(
-        "reactive_energy_returned_total",
-        Unit::KiloVarHour,
-        "reactive energy, export (4.8.0)",
-    ),
-    MetricSpec::counter(
-        "reactive_energy_returned_tariff1",
-        Unit::KiloVarHour,
-        "reactive energy, export, tariff 1",
-    ),
-    MetricSpec::counter(
-        "reactive_energy_returned_tariff2",
-        Unit::KiloVarHour,
-        "reactive energy, export, tariff 2",
-    ),
-    MetricSpec::gauge("power_delivered", Unit::Watt, "power drawn from the grid (1.7.0)"),
-    MetricSpec::gauge("power_returned", Unit::Watt, "power fed into the grid (2.7.0)"),
-    MetricSpec::gauge("power_delivered_l1", Unit::Watt, "power drawn, phase 1"),
-    MetricSpec::gauge("power_delivered_l2", Unit::Watt, "power drawn, phase 2"),
-    MetricSpec::gauge("power_delivered_l3", Unit::Watt, "power drawn, phase 3"),
-    MetricSpec::gauge("power_returned_l1", Unit::Watt, "power returned, phase 1"),
-    MetricSpec::gauge("power_returned_l2", Unit::Watt, "power returned, phase 2"),
-    MetricSpec::gauge("power_returned_l3", Unit::Watt, "power returned, phase 3"),
-    MetricSpec::gauge("reactive_power_delivered", Unit::Var, "reactive power, import"),
-    MetricSpec::gauge("reactive_power_returned", Unit::Var, "reactive power, export"),
-    MetricSpec::gauge(
-        "reactive_power_delivered_l1",
-        Unit::Var,
-        "reactive power, import, phase 1",
-    ),
-    MetricSpec::gauge(
-        "reactive_power_delivered_l2",
-        Unit::Var,
-        "reactive power, import, phase 2",
-    ),
-    MetricSpec::gauge(
-        "reactive_power_delivered_l3",
-        Unit::Var,
-        "reactive power, import, phase 3",
-    ),
-    MetricSpec::gauge(
-        "reactive_power_returned_l1",
-        Unit::Var,
-        "reactive power, export, phase 1",
-    ),
-    MetricSpec::gauge(
-        "reactive_power_returned_l2",
-        Unit::Var,
-        "reactive power, export, phase 2",
-    ),
-    MetricSpec::gauge(
-        "reactive_power_returned_l3",
-        Unit::Var,
-        "reactive power, export, phase 3",
-    ),
-    MetricSpec::gauge("apparent_power_delivered", Unit::VoltAmpere, "apparent power, import"),
-    MetricSpec::gauge("apparent_power_returned", Unit::VoltAmpere, "apparent power, export"),
-    MetricSpec::gauge("voltage_l1", Unit::Volt, "voltage, phase 1"),
-    MetricSpec::gauge("voltage_l2", Unit::Volt, "voltage, phase 2"),
-    MetricSpec::gauge("voltage_l3", Unit::Volt, "voltage, phase 3"),
-    MetricSpec::gauge("current_l1", Unit::Ampere, "current, phase 1"),
-    MetricSpec::gauge("current_l2", Unit::Ampere, "current, phase 2"),
-    MetricSpec::gauge("current_l3", Unit::Ampere, "current, phase 3"),
-    MetricSpec::gauge("current_neutral", Unit::Ampere, "current, neutral"),
-    MetricSpec::gauge("power_factor", Unit::None, "power factor"),
-    MetricSpec::gauge("power_factor_l1", Unit::None, "power factor, phase 1"),
-    MetricSpec::gauge("power_factor_l2", Unit::None, "power factor, phase 2"),
-    MetricSpec::gauge("power_factor_l3", Unit::None, "power factor, phase 3"),
-    MetricSpec::gauge("frequency", Unit::Hertz, "grid frequency"),
-    MetricSpec::counter("voltage_sags_l1", Unit::None, "voltage sags, phase 1"),
-    MetricSpec::counter("voltage_sags_l2", Unit::None, "voltage sags, phase 2"),
-    MetricSpec::counter("voltage_sags_l3", Unit::None, "voltage sags, phase 3"),
-    MetricSpec::counter("voltage_swells_l1", Unit::None, "voltage swells, phase 1"),
-    MetricSpec::counter("voltage_swells_l2", Unit::None, "voltage swells, phase 2"),
-    MetricSpec::counter("voltage_swells_l3", Unit::None, "voltage swells, phase 3"),
-    MetricSpec::gauge(
-        "peak_demand_current_quarter",
-        Unit::Watt,
-        "average demand of the current quarter hour (BE)",
-    ),
-    MetricSpec::gauge(
-        "peak_demand_month",
-        Unit::Watt,
-        "highest quarter-hour demand this month (BE), at its time",
-    ),
-    MetricSpec::gauge("tariff", Unit::None, "active tariff"),
-    MetricSpec::counter("power_failures", Unit::None, "power failures, any phase"),
-    MetricSpec::counter("long_power_failures", Unit::None, "long power failures, any phase"),
-    MetricSpec::counter("gas_delivered", Unit::CubicMetre, "gas (M-Bus), at its capture time"),
-    MetricSpec::counter(
-        "water_delivered",
-        Unit::CubicMetre,
-        "water (M-Bus), at its capture time",
-    ),
-    MetricSpec::counter("heat_delivered", Unit::GigaJoule, "heat (M-Bus), at its capture time"),
-    MetricSpec::counter(
-        "cooling_delivered",
-        Unit::GigaJoule,
-        "cooling (M-Bus), at its capture time",
-    ),
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,7 +206,10 @@ mod tests {
         }
         let t = decode(T).unwrap();
         for v in &t.values {
-            let spec = METRICS.iter().find(|m| m.name == v.metric).unwrap();
+            let spec = crate::monitors::p1_metrics::METRICS
+                .iter()
+                .find(|m| m.name == v.metric)
+                .unwrap();
             assert_eq!(spec.unit, unit_of(v.unit));
             assert_eq!(spec.kind == Kind::Counter, v.counter, "{}", v.metric);
         }

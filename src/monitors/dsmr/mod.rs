@@ -235,7 +235,7 @@ impl DeviceTypeConfig for DsmrConfig {
 }
 
 pub fn all_metrics() -> Vec<MetricSpec> {
-    map::METRICS.to_vec()
+    super::p1_metrics::METRICS.to_vec()
 }
 
 /// Telegrams kept between reads when every telegram is stored (`poll_interval: 0s`).
@@ -329,7 +329,7 @@ impl Monitor for DsmrMonitor {
     }
 
     fn metrics(&self) -> &[MetricSpec] {
-        map::METRICS
+        super::p1_metrics::METRICS
     }
 
     fn protocol_errors(&self) -> Vec<(&'static str, u64)> {

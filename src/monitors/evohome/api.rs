@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 
 use super::decode::is_rate_limit_body;
-use crate::monitors::http;
+use crate::monitors::http_client as http;
 use crate::monitors::MonitorError;
 
 pub const SERVICE: &str = "Resideo TCC";

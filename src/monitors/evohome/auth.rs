@@ -17,8 +17,8 @@ use serde_json::Value as Json;
 
 use super::api::{self, Answer, SERVICE};
 use crate::clock::SharedClock;
-use crate::config::Secret;
-use crate::monitors::http::Suspension;
+use crate::config::secret::Secret;
+use crate::monitors::http_client::Suspension;
 use crate::monitors::MonitorError;
 
 /// The client credentials of the Resideo apps, sent as HTTP Basic auth with every

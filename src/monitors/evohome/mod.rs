@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use self::api::{Answer, SERVICE};
 use self::auth::Auth;
 use self::decode::{Fault, LocationInfo, MetricValue};
-use super::http::{self, Suspension};
-use super::openweathermap::check_url;
+use super::http_client::{self as http, check_url, Suspension};
 use super::{Monitor, MonitorContext, MonitorError};
-use crate::config::{CommonConfig, DeviceTypeConfig, Secret};
+use crate::config::secret::Secret;
+use crate::config::{CommonConfig, DeviceTypeConfig};
 use crate::reading::{Kind, MetricSpec, Reading, Unit, Value};
 
 /// `type: evohome`.

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value as Json};
 
 use crate::monitors::device_time::{DeviceClock, DeviceTime, Stamps};
-use crate::monitors::dsmr::map::METRICS as DSMR_METRICS;
+use crate::monitors::p1_metrics::METRICS as DSMR_METRICS;
 use crate::monitors::MonitorError;
 use crate::protocols::dsmr::parse_timestamp;
 use crate::reading::{DeviceId, MetricSpec, Reading, Value};

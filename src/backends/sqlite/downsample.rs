@@ -26,7 +26,7 @@ use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::sqlite::{open_existing, quote};
+use crate::backends::sqlite::schema::{open_existing, quote};
 use crate::clock::SharedClock;
 
 /// The aggregation window.

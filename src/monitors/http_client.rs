@@ -208,6 +208,18 @@ fn round_secs(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
 }
 
+/// An `http://` or `https://` URL, or the error for `key`.
+pub fn check_url(key: &str, url: &str) -> Result<(), (String, String)> {
+    let ok = ["http://", "https://"]
+        .iter()
+        .any(|scheme| url.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty()));
+    if ok {
+        Ok(())
+    } else {
+        Err((key.into(), format!("`{url}` is not an http:// or https:// URL")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

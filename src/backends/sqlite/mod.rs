@@ -16,11 +16,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params_from_iter, Connection, ErrorCode, OpenFlags, OptionalExtension};
+use rusqlite::{params_from_iter, Connection, ErrorCode, OptionalExtension};
 use serde::{Deserialize, Serialize};
+
+pub mod downsample;
+pub mod guard;
+pub mod schema;
 
 use super::{blocking, Backend, BackendError, BatchPolicy};
 use crate::reading::{Reading, Value};
+use schema::quote;
 
 /// `backends.sqlite`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -172,28 +177,6 @@ pub struct Store {
     columns: HashMap<String, HashSet<String>>,
 }
 
-/// Quotes an SQL identifier: device ids and metric names may hold any character.
-pub fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
-
-/// Opens the existing database for a task beside the backend (retention, the disk
-/// guard): never creates it, waits up to 10 s for the backend's writer, and syncs as
-/// the backend's connection does. `synchronous` is a per-connection setting whose
-/// default, FULL, syncs the WAL at every commit: a retention run with 200 devices
-/// made 1,700 fsyncs in a burst (one per aggregate column it added; reliability
-/// suite 5, soak). NORMAL syncs only at checkpoints and is as safe against a crash
-/// of the process.
-pub fn open_existing(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    Ok(conn)
-}
-
 fn classify(e: rusqlite::Error) -> BackendError {
     match e.sqlite_error_code() {
         Some(ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch) => {
@@ -211,23 +194,7 @@ impl Store {
         }
         let conn = Connection::open(path)
             .map_err(|e| BackendError::Transient(format!("cannot open {}: {e}", path.display())))?;
-        // WAL lets Grafana and sqlite3 read while we write, without "database is
-        // locked"; NORMAL is durable across process crashes (only an OS crash or
-        // power loss can cost the last commit), with far fewer fsyncs than FULL.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(classify)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(classify)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(classify)?;
-        conn.set_prepared_statement_cache_capacity(256);
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS metrics (
-                device TEXT NOT NULL,
-                metric TEXT NOT NULL,
-                unit TEXT NOT NULL,
-                kind TEXT NOT NULL,
-                PRIMARY KEY (device, metric)
-            ) WITHOUT ROWID;",
-        )
-        .map_err(classify)?;
+        schema::prepare_writer(&conn).map_err(classify)?;
         let mut store = Store {
             conn,
             columns: HashMap::new(),
@@ -385,6 +352,7 @@ fn replaces(old: &rusqlite::types::Value, new: &rusqlite::types::Value) -> bool 
 
 #[cfg(test)]
 mod tests {
+    use super::schema::open_existing;
     use super::*;
     use crate::reading::{Kind, Unit};
     use chrono::{DateTime, Utc};

@@ -29,10 +29,10 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::sqlite::{open_existing, quote};
+use crate::backends::sqlite::schema::{open_existing, quote};
 use crate::clock::SharedClock;
 use crate::daemon::live::GuardStats;
-use crate::monitors::system::DiskUsage;
+use crate::host::DiskUsage;
 
 /// `disk_guard` in config.yaml.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -312,7 +312,7 @@ pub async fn run(
 ) {
     let mut ticker = tokio::time::interval(config.check_interval.max(Duration::from_secs(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let usage_of: std::sync::Arc<UsageFn> = std::sync::Arc::new(|p: &Path| crate::monitors::system::disk_usage(p));
+    let usage_of: std::sync::Arc<UsageFn> = std::sync::Arc::new(|p: &Path| crate::host::disk_usage(p));
     loop {
         tokio::select! {
             biased;
@@ -360,5 +360,5 @@ pub async fn run(
 }
 
 #[cfg(test)]
-#[path = "retention_tests.rs"]
+#[path = "guard_tests.rs"]
 mod tests;
