@@ -166,27 +166,6 @@ pub fn type_metrics(type_name: &str) -> Vec<MetricSpec> {
     }
 }
 
-/// A metric name made at run time (point maps, zones) as the `&'static str` a
-/// [`MetricSpec`] holds. Each distinct name is leaked once and reused, so
-/// rebuilding monitors on every config reload does not grow memory.
-pub fn intern(name: &str) -> &'static str {
-    use std::collections::HashSet;
-    use std::sync::{Mutex, OnceLock};
-    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    // A poisoned lock only means another thread panicked while inserting; the
-    // set is still consistent.
-    let mut names = NAMES
-        .get_or_init(|| Mutex::new(HashSet::new()))
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(known) = names.get(name) {
-        return known;
-    }
-    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
-    names.insert(leaked);
-    leaked
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

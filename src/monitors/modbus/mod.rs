@@ -18,11 +18,11 @@ use self::config::PointConfig;
 use self::poll::PollState;
 use self::sunspec::{Discovery, DiscoveryError};
 use self::transport::{ReadError, Transport};
-use super::{intern, Monitor, MonitorContext, MonitorError};
+use super::{Monitor, MonitorContext, MonitorError};
 use crate::protocols::modbus::plan::{Block, Image, Span};
 use crate::protocols::modbus::point::{self as codec, Decoded, WordOrder};
 use crate::protocols::modbus::sunspec as spec;
-use crate::reading::{MetricName, MetricSpec, Reading, Value};
+use crate::reading::{intern, MetricName, MetricSpec, Reading, Value};
 
 /// A point of the map, ready to be read.
 struct Point {

@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use self::server::{lock, Gateway, SharedBank};
-use super::{intern, Monitor, MonitorContext, MonitorError};
+use super::{Monitor, MonitorContext, MonitorError};
 use crate::config::{CommonConfig, DeviceTypeConfig};
 use crate::protocols::modbus::neasmart::{self as map, ZoneField};
-use crate::reading::{Kind, MetricSpec, Reading, Unit, Value};
+use crate::reading::{intern, Kind, MetricSpec, Reading, Unit, Value};
 
 /// `type: neasmart`. Either `serial_port` (RTU on the SYSBUS) or `listen` (TCP).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
