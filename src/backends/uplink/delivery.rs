@@ -17,7 +17,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -160,17 +159,7 @@ struct Batch {
 }
 
 impl Delivery {
-    pub fn spawn(
-        self,
-        wake: Arc<Notify>,
-        stop: CancellationToken,
-        lock: Arc<tokio::sync::Mutex<()>>,
-    ) -> JoinHandle<()> {
-        tokio::spawn(self.run(wake, stop, lock))
-    }
-
-    async fn run(mut self, wake: Arc<Notify>, stop: CancellationToken, lock: Arc<tokio::sync::Mutex<()>>) {
-        let _guard = lock.lock_owned().await;
+    pub async fn run(mut self, wake: Arc<Notify>, stop: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_secs(1), self.max_backoff);
         let mut failing = false;
         let mut ticker = tokio::time::interval(self.interval);

@@ -1,20 +1,4 @@
-//! The durable outbox behind the MQTT and uplink backends.
-//!
-//! rumqttc (and any HTTP client) keeps unacknowledged messages only in memory, so a
-//! broker outage longer than its buffers, or a restart, would lose readings. Instead
-//! a durable backend's `write` appends its readings here (`data/outbox.db`, SQLite
-//! in WAL mode, one transaction per batch), and its delivery task sends them oldest
-//! first and deletes them only once the far end has acknowledged them. The rows
-//! still present are the backend's delivered-cursor: after a restart, delivery
-//! resumes with them. Delivery is at-least-once: a reading sent just before a
-//! connection dropped, whose acknowledgement was lost, is sent again.
-//!
-//! The outbox is bounded by age and by rows per backend; past either bound the
-//! oldest rows are dropped, counted (in the file itself, so the count survives a
-//! restart and /metrics can read it) and logged. The age is how long a reading has
-//! waited in the outbox, never the reading's own timestamp: a meter with an unset
-//! clock, a replay of history or a gas reading with an old capture time must be
-//! delivered like any other.
+//! The outbox file itself: append, read oldest first, acknowledge, bound.
 
 use std::path::Path;
 use std::time::Duration;
@@ -23,7 +7,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
-use super::BackendError;
+use crate::backends::BackendError;
 use crate::reading::{Kind, Reading, Value};
 
 /// `outbox:` in a durable backend's settings.
