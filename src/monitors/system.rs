@@ -391,7 +391,7 @@ impl Monitor for SystemMonitor {
         let disks = self.disks.clone();
         let (values, errors) = tokio::task::spawn_blocking(move || sample(&config, &disks))
             .await
-            .map_err(|e| MonitorError::Link(format!("the system read task failed: {e}")))?;
+            .map_err(|e| MonitorError::link(format!("the system read task failed: {e}")).caused_by(e))?;
         let mut still_failing = HashMap::new();
         for (source, error) in errors {
             if self.failing.get(source) != Some(&error) {
@@ -402,7 +402,7 @@ impl Monitor for SystemMonitor {
         self.failing = still_failing;
         if values.is_empty() {
             let all: Vec<&str> = self.failing.values().map(String::as_str).collect();
-            return Err(MonitorError::Link(format!(
+            return Err(MonitorError::link(format!(
                 "no system value could be read: {}",
                 all.join("; ")
             )));

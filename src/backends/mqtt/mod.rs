@@ -177,13 +177,12 @@ impl MqttBackend {
     pub async fn open(config: &MqttConfig, data_dir: &Path) -> Result<Self, BackendError> {
         config
             .validate()
-            .map_err(|e| BackendError::Permanent(format!("mqtt: {e}")))?;
+            .map_err(|e| BackendError::permanent(format!("mqtt: {e}")))?;
         let password = match (&config.password, &config.password_file) {
             (Some(p), _) => Some(p.clone()),
-            (None, Some(file)) => Some(
-                read_secret_file(file)
-                    .map_err(|e| BackendError::Permanent(format!("mqtt: password_file {}: {e}", file.display())))?,
-            ),
+            (None, Some(file)) => Some(read_secret_file(file).map_err(|e| {
+                BackendError::permanent(format!("mqtt: password_file {}: {e}", file.display())).caused_by(e)
+            })?),
             (None, None) => None,
         };
         let options = delivery::options(config, password.as_ref())?;

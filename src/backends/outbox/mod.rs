@@ -56,7 +56,7 @@ fn delivery_lock(path: &Path, backend: &'static str) -> Arc<tokio::sync::Mutex<(
 async fn open_outbox(path: PathBuf, backend: &'static str, bounds: OutboxConfig) -> Result<Outbox, BackendError> {
     tokio::task::spawn_blocking(move || Outbox::open(&path, backend, bounds))
         .await
-        .map_err(|e| BackendError::Transient(format!("{backend}: outbox task failed: {e}")))?
+        .map_err(|e| BackendError::transient(format!("{backend}: outbox task failed: {e}")).caused_by(e))?
 }
 
 /// A durable backend's outbox, opened, before its delivery task starts.
@@ -156,8 +156,9 @@ impl Durable {
     pub async fn stop(&mut self) -> Result<(), BackendError> {
         self.stop.cancel();
         if let Some(task) = self.task.take() {
-            task.await
-                .map_err(|e| BackendError::Transient(format!("{}: delivery task failed: {e}", self.backend)))?;
+            task.await.map_err(|e| {
+                BackendError::transient(format!("{}: delivery task failed: {e}", self.backend)).caused_by(e)
+            })?;
         }
         Ok(())
     }

@@ -95,7 +95,7 @@ impl Dropped {
 }
 
 fn error(e: rusqlite::Error) -> BackendError {
-    BackendError::Transient(format!("outbox: {e}"))
+    BackendError::transient(format!("outbox: {e}")).caused_by(e)
 }
 
 impl Outbox {
@@ -103,7 +103,7 @@ impl Outbox {
     pub fn open(path: &Path, backend: &'static str, bounds: OutboxConfig) -> Result<Outbox, BackendError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
-                .map_err(|e| BackendError::Transient(format!("outbox: {}: {e}", dir.display())))?;
+                .map_err(|e| BackendError::transient(format!("outbox: {}: {e}", dir.display())).caused_by(e))?;
         }
         let conn = Connection::open(path).map_err(error)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(error)?;

@@ -40,12 +40,14 @@ pub(super) fn client(config: &UplinkConfig) -> Result<reqwest::Client, BackendEr
         .connect_timeout(config.timeout)
         .user_agent(concat!("mesura/", env!("CARGO_PKG_VERSION")));
     if let Some(file) = &config.tls.ca_file {
-        let pem = std::fs::read(file)
-            .map_err(|e| BackendError::Permanent(format!("uplink: tls.ca_file {}: {e}", file.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| BackendError::Permanent(format!("uplink: tls.ca_file {}: {e}", file.display())))?;
+        let pem = std::fs::read(file).map_err(|e| {
+            BackendError::permanent(format!("uplink: tls.ca_file {}: {e}", file.display())).caused_by(e)
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            BackendError::permanent(format!("uplink: tls.ca_file {}: {e}", file.display())).caused_by(e)
+        })?;
         if certs.is_empty() {
-            return Err(BackendError::Permanent(format!(
+            return Err(BackendError::permanent(format!(
                 "uplink: tls.ca_file {}: no PEM certificate in it",
                 file.display()
             )));
@@ -59,7 +61,7 @@ pub(super) fn client(config: &UplinkConfig) -> Result<reqwest::Client, BackendEr
     }
     builder
         .build()
-        .map_err(|e| BackendError::Permanent(format!("uplink: cannot build the HTTP client: {e}")))
+        .map_err(|e| BackendError::permanent(format!("uplink: cannot build the HTTP client: {e}")).caused_by(e))
 }
 
 /// The URL without user info, for logs.

@@ -204,7 +204,7 @@ impl UplinkConfig {
 }
 
 fn invalid(message: &str) -> BackendError {
-    BackendError::Permanent(format!("uplink: {message}"))
+    BackendError::permanent(format!("uplink: {message}"))
 }
 
 pub struct UplinkBackend {
