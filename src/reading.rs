@@ -1,8 +1,9 @@
 //! The one type monitors and backends share: a [`Reading`] is one value of one metric
 //! of one device at one instant (UTC).
 
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -239,5 +240,37 @@ impl MetricSpec {
             kind: self.kind,
             timestamp,
         }
+    }
+}
+
+/// A name made at run time (a point map's metrics, a zone, a disk path's slug) as
+/// the `&'static str` a [`MetricSpec`] holds. Each distinct name is leaked once and
+/// reused, so rebuilding monitors on every config reload does not grow memory.
+pub fn intern(name: &str) -> &'static str {
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    // A poisoned lock only means another thread panicked while inserting; the
+    // set is still consistent.
+    let mut names = NAMES
+        .get_or_init(|| Mutex::new(HashSet::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
+#[cfg(test)]
+mod intern_tests {
+    use super::intern;
+
+    #[test]
+    fn the_same_name_is_leaked_once_and_reused() {
+        let first = intern("disk_free_test_intern");
+        let again = intern(&String::from("disk_free_test_intern"));
+        assert!(std::ptr::eq(first, again));
+        assert_ne!(intern("disk_free_other_intern"), first);
     }
 }

@@ -291,7 +291,7 @@ async fn an_expiring_token_is_refreshed_and_a_refused_refresh_logs_in_again() {
     state.lock().expect("service").refuse_grant = None;
     state.lock().expect("service").status_answer = Some(Canned::status(401, ""));
     let e = m.read().await.err().unwrap_or_else(|| panic!("a 401 twice must fail"));
-    assert!(matches!(e, MonitorError::Config(_)), "{e:?}");
+    assert!(matches!(e, MonitorError::Config { .. }), "{e:?}");
     assert_eq!(server.count("/status"), 5);
     assert_eq!((server.grants("password"), server.grants("refresh_token")), (2, 3));
 }
@@ -309,7 +309,7 @@ async fn wrong_credentials_are_a_configuration_error_without_the_password() {
     let mut m = monitor(&server.url, ManualClock::new(), data.path(), "");
     let e = m.read().await.err().unwrap_or_else(|| panic!("must fail"));
     assert!(
-        matches!(&e, MonitorError::Config(t) if t.contains("username or password")),
+        matches!(&e, MonitorError::Config { message: t, .. } if t.contains("username or password")),
         "{e:?}"
     );
     no_secret(&e);
@@ -367,14 +367,17 @@ async fn server_errors_garbage_and_silence_are_clear_errors() {
     let (server, state) = start(service).await;
     let mut m = monitor(&server.url, ManualClock::new(), data.path(), "");
     let e = m.read().await.err().unwrap_or_else(|| panic!("must fail"));
-    assert!(matches!(&e, MonitorError::Refused(t) if t.contains("500")), "{e:?}");
+    assert!(
+        matches!(&e, MonitorError::Refused { message: t, .. } if t.contains("500")),
+        "{e:?}"
+    );
     state.lock().expect("service").status_answer = Some(Canned::json("{\"gateways\": [".as_bytes()));
     let e = m.read().await.err().unwrap_or_else(|| panic!("must fail"));
-    assert!(matches!(&e, MonitorError::InvalidData(_)), "{e:?}");
+    assert!(matches!(&e, MonitorError::InvalidData { .. }), "{e:?}");
     state.lock().expect("service").status_answer = Some(Canned::json("{}").delayed(Duration::from_secs(4)));
     let e = m.read().await.err().unwrap_or_else(|| panic!("must fail"));
     assert!(
-        matches!(&e, MonitorError::Link(t) if t.contains("no answer within 1s")),
+        matches!(&e, MonitorError::Link { message: t, .. } if t.contains("no answer within 1s")),
         "{e:?}"
     );
     state.lock().expect("service").status_answer = None;
@@ -412,7 +415,7 @@ async fn locations_are_chosen_by_id_or_index_and_an_empty_account_says_so() {
         .await
         .err();
     assert!(
-        matches!(&e, Some(MonitorError::Config(t)) if t.contains("4001004")),
+        matches!(&e, Some(MonitorError::Config { message: t, .. }) if t.contains("4001004")),
         "{e:?}"
     );
 
@@ -428,7 +431,7 @@ async fn locations_are_chosen_by_id_or_index_and_an_empty_account_says_so() {
         .await
         .err();
     assert!(
-        matches!(&e, Some(MonitorError::Config(t)) if t.contains("no locations")),
+        matches!(&e, Some(MonitorError::Config { message: t, .. }) if t.contains("no locations")),
         "{e:?}"
     );
     assert_eq!(server.count("/status"), 0);

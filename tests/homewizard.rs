@@ -218,22 +218,28 @@ async fn http_failures_are_errors_not_panics() {
     set("/api/v1/data", Answer::Json(500, "{}".into()));
     let mut m = monitor(port, "timeout: 500ms\n");
     let e = m.read().await.expect_err("500");
-    assert!(matches!(&e, MonitorError::Refused(t) if t.contains("500")), "{e}");
+    assert!(
+        matches!(&e, MonitorError::Refused { message: t, .. } if t.contains("500")),
+        "{e}"
+    );
 
     set("/api/v1/data", Answer::Json(403, "{}".into()));
     let e = m.read().await.expect_err("403");
-    assert!(matches!(&e, MonitorError::Refused(t) if t.contains("local API")), "{e}");
+    assert!(
+        matches!(&e, MonitorError::Refused { message: t, .. } if t.contains("local API")),
+        "{e}"
+    );
 
     set("/api/v1/data", Answer::Json(200, "<html>captive portal</html>".into()));
-    assert!(matches!(m.read().await, Err(MonitorError::InvalidData(_))));
+    assert!(matches!(m.read().await, Err(MonitorError::InvalidData { .. })));
 
     set("/api/v1/data", Answer::Json(200, "[1, 2]".into()));
-    assert!(matches!(m.read().await, Err(MonitorError::InvalidData(_))));
+    assert!(matches!(m.read().await, Err(MonitorError::InvalidData { .. })));
 
     set("/api/v1/data", Answer::Hang);
     let started = std::time::Instant::now();
     let e = m.read().await.expect_err("timeout");
-    assert!(matches!(e, MonitorError::Link(_)), "{e}");
+    assert!(matches!(e, MonitorError::Link { .. }), "{e}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "the timeout was not applied"
@@ -253,5 +259,8 @@ async fn nobody_listening_is_a_link_error() {
         .expect("addr")
         .port();
     let e = monitor(port, "timeout: 1s\n").read().await.expect_err("refused");
-    assert!(matches!(&e, MonitorError::Link(t) if t.contains("127.0.0.1")), "{e}");
+    assert!(
+        matches!(&e, MonitorError::Link { message: t, .. } if t.contains("127.0.0.1")),
+        "{e}"
+    );
 }

@@ -290,7 +290,7 @@ async fn single_phase_and_broken_external_entries() {
         .set("/api/measurement", fixture("v2_measurement_p1_invalid_external.json"));
     let e = setup.read("").await.expect_err("nothing usable");
     assert!(
-        matches!(&e, MonitorError::InvalidData(t) if t.contains("/api/measurement")),
+        matches!(&e, MonitorError::InvalidData { message: t, .. } if t.contains("/api/measurement")),
         "{e}"
     );
 
@@ -317,7 +317,7 @@ async fn a_wrong_token_is_a_configuration_error_without_the_token() {
     let yaml = setup.yaml("").replace(TOKEN, "00000000000000000000000000000000");
     let e = monitor(&yaml).expect("monitor").read().await.expect_err("401");
     assert!(
-        matches!(&e, MonitorError::Config(t) if t.contains("token rejected") && t.contains("401")),
+        matches!(&e, MonitorError::Config { message: t, .. } if t.contains("token rejected") && t.contains("401")),
         "{e}"
     );
     assert!(!e.is_transient());
@@ -338,7 +338,10 @@ async fn the_certificate_is_checked() {
         &setup.ca("other").to_string_lossy(),
     );
     let e = monitor(&yaml).expect("monitor").read().await.expect_err("unknown CA");
-    assert!(matches!(&e, MonitorError::Link(t) if t.contains("certificate")), "{e}");
+    assert!(
+        matches!(&e, MonitorError::Link { message: t, .. } if t.contains("certificate")),
+        "{e}"
+    );
     // Without ca_file the built-in HomeWizard CA is used: it did not sign the test CA.
     let yaml = setup
         .yaml("")
@@ -348,10 +351,16 @@ async fn the_certificate_is_checked() {
         .read()
         .await
         .expect_err("HomeWizard CA");
-    assert!(matches!(&e, MonitorError::Link(t) if t.contains("certificate")), "{e}");
+    assert!(
+        matches!(&e, MonitorError::Link { message: t, .. } if t.contains("certificate")),
+        "{e}"
+    );
     // The right CA but another meter's serial.
     let e = setup.read("serial: 5c2fafaa0000\n").await.expect_err("serial");
-    assert!(matches!(&e, MonitorError::Link(t) if t.contains("5c2fafaa0000")), "{e}");
+    assert!(
+        matches!(&e, MonitorError::Link { message: t, .. } if t.contains("5c2fafaa0000")),
+        "{e}"
+    );
     assert!(setup.meter.seen().is_empty(), "{:?}", setup.meter.seen());
     // tls_verify: false takes any certificate.
     let yaml = setup

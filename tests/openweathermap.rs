@@ -173,7 +173,7 @@ async fn a_refused_key_is_a_configuration_error_that_says_so() {
     let (server, _) = serve(Canned::status(401, body)).await;
     let mut m = monitor(&server.url, ManualClock::new(), "");
     let e = m.read().await.err().unwrap_or_else(|| panic!("a 401 must fail"));
-    assert!(matches!(e, MonitorError::Config(_)), "{e:?}");
+    assert!(matches!(e, MonitorError::Config { .. }), "{e:?}");
     assert!(!e.is_transient());
     let text = e.to_string();
     assert!(text.contains("invalid") && text.contains("not active yet"), "{text}");
@@ -239,7 +239,10 @@ async fn server_errors_garbage_and_silence_are_clear_errors() {
     let (server, answer) = serve(Canned::status(500, "<html>Internal Server Error</html>")).await;
     let mut m = monitor(&server.url, ManualClock::new(), "timeout: 1s\n");
     let e = m.read().await.err().unwrap_or_else(|| panic!("500 must fail"));
-    assert!(matches!(&e, MonitorError::Refused(t) if t.contains("500")), "{e:?}");
+    assert!(
+        matches!(&e, MonitorError::Refused { message: t, .. } if t.contains("500")),
+        "{e:?}"
+    );
     assert_no_key(&e);
 
     *answer.lock().expect("answer") = Canned::json("{\"main\": {\"temp\": 1.0");
@@ -249,14 +252,14 @@ async fn server_errors_garbage_and_silence_are_clear_errors() {
         .err()
         .unwrap_or_else(|| panic!("truncated JSON must fail"));
     assert!(
-        matches!(&e, MonitorError::InvalidData(t) if t.contains("not JSON")),
+        matches!(&e, MonitorError::InvalidData { message: t, .. } if t.contains("not JSON")),
         "{e:?}"
     );
 
     *answer.lock().expect("answer") = Canned::json("{}").delayed(Duration::from_secs(5));
     let e = m.read().await.err().unwrap_or_else(|| panic!("silence must fail"));
     assert!(
-        matches!(&e, MonitorError::Link(t) if t.contains("no answer within 1s")),
+        matches!(&e, MonitorError::Link { message: t, .. } if t.contains("no answer within 1s")),
         "{e:?}"
     );
     assert_no_key(&e);
@@ -271,7 +274,7 @@ async fn server_errors_garbage_and_silence_are_clear_errors() {
         .await
         .err()
         .unwrap_or_else(|| panic!("must fail"));
-    assert!(matches!(&e, MonitorError::Link(_)), "{e:?}");
+    assert!(matches!(&e, MonitorError::Link { .. }), "{e:?}");
     assert_no_key(&e);
     assert!(!format!("{e:?}").contains(KEY));
 }

@@ -31,7 +31,7 @@ impl Backend for Counting {
     }
     async fn write(&mut self, batch: &[Reading]) -> Result<(), BackendError> {
         if self.stuck {
-            return Err(BackendError::Transient("disk on fire".into()));
+            return Err(BackendError::transient("disk on fire"));
         }
         self.written.fetch_add(batch.len(), Ordering::SeqCst);
         Ok(())

@@ -57,7 +57,7 @@ impl ApiState {
         Ok(ApiState {
             status,
             db: base.backends.sqlite.as_ref().map(|s| base.data_dir.join(&s.path)),
-            outbox: crate::backends::mqtt::outbox_path(&base.data_dir),
+            outbox: crate::backends::outbox::path(&base.data_dir),
             token,
         })
     }

@@ -95,7 +95,7 @@ impl Backend for CsvBackend {
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> BackendError {
-    BackendError::Transient(format!("csv: {}: {e}", path.display()))
+    BackendError::transient(format!("csv: {}: {e}", path.display())).caused_by(e)
 }
 
 struct DayFile {
@@ -157,7 +157,7 @@ impl CsvFiles {
             self.open.insert(device.to_owned(), file);
         }
         let Some(file) = self.open.get_mut(device) else {
-            return Err(BackendError::Transient("csv: file vanished".into()));
+            return Err(BackendError::transient("csv: file vanished"));
         };
         let new: Vec<String> = readings
             .iter()
@@ -210,7 +210,7 @@ fn open_day_file(dir: &Path, device: &str, date: NaiveDate) -> Result<DayFile, B
             let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(f);
             let header = reader
                 .headers()
-                .map_err(|e| BackendError::Transient(format!("csv: {}: {e}", path.display())))?;
+                .map_err(|e| BackendError::transient(format!("csv: {}: {e}", path.display())).caused_by(e))?;
             header.iter().map(str::to_owned).collect()
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -247,11 +247,12 @@ fn rewrite_with_header(path: &Path, columns: &[String]) -> Result<(), BackendErr
             .has_headers(true)
             .flexible(true)
             .from_path(path)
-            .map_err(|e| BackendError::Transient(format!("csv: {}: {e}", path.display())))?;
+            .map_err(|e| BackendError::transient(format!("csv: {}: {e}", path.display())).caused_by(e))?;
         let mut out = BufWriter::new(File::create(&tmp).map_err(|e| io_error(&tmp, e))?);
         write_record(&mut out, columns).map_err(|e| io_error(&tmp, e))?;
         for record in reader.records() {
-            let record = record.map_err(|e| BackendError::Transient(format!("csv: {}: {e}", path.display())))?;
+            let record =
+                record.map_err(|e| BackendError::transient(format!("csv: {}: {e}", path.display())).caused_by(e))?;
             let mut cells: Vec<String> = record.iter().map(str::to_owned).collect();
             cells.resize(columns.len(), String::new());
             write_record(&mut out, &cells).map_err(|e| io_error(&tmp, e))?;

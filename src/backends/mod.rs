@@ -2,6 +2,7 @@
 //! `router.rs`); a backend never knows which device produced a reading.
 
 pub mod csv;
+mod error;
 pub mod mqtt;
 pub mod outbox;
 pub mod sqlite;
@@ -12,24 +13,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use self::error::{BackendError, Cause};
 use crate::config::BaseConfig;
 use crate::reading::Reading;
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum BackendError {
-    /// Worth retrying: disk full, database busy, broker or server unreachable.
-    #[error("{0}")]
-    Transient(String),
-    /// The batch will never be accepted as it is: retrying would block the queue.
-    #[error("{0}")]
-    Permanent(String),
-}
-
-impl BackendError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, BackendError::Transient(_))
-    }
-}
 
 /// How a backend wants its readings batched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,9 +109,9 @@ where
     tokio::task::spawn_blocking(move || {
         let mut guard = state
             .lock()
-            .map_err(|_| BackendError::Transient("backend state poisoned by a panic".into()))?;
+            .map_err(|_| BackendError::transient("backend state poisoned by a panic"))?;
         f(&mut guard)
     })
     .await
-    .map_err(|e| BackendError::Transient(format!("backend task failed: {e}")))?
+    .map_err(|e| BackendError::transient(format!("backend task failed: {e}")).caused_by(e))?
 }

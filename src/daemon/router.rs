@@ -277,13 +277,13 @@ async fn write_pending(backend: &mut dyn Backend, pending: &mut Vec<Reading>, st
                 .map(|mut last| last.replace(e.to_string()).is_none())
                 .unwrap_or(true);
             match e {
-                BackendError::Permanent(_) => {
+                BackendError::Permanent { .. } => {
                     tracing::error!(backend = backend.name(), error = %e, dropped = pending.len(), "backend refused a batch for good: dropped");
                     BackendStats::add(&stats.dropped_rejected, pending.len() as u64);
                     pending.clear();
                     true
                 }
-                BackendError::Transient(_) => {
+                BackendError::Transient { .. } => {
                     if first {
                         tracing::warn!(backend = backend.name(), error = %e, waiting = pending.len(), "backend write failed; keeping the readings and retrying");
                     }

@@ -187,7 +187,7 @@ impl DeviceTask {
                 biased;
                 _ = self.token.cancelled() => break,
                 r = tokio::time::timeout(read_timeout, monitor.read()) => {
-                    r.unwrap_or_else(|_| Err(MonitorError::Link(format!("no answer within {}", humantime::format_duration(read_timeout)))))
+                    r.unwrap_or_else(|_| Err(MonitorError::link(format!("no answer within {}", humantime::format_duration(read_timeout)))))
                 }
             };
             let protocol_errors = monitor.protocol_errors();
@@ -327,7 +327,7 @@ mod tests {
         async fn read(&mut self) -> Result<Vec<Reading>, MonitorError> {
             let now = Instant::now();
             if self.down.contains(&now) {
-                return Err(MonitorError::Link("connection lost".into()));
+                return Err(MonitorError::link("connection lost"));
             }
             self.ok_at.lock().unwrap().push(now);
             Ok(Vec::new())
@@ -464,7 +464,7 @@ mod tests {
         );
         // With no cool-down an open breaker waits the backoff, never 5 minutes.
         let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(30)).with_seed(3);
-        let link = MonitorError::Link("connection lost".into());
+        let link = MonitorError::link("connection lost");
         for _ in 0..20 {
             assert!(wait_after_failure(&link, BreakerState::Open, None, &mut backoff) <= Duration::from_secs(30));
         }
@@ -477,7 +477,7 @@ mod tests {
             message: "429".into(),
             retry_after: Duration::from_secs(900),
         };
-        let link = MonitorError::Link("refused".into());
+        let link = MonitorError::link("refused");
         let cooldown = Duration::from_secs(300);
         assert_eq!(
             wait_after_failure(&limited, BreakerState::Closed, Some(cooldown), &mut backoff),

@@ -284,21 +284,21 @@ pub fn monitor_error(bus: &Path, address: I2cAddress, e: DriverError) -> Monitor
     match e {
         DriverError::Bus { kind, message } => {
             if matches!(kind, ErrorKind::NoAcknowledge(_)) {
-                MonitorError::Link(format!(
+                MonitorError::link(format!(
                     "{at}: no device answers (NACK): check the wiring and the address (0x76 with SDO to GND, 0x77 with SDO to VDDIO; `i2cdetect -y 1` lists what answers)"
                 ))
             } else {
-                MonitorError::Link(format!("{at}: I2C transfer failed: {message}"))
+                MonitorError::link(format!("{at}: I2C transfer failed: {message}"))
             }
         }
-        DriverError::WrongChip(id) if proto::CHIP_IDS_BMP280.contains(&id) => MonitorError::Config(format!(
+        DriverError::WrongChip(id) if proto::CHIP_IDS_BMP280.contains(&id) => MonitorError::config(format!(
             "{at}: the sensor is a BMP280 (chip id 0x{id:02x}), not a BME280 (0x60): it has no humidity sensor"
         )),
         DriverError::WrongChip(id) => {
-            MonitorError::Config(format!("{at}: the device has chip id 0x{id:02x}, not a BME280 (0x60)"))
+            MonitorError::config(format!("{at}: the device has chip id 0x{id:02x}, not a BME280 (0x60)"))
         }
-        DriverError::StillMeasuring => MonitorError::Link(format!("{at}: the measurement did not finish in time")),
-        DriverError::Data(e) => MonitorError::InvalidData(format!("{at}: {e}")),
+        DriverError::StillMeasuring => MonitorError::link(format!("{at}: the measurement did not finish in time")),
+        DriverError::Data(e) => MonitorError::invalid_data(format!("{at}: {e}")).caused_by(e),
     }
 }
 
@@ -367,7 +367,7 @@ impl Bme280Monitor {
     pub fn new(config: &Bme280Config, ctx: MonitorContext) -> Result<Self, MonitorError> {
         let settings = config
             .settings()
-            .ok_or_else(|| MonitorError::Config("oversampling must be 1, 2, 4, 8 or 16".into()))?;
+            .ok_or_else(|| MonitorError::config("oversampling must be 1, 2, 4, 8 or 16"))?;
         Ok(Bme280Monitor {
             config: config.clone(),
             settings,
@@ -385,13 +385,13 @@ fn open_bus(bus: &Path, address: I2cAddress, settings: Settings) -> Result<Linux
             _ => None,
         };
         match io {
-            Some(std::io::ErrorKind::NotFound) => MonitorError::Config(format!(
+            Some(std::io::ErrorKind::NotFound) => MonitorError::config(format!(
                 "{at}: the I2C bus does not exist (on a Raspberry Pi enable I2C with `raspi-config`, then reboot)"
             )),
-            Some(std::io::ErrorKind::PermissionDenied) => MonitorError::Config(format!(
+            Some(std::io::ErrorKind::PermissionDenied) => MonitorError::config(format!(
                 "{at}: permission denied opening the I2C bus (add mesura's user to the `i2c` group)"
             )),
-            _ => MonitorError::Link(format!("{at}: cannot open the I2C bus: {e}")),
+            _ => MonitorError::link(format!("{at}: cannot open the I2C bus: {e}")).caused_by(e),
         }
     })?;
     Ok(Driver::new(
@@ -423,7 +423,7 @@ impl Monitor for Bme280Monitor {
             }
         })
         .await
-        .map_err(|e| MonitorError::Link(format!("the I2C read task failed: {e}")))?;
+        .map_err(|e| MonitorError::link(format!("the I2C read task failed: {e}")))?;
         self.driver = driver;
         let m = result?;
         Ok(readings(&self.ctx, &m, self.config.dew_point))

@@ -76,7 +76,7 @@ fn a_bmp280_is_refused_by_its_chip_id() {
     assert_eq!(err, DriverError::WrongChip(0x58));
     let e = monitor_error(Path::new("/dev/i2c-1"), I2cAddress(ADDR), err);
     let text = e.to_string();
-    assert!(matches!(e, MonitorError::Config(_)), "{e:?}");
+    assert!(matches!(e, MonitorError::Config { .. }), "{e:?}");
     assert!(text.contains("/dev/i2c-1 address 0x76"), "{text}");
     assert!(text.contains("BMP280") && text.contains("no humidity"), "{text}");
     bus.done();
@@ -93,7 +93,7 @@ fn a_silent_address_names_bus_and_address_and_is_retried_from_scratch() {
     let mut driver = Driver::new(bus.clone(), NoopDelay::new(), ADDR + 1, settings(1, 1, 1));
     let err = driver.measure().unwrap_err();
     let e = monitor_error(Path::new("/dev/i2c-3"), I2cAddress(ADDR + 1), err);
-    assert!(matches!(e, MonitorError::Link(_)), "{e:?}");
+    assert!(matches!(e, MonitorError::Link { .. }), "{e:?}");
     let text = e.to_string();
     assert!(
         text.contains("/dev/i2c-3 address 0x77") && text.contains("NACK"),
@@ -114,7 +114,7 @@ fn blank_calibration_is_invalid_data() {
     ]);
     let mut driver = Driver::new(bus.clone(), NoopDelay::new(), ADDR, settings(1, 1, 1));
     let e = monitor_error(Path::new("/dev/i2c-1"), I2cAddress(ADDR), driver.measure().unwrap_err());
-    assert!(matches!(e, MonitorError::InvalidData(_)), "{e:?}");
+    assert!(matches!(e, MonitorError::InvalidData { .. }), "{e:?}");
     bus.done();
 }
 
@@ -163,7 +163,7 @@ async fn a_missing_bus_is_a_config_error_naming_bus_and_address() {
     let c = config("bus: /dev/i2c-nonexistent-42\naddress: 0x77\n").unwrap();
     let mut monitor = Bme280Monitor::new(&c, ctx()).unwrap();
     let e = monitor.read().await.unwrap_err();
-    assert!(matches!(e, MonitorError::Config(_)), "{e:?}");
+    assert!(matches!(e, MonitorError::Config { .. }), "{e:?}");
     let text = e.to_string();
     assert!(
         text.contains("/dev/i2c-nonexistent-42 address 0x77") && text.contains("does not exist"),

@@ -197,7 +197,7 @@ impl HomewizardMonitor {
             ApiVersion::V1 => (builder, "http", &V1, None),
             ApiVersion::V2 => {
                 let ca_file = match &config.ca_file {
-                    Some(path) => Some(tls::read_ca_file(path).map_err(MonitorError::Config)?),
+                    Some(path) => Some(tls::read_ca_file(path).map_err(MonitorError::config)?),
                     None => None,
                 };
                 let source = match &config.ca_file {
@@ -218,22 +218,22 @@ impl HomewizardMonitor {
                     );
                     tls::Trust::Nothing
                 };
-                let tls = tls::client_config(trust).map_err(MonitorError::Config)?;
+                let tls = tls::client_config(trust).map_err(MonitorError::config)?;
                 let token = config
                     .token
                     .as_ref()
                     .map(|t| t.expose().trim())
                     .filter(|t| !t.is_empty())
-                    .ok_or_else(|| MonitorError::Config("`token` is required for api_version 2".into()))?;
+                    .ok_or_else(|| MonitorError::config("`token` is required for api_version 2"))?;
                 let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-                    .map_err(|_| MonitorError::Config("`token` has characters a header cannot carry".into()))?;
+                    .map_err(|_| MonitorError::config("`token` has characters a header cannot carry"))?;
                 auth.set_sensitive(true);
                 (builder.use_preconfigured_tls(tls), "https", &V2, Some(auth))
             }
         };
         let client = builder
             .build()
-            .map_err(|e| MonitorError::Config(format!("cannot set up the HTTP client: {e}")))?;
+            .map_err(|e| MonitorError::config(format!("cannot set up the HTTP client: {e}")).caused_by(e))?;
         Ok(HomewizardMonitor {
             client,
             base_url: format!("{scheme}://{host}:{port}"),
@@ -253,13 +253,13 @@ impl HomewizardMonitor {
                 .header(reqwest::header::AUTHORIZATION, auth.clone())
                 .header("X-Api-Version", "2");
         }
-        let response = request.send().await.map_err(|e| link_error(&url, &e))?;
+        let response = request.send().await.map_err(|e| link_error(&url, e))?;
         let status = response.status();
         if !status.is_success() {
             use reqwest::StatusCode;
             if self.auth.is_some() && matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
                 // Retrying soon cannot help: only a new token will.
-                return Err(MonitorError::Config(format!(
+                return Err(MonitorError::config(format!(
                     "GET {url}: HTTP {status}: token rejected (make a new one, docs/devices/homewizard.md, \
                      and set `token`)"
                 )));
@@ -269,10 +269,11 @@ impl HomewizardMonitor {
             } else {
                 ""
             };
-            return Err(MonitorError::Refused(format!("GET {url}: HTTP {status}{hint}")));
+            return Err(MonitorError::refused(format!("GET {url}: HTTP {status}{hint}")));
         }
-        let body = response.bytes().await.map_err(|e| link_error(&url, &e))?;
-        serde_json::from_slice(&body).map_err(|e| MonitorError::InvalidData(format!("GET {url}: not JSON: {e}")))
+        let body = response.bytes().await.map_err(|e| link_error(&url, e))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| MonitorError::invalid_data(format!("GET {url}: not JSON: {e}")).caused_by(e))
     }
 
     /// `/api` once: logs what answers, so a user sees the model and firmware.
@@ -290,7 +291,7 @@ impl HomewizardMonitor {
                 );
             }
             // The link is down or the token is refused: nothing else will work either.
-            Err(e @ (MonitorError::Link(_) | MonitorError::Config(_))) => return Err(e),
+            Err(e @ (MonitorError::Link { .. } | MonitorError::Config { .. })) => return Err(e),
             // An odd identity answer does not stop the data from being read.
             Err(e) => tracing::warn!(device = %self.ctx.id, error = %e, "HomeWizard identity not readable"),
         }
@@ -299,8 +300,8 @@ impl HomewizardMonitor {
     }
 }
 
-fn link_error(url: &str, e: &reqwest::Error) -> MonitorError {
-    let text = error_chain(e);
+fn link_error(url: &str, e: reqwest::Error) -> MonitorError {
+    let text = error_chain(&e);
     // A certificate that does not verify fails the same way every time: say where
     // to look rather than leave it as a flaky link.
     let hint = if text.contains("certificate") {
@@ -308,7 +309,7 @@ fn link_error(url: &str, e: &reqwest::Error) -> MonitorError {
     } else {
         ""
     };
-    MonitorError::Link(format!("GET {url}: {text}{hint}"))
+    MonitorError::link(format!("GET {url}: {text}{hint}")).caused_by(e)
 }
 
 /// reqwest's top-level message is "error sending request"; the cause (refused,
@@ -333,7 +334,7 @@ impl Monitor for HomewizardMonitor {
         let data = self.get(self.fields.path).await?;
         let readings = readings(self.fields, &self.ctx.id, &data, self.ctx.clock.now(), &mut self.clock)?;
         if readings.is_empty() {
-            return Err(MonitorError::InvalidData(format!(
+            return Err(MonitorError::invalid_data(format!(
                 "`{}` had no value mesura knows (is this a P1 meter?)",
                 self.fields.path
             )));

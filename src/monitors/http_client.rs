@@ -22,19 +22,23 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, MonitorError> {
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .user_agent(concat!("mesura/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| MonitorError::Config(format!("cannot set up the HTTP client: {}", e.without_url())))
+        .map_err(|e| {
+            let e = e.without_url();
+            MonitorError::config(format!("cannot set up the HTTP client: {e}")).caused_by(e)
+        })
 }
 
 /// A transport failure as a link error. The URL is stripped: for OpenWeatherMap
 /// it carries the API key in its query string, and errors end up in logs.
 pub fn transport_error(what: &str, e: reqwest::Error, timeout: Duration) -> MonitorError {
+    let e = e.without_url();
     if e.is_timeout() {
-        return MonitorError::Link(format!(
+        return MonitorError::link(format!(
             "{what}: no answer within {}",
             humantime::format_duration(timeout)
-        ));
+        ))
+        .caused_by(e);
     }
-    let e = e.without_url();
     // The top-level message of a reqwest error is generic ("error sending request");
     // the cause (connection refused, DNS) is what a user can act on.
     let mut message = e.to_string();
@@ -44,7 +48,7 @@ pub fn transport_error(what: &str, e: reqwest::Error, timeout: Duration) -> Moni
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    MonitorError::Link(format!("{what}: {message}"))
+    MonitorError::link(format!("{what}: {message}")).caused_by(e)
 }
 
 /// The start of a response body, for an error message: enough to recognise an

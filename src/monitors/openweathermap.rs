@@ -265,7 +265,7 @@ impl OpenWeatherMapMonitor {
         match status {
             StatusCode::OK => {}
             StatusCode::UNAUTHORIZED => {
-                return Err(MonitorError::Config(format!(
+                return Err(MonitorError::config(format!(
                     "{SERVICE} refused the API key (HTTP 401): the key in `appid` is invalid, or new and \
                      not active yet (new keys can take a couple of hours); the service says: {}",
                     http::snippet(&body)
@@ -279,13 +279,13 @@ impl OpenWeatherMapMonitor {
                 ))
             }
             other => {
-                return Err(MonitorError::Refused(format!(
+                return Err(MonitorError::refused(format!(
                     "{SERVICE} answered HTTP {other}: {}",
                     http::snippet(&body)
                 )))
             }
         }
-        let observation = decode_weather(&body).map_err(|e| MonitorError::InvalidData(format!("{SERVICE}: {e}")))?;
+        let observation = decode_weather(&body).map_err(|e| MonitorError::invalid_data(format!("{SERVICE}: {e}")))?;
         let timestamp = self
             .clock
             .stamp(&observation.observed_at, Stamps::Now, "dt", self.ctx.clock.now());

@@ -206,7 +206,7 @@ impl SimulatedMonitor {
 impl Monitor for SimulatedMonitor {
     async fn read(&mut self) -> Result<Vec<Reading>, MonitorError> {
         if self.config.failure_rate > 0.0 && self.rng.f64() < self.config.failure_rate {
-            return Err(MonitorError::Link("simulated link failure".into()));
+            return Err(MonitorError::link("simulated link failure"));
         }
         let now = self.ctx.clock.now();
         Ok(self.sample(now))
@@ -300,7 +300,7 @@ mod tests {
     async fn failure_rate_one_always_fails() {
         let mut m = monitor(Profile::Climate);
         m.config.failure_rate = 1.0;
-        assert!(matches!(m.read().await, Err(MonitorError::Link(_))));
+        assert!(matches!(m.read().await, Err(MonitorError::Link { .. })));
         m.config.failure_rate = 0.0;
         let r = m.read().await.unwrap();
         assert_eq!(r.len(), 2);

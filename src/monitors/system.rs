@@ -5,9 +5,8 @@
 //! container) still reports load and memory; a source that fails is left out of
 //! that poll and logged once, and only a poll where every source fails is an error.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::{Monitor, MonitorContext, MonitorError};
 use crate::config::{CommonConfig, DeviceTypeConfig};
 use crate::host::{disk_usage, DiskUsage};
-use crate::reading::{MetricSpec, Reading, Unit};
+use crate::reading::{intern, MetricSpec, Reading, Unit};
 
 /// `type: system`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -128,22 +127,6 @@ pub fn all_metrics() -> Vec<MetricSpec> {
         "space available to mesura on that filesystem",
     ));
     m
-}
-
-/// Metric names made at run time (one per disk path) live as long as the process;
-/// interning them keeps a reload from leaking a copy each time.
-fn intern(name: String) -> &'static str {
-    static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
-    let mut names = match NAMES.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    if let Some(existing) = names.get(name.as_str()) {
-        return existing;
-    }
-    let leaked: &'static str = Box::leak(name.into_boxed_str());
-    names.insert(leaked);
-    leaked
 }
 
 /// statvfs of `path`, or of its nearest existing ancestor: the data dir may not
@@ -296,12 +279,12 @@ impl SystemMonitor {
             .map(|(slug, path)| Disk {
                 path,
                 used_percent: MetricSpec::gauge(
-                    intern(format!("disk_used_percent_{slug}")),
+                    intern(&format!("disk_used_percent_{slug}")),
                     Unit::Percent,
                     "used space of the filesystem, as df's Use%",
                 ),
                 free: MetricSpec::gauge(
-                    intern(format!("disk_free_{slug}")),
+                    intern(&format!("disk_free_{slug}")),
                     Unit::Byte,
                     "space available on the filesystem",
                 ),
@@ -372,7 +355,7 @@ impl Monitor for SystemMonitor {
         let disks = self.disks.clone();
         let (values, errors) = tokio::task::spawn_blocking(move || sample(&config, &disks))
             .await
-            .map_err(|e| MonitorError::Link(format!("the system read task failed: {e}")))?;
+            .map_err(|e| MonitorError::link(format!("the system read task failed: {e}")).caused_by(e))?;
         let mut still_failing = HashMap::new();
         for (source, error) in errors {
             if self.failing.get(source) != Some(&error) {
@@ -383,7 +366,7 @@ impl Monitor for SystemMonitor {
         self.failing = still_failing;
         if values.is_empty() {
             let all: Vec<&str> = self.failing.values().map(String::as_str).collect();
-            return Err(MonitorError::Link(format!(
+            return Err(MonitorError::link(format!(
                 "no system value could be read: {}",
                 all.join("; ")
             )));

@@ -8,17 +8,21 @@ use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, InconsistentKeys, RootCertStore};
 
 use super::MqttTlsConfig;
-use crate::backends::BackendError;
+use crate::backends::{BackendError, Cause};
 
 fn fail(what: &str, path: &Path, e: impl std::fmt::Display) -> BackendError {
-    BackendError::Permanent(format!("mqtt tls: {what} {}: {e}", path.display()))
+    BackendError::permanent(format!("mqtt tls: {what} {}: {e}", path.display()))
+}
+
+fn fail_with(what: &str, path: &Path, e: impl std::fmt::Display + Into<Cause>) -> BackendError {
+    fail(what, path, &e).caused_by(e)
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, BackendError> {
-    let pem = std::fs::read(path).map_err(|e| fail("cannot read", path, e))?;
+    let pem = std::fs::read(path).map_err(|e| fail_with("cannot read", path, e))?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|e| fail("bad PEM in", path, e))?;
+        .map_err(|e| fail_with("bad PEM in", path, e))?;
     if certs.is_empty() {
         return Err(fail("no certificate in", path, "empty"));
     }
@@ -30,7 +34,7 @@ pub fn client_config(tls: &MqttTlsConfig) -> Result<rumqttc::TlsConfiguration, B
     match &tls.ca_file {
         Some(path) => {
             for cert in certificates(path)? {
-                roots.add(cert).map_err(|e| fail("unusable CA in", path, e))?;
+                roots.add(cert).map_err(|e| fail_with("unusable CA in", path, e))?;
             }
         }
         None => {
@@ -42,18 +46,18 @@ pub fn client_config(tls: &MqttTlsConfig) -> Result<rumqttc::TlsConfiguration, B
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| BackendError::Permanent(format!("mqtt tls: {e}")))?
+        .map_err(|e| BackendError::permanent(format!("mqtt tls: {e}")).caused_by(e))?
         .with_root_certificates(roots);
     let config = match (&tls.client_cert, &tls.client_key) {
         (Some(cert), Some(key)) => {
-            let pem = std::fs::read(key).map_err(|e| fail("cannot read", key, e))?;
+            let pem = std::fs::read(key).map_err(|e| fail_with("cannot read", key, e))?;
             let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pem.as_slice())
-                .map_err(|e| fail("bad PEM in", key, e))?
+                .map_err(|e| fail_with("bad PEM in", key, e))?
                 .ok_or_else(|| fail("no private key in", key, "empty"))?;
             let signing_key = provider
                 .key_provider
                 .load_private_key(key_der)
-                .map_err(|e| fail("unusable private key in", key, e))?;
+                .map_err(|e| fail_with("unusable private key in", key, e))?;
             let certified = CertifiedKey::new(certificates(cert)?, signing_key);
             // rustls's own `with_client_auth_cert` refuses X.509 v1 certificates since
             // 0.23.23 (rustls issue #2364), and v1 is what `openssl x509 -req` makes
@@ -71,7 +75,7 @@ pub fn client_config(tls: &MqttTlsConfig) -> Result<rumqttc::TlsConfiguration, B
                     "mqtt tls: cannot check that the client key matches this certificate (X.509 v1?); using it"
                 ),
                 Ok(()) | Err(rustls::Error::InconsistentKeys(_)) => {}
-                Err(e) => return Err(fail("unusable client certificate", cert, e)),
+                Err(e) => return Err(fail_with("unusable client certificate", cert, e)),
             }
             builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))
         }

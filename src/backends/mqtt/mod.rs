@@ -4,7 +4,7 @@
 //! with `state_message: true`, `<topic_prefix>/<device_type>/<device>/state` carries
 //! one JSON object per reading time with every metric and the original timestamp.
 //! `<topic_prefix>/status` is `online` (retained) while connected and `offline` as
-//! the Last Will. Readings go through the durable outbox (see `outbox.rs`): nothing
+//! the Last Will. Readings go through the durable outbox (see `outbox/`): nothing
 //! is lost while the broker is down or mesura restarts; delivery is at-least-once.
 
 mod connection;
@@ -13,17 +13,14 @@ mod delivery_tls;
 pub mod discovery;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 
-use super::outbox::{Outbox, OutboxConfig};
-use super::{blocking, Backend, BackendError, BatchPolicy};
+use super::outbox::{Durable, Opening, OutboxConfig};
+use super::{Backend, BackendError, BatchPolicy};
 use crate::config::secret::{read_secret_file, Secret};
 use crate::reading::Reading;
 
@@ -165,74 +162,47 @@ impl MqttConfig {
     }
 }
 
-/// Where the outbox lives, shared by the durable backends.
-pub fn outbox_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("outbox.db")
-}
-
 /// Messages from the backend to its delivery task.
 enum Control {
     DeviceRemoved(String),
 }
 
 pub struct MqttBackend {
-    outbox: Arc<Mutex<Outbox>>,
+    durable: Durable,
     policy: BatchPolicy,
-    wake: Arc<Notify>,
     control: mpsc::UnboundedSender<Control>,
-    stop: CancellationToken,
-    task: Option<JoinHandle<()>>,
 }
 
 impl MqttBackend {
     pub async fn open(config: &MqttConfig, data_dir: &Path) -> Result<Self, BackendError> {
         config
             .validate()
-            .map_err(|e| BackendError::Permanent(format!("mqtt: {e}")))?;
+            .map_err(|e| BackendError::permanent(format!("mqtt: {e}")))?;
         let password = match (&config.password, &config.password_file) {
             (Some(p), _) => Some(p.clone()),
-            (None, Some(file)) => Some(
-                read_secret_file(file)
-                    .map_err(|e| BackendError::Permanent(format!("mqtt: password_file {}: {e}", file.display())))?,
-            ),
+            (None, Some(file)) => Some(read_secret_file(file).map_err(|e| {
+                BackendError::permanent(format!("mqtt: password_file {}: {e}", file.display())).caused_by(e)
+            })?),
             (None, None) => None,
         };
         let options = delivery::options(config, password.as_ref())?;
-        let path = outbox_path(data_dir);
-        let bounds = config.outbox.clone();
-        let open = move || Outbox::open(&path, "mqtt", bounds);
-        let outbox = Arc::new(Mutex::new(
-            tokio::task::spawn_blocking(open.clone()).await.map_err(join_error)??,
-        ));
+        let opening = Opening::open("mqtt", data_dir, config.outbox.clone()).await?;
         // Delivery has its own connection: it reads and acknowledges while the
         // backend appends.
-        let delivery_outbox = Arc::new(Mutex::new(
-            tokio::task::spawn_blocking(open).await.map_err(join_error)??,
-        ));
-        let wake = Arc::new(Notify::new());
-        let stop = CancellationToken::new();
+        let delivery_outbox = opening.own_connection().await?;
         let (control, control_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(
-            delivery::Delivery::new(config.clone(), options, delivery_outbox, wake.clone(), control_rx)
-                .run(stop.clone()),
-        );
+        let delivery = delivery::Delivery::new(config.clone(), options, delivery_outbox, opening.wake(), control_rx)
+            .run(opening.stop());
         Ok(MqttBackend {
-            outbox,
+            durable: opening.start(delivery),
             policy: BatchPolicy {
                 flush_interval: config.flush_interval,
                 batch_size: 5000,
                 queue_capacity: config.queue_capacity,
             },
-            wake,
             control,
-            stop,
-            task: Some(task),
         })
     }
-}
-
-fn join_error(e: tokio::task::JoinError) -> BackendError {
-    BackendError::Transient(format!("mqtt: {e}"))
 }
 
 #[async_trait]
@@ -246,34 +216,19 @@ impl Backend for MqttBackend {
     }
 
     async fn write(&mut self, batch: &[Reading]) -> Result<(), BackendError> {
-        let batch = batch.to_vec();
-        let (dropped, bounds) = blocking(&self.outbox, move |outbox| {
-            outbox.append(&batch).map(|d| (d, outbox.bounds().clone()))
-        })
-        .await?;
-        dropped.log("mqtt", &bounds);
-        self.wake.notify_one();
+        self.durable.append(batch).await?;
+        self.durable.wake();
         Ok(())
     }
 
+    /// The delivery task gets a bounded last chance to deliver; what remains
+    /// stays in the outbox for the next start.
     async fn flush(&mut self) -> Result<(), BackendError> {
-        // The delivery task gets a bounded last chance to deliver; what remains
-        // stays in the outbox for the next start.
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.map_err(join_error)?;
-        }
-        Ok(())
+        self.durable.stop().await
     }
 
     async fn device_removed(&mut self, device: &str) -> Result<(), BackendError> {
         let _ = self.control.send(Control::DeviceRemoved(device.to_owned()));
         Ok(())
-    }
-}
-
-impl Drop for MqttBackend {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }

@@ -120,7 +120,7 @@ impl SqliteBackend {
         let path = data_dir.join(&config.path);
         let store = tokio::task::spawn_blocking(move || Store::open(&path))
             .await
-            .map_err(|e| BackendError::Transient(e.to_string()))??;
+            .map_err(|e| BackendError::transient(e.to_string()).caused_by(e))??;
         Ok(SqliteBackend {
             store: Arc::new(Mutex::new(store)),
             policy: BatchPolicy {
@@ -180,9 +180,9 @@ pub struct Store {
 fn classify(e: rusqlite::Error) -> BackendError {
     match e.sqlite_error_code() {
         Some(ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch) => {
-            BackendError::Permanent(format!("sqlite: {e}"))
+            BackendError::permanent(format!("sqlite: {e}")).caused_by(e)
         }
-        _ => BackendError::Transient(format!("sqlite: {e}")),
+        _ => BackendError::transient(format!("sqlite: {e}")).caused_by(e),
     }
 }
 
@@ -190,10 +190,10 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, BackendError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
-                .map_err(|e| BackendError::Transient(format!("cannot create {}: {e}", dir.display())))?;
+                .map_err(|e| BackendError::transient(format!("cannot create {}: {e}", dir.display())).caused_by(e))?;
         }
         let conn = Connection::open(path)
-            .map_err(|e| BackendError::Transient(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| BackendError::transient(format!("cannot open {}: {e}", path.display())).caused_by(e))?;
         schema::prepare_writer(&conn).map_err(classify)?;
         let mut store = Store {
             conn,

@@ -17,7 +17,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -41,12 +40,14 @@ pub(super) fn client(config: &UplinkConfig) -> Result<reqwest::Client, BackendEr
         .connect_timeout(config.timeout)
         .user_agent(concat!("mesura/", env!("CARGO_PKG_VERSION")));
     if let Some(file) = &config.tls.ca_file {
-        let pem = std::fs::read(file)
-            .map_err(|e| BackendError::Permanent(format!("uplink: tls.ca_file {}: {e}", file.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| BackendError::Permanent(format!("uplink: tls.ca_file {}: {e}", file.display())))?;
+        let pem = std::fs::read(file).map_err(|e| {
+            BackendError::permanent(format!("uplink: tls.ca_file {}: {e}", file.display())).caused_by(e)
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            BackendError::permanent(format!("uplink: tls.ca_file {}: {e}", file.display())).caused_by(e)
+        })?;
         if certs.is_empty() {
-            return Err(BackendError::Permanent(format!(
+            return Err(BackendError::permanent(format!(
                 "uplink: tls.ca_file {}: no PEM certificate in it",
                 file.display()
             )));
@@ -60,7 +61,7 @@ pub(super) fn client(config: &UplinkConfig) -> Result<reqwest::Client, BackendEr
     }
     builder
         .build()
-        .map_err(|e| BackendError::Permanent(format!("uplink: cannot build the HTTP client: {e}")))
+        .map_err(|e| BackendError::permanent(format!("uplink: cannot build the HTTP client: {e}")).caused_by(e))
 }
 
 /// The URL without user info, for logs.
@@ -160,17 +161,7 @@ struct Batch {
 }
 
 impl Delivery {
-    pub fn spawn(
-        self,
-        wake: Arc<Notify>,
-        stop: CancellationToken,
-        lock: Arc<tokio::sync::Mutex<()>>,
-    ) -> JoinHandle<()> {
-        tokio::spawn(self.run(wake, stop, lock))
-    }
-
-    async fn run(mut self, wake: Arc<Notify>, stop: CancellationToken, lock: Arc<tokio::sync::Mutex<()>>) {
-        let _guard = lock.lock_owned().await;
+    pub async fn run(mut self, wake: Arc<Notify>, stop: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_secs(1), self.max_backoff);
         let mut failing = false;
         let mut ticker = tokio::time::interval(self.interval);

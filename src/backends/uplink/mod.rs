@@ -10,20 +10,16 @@ mod aggregate;
 mod delivery;
 mod encode;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use super::outbox::{Outbox, OutboxConfig};
-use super::{blocking, Backend, BackendError, BatchPolicy};
+use super::outbox::{Durable, Opening, OutboxConfig};
+use super::{Backend, BackendError, BatchPolicy};
 use crate::config::secret::Secret;
 use crate::reading::Reading;
 
@@ -208,27 +204,15 @@ impl UplinkConfig {
 }
 
 fn invalid(message: &str) -> BackendError {
-    BackendError::Permanent(format!("uplink: {message}"))
-}
-
-/// One delivery lock per outbox file: when a reload rebuilds the backend, the new
-/// one's delivery task waits for the old one's final attempt, so the same rows are
-/// never sent by two tasks at once.
-fn delivery_lock(path: &Path) -> Arc<tokio::sync::Mutex<()>> {
-    static LOCKS: LazyLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> = LazyLock::new(Default::default);
-    let mut locks = LOCKS.lock().unwrap_or_else(|p| p.into_inner());
-    locks.entry(path.to_path_buf()).or_default().clone()
+    BackendError::permanent(format!("uplink: {message}"))
 }
 
 pub struct UplinkBackend {
-    outbox: Arc<Mutex<Outbox>>,
+    durable: Durable,
     policy: BatchPolicy,
     /// Readings appended since the delivery task last looked: past `batch_size` it
     /// is woken early instead of waiting for `batch_interval`.
     unsent: Arc<AtomicUsize>,
-    wake: Arc<Notify>,
-    stop: CancellationToken,
-    task: Option<JoinHandle<()>>,
     aggregating: bool,
 }
 
@@ -246,18 +230,10 @@ impl UplinkBackend {
             return Err(invalid("aggregate must be longer than 0s"));
         }
         let client = delivery::client(config)?;
-        let path = data_dir.join("outbox.db");
-        let outbox_config = config.outbox.clone();
-        let open_path = path.clone();
-        let outbox = tokio::task::spawn_blocking(move || Outbox::open(&open_path, "uplink", outbox_config))
-            .await
-            .map_err(|e| BackendError::Transient(format!("uplink: outbox task failed: {e}")))??;
-        let outbox = Arc::new(Mutex::new(outbox));
+        let opening = Opening::open("uplink", data_dir, config.outbox.clone()).await?;
         let unsent = Arc::new(AtomicUsize::new(0));
-        let wake = Arc::new(Notify::new());
-        let stop = CancellationToken::new();
         let batch_size = config.batch_size.max(1);
-        let task = delivery::Delivery {
+        let delivery = delivery::Delivery {
             client,
             endpoint,
             format: config.format,
@@ -269,12 +245,12 @@ impl UplinkBackend {
             final_budget: config.timeout,
             aggregate: config.aggregate,
             max_backoff: config.max_backoff,
-            outbox: outbox.clone(),
+            outbox: opening.outbox(),
             unsent: unsent.clone(),
         }
-        .spawn(wake.clone(), stop.clone(), delivery_lock(&path));
+        .run(opening.wake(), opening.stop());
         Ok(UplinkBackend {
-            outbox,
+            durable: opening.start(delivery),
             policy: BatchPolicy {
                 // Readings reach the durable outbox within 5 s (or a batch interval,
                 // if shorter) however long the delivery cadence is.
@@ -283,9 +259,6 @@ impl UplinkBackend {
                 queue_capacity: config.queue_capacity,
             },
             unsent,
-            wake,
-            stop,
-            task: Some(task),
             aggregating: config.aggregate.is_some(),
         })
     }
@@ -302,16 +275,11 @@ impl Backend for UplinkBackend {
     }
 
     async fn write(&mut self, batch: &[Reading]) -> Result<(), BackendError> {
-        let readings = batch.to_vec();
-        let (dropped, bounds) = blocking(&self.outbox, move |outbox| {
-            outbox.append(&readings).map(|d| (d, outbox.bounds().clone()))
-        })
-        .await?;
-        dropped.log("uplink", &bounds);
+        self.durable.append(batch).await?;
         let unsent = self.unsent.fetch_add(batch.len(), Ordering::Relaxed) + batch.len();
         // Aggregated windows are complete by the clock, not by count: no early wake.
         if !self.aggregating && unsent >= self.policy.batch_size {
-            self.wake.notify_one();
+            self.durable.wake();
         }
         Ok(())
     }
@@ -319,20 +287,7 @@ impl Backend for UplinkBackend {
     /// Stops the delivery task after one last, bounded (`timeout`) attempt to send
     /// what is waiting; what is left stays in the outbox for the next start.
     async fn flush(&mut self) -> Result<(), BackendError> {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            task.await
-                .map_err(|e| BackendError::Transient(format!("uplink: delivery task failed: {e}")))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for UplinkBackend {
-    fn drop(&mut self) {
-        // A backend dropped without flush (an error path) must not leave its
-        // delivery task running.
-        self.stop.cancel();
+        self.durable.stop().await
     }
 }
 

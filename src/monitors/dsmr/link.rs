@@ -72,12 +72,12 @@ pub async fn open(target: &Target, timeout: Duration) -> Result<Stream, MonitorE
             match builder.open_native_async() {
                 Ok(port) => Ok(Box::new(port)),
                 Err(e) if !std::path::Path::new(path).exists() => {
-                    Err(MonitorError::Link(format!("{path} is not there (unplugged?): {e}")))
+                    Err(MonitorError::link(format!("{path} is not there (unplugged?): {e}")).caused_by(e))
                 }
                 Err(e) if e.kind == tokio_serial::ErrorKind::InvalidInput => {
-                    Err(MonitorError::Config(format!("cannot use {path} as a serial port: {e}")))
+                    Err(MonitorError::config(format!("cannot use {path} as a serial port: {e}")).caused_by(e))
                 }
-                Err(e) => Err(MonitorError::Link(format!("cannot open {path}: {e}"))),
+                Err(e) => Err(MonitorError::link(format!("cannot open {path}: {e}")).caused_by(e)),
             }
         }
         Target::Tcp { host, port } => {
@@ -89,11 +89,12 @@ pub async fn open(target: &Target, timeout: Duration) -> Result<Stream, MonitorE
                     let _ = stream.set_nodelay(true);
                     Ok(Box::new(stream))
                 }
-                Ok(Err(e)) => Err(MonitorError::Link(format!(
+                Ok(Err(e)) => Err(MonitorError::link(format!(
                     "cannot connect to {host}:{port}: {}",
                     crate::monitors::describe_link_io(&e)
-                ))),
-                Err(_) => Err(MonitorError::Link(format!(
+                ))
+                .caused_by(e)),
+                Err(_) => Err(MonitorError::link(format!(
                     "no connection to {host}:{port} within {}",
                     humantime::format_duration(timeout)
                 ))),
@@ -113,10 +114,18 @@ pub struct Received {
 struct InboxState {
     frames: VecDeque<Received>,
     /// Why the reader stopped, once it has.
-    ended: Option<String>,
+    ended: Option<Ended>,
     /// Telegrams pushed out because `read()` did not come in time (only counted when
     /// every telegram is kept).
     overflowed: u64,
+}
+
+/// Why a reader task stopped: the words for the log, and the I/O error that
+/// ended it, if one did (handed out once, with the first report).
+#[derive(Debug)]
+struct Ended {
+    reason: String,
+    cause: Option<std::io::Error>,
 }
 
 /// Telegrams waiting for `read()`. `capacity` 1 keeps only the newest (a poll
@@ -148,8 +157,8 @@ impl Inbox {
         self.notify.notify_one();
     }
 
-    fn end(&self, reason: String) {
-        self.lock().ended = Some(reason);
+    fn end(&self, ended: Ended) {
+        self.lock().ended = Some(ended);
         self.notify.notify_one();
     }
 }
@@ -205,8 +214,8 @@ impl Reader {
     }
 
     /// The telegrams received since the last call, oldest first, waiting for the
-    /// next one if there are none; `Err(reason)` once the link is gone.
-    pub async fn next(&self) -> Result<(Vec<Received>, u64), String> {
+    /// next one if there are none; a link error once the link is gone.
+    pub async fn next(&self) -> Result<(Vec<Received>, u64), MonitorError> {
         loop {
             {
                 let mut state = self.inbox.lock();
@@ -214,8 +223,12 @@ impl Reader {
                     let overflowed = std::mem::take(&mut state.overflowed);
                     return Ok((state.frames.drain(..).collect(), overflowed));
                 }
-                if let Some(reason) = &state.ended {
-                    return Err(reason.clone());
+                if let Some(ended) = &mut state.ended {
+                    let error = MonitorError::link(ended.reason.clone());
+                    return Err(match ended.cause.take() {
+                        Some(cause) => error.caused_by(cause),
+                        None => error,
+                    });
                 }
             }
             // notify_one stores a permit when nobody waits, so a push between the
@@ -272,18 +285,24 @@ async fn run(mut stream: Stream, s: ReaderSettings, inbox: Arc<Inbox>) {
     let mut deadline = Instant::now() + s.timeout;
     let mut bytes_since_good: u64 = 0;
     let mut good_frames: u64 = 0;
-    let reason = loop {
+    let ended = loop {
         let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
             Ok(Ok(0)) => {
                 break format!(
                     "{}: link closed (end of stream: unplugged, or the peer closed)",
                     s.target
                 )
+                .into()
             }
             Ok(Ok(n)) => n,
-            Ok(Err(e)) => break format!("{}: {}", s.target, crate::monitors::describe_link_io(&e)),
+            Ok(Err(e)) => {
+                break Ended {
+                    reason: format!("{}: {}", s.target, crate::monitors::describe_link_io(&e)),
+                    cause: Some(e),
+                }
+            }
             Err(_) if bytes_since_good == 0 => {
-                break format!("{}: silent for {}", s.target, humantime::format_duration(s.timeout))
+                break format!("{}: silent for {}", s.target, humantime::format_duration(s.timeout)).into()
             }
             Err(_) => {
                 break format!(
@@ -291,6 +310,7 @@ async fn run(mut stream: Stream, s: ReaderSettings, inbox: Arc<Inbox>) {
                     s.target,
                     humantime::format_duration(s.timeout)
                 )
+                .into()
             }
         };
         bytes_since_good += n as u64;
@@ -336,7 +356,13 @@ async fn run(mut stream: Stream, s: ReaderSettings, inbox: Arc<Inbox>) {
     // Report what was counted before the link went, rather than lose it.
     bad.last_log = None;
     bad.maybe_log(&s.device);
-    inbox.end(reason);
+    inbox.end(ended);
+}
+
+impl From<String> for Ended {
+    fn from(reason: String) -> Self {
+        Ended { reason, cause: None }
+    }
 }
 
 #[cfg(test)]
@@ -370,7 +396,7 @@ mod tests {
         assert_eq!(last.number("energy_delivered_tariff1"), Some(2.0));
         drop(tx);
         let err = reader.next().await.unwrap_err();
-        assert!(err.contains("link closed"), "{err}");
+        assert!(err.message().contains("link closed"), "{err}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -378,6 +404,6 @@ mod tests {
         let (_tx, rx) = tokio::io::duplex(64);
         let reader = Reader::spawn(Box::new(rx), settings(1));
         let err = reader.next().await.unwrap_err();
-        assert!(err.contains("silent for 5s"), "{err}");
+        assert!(err.message().contains("silent for 5s"), "{err}");
     }
 }

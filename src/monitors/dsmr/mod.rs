@@ -255,7 +255,7 @@ impl DsmrMonitor {
     pub fn new(config: &DsmrConfig, ctx: MonitorContext, poll_interval: Duration) -> Result<Self, MonitorError> {
         let target = config
             .target()
-            .map_err(|(key, msg)| MonitorError::Config(format!("{key}: {msg}")))?;
+            .map_err(|(key, msg)| MonitorError::config(format!("{key}: {msg}")))?;
         let settings = ReaderSettings {
             device: ctx.id.clone(),
             target: target.to_string(),
@@ -304,11 +304,11 @@ impl Monitor for DsmrMonitor {
         };
         let (received, overflowed) = match reader.next().await {
             Ok(r) => r,
-            Err(reason) => {
+            Err(e) => {
                 // Dropping the reader closes the port; the next read reopens it
                 // after the supervisor's backoff.
                 self.reader = None;
-                return Err(MonitorError::Link(reason));
+                return Err(e);
             }
         };
         if overflowed > 0 {
@@ -323,7 +323,7 @@ impl Monitor for DsmrMonitor {
             readings.extend(map::readings(&self.ctx.id, &telegram, r.at, &mut self.clock));
         }
         if readings.is_empty() {
-            return Err(MonitorError::InvalidData("telegram without any known value".into()));
+            return Err(MonitorError::invalid_data("telegram without any known value"));
         }
         Ok(readings)
     }

@@ -160,7 +160,7 @@ impl Auth {
                 tracing::info!(device = %self.device, "logged in to {SERVICE}");
                 Ok(self.keep(tokens))
             }
-            Err(TokenError::Refused(detail)) => Err(MonitorError::Config(format!(
+            Err(TokenError::Refused(detail)) => Err(MonitorError::config(format!(
                 "{SERVICE} refused the username or password ({detail}); check `username` and `password` \
                  (the account of the Total Connect Comfort app)"
             ))),
@@ -217,7 +217,7 @@ impl Auth {
             .map_err(TokenError::Other)?
         {
             Answer::Ok(body) => decode_tokens(&body, now, self.account)
-                .map_err(|e| TokenError::Other(MonitorError::InvalidData(format!("{SERVICE} {what}: {e}")))),
+                .map_err(|e| TokenError::Other(MonitorError::invalid_data(format!("{SERVICE} {what}: {e}")))),
             Answer::RateLimited { wait, detail } => Err(TokenError::Other(suspension.suspend(SERVICE, wait, &detail))),
             // OAuth says 400 `invalid_grant` for a wrong password or a dead refresh
             // token; some deployments answer 401.
@@ -225,7 +225,7 @@ impl Auth {
             Answer::Failed { status, detail } if status == reqwest::StatusCode::BAD_REQUEST => {
                 Err(TokenError::Refused(format!("HTTP 400: {detail}")))
             }
-            Answer::Failed { status, detail } => Err(TokenError::Other(MonitorError::Refused(format!(
+            Answer::Failed { status, detail } => Err(TokenError::Other(MonitorError::refused(format!(
                 "{SERVICE} {what} answered HTTP {}: {detail}",
                 status.as_u16()
             )))),

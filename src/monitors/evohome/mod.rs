@@ -257,7 +257,7 @@ impl EvohomeMonitor {
                         self.auth.access_refused();
                         continue;
                     }
-                    return Err(MonitorError::Config(format!(
+                    return Err(MonitorError::config(format!(
                         "{SERVICE} refused a fresh access token for the {what} (HTTP 401: {detail})"
                     )));
                 }
@@ -266,14 +266,14 @@ impl EvohomeMonitor {
                         // The location may be gone or renumbered: look again next time.
                         self.location = None;
                     }
-                    return Err(MonitorError::Refused(format!(
+                    return Err(MonitorError::refused(format!(
                         "{SERVICE} {what} answered HTTP {}: {detail}",
                         status.as_u16()
                     )));
                 }
             }
         }
-        Err(MonitorError::Refused(format!(
+        Err(MonitorError::refused(format!(
             "{SERVICE} {what}: the access token was refused twice"
         )))
     }
@@ -311,7 +311,7 @@ impl EvohomeMonitor {
             None => {
                 let body = self.get("userAccount", "user account").await?;
                 let id =
-                    decode::decode_user_id(&body).map_err(|e| MonitorError::InvalidData(format!("{SERVICE}: {e}")))?;
+                    decode::decode_user_id(&body).map_err(|e| MonitorError::invalid_data(format!("{SERVICE}: {e}")))?;
                 self.user_id = Some(id.clone());
                 id
             }
@@ -319,8 +319,8 @@ impl EvohomeMonitor {
         let path = format!("location/installationInfo?userId={user_id}&includeTemperatureControlSystems=True");
         let body = self.get(&path, "installation").await?;
         let locations =
-            decode::decode_installation(&body).map_err(|e| MonitorError::InvalidData(format!("{SERVICE}: {e}")))?;
-        let chosen = select_location(&locations, self.config.location.as_ref()).map_err(MonitorError::Config)?;
+            decode::decode_installation(&body).map_err(|e| MonitorError::invalid_data(format!("{SERVICE}: {e}")))?;
+        let chosen = select_location(&locations, self.config.location.as_ref()).map_err(MonitorError::config)?;
         if self.location.as_ref().is_none_or(|(l, _)| l.id != chosen.id) {
             tracing::info!(
                 device = %self.ctx.id,
@@ -340,7 +340,7 @@ impl EvohomeMonitor {
         let location = self.location().await?;
         let path = format!("location/{}/status?includeTemperatureControlSystems=True", location.id);
         let body = self.get(&path, "location status").await?;
-        let status = decode::decode_status(&body).map_err(|e| MonitorError::InvalidData(format!("{SERVICE}: {e}")))?;
+        let status = decode::decode_status(&body).map_err(|e| MonitorError::invalid_data(format!("{SERVICE}: {e}")))?;
         self.log_faults(&status.faults);
         if status.systems == 0 && !self.warned_empty {
             self.warned_empty = true;

@@ -221,7 +221,7 @@ pub fn readings(
 ) -> Result<Vec<Reading>, MonitorError> {
     let obj = data
         .as_object()
-        .ok_or_else(|| MonitorError::InvalidData(format!("`{}` did not answer a JSON object", fields.path)))?;
+        .ok_or_else(|| MonitorError::invalid_data(format!("`{}` did not answer a JSON object", fields.path)))?;
     let num = |key: &str| obj.get(key).and_then(Json::as_f64).filter(|v| v.is_finite());
     let mut out = Vec::new();
     let mut push = |name: &str, value: f64, at: DateTime<Utc>| {

@@ -18,11 +18,11 @@ use self::config::PointConfig;
 use self::poll::PollState;
 use self::sunspec::{Discovery, DiscoveryError};
 use self::transport::{ReadError, Transport};
-use super::{intern, Monitor, MonitorContext, MonitorError};
+use super::{Monitor, MonitorContext, MonitorError};
 use crate::protocols::modbus::plan::{Block, Image, Span};
 use crate::protocols::modbus::point::{self as codec, Decoded, WordOrder};
 use crate::protocols::modbus::sunspec as spec;
-use crate::reading::{MetricName, MetricSpec, Reading, Value};
+use crate::reading::{intern, MetricName, MetricSpec, Reading, Value};
 
 /// A point of the map, ready to be read.
 struct Point {
@@ -52,7 +52,7 @@ pub fn all_metrics() -> Vec<MetricSpec> {
 impl ModbusMonitor {
     /// Builds the monitor; `device_dir` is where a relative `points_file` is found.
     pub fn new(config: &ModbusConfig, device_dir: &std::path::Path, ctx: MonitorContext) -> Result<Self, MonitorError> {
-        let map = config::load_map(config, device_dir).map_err(|e| MonitorError::Config(e.to_string()))?;
+        let map = config::load_map(config, device_dir).map_err(|e| MonitorError::config(e.to_string()))?;
         let limits = map.limits(config);
         let map = map.points;
         let points: Vec<Point> = map
@@ -84,7 +84,7 @@ impl ModbusMonitor {
         if config.sunspec {
             let taken: HashSet<&str> = metrics.iter().map(|m| m.name).collect();
             if let Some(clash) = spec::INVERTER_POINTS.iter().find(|p| taken.contains(p.metric)) {
-                return Err(MonitorError::Config(format!(
+                return Err(MonitorError::config(format!(
                     "point `{}` has the name of a SunSpec inverter metric; rename it",
                     clash.metric
                 )));
@@ -112,11 +112,7 @@ impl ModbusMonitor {
             block.address,
             block.end().saturating_sub(1)
         );
-        match e {
-            ReadError::Exception(code) => MonitorError::Refused(format!("{what}: exception {code:?}")),
-            ReadError::Link(m) => MonitorError::Link(format!("{what}: {m}")),
-            ReadError::Config(m) => MonitorError::Config(m),
-        }
+        e.for_request(&what)
     }
 
     /// Reads every block of the point map and decodes the points.
@@ -175,16 +171,11 @@ impl ModbusMonitor {
                 .await
                 .map_err(|e| match e {
                     DiscoveryError::NotSunSpec(m) => {
-                        MonitorError::Config(format!("{}: {m}; is this a SunSpec device?", self.transport.describe()))
+                        MonitorError::config(format!("{}: {m}; is this a SunSpec device?", self.transport.describe()))
                     }
-                    DiscoveryError::Read(ReadError::Exception(code)) => MonitorError::Refused(format!(
-                        "{}: SunSpec discovery: exception {code:?}",
-                        self.transport.describe()
-                    )),
-                    DiscoveryError::Read(ReadError::Link(m)) => {
-                        MonitorError::Link(format!("{}: SunSpec discovery: {m}", self.transport.describe()))
+                    DiscoveryError::Read(e) => {
+                        e.for_request(&format!("{}: SunSpec discovery", self.transport.describe()))
                     }
-                    DiscoveryError::Read(ReadError::Config(m)) => MonitorError::Config(m),
                 })?;
             let ids: Vec<String> = found.models.iter().map(|m| m.id.to_string()).collect();
             match &found.common {
@@ -198,7 +189,7 @@ impl ModbusMonitor {
                 }
             }
             if found.inverter.is_none() {
-                return Err(MonitorError::Config(format!(
+                return Err(MonitorError::config(format!(
                     "the SunSpec chain ({}) has no inverter model 101, 102 or 103",
                     ids.join(", ")
                 )));
@@ -256,7 +247,7 @@ fn decode_point(point: &Point, image: &Image) -> Result<Option<Decoded>, Monitor
     }
     codec::decode_words(c.data_type, c.word_order, &words)
         .map(Some)
-        .map_err(|e| MonitorError::InvalidData(format!("point `{}`: {e}", c.name)))
+        .map_err(|e| MonitorError::invalid_data(format!("point `{}`: {e}", c.name)).caused_by(e))
 }
 
 #[async_trait]

@@ -129,12 +129,7 @@ impl ModbusMonitor {
     }
 
     fn request_error(&self, e: ReadError, block: &Block, points: &[usize]) -> MonitorError {
-        let what = self.describe(block, points);
-        match e {
-            ReadError::Exception(code) => MonitorError::Refused(format!("{what}: exception {code:?}")),
-            ReadError::Link(m) => MonitorError::Link(format!("{what}: {m}")),
-            ReadError::Config(m) => MonitorError::Config(m),
-        }
+        e.for_request(&self.describe(block, points))
     }
 
     /// The poll's failure when nothing could be read because the device refuses
@@ -151,7 +146,7 @@ impl ModbusMonitor {
                 format!("`{}` ({:?}, asked for again in {again})", self.point_name(i), r.code)
             })
             .collect();
-        MonitorError::Refused(format!(
+        MonitorError::refused(format!(
             "{}: the device refuses every point of the map: {}",
             self.transport.describe(),
             list.join(", ")

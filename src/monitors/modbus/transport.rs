@@ -12,18 +12,41 @@ use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{ExceptionCode, Slave};
 
 use super::config::{ModbusConfig, Parity};
+use crate::monitors::{Cause, MonitorError};
 use crate::protocols::modbus::plan::Block;
 use crate::protocols::modbus::point::RegisterKind;
 
 /// Why one read request failed.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum ReadError {
     /// The device answered with an exception: the link is fine.
     Exception(ExceptionCode),
     /// No answer, a broken connection, a garbled frame: reconnect.
-    Link(String),
+    Link(String, Option<Cause>),
     /// The port cannot be opened as configured (permissions, bad settings).
-    Config(String),
+    Config(String, Option<Cause>),
+}
+
+impl ReadError {
+    fn link(message: impl Into<String>) -> Self {
+        ReadError::Link(message.into(), None)
+    }
+
+    /// The failure of the request `what` (a device and the registers asked for),
+    /// as the monitor reports it.
+    pub fn for_request(self, what: &str) -> MonitorError {
+        let (error, cause) = match self {
+            ReadError::Exception(code) => {
+                return MonitorError::refused(format!("{what}: exception {code:?}")).caused_by(code)
+            }
+            ReadError::Link(message, cause) => (MonitorError::link(format!("{what}: {message}")), cause),
+            ReadError::Config(message, cause) => (MonitorError::config(message), cause),
+        };
+        match cause {
+            Some(cause) => error.caused_by(cause),
+            None => error,
+        }
+    }
 }
 
 /// Runs one request on a client context with a deadline; the values as words
@@ -45,15 +68,18 @@ async fn call(ctx: &mut Context, block: Block, timeout: Duration) -> Result<Vec<
         }
     };
     match tokio::time::timeout(timeout, request).await {
-        Err(_) => Err(ReadError::Link(format!(
+        Err(_) => Err(ReadError::link(format!(
             "no answer within {}",
             humantime::format_duration(timeout)
         ))),
-        Ok(Err(tokio_modbus::Error::Transport(e))) => Err(ReadError::Link(crate::monitors::describe_link_io(&e))),
-        Ok(Err(e)) => Err(ReadError::Link(e.to_string())),
+        Ok(Err(tokio_modbus::Error::Transport(e))) => Err(ReadError::Link(
+            crate::monitors::describe_link_io(&e),
+            Some(Cause::Io(e)),
+        )),
+        Ok(Err(e)) => Err(ReadError::Link(e.to_string(), Some(Cause::Modbus(e)))),
         Ok(Ok(Err(code))) => Err(ReadError::Exception(code)),
         Ok(Ok(Ok(words))) if words.len() == usize::from(count) => Ok(words),
-        Ok(Ok(Ok(words))) => Err(ReadError::Link(format!(
+        Ok(Ok(Ok(words))) => Err(ReadError::link(format!(
             "asked for {count} values, got {}",
             words.len()
         ))),
@@ -119,10 +145,10 @@ impl TcpLink {
             self.ctx = Some(connect(&self.address, self.unit, self.timeout).await?);
         }
         let Some(ctx) = self.ctx.as_mut() else {
-            return Err(ReadError::Link("not connected".into()));
+            return Err(ReadError::link("not connected"));
         };
         let result = call(ctx, block, self.timeout).await;
-        if matches!(result, Err(ReadError::Link(_))) {
+        if matches!(result, Err(ReadError::Link(..))) {
             // A late answer would be taken for the next request's: start afresh.
             self.ctx = None;
         }
@@ -135,12 +161,12 @@ impl TcpLink {
 async fn connect(address: &str, unit: u8, timeout: Duration) -> Result<Context, ReadError> {
     let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address))
         .await
-        .map_err(|_| ReadError::Link(format!("cannot connect to {address}: timed out")))?
+        .map_err(|_| ReadError::link(format!("cannot connect to {address}: timed out")))?
         .map_err(|e| {
-            ReadError::Link(format!(
-                "cannot connect to {address}: {}",
-                crate::monitors::describe_link_io(&e)
-            ))
+            ReadError::Link(
+                format!("cannot connect to {address}: {}", crate::monitors::describe_link_io(&e)),
+                Some(Cause::Io(e)),
+            )
         })?;
     // Requests are small and latency matters more than packing.
     let _ = stream.set_nodelay(true);
@@ -183,10 +209,10 @@ impl RtuLink {
         bus.jobs
             .send(job)
             .await
-            .map_err(|_| ReadError::Link(format!("the bus task of {} has ended", self.settings.path)))?;
+            .map_err(|_| ReadError::link(format!("the bus task of {} has ended", self.settings.path)))?;
         answer
             .await
-            .map_err(|_| ReadError::Link(format!("the bus task of {} has ended", self.settings.path)))?
+            .map_err(|_| ReadError::link(format!("the bus task of {} has ended", self.settings.path)))?
     }
 }
 
@@ -274,11 +300,11 @@ async fn run_bus(
                 ctx = Some(open(&settings)?);
             }
             let Some(c) = ctx.as_mut() else {
-                return Err(ReadError::Link("the port is not open".into()));
+                return Err(ReadError::link("the port is not open"));
             };
             c.set_slave(Slave(job.unit));
             let result = call(c, job.block, job.timeout).await;
-            if matches!(result, Err(ReadError::Link(_))) {
+            if matches!(result, Err(ReadError::Link(..))) {
                 // Reopening drops whatever half frame or late answer is left.
                 ctx = None;
             }
@@ -312,8 +338,10 @@ fn open(settings: &SerialSettings) -> Result<Context, ReadError> {
             let message = format!("cannot open {}: {e}", settings.path);
             match e.kind {
                 tokio_serial::ErrorKind::InvalidInput
-                | tokio_serial::ErrorKind::Io(std::io::ErrorKind::PermissionDenied) => ReadError::Config(message),
-                _ => ReadError::Link(message),
+                | tokio_serial::ErrorKind::Io(std::io::ErrorKind::PermissionDenied) => {
+                    ReadError::Config(message, Some(Cause::Serial(e)))
+                }
+                _ => ReadError::Link(message, Some(Cause::Serial(e))),
             }
         })?;
     Ok(tokio_modbus::client::rtu::attach_slave(port, Slave(1)))

@@ -277,7 +277,7 @@ impl MulticalMonitor {
                         ids,
                         frame,
                     })
-                    .map_err(|e| MonitorError::Config(e.to_string()))
+                    .map_err(|e| MonitorError::config(e.to_string()).caused_by(e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(MulticalMonitor {
@@ -305,10 +305,10 @@ impl MulticalMonitor {
                     // will not help until someone changes something.
                     tokio_serial::ErrorKind::InvalidInput
                     | tokio_serial::ErrorKind::Io(std::io::ErrorKind::PermissionDenied) => {
-                        MonitorError::Config(message)
+                        MonitorError::config(message).caused_by(e)
                     }
                     // Missing (unplugged head), busy, anything else: may come back.
-                    _ => MonitorError::Link(message),
+                    _ => MonitorError::link(message).caused_by(e),
                 }
             })
     }
@@ -323,7 +323,7 @@ impl MulticalMonitor {
                 self.port = Some(self.open()?);
             }
             let (Some(port), Some(request)) = (self.port.as_mut(), self.requests.get(index)) else {
-                return Err(MonitorError::Link("the serial port is not open".into()));
+                return Err(MonitorError::link("the serial port is not open"));
             };
             let quiet = quiet_before_request(self.config.baud_rate);
             match link::drain(port, quiet, timeout).await {
@@ -357,13 +357,14 @@ impl MulticalMonitor {
         }
         let tries = format!("{ATTEMPTS} attempts");
         Err(match errors.pop() {
-            Some(AttemptError::Invalid(message)) => MonitorError::InvalidData(format!("{message} ({tries})")),
-            Some(AttemptError::Io(e)) => MonitorError::Link(format!(
+            Some(AttemptError::Invalid(message)) => MonitorError::invalid_data(format!("{message} ({tries})")),
+            Some(AttemptError::Io(e)) => MonitorError::link(format!(
                 "serial I/O on {}: {} ({tries})",
                 self.config.port,
                 super::describe_link_io(&e)
-            )),
-            Some(AttemptError::Silent) | None => MonitorError::Link(format!(
+            ))
+            .caused_by(e),
+            Some(AttemptError::Silent) | None => MonitorError::link(format!(
                 "no answer from the meter within {} ({tries}); is the head on the optical eye?",
                 humantime::format_duration(timeout)
             )),
@@ -388,11 +389,11 @@ impl MulticalMonitor {
                 missing.push(register);
                 continue;
             };
-            let v = register.convert(value).map_err(MonitorError::InvalidData)?;
+            let v = register.convert(value).map_err(MonitorError::invalid_data)?;
             readings.push(register.metric().reading(&self.ctx.id, v, now));
         }
         if readings.is_empty() {
-            return Err(MonitorError::Refused(format!(
+            return Err(MonitorError::refused(format!(
                 "the meter answered but knows none of the registers asked for ({})",
                 names(&missing)
             )));

@@ -204,7 +204,7 @@ async fn a_missing_port_is_a_link_error_not_a_panic() {
     m.config.port = "/nonexistent/ttyKMP".into();
     let err = m.read().await.unwrap_err();
     assert!(
-        matches!(&err, MonitorError::Link(msg) if msg.contains("/nonexistent/ttyKMP")),
+        matches!(&err, MonitorError::Link { message: msg, .. } if msg.contains("/nonexistent/ttyKMP")),
         "{err}"
     );
 }

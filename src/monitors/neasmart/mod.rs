@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use self::server::{lock, Gateway, SharedBank};
-use super::{intern, Monitor, MonitorContext, MonitorError};
+use super::{Monitor, MonitorContext, MonitorError};
 use crate::config::{CommonConfig, DeviceTypeConfig};
 use crate::protocols::modbus::neasmart::{self as map, ZoneField};
-use crate::reading::{Kind, MetricSpec, Reading, Unit, Value};
+use crate::reading::{intern, Kind, MetricSpec, Reading, Unit, Value};
 
 /// `type: neasmart`. Either `serial_port` (RTU on the SYSBUS) or `listen` (TCP).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -214,7 +214,7 @@ impl NeasmartMonitor {
         let task = if let Some(listen) = &self.config.listen {
             let listener = tokio::net::TcpListener::bind(listen.as_str())
                 .await
-                .map_err(|e| MonitorError::Link(format!("cannot listen on {listen}: {e}")))?;
+                .map_err(|e| MonitorError::link(format!("cannot listen on {listen}: {e}")).caused_by(e))?;
             tracing::info!(device = %self.ctx.id, %listen, "Nea Smart gateway listening (Modbus TCP)");
             let server = tokio_modbus::server::tcp::Server::new(listener);
             tokio::spawn(async move {
@@ -235,7 +235,7 @@ impl NeasmartMonitor {
                     .parity(tokio_serial::Parity::None)
                     .stop_bits(tokio_serial::StopBits::One),
             )
-            .map_err(|e| MonitorError::Link(format!("cannot open {path}: {e}")))?;
+            .map_err(|e| MonitorError::link(format!("cannot open {path}: {e}")).caused_by(e))?;
             tracing::info!(device = %self.ctx.id, port = %path, "Nea Smart gateway on the SYSBUS (Modbus RTU)");
             let server = tokio_modbus::server::rtu::Server::new(port);
             tokio::spawn(async move { server.serve_forever(gateway).await })
@@ -278,14 +278,14 @@ impl Monitor for NeasmartMonitor {
                     Some(task) => task.await,
                     None => Ok(Ok(())),
                 };
-                let why = match outcome {
-                    Ok(Ok(())) => "the port closed".to_owned(),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(e) => e.to_string(),
+                let stopped = |why: &dyn std::fmt::Display| {
+                    MonitorError::link(format!("the Modbus slave stopped: {why}; restarting"))
                 };
-                return Err(MonitorError::Link(format!(
-                    "the Modbus slave stopped: {why}; restarting"
-                )));
+                return Err(match outcome {
+                    Ok(Ok(())) => stopped(&"the port closed"),
+                    Ok(Err(e)) => stopped(&e).caused_by(e),
+                    Err(e) => stopped(&e).caused_by(e),
+                });
             }
         }
         if self.server.is_none() {

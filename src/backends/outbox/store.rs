@@ -1,20 +1,4 @@
-//! The durable outbox behind the MQTT and uplink backends.
-//!
-//! rumqttc (and any HTTP client) keeps unacknowledged messages only in memory, so a
-//! broker outage longer than its buffers, or a restart, would lose readings. Instead
-//! a durable backend's `write` appends its readings here (`data/outbox.db`, SQLite
-//! in WAL mode, one transaction per batch), and its delivery task sends them oldest
-//! first and deletes them only once the far end has acknowledged them. The rows
-//! still present are the backend's delivered-cursor: after a restart, delivery
-//! resumes with them. Delivery is at-least-once: a reading sent just before a
-//! connection dropped, whose acknowledgement was lost, is sent again.
-//!
-//! The outbox is bounded by age and by rows per backend; past either bound the
-//! oldest rows are dropped, counted (in the file itself, so the count survives a
-//! restart and /metrics can read it) and logged. The age is how long a reading has
-//! waited in the outbox, never the reading's own timestamp: a meter with an unset
-//! clock, a replay of history or a gas reading with an old capture time must be
-//! delivered like any other.
+//! The outbox file itself: append, read oldest first, acknowledge, bound.
 
 use std::path::Path;
 use std::time::Duration;
@@ -23,7 +7,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
-use super::BackendError;
+use crate::backends::BackendError;
 use crate::reading::{Kind, Reading, Value};
 
 /// `outbox:` in a durable backend's settings.
@@ -111,7 +95,7 @@ impl Dropped {
 }
 
 fn error(e: rusqlite::Error) -> BackendError {
-    BackendError::Transient(format!("outbox: {e}"))
+    BackendError::transient(format!("outbox: {e}")).caused_by(e)
 }
 
 impl Outbox {
@@ -119,7 +103,7 @@ impl Outbox {
     pub fn open(path: &Path, backend: &'static str, bounds: OutboxConfig) -> Result<Outbox, BackendError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
-                .map_err(|e| BackendError::Transient(format!("outbox: {}: {e}", dir.display())))?;
+                .map_err(|e| BackendError::transient(format!("outbox: {}: {e}", dir.display())).caused_by(e))?;
         }
         let conn = Connection::open(path).map_err(error)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(error)?;
