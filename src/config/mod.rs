@@ -14,10 +14,12 @@ use serde::{Deserialize, Serialize};
 
 pub use device::{
     is_device_file, load_device_file, load_devices, parse_device, read_config_file, CommonConfig, DeviceConfig,
-    DeviceKind, DeviceSet, DeviceTypeConfig,
+    DeviceSet,
 };
 pub use error::{ConfigError, Location};
 pub use secret::{read_secret_file, Secret};
+
+pub use crate::monitors::DeviceKind;
 
 use crate::backends::csv::CsvConfig;
 use crate::backends::mqtt::MqttConfig;
