@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use rusqlite::{params_from_iter, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use super::{blocking, Backend, BackendError, BatchPolicy};
+use super::{blocking, Backend, BackendError, BackendType, BatchPolicy};
 use crate::reading::{Reading, Value};
 
 /// `backends.sqlite`.
@@ -107,6 +107,18 @@ impl MergeLog {
              two readings of a device less than 1s apart, or a device sending the same timestamp twice? \
              (logged at most once a minute; counted in mesura_sqlite_merged_total)"
         );
+    }
+}
+
+#[async_trait]
+impl BackendType for SqliteConfig {
+    /// Grafana reads the SQLite file, so it is written unless config.yaml says otherwise.
+    fn by_default() -> Option<Self> {
+        Some(SqliteConfig::default())
+    }
+
+    async fn open(&self, data_dir: &Path) -> Result<Box<dyn Backend>, BackendError> {
+        Ok(Box::new(SqliteBackend::open(self, data_dir).await?))
     }
 }
 

@@ -106,3 +106,45 @@ macro_rules! device_types {
     };
 }
 pub(crate) use device_types;
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::parse_device;
+    use crate::monitors::{build, type_metrics, DeviceKind, MonitorContext};
+
+    #[test]
+    fn every_registered_type_has_its_own_name_keys_and_metrics() {
+        for (i, name) in DeviceKind::TYPES.iter().enumerate() {
+            assert!(!DeviceKind::TYPES[..i].contains(name), "{name} is registered twice");
+            assert!(!DeviceKind::keys(name).is_empty(), "{name} has no keys");
+            assert!(!type_metrics(name).is_empty(), "{name} lists no metrics");
+        }
+        assert!(type_metrics("gas_meter").is_empty());
+        assert!(DeviceKind::keys("gas_meter").is_empty());
+    }
+
+    #[test]
+    fn a_device_builds_its_monitor_through_its_type() {
+        let device = parse_device(
+            Path::new("/etc/mesura/config.d/attic.yaml"),
+            "type: simulated\nprofile: climate\n",
+            &["sqlite"],
+        )
+        .unwrap();
+        assert_eq!(device.kind.type_name(), "simulated");
+        let data = tempfile::tempdir().unwrap();
+        let ctx = MonitorContext {
+            id: device.id.clone(),
+            clock: crate::clock::system(),
+            data_dir: data.path().to_path_buf(),
+        };
+        let monitor = build(&device, ctx).unwrap();
+        let all: Vec<&str> = type_metrics("simulated").iter().map(|m| m.name).collect();
+        assert!(!monitor.metrics().is_empty());
+        for metric in monitor.metrics() {
+            assert!(all.contains(&metric.name), "{} is not listed for the type", metric.name);
+        }
+    }
+}

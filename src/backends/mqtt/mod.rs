@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::outbox::{Outbox, OutboxConfig};
-use super::{blocking, Backend, BackendError, BatchPolicy};
+use super::{blocking, Backend, BackendError, BackendType, BatchPolicy};
 use crate::config::{read_secret_file, Secret};
 use crate::reading::Reading;
 
@@ -182,6 +182,13 @@ pub struct MqttBackend {
     control: mpsc::UnboundedSender<Control>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
+}
+
+#[async_trait]
+impl BackendType for MqttConfig {
+    async fn open(&self, data_dir: &Path) -> Result<Box<dyn Backend>, BackendError> {
+        Ok(Box::new(MqttBackend::open(self, data_dir).await?))
+    }
 }
 
 impl MqttBackend {

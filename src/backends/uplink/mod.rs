@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::outbox::{Outbox, OutboxConfig};
-use super::{blocking, Backend, BackendError, BatchPolicy};
+use super::{blocking, Backend, BackendError, BackendType, BatchPolicy};
 use crate::config::Secret;
 use crate::reading::Reading;
 
@@ -134,23 +134,6 @@ pub fn default_max_backoff() -> Duration {
 }
 
 impl UplinkConfig {
-    /// Makes relative file names absolute: `token_file` from `$CREDENTIALS_DIRECTORY`
-    /// when it is there, else (like `tls.ca_file`) beside config.yaml. Done at load
-    /// so a reload sees a moved credential as a changed setting.
-    pub fn resolve_paths(&mut self, config_dir: &Path, credentials_dir: Option<&Path>) {
-        if let Some(file) = &self.token_file {
-            if file.is_relative() {
-                let credential = credentials_dir.map(|d| d.join(file)).filter(|p| p.is_file());
-                self.token_file = Some(credential.unwrap_or_else(|| config_dir.join(file)));
-            }
-        }
-        if let Some(file) = &self.tls.ca_file {
-            if file.is_relative() {
-                self.tls.ca_file = Some(config_dir.join(file));
-            }
-        }
-    }
-
     /// The token from `token` or `token_file`.
     fn read_token(&self) -> Result<Option<Secret>, BackendError> {
         match (&self.token, &self.token_file) {
@@ -209,6 +192,30 @@ impl UplinkConfig {
 
 fn invalid(message: &str) -> BackendError {
     BackendError::Permanent(format!("uplink: {message}"))
+}
+
+#[async_trait]
+impl BackendType for UplinkConfig {
+    /// `token_file` from `$CREDENTIALS_DIRECTORY` when it is there, else (like
+    /// `tls.ca_file`) beside config.yaml. Done at load so a reload sees a moved
+    /// credential as a changed setting.
+    fn resolve_paths(&mut self, config_dir: &Path, credentials_dir: Option<&Path>) {
+        if let Some(file) = &self.token_file {
+            if file.is_relative() {
+                let credential = credentials_dir.map(|d| d.join(file)).filter(|p| p.is_file());
+                self.token_file = Some(credential.unwrap_or_else(|| config_dir.join(file)));
+            }
+        }
+        if let Some(file) = &self.tls.ca_file {
+            if file.is_relative() {
+                self.tls.ca_file = Some(config_dir.join(file));
+            }
+        }
+    }
+
+    async fn open(&self, data_dir: &Path) -> Result<Box<dyn Backend>, BackendError> {
+        Ok(Box::new(UplinkBackend::open(self, data_dir).await?))
+    }
 }
 
 /// One delivery lock per outbox file: when a reload rebuilds the backend, the new
