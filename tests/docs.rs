@@ -17,7 +17,7 @@ use mesura::config::{env::interpolate, load_base, parse_device};
 
 /// Every backend name, so an example's `backends: [csv]` is checked against a base
 /// config that has them all.
-const BACKENDS: &[&str] = &["sqlite", "csv", "mqtt", "uplink"];
+const BACKENDS: &[&str] = mesura::config::BackendsConfig::NAMES;
 
 /// The top-level keys of config.yaml that mark a block as a base config.
 const BASE_KEYS: &[&str] = &[
@@ -224,7 +224,7 @@ fn every_device_type_key_and_metric_is_documented() {
             }
         }
     }
-    for backend in ["sqlite", "csv", "mqtt", "uplink"] {
+    for backend in BACKENDS {
         if !index.contains(&format!("(backends/{backend}.md)")) {
             missing.push(format!("docs/README.md does not link backends/{backend}.md"));
         }

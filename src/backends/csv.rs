@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{blocking, Backend, BackendError, BatchPolicy};
+use super::{blocking, Backend, BackendError, BackendType, BatchPolicy};
 use crate::reading::Reading;
 
 /// `backends.csv`.
@@ -54,6 +54,13 @@ impl Default for CsvConfig {
 pub struct CsvBackend {
     files: Arc<Mutex<CsvFiles>>,
     policy: BatchPolicy,
+}
+
+#[async_trait]
+impl BackendType for CsvConfig {
+    async fn open(&self, data_dir: &Path) -> Result<Box<dyn Backend>, BackendError> {
+        Ok(Box::new(CsvBackend::open(self, data_dir).await?))
+    }
 }
 
 impl CsvBackend {

@@ -1,6 +1,8 @@
 //! Backends store or publish readings. Each runs behind its own queue (see
-//! `router.rs`); a backend never knows which device produced a reading.
+//! `router.rs`); a backend never knows which device produced a reading. One module
+//! per backend, registered by one line in the `backend_types!` list below.
 
+mod backend_type;
 pub mod csv;
 mod error;
 pub mod mqtt;
@@ -13,9 +15,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use self::backend_type::BackendType;
 pub use self::error::{BackendError, Cause};
 use crate::config::BaseConfig;
 use crate::reading::Reading;
+
+// Adding a backend: its module above, its line here (see docs/architecture.md).
+backend_type::backend_types! {
+    /// SQLite, for Grafana. On by default.
+    sqlite: sqlite::SqliteConfig,
+    /// CSV files, one per device per day.
+    csv: csv::CsvConfig,
+    /// MQTT, with Home Assistant discovery; fed from the durable outbox.
+    mqtt: mqtt::MqttConfig,
+    /// HTTP uplink to a central server (JSON or InfluxDB line protocol).
+    uplink: uplink::UplinkConfig,
+}
 
 /// How a backend wants its readings batched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,38 +78,13 @@ pub async fn open_all(base: &BaseConfig) -> Result<Vec<Box<dyn Backend>>, Backen
 
 /// Opens the backend called `name` if it is configured.
 pub async fn open(name: &str, base: &BaseConfig) -> Result<Option<Box<dyn Backend>>, BackendError> {
-    Ok(match name {
-        "sqlite" => match &base.backends.sqlite {
-            Some(cfg) => Some(Box::new(sqlite::SqliteBackend::open(cfg, &base.data_dir).await?)),
-            None => None,
-        },
-        "csv" => match &base.backends.csv {
-            Some(cfg) => Some(Box::new(csv::CsvBackend::open(cfg, &base.data_dir).await?)),
-            None => None,
-        },
-        "mqtt" => match &base.backends.mqtt {
-            Some(cfg) => Some(Box::new(mqtt::MqttBackend::open(cfg, &base.data_dir).await?)),
-            None => None,
-        },
-        "uplink" => match &base.backends.uplink {
-            Some(cfg) => Some(Box::new(uplink::UplinkBackend::open(cfg, &base.data_dir).await?)),
-            None => None,
-        },
-        _ => None,
-    })
+    base.backends.open(name, &base.data_dir).await
 }
 
 /// Whether backend `name` has the same settings in both configs (a reload then
 /// leaves it alone).
 pub fn same_settings(name: &str, a: &BaseConfig, b: &BaseConfig) -> bool {
-    let same_section = match name {
-        "sqlite" => a.backends.sqlite == b.backends.sqlite,
-        "csv" => a.backends.csv == b.backends.csv,
-        "mqtt" => a.backends.mqtt == b.backends.mqtt,
-        "uplink" => a.backends.uplink == b.backends.uplink,
-        _ => true,
-    };
-    same_section && a.data_dir == b.data_dir
+    a.backends.same_section(&b.backends, name) && a.data_dir == b.data_dir
 }
 
 /// Runs `f` on the blocking pool with exclusive access to `state`: file and

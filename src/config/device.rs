@@ -1,16 +1,15 @@
 //! Device files: `config.d/<id>.yaml`, one device each, `type:` selecting the monitor.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ConfigError, Location};
-use super::parse::{did_you_mean, fields_of, line_of_key, parse_typed};
+use super::parse::{did_you_mean, line_of_key, parse_typed};
+use crate::monitors::DeviceKind;
 use crate::reading::DeviceId;
 
 /// Keys every device file may have, whatever its type.
@@ -72,97 +71,6 @@ const COMMON_KEYS: &[&str] = &[
     "max_backoff",
     "breaker_cooldown",
 ];
-
-/// What every device type's config struct provides.
-pub trait DeviceTypeConfig: DeserializeOwned + Serialize + Clone + PartialEq + Debug {
-    /// Whether the device is a cloud service (rate limits, quotas), which an open
-    /// breaker spares for `breaker_cooldown`; a local device is probed on its backoff.
-    const CLOUD: bool = false;
-    /// Whether the device sends on its own (a P1 port), so `poll_interval: 0s` can
-    /// mean "every message it sends" instead of a busy loop.
-    const PUSHES: bool = false;
-    /// Poll interval when the file does not set one.
-    fn default_poll_interval() -> Duration;
-    /// Checks beyond types (ranges, combinations): `Err((key, message))`.
-    fn validate(&self, _common: &CommonConfig) -> Result<(), (String, String)> {
-        Ok(())
-    }
-}
-
-/// Declares the device types: the enum, its parse dispatch and its metadata.
-/// Adding a device type is one line here, one module in `monitors/`, one example file.
-macro_rules! device_types {
-    ($( $(#[$doc:meta])* $variant:ident($name:literal) => $config:ty, )+) => {
-        /// A device's type-specific configuration, tagged by `type:`.
-        #[derive(Debug, Clone, PartialEq, Serialize)]
-        #[serde(tag = "type")]
-        pub enum DeviceKind {
-            $( $(#[$doc])* #[serde(rename = $name)] $variant($config), )+
-        }
-
-        impl DeviceKind {
-            /// Every `type:` value.
-            pub const TYPES: &'static [&'static str] = &[$($name),+];
-
-            pub fn type_name(&self) -> &'static str {
-                match self { $( DeviceKind::$variant(_) => $name, )+ }
-            }
-
-            pub fn default_poll_interval(&self) -> Duration {
-                match self { $( DeviceKind::$variant(_) => <$config>::default_poll_interval(), )+ }
-            }
-
-            fn validate(&self, common: &CommonConfig) -> Result<(), (String, String)> {
-                match self { $( DeviceKind::$variant(c) => c.validate(common), )+ }
-            }
-
-            /// Whether the device is a cloud service (see [`DeviceTypeConfig::CLOUD`]).
-            pub fn is_cloud(&self) -> bool {
-                match self { $( DeviceKind::$variant(_) => <$config>::CLOUD, )+ }
-            }
-
-            /// Whether the device pushes its readings (see [`DeviceTypeConfig::PUSHES`]).
-            pub fn pushes(&self) -> bool {
-                match self { $( DeviceKind::$variant(_) => <$config>::PUSHES, )+ }
-            }
-
-            /// The type-specific keys of `type_name`.
-            pub fn keys(type_name: &str) -> &'static [&'static str] {
-                match type_name { $( $name => fields_of::<$config>(), )+ _ => &[] }
-            }
-
-            fn parse(type_name: &str, file: &Path, src: &str) -> Option<Result<(Self, Vec<String>), ConfigError>> {
-                match type_name {
-                    $( $name => Some(parse_typed::<$config>(file, src).map(|(c, i)| (DeviceKind::$variant(c), i))), )+
-                    _ => None,
-                }
-            }
-        }
-    };
-}
-
-device_types! {
-    /// Built-in simulated devices with realistic curves: no hardware needed.
-    Simulated("simulated") => crate::monitors::simulated::SimulatedConfig,
-    /// Kamstrup MULTICAL heat meters over KMP, through an optical head.
-    Multical("multical") => crate::monitors::multical::MulticalConfig,
-    /// A Bosch BME280 (temperature, humidity, pressure) on a Linux I2C bus.
-    Bme280("bme280") => crate::monitors::bme280::Bme280Config,
-    /// The host itself: CPU temperature, load, memory, disk space, uptime.
-    System("system") => crate::monitors::system::SystemConfig,
-    /// Current weather from OpenWeatherMap's API (an API key is needed).
-    Openweathermap("openweathermap") => crate::monitors::openweathermap::OpenWeatherMapConfig,
-    /// Evohome and other Resideo Total Connect Comfort (EMEA) heating systems, through the cloud API.
-    Evohome("evohome") => crate::monitors::evohome::EvohomeConfig,
-    /// Modbus meters and inverters (TCP or RTU) through a point map; SunSpec discovery.
-    Modbus("modbus") => crate::monitors::modbus::ModbusConfig,
-    /// REHAU Nea Smart 2.0: mesura is the Modbus slave the base station writes to.
-    Neasmart("neasmart") => crate::monitors::neasmart::NeasmartConfig,
-    /// A smart meter's P1 port (DSMR 2.2 to 5.0 and variants) over serial or TCP.
-    Dsmr("dsmr") => crate::monitors::dsmr::DsmrConfig,
-    /// A HomeWizard-style P1 meter's local HTTP API (v1).
-    Homewizard("homewizard") => crate::monitors::homewizard::HomewizardConfig,
-}
 
 /// One device: its id (the file stem), where it came from, and its settings.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -14,15 +14,14 @@ use serde::{Deserialize, Serialize};
 
 pub use device::{
     is_device_file, load_device_file, load_devices, parse_device, read_config_file, CommonConfig, DeviceConfig,
-    DeviceKind, DeviceSet, DeviceTypeConfig,
+    DeviceSet,
 };
 pub use error::{ConfigError, Location};
 pub use secret::{read_secret_file, Secret};
 
-use crate::backends::csv::CsvConfig;
-use crate::backends::mqtt::MqttConfig;
-use crate::backends::sqlite::SqliteConfig;
-use crate::backends::uplink::UplinkConfig;
+pub use crate::monitors::DeviceKind;
+
+pub use crate::backends::BackendsConfig;
 
 /// `config.yaml`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -160,59 +159,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// The configured backends, by name. A device's `backends:` list picks from these.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackendsConfig {
-    /// SQLite, for Grafana. On by default.
-    #[serde(default = "default_sqlite")]
-    pub sqlite: Option<SqliteConfig>,
-    /// CSV files, one per device per day.
-    #[serde(default)]
-    pub csv: Option<CsvConfig>,
-    /// MQTT, with Home Assistant discovery; fed from the durable outbox.
-    #[serde(default)]
-    pub mqtt: Option<MqttConfig>,
-    /// HTTP uplink to a central server (JSON or InfluxDB line protocol).
-    #[serde(default)]
-    pub uplink: Option<UplinkConfig>,
-}
-
-fn default_sqlite() -> Option<SqliteConfig> {
-    Some(SqliteConfig::default())
-}
-
-impl Default for BackendsConfig {
-    fn default() -> Self {
-        BackendsConfig {
-            sqlite: default_sqlite(),
-            csv: None,
-            mqtt: None,
-            uplink: None,
-        }
-    }
-}
-
-impl BackendsConfig {
-    /// The names of the enabled backends.
-    pub fn names(&self) -> Vec<&'static str> {
-        let mut names = Vec::new();
-        if self.sqlite.is_some() {
-            names.push("sqlite");
-        }
-        if self.csv.is_some() {
-            names.push("csv");
-        }
-        if self.mqtt.is_some() {
-            names.push("mqtt");
-        }
-        if self.uplink.is_some() {
-            names.push("uplink");
-        }
-        names
-    }
-}
-
 /// Everything loaded: the base config with its paths resolved, and the devices.
 #[derive(Debug)]
 pub struct Config {
@@ -301,10 +247,8 @@ pub fn load_base(
         .unwrap_or(Path::new("."));
     base.data_dir = dir.join(&base.data_dir);
     base.devices_dir = dir.join(&base.devices_dir);
-    if let Some(uplink) = &mut base.backends.uplink {
-        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-        uplink.resolve_paths(dir, credentials.as_deref());
-    }
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    base.backends.resolve_paths(dir, credentials.as_deref());
     Ok(base)
 }
 

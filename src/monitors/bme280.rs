@@ -20,8 +20,8 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::{Error as _, ErrorKind, I2c};
 use serde::{Deserialize, Serialize};
 
-use super::{Monitor, MonitorContext, MonitorError};
-use crate::config::{CommonConfig, DeviceTypeConfig};
+use super::{DeviceType, Monitor, MonitorContext, MonitorError};
+use crate::config::{CommonConfig, DeviceConfig};
 use crate::protocols::bme280::{self as proto, Calibration, Measurement, Oversampling, Raw, Settings};
 use crate::reading::{MetricSpec, Reading, Unit};
 
@@ -118,7 +118,7 @@ impl Bme280Config {
     }
 }
 
-impl DeviceTypeConfig for Bme280Config {
+impl DeviceType for Bme280Config {
     fn default_poll_interval() -> Duration {
         Duration::from_secs(60)
     }
@@ -140,6 +140,14 @@ impl DeviceTypeConfig for Bme280Config {
             }
         }
         Ok(())
+    }
+
+    fn metrics() -> Vec<MetricSpec> {
+        all_metrics()
+    }
+
+    fn build(&self, _device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+        Ok(Box::new(Bme280Monitor::new(self, ctx)?))
     }
 }
 

@@ -25,7 +25,7 @@ pub fn default_max_clock_skew() -> Duration {
 }
 
 /// The check of a device's `max_clock_skew`: `Err((key, message))` as
-/// `DeviceTypeConfig::validate` reports it.
+/// `DeviceType::validate` reports it.
 pub fn validate_max_clock_skew(skew: Duration) -> Result<(), (String, String)> {
     if skew < Duration::from_secs(1) {
         return Err((

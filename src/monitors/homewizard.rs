@@ -13,8 +13,9 @@ use serde_json::Value as Json;
 
 use super::device_time::DeviceClock;
 use super::p1_metrics::METRICS as DSMR_METRICS;
-use super::{Monitor, MonitorContext, MonitorError};
-use crate::config::{CommonConfig, DeviceTypeConfig, Secret};
+use super::{DeviceType, Monitor, MonitorContext, MonitorError};
+use crate::config::secret::Secret;
+use crate::config::{CommonConfig, DeviceConfig};
 use crate::reading::{MetricSpec, Reading};
 
 mod map;
@@ -112,7 +113,7 @@ impl HomewizardConfig {
     }
 }
 
-impl DeviceTypeConfig for HomewizardConfig {
+impl DeviceType for HomewizardConfig {
     fn default_poll_interval() -> Duration {
         Duration::from_secs(10)
     }
@@ -172,6 +173,14 @@ impl DeviceTypeConfig for HomewizardConfig {
             }
         }
         Ok(())
+    }
+
+    fn metrics() -> Vec<MetricSpec> {
+        all_metrics()
+    }
+
+    fn build(&self, _device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+        Ok(Box::new(HomewizardMonitor::new(self, ctx)?))
     }
 }
 

@@ -1,8 +1,9 @@
-//! Monitors read devices. One module per device type; [`build`] is the one place
-//! that turns a device's config into its monitor.
+//! Monitors read devices. One module per device type, registered by one line in
+//! the `device_types!` list below; [`build`] turns a device's config into its monitor.
 
 pub mod bme280;
 pub mod device_time;
+mod device_type;
 pub mod dsmr;
 mod error;
 pub mod evohome;
@@ -20,10 +21,35 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
+pub use self::device_type::DeviceType;
 pub use self::error::{describe_link_io, Cause, MonitorError};
 use crate::clock::SharedClock;
-use crate::config::{DeviceConfig, DeviceKind};
+use crate::config::DeviceConfig;
 use crate::reading::{DeviceId, MetricSpec, Reading};
+
+// Adding a device type: its module above, its line here (see docs/architecture.md).
+device_type::device_types! {
+    /// Built-in simulated devices with realistic curves: no hardware needed.
+    Simulated("simulated") => simulated::SimulatedConfig,
+    /// Kamstrup MULTICAL heat meters over KMP, through an optical head.
+    Multical("multical") => multical::MulticalConfig,
+    /// A Bosch BME280 (temperature, humidity, pressure) on a Linux I2C bus.
+    Bme280("bme280") => bme280::Bme280Config,
+    /// The host itself: CPU temperature, load, memory, disk space, uptime.
+    System("system") => system::SystemConfig,
+    /// Current weather from OpenWeatherMap's API (an API key is needed).
+    Openweathermap("openweathermap") => openweathermap::OpenWeatherMapConfig,
+    /// Evohome and other Resideo Total Connect Comfort (EMEA) heating systems, through the cloud API.
+    Evohome("evohome") => evohome::EvohomeConfig,
+    /// Modbus meters and inverters (TCP or RTU) through a point map; SunSpec discovery.
+    Modbus("modbus") => modbus::ModbusConfig,
+    /// REHAU Nea Smart 2.0: mesura is the Modbus slave the base station writes to.
+    Neasmart("neasmart") => neasmart::NeasmartConfig,
+    /// A smart meter's P1 port (DSMR 2.2 to 5.0 and variants) over serial or TCP.
+    Dsmr("dsmr") => dsmr::DsmrConfig,
+    /// A HomeWizard-style P1 meter's local HTTP API (v1).
+    Homewizard("homewizard") => homewizard::HomewizardConfig,
+}
 
 /// A device reader: one per device, owned by its task.
 #[async_trait]
@@ -51,40 +77,10 @@ pub struct MonitorContext {
 
 /// Builds the monitor for a device.
 pub fn build(config: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
-    Ok(match &config.kind {
-        DeviceKind::Simulated(c) => Box::new(simulated::SimulatedMonitor::new(c, ctx)),
-        DeviceKind::Multical(c) => Box::new(multical::MulticalMonitor::new(c, config.poll_interval(), ctx)?),
-        DeviceKind::Bme280(c) => Box::new(bme280::Bme280Monitor::new(c, ctx)?),
-        DeviceKind::System(c) => Box::new(system::SystemMonitor::new(c, ctx)),
-        DeviceKind::Openweathermap(c) => Box::new(openweathermap::OpenWeatherMapMonitor::new(
-            c,
-            config.poll_interval(),
-            ctx,
-        )?),
-        DeviceKind::Evohome(c) => Box::new(evohome::EvohomeMonitor::new(c, ctx)?),
-        DeviceKind::Modbus(c) => {
-            let dir = config.file.parent().unwrap_or_else(|| std::path::Path::new("."));
-            Box::new(modbus::ModbusMonitor::new(c, dir, ctx)?)
-        }
-        DeviceKind::Neasmart(c) => Box::new(neasmart::NeasmartMonitor::new(c, ctx)?),
-        DeviceKind::Dsmr(c) => Box::new(dsmr::DsmrMonitor::new(c, ctx, config.poll_interval())?),
-        DeviceKind::Homewizard(c) => Box::new(homewizard::HomewizardMonitor::new(c, ctx)?),
-    })
+    config.kind.build(config, ctx)
 }
 
 /// Every metric a device type can report, for `mesura devices`.
 pub fn type_metrics(type_name: &str) -> Vec<MetricSpec> {
-    match type_name {
-        "simulated" => simulated::all_metrics(),
-        "multical" => multical::all_metrics(),
-        "bme280" => bme280::all_metrics(),
-        "system" => system::all_metrics(),
-        "openweathermap" => openweathermap::all_metrics(),
-        "evohome" => evohome::all_metrics(),
-        "modbus" => modbus::all_metrics(),
-        "neasmart" => neasmart::all_metrics(),
-        "dsmr" => dsmr::all_metrics(),
-        "homewizard" => homewizard::all_metrics(),
-        _ => Vec::new(),
-    }
+    DeviceKind::metrics(type_name)
 }

@@ -14,9 +14,9 @@ use serde_json::Value as Json;
 
 use super::device_time::{DeviceClock, DeviceTime, Stamps};
 use super::http_client::{self as http, check_url, Suspension};
-use super::{Monitor, MonitorContext, MonitorError};
+use super::{DeviceType, Monitor, MonitorContext, MonitorError};
 use crate::config::secret::Secret;
-use crate::config::{CommonConfig, DeviceTypeConfig};
+use crate::config::{CommonConfig, DeviceConfig};
 use crate::reading::{MetricSpec, Reading, Unit};
 
 const SERVICE: &str = "OpenWeatherMap";
@@ -57,7 +57,7 @@ pub fn default_timeout() -> Duration {
 /// observations about every 10 minutes, and free keys have a monthly quota.
 pub const FRIENDLY_POLL: Duration = Duration::from_secs(60);
 
-impl DeviceTypeConfig for OpenWeatherMapConfig {
+impl DeviceType for OpenWeatherMapConfig {
     /// A rate-limited cloud API: an open breaker waits `breaker_cooldown`.
     const CLOUD: bool = true;
 
@@ -92,6 +92,14 @@ impl DeviceTypeConfig for OpenWeatherMapConfig {
         }
         super::device_time::validate_max_clock_skew(self.max_clock_skew)?;
         Ok(())
+    }
+
+    fn metrics() -> Vec<MetricSpec> {
+        all_metrics()
+    }
+
+    fn build(&self, device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+        Ok(Box::new(OpenWeatherMapMonitor::new(self, device.poll_interval(), ctx)?))
     }
 }
 

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Monitor, MonitorContext, MonitorError};
-use crate::config::{CommonConfig, DeviceTypeConfig};
+use super::{DeviceType, Monitor, MonitorContext, MonitorError};
+use crate::config::{CommonConfig, DeviceConfig};
 use crate::reading::{MetricSpec, Reading, Unit};
 
 /// `type: simulated`.
@@ -37,7 +37,7 @@ pub enum Profile {
     Climate,
 }
 
-impl DeviceTypeConfig for SimulatedConfig {
+impl DeviceType for SimulatedConfig {
     fn default_poll_interval() -> Duration {
         Duration::from_secs(10)
     }
@@ -50,6 +50,14 @@ impl DeviceTypeConfig for SimulatedConfig {
             ));
         }
         Ok(())
+    }
+
+    fn metrics() -> Vec<MetricSpec> {
+        all_metrics()
+    }
+
+    fn build(&self, _device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+        Ok(Box::new(SimulatedMonitor::new(self, ctx)))
     }
 }
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Monitor, MonitorContext, MonitorError};
-use crate::config::{CommonConfig, DeviceTypeConfig};
+use super::{DeviceType, Monitor, MonitorContext, MonitorError};
+use crate::config::{CommonConfig, DeviceConfig};
 use crate::host::{disk_usage, DiskUsage};
 use crate::reading::{intern, MetricSpec, Reading, Unit};
 
@@ -44,7 +44,7 @@ pub fn default_procfs_root() -> PathBuf {
     PathBuf::from("/proc")
 }
 
-impl DeviceTypeConfig for SystemConfig {
+impl DeviceType for SystemConfig {
     fn default_poll_interval() -> Duration {
         Duration::from_secs(60)
     }
@@ -74,6 +74,14 @@ impl DeviceTypeConfig for SystemConfig {
             }
         }
         Ok(())
+    }
+
+    fn metrics() -> Vec<MetricSpec> {
+        all_metrics()
+    }
+
+    fn build(&self, _device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+        Ok(Box::new(SystemMonitor::new(self, ctx)))
     }
 }
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::outbox::{Durable, Opening, OutboxConfig};
-use super::{Backend, BackendError, BatchPolicy};
+use super::{Backend, BackendError, BackendType, BatchPolicy};
 use crate::config::secret::{read_secret_file, Secret};
 use crate::reading::Reading;
 
@@ -171,6 +171,13 @@ pub struct MqttBackend {
     durable: Durable,
     policy: BatchPolicy,
     control: mpsc::UnboundedSender<Control>,
+}
+
+#[async_trait]
+impl BackendType for MqttConfig {
+    async fn open(&self, data_dir: &Path) -> Result<Box<dyn Backend>, BackendError> {
+        Ok(Box::new(MqttBackend::open(self, data_dir).await?))
+    }
 }
 
 impl MqttBackend {

@@ -23,7 +23,7 @@ pub mod downsample;
 pub mod guard;
 pub mod schema;
 
-use super::{blocking, Backend, BackendError, BatchPolicy};
+use super::{blocking, Backend, BackendError, BackendType, BatchPolicy};
 use crate::reading::{Reading, Value};
 use schema::quote;
 
@@ -112,6 +112,18 @@ impl MergeLog {
              two readings of a device less than 1s apart, or a device sending the same timestamp twice? \
              (logged at most once a minute; counted in mesura_sqlite_merged_total)"
         );
+    }
+}
+
+#[async_trait]
+impl BackendType for SqliteConfig {
+    /// Grafana reads the SQLite file, so it is written unless config.yaml says otherwise.
+    fn by_default() -> Option<Self> {
+        Some(SqliteConfig::default())
+    }
+
+    async fn open(&self, data_dir: &Path) -> Result<Box<dyn Backend>, BackendError> {
+        Ok(Box::new(SqliteBackend::open(self, data_dir).await?))
     }
 }
 

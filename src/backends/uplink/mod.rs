@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::outbox::{Durable, Opening, OutboxConfig};
-use super::{Backend, BackendError, BatchPolicy};
+use super::{Backend, BackendError, BackendType, BatchPolicy};
 use crate::config::secret::Secret;
 use crate::reading::Reading;
 
@@ -130,23 +130,6 @@ pub fn default_max_backoff() -> Duration {
 }
 
 impl UplinkConfig {
-    /// Makes relative file names absolute: `token_file` from `$CREDENTIALS_DIRECTORY`
-    /// when it is there, else (like `tls.ca_file`) beside config.yaml. Done at load
-    /// so a reload sees a moved credential as a changed setting.
-    pub fn resolve_paths(&mut self, config_dir: &Path, credentials_dir: Option<&Path>) {
-        if let Some(file) = &self.token_file {
-            if file.is_relative() {
-                let credential = credentials_dir.map(|d| d.join(file)).filter(|p| p.is_file());
-                self.token_file = Some(credential.unwrap_or_else(|| config_dir.join(file)));
-            }
-        }
-        if let Some(file) = &self.tls.ca_file {
-            if file.is_relative() {
-                self.tls.ca_file = Some(config_dir.join(file));
-            }
-        }
-    }
-
     /// The token from `token` or `token_file`.
     fn read_token(&self) -> Result<Option<Secret>, BackendError> {
         match (&self.token, &self.token_file) {
@@ -205,6 +188,30 @@ impl UplinkConfig {
 
 fn invalid(message: &str) -> BackendError {
     BackendError::permanent(format!("uplink: {message}"))
+}
+
+#[async_trait]
+impl BackendType for UplinkConfig {
+    /// `token_file` from `$CREDENTIALS_DIRECTORY` when it is there, else (like
+    /// `tls.ca_file`) beside config.yaml. Done at load so a reload sees a moved
+    /// credential as a changed setting.
+    fn resolve_paths(&mut self, config_dir: &Path, credentials_dir: Option<&Path>) {
+        if let Some(file) = &self.token_file {
+            if file.is_relative() {
+                let credential = credentials_dir.map(|d| d.join(file)).filter(|p| p.is_file());
+                self.token_file = Some(credential.unwrap_or_else(|| config_dir.join(file)));
+            }
+        }
+        if let Some(file) = &self.tls.ca_file {
+            if file.is_relative() {
+                self.tls.ca_file = Some(config_dir.join(file));
+            }
+        }
+    }
+
+    async fn open(&self, data_dir: &Path) -> Result<Box<dyn Backend>, BackendError> {
+        Ok(Box::new(UplinkBackend::open(self, data_dir).await?))
+    }
 }
 
 pub struct UplinkBackend {

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::device_time::DeviceClock;
-use super::{Monitor, MonitorContext, MonitorError};
-use crate::config::{CommonConfig, DeviceTypeConfig};
+use super::{DeviceType, Monitor, MonitorContext, MonitorError};
+use crate::config::{CommonConfig, DeviceConfig};
 use crate::protocols::dsmr::DEFAULT_MAX_TELEGRAM_SIZE;
 use crate::reading::{MetricSpec, Reading};
 use link::{Reader, ReaderSettings, Target};
@@ -210,7 +210,7 @@ impl DsmrConfig {
     }
 }
 
-impl DeviceTypeConfig for DsmrConfig {
+impl DeviceType for DsmrConfig {
     /// The meter sends a telegram every second (DSMR 5) or ten (DSMR 2.2–4).
     const PUSHES: bool = true;
 
@@ -231,6 +231,14 @@ impl DeviceTypeConfig for DsmrConfig {
         }
         crate::monitors::device_time::validate_max_clock_skew(self.max_clock_skew)?;
         Ok(())
+    }
+
+    fn metrics() -> Vec<MetricSpec> {
+        all_metrics()
+    }
+
+    fn build(&self, device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+        Ok(Box::new(DsmrMonitor::new(self, ctx, device.poll_interval())?))
     }
 }
 

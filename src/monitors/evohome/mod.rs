@@ -22,9 +22,9 @@ use self::api::{Answer, SERVICE};
 use self::auth::Auth;
 use self::decode::{Fault, LocationInfo, MetricValue};
 use super::http_client::{self as http, check_url, Suspension};
-use super::{Monitor, MonitorContext, MonitorError};
+use super::{DeviceType, Monitor, MonitorContext, MonitorError};
 use crate::config::secret::Secret;
-use crate::config::{CommonConfig, DeviceTypeConfig};
+use crate::config::{CommonConfig, DeviceConfig};
 use crate::reading::{Kind, MetricSpec, Reading, Unit, Value};
 
 /// `type: evohome`.
@@ -84,7 +84,7 @@ pub const MIN_POLL: Duration = Duration::from_secs(60);
 /// How often the installation (locations, zones) is fetched again.
 const INSTALLATION_REFRESH: TimeDelta = TimeDelta::hours(6);
 
-impl DeviceTypeConfig for EvohomeConfig {
+impl DeviceType for EvohomeConfig {
     /// A rate-limited cloud API: an open breaker waits `breaker_cooldown`.
     const CLOUD: bool = true;
 
@@ -126,6 +126,14 @@ impl DeviceTypeConfig for EvohomeConfig {
             return Err(("timeout".into(), "must be between 1s and 2m".into()));
         }
         Ok(())
+    }
+
+    fn metrics() -> Vec<MetricSpec> {
+        all_metrics()
+    }
+
+    fn build(&self, _device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+        Ok(Box::new(EvohomeMonitor::new(self, ctx)?))
     }
 }
 

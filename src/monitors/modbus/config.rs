@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::{CommonConfig, DeviceTypeConfig};
+use crate::config::{CommonConfig, DeviceConfig};
+use crate::monitors::{DeviceType, Monitor, MonitorContext, MonitorError};
 use crate::protocols::modbus::plan::Limits;
 use crate::protocols::modbus::point::{DataType, RegisterKind, WordOrder};
-use crate::reading::{Kind, Unit};
+use crate::reading::{Kind, MetricSpec, Unit};
 
 /// `type: modbus`. Either `host` (Modbus TCP) or `serial_port` (Modbus RTU).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -268,7 +269,7 @@ mod unit_symbol {
     }
 }
 
-impl DeviceTypeConfig for ModbusConfig {
+impl DeviceType for ModbusConfig {
     fn default_poll_interval() -> Duration {
         Duration::from_secs(10)
     }
@@ -325,6 +326,16 @@ impl DeviceTypeConfig for ModbusConfig {
             );
         }
         validate_points(&self.points).map_err(|m| ("points".to_owned(), m))
+    }
+
+    fn metrics() -> Vec<MetricSpec> {
+        super::all_metrics()
+    }
+
+    /// A relative `points_file` is found beside the device file.
+    fn build(&self, device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+        let dir = device.file.parent().unwrap_or_else(|| Path::new("."));
+        Ok(Box::new(super::ModbusMonitor::new(self, dir, ctx)?))
     }
 }
 

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use tokio_serial::{DataBits, FlowControl, Parity, SerialPortBuilderExt, SerialStream, StopBits};
 
 use self::link::{AttemptError, Rejected};
-use super::{Monitor, MonitorContext, MonitorError};
-use crate::config::{CommonConfig, DeviceTypeConfig};
+use super::{DeviceType, Monitor, MonitorContext, MonitorError};
+use crate::config::{CommonConfig, DeviceConfig};
 use crate::protocols::kmp::{self, CanonicalUnit, Quantity, RegisterValue};
 use crate::reading::{DeviceId, MetricSpec, Reading, Unit};
 
@@ -67,7 +67,7 @@ pub fn default_registers() -> Vec<Register> {
 /// Below this poll interval a warning is logged: see [`poll_interval_warning`].
 pub const BATTERY_FRIENDLY_POLL: Duration = Duration::from_secs(5 * 60);
 
-impl DeviceTypeConfig for MulticalConfig {
+impl DeviceType for MulticalConfig {
     /// Heat meters change slowly and every read costs battery: 15 minutes.
     fn default_poll_interval() -> Duration {
         Duration::from_secs(15 * 60)
@@ -97,6 +97,14 @@ impl DeviceTypeConfig for MulticalConfig {
             return Err(("registers".into(), format!("`{}` is listed twice", twice.name())));
         }
         Ok(())
+    }
+
+    fn metrics() -> Vec<MetricSpec> {
+        all_metrics()
+    }
+
+    fn build(&self, device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+        Ok(Box::new(MulticalMonitor::new(self, device.poll_interval(), ctx)?))
     }
 }
 

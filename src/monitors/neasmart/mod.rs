@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use self::server::{lock, Gateway, SharedBank};
-use super::{Monitor, MonitorContext, MonitorError};
-use crate::config::{CommonConfig, DeviceTypeConfig};
+use super::{DeviceType, Monitor, MonitorContext, MonitorError};
+use crate::config::{CommonConfig, DeviceConfig};
 use crate::protocols::modbus::neasmart::{self as map, ZoneField};
 use crate::reading::{intern, Kind, MetricSpec, Reading, Unit, Value};
 
@@ -48,7 +48,7 @@ pub fn default_slave_ids() -> Vec<u8> {
     vec![240, 241]
 }
 
-impl DeviceTypeConfig for NeasmartConfig {
+impl DeviceType for NeasmartConfig {
     /// The base writes a value when it changes; a minute is fine-grained enough
     /// for room temperatures.
     fn default_poll_interval() -> Duration {
@@ -95,6 +95,14 @@ impl DeviceTypeConfig for NeasmartConfig {
             }
         }
         Ok(())
+    }
+
+    fn metrics() -> Vec<MetricSpec> {
+        all_metrics()
+    }
+
+    fn build(&self, _device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+        Ok(Box::new(NeasmartMonitor::new(self, ctx)?))
     }
 }
 
