@@ -187,6 +187,12 @@ impl Backend for SqliteBackend {
 pub struct Store {
     conn: Connection,
     columns: HashMap<String, HashSet<String>>,
+    /// The newest `ts` stored per device table, read once per table. A row for an
+    /// older or equal second may exist and is looked up to count what a write
+    /// overwrites; a newer second (every poll, normally) cannot, so the common
+    /// write needs no lookup (one statement per device instead of two, which also
+    /// keeps 200 devices' statements within the prepared-statement cache).
+    newest_ts: HashMap<String, i64>,
 }
 
 fn classify(e: rusqlite::Error) -> BackendError {
@@ -210,6 +216,7 @@ impl Store {
         let mut store = Store {
             conn,
             columns: HashMap::new(),
+            newest_ts: HashMap::new(),
         };
         store.load_schema()?;
         Ok(store)
@@ -217,6 +224,7 @@ impl Store {
 
     fn load_schema(&mut self) -> Result<(), BackendError> {
         self.columns.clear();
+        self.newest_ts.clear();
         let tables: Vec<String> = {
             let mut stmt = self
                 .conn
@@ -321,7 +329,18 @@ impl Store {
                 }
             }
             let names: Vec<String> = cols.iter().map(|c| quote(c)).collect();
-            if table_existed {
+            let newest = match self.newest_ts.get(*device) {
+                Some(newest) => Some(*newest),
+                None if table_existed => tx
+                    .query_row(&format!("SELECT max(ts) FROM {}", quote(device)), [], |row| {
+                        row.get::<_, Option<i64>>(0)
+                    })
+                    .map_err(classify)?,
+                None => None,
+            };
+            self.newest_ts
+                .insert((*device).to_owned(), newest.map_or(*ts, |n| n.max(*ts)));
+            if newest.is_some_and(|newest| *ts <= newest) {
                 let sql = format!("SELECT {} FROM {} WHERE ts = ?", names.join(", "), quote(device));
                 let mut stmt = tx.prepare_cached(&sql).map_err(classify)?;
                 let stored: Option<Vec<rusqlite::types::Value>> = stmt
@@ -500,6 +519,23 @@ mod tests {
             .write(&[reading("p1", "voltage", 231.0, 10), reading("p1", "power", 200.0, 10)])
             .unwrap();
         assert_eq!(third, HashMap::from([("p1".to_owned(), 1)]), "only the voltage changed");
+
+        // A restart (a new store knows no newest second) after the clock stepped
+        // back: rows stored at seconds 10 and 11 are still found and counted.
+        drop(store);
+        let mut store = Store::open(&dir.path().join("m.db")).unwrap();
+        let after_restart = store
+            .write(&[reading("p1", "power", 301.0, 11), reading("p1", "power", 400.0, 12)])
+            .unwrap();
+        assert_eq!(after_restart, HashMap::from([("p1".to_owned(), 1)]));
+        let back = store.write(&[reading("p1", "power", 999.0, 10)]).unwrap();
+        assert_eq!(
+            back,
+            HashMap::from([("p1".to_owned(), 1)]),
+            "an older second is looked up"
+        );
+        let ahead = store.write(&[reading("p1", "power", 1.0, 13)]).unwrap();
+        assert!(ahead.is_empty(), "a newer second overwrites nothing");
     }
 
     #[test]
