@@ -1,4 +1,4 @@
-//! Unit tests of the framer; the fixture-based ones are in tests/dsmr_streams.rs.
+//! Unit tests of the framer; the fixture-based ones are in tests/it/devices/dsmr_streams.rs.
 use super::*;
 
 fn telegram(body: &str) -> Vec<u8> {

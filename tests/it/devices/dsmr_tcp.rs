@@ -317,7 +317,7 @@ fn storable(file: &[u8]) -> Option<usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telegrams_after_junk_are_all_stored_and_the_junk_counted() {
     // Every fixture the device stores, each sent after a NUL, a 0xFF, CR LF NUL and
-    // random junk (no `/`: see tests/dsmr_streams.rs), over one connection.
+    // random junk (no `/`: see tests/it/devices/dsmr_streams.rs), over one connection.
     let mut names: Vec<String> = std::fs::read_dir(crate::support::dsmr::fixture_dir())
         .expect("fixtures")
         .filter_map(|e| e.ok())

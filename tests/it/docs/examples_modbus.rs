@@ -1,5 +1,5 @@
 //! The Modbus and Nea Smart examples say what their comments promise, and the
-//! shipped presets load. (That every example parses is tests/examples.rs.)
+//! shipped presets load. (That every example parses is tests/it/docs/examples.rs.)
 
 use std::path::Path;
 
