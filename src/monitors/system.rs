@@ -437,5 +437,4 @@ impl Monitor for SystemMonitor {
 }
 
 #[cfg(test)]
-#[path = "system_tests.rs"]
 mod tests;
