@@ -19,15 +19,15 @@ need kill procps
 need mosquitto mosquitto
 need mosquitto_passwd mosquitto-clients
 need openssl openssl
-need promtool prometheus  # promtool check metrics (tests/api.rs)
-need chromium chromium  # the web page in a real browser (tests/page.rs)
-need socat socat  # pty pairs for the simulated serial meters (tests/multical.rs)
-need influxd influxdb  # a real InfluxDB 1.x for the uplink's line protocol (tests/uplink_influx.rs)
-need systemd-analyze systemd  # verify + security of systemd/mesura.service (tests/systemd.rs)
-need strace strace  # fsyncs of the daemon, per file (tests/reliability_soak.rs)
+need promtool prometheus  # promtool check metrics (tests/it/api/endpoints.rs)
+need chromium chromium  # the web page in a real browser (tests/it/api/page.rs)
+need socat socat  # pty pairs for the simulated serial meters (tests/it/devices/multical.rs)
+need influxd influxdb  # a real InfluxDB 1.x for the uplink's line protocol (tests/it/backends/uplink_influx.rs)
+need systemd-analyze systemd  # verify + security of systemd/mesura.service (tests/it/daemon/systemd.rs)
+need strace strace  # fsyncs of the daemon, per file (tests/reliability/soak.rs)
 need faketime faketime  # the clock-sensitive tests again, ten years ahead (below)
 
-# pymodbus, the independent Modbus peer of tests/modbus.rs (server, base station),
+# pymodbus, the independent Modbus peer of tests/it/devices/modbus.rs (server, base station),
 # in a venv under target/ so nothing system-wide changes. Pinned for repeatable runs.
 # (Not MESURA_*: the config loader reads those as overrides.)
 PYVENV="$PWD/target/pyvenv"
@@ -45,6 +45,10 @@ if ! "$PYVENV/bin/python" -c 'import pymodbus, serial, sys; sys.exit(pymodbus.__
 fi
 export PYMODBUS_PYTHON="$PYVENV/bin/python"
 
+# The lint wall first: a warning anywhere (tests and benches included) fails the run
+# before any test starts.
+cargo clippy --locked --all-targets -- -D warnings
+
 # The benches run too (as smoke tests, in debug): their figures are printed, not judged.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -58,12 +62,17 @@ cargo test --locked --no-fail-fast --all-targets "$@" 2>&1 | tee "$log" || statu
 # Only on a whole-suite run (no arguments): a filtered run is someone's quick check.
 if [ "$#" -eq 0 ]; then
   echo "== the clock-sensitive tests with the clock ten years ahead (faketime +10y) =="
-  FAKETIME_DONT_FAKE_MONOTONIC=1 cargo test --locked --no-fail-fast \
-    --config "target.'cfg(all())'.runner=['faketime','-f','+10y']" \
-    --lib --test api --test cli --test decode_cli --test dsmr_serial --test dsmr_tcp \
-    --test e2e --test evohome --test grafana --test homewizard --test homewizard_v2 \
-    --test mqtt --test openweathermap --test polling --test reliability_clock --test reload --test router \
-    --test uplink_influx --test uplink_json 2>&1 | tee -a "$log" || status=$?
+  # The same suites in the test binaries (module paths; the lib's unit tests all).
+  faketime_test() {
+    FAKETIME_DONT_FAKE_MONOTONIC=1 cargo test --locked --no-fail-fast \
+      --config "target.'cfg(all())'.runner=['faketime','-f','+10y']" "$@" 2>&1 | tee -a "$log" || status=$?
+  }
+  faketime_test --lib
+  faketime_test --test it -- api::endpoints:: cli::commands:: cli::decode:: devices::dsmr_serial:: \
+    devices::dsmr_tcp:: daemon::e2e:: devices::evohome:: backends::grafana:: devices::homewizard:: \
+    devices::homewizard_v2:: backends::mqtt:: devices::openweathermap:: devices::polling:: \
+    daemon::reload:: daemon::router:: backends::uplink_influx:: backends::uplink_json::
+  faketime_test --test reliability -- clock::
 fi
 # One closing line for the whole suite, whatever target ran last.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"

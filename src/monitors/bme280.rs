@@ -463,5 +463,4 @@ fn readings(ctx: &MonitorContext, m: &Measurement, dew_point: bool) -> Vec<Readi
 }
 
 #[cfg(test)]
-#[path = "bme280_tests.rs"]
 mod tests;

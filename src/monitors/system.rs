@@ -392,5 +392,4 @@ impl Monitor for SystemMonitor {
 }
 
 #[cfg(test)]
-#[path = "system_tests.rs"]
 mod tests;

@@ -393,5 +393,4 @@ pub async fn run(db: PathBuf, config: RetentionConfig, clock: SharedClock, token
 }
 
 #[cfg(test)]
-#[path = "downsample_tests.rs"]
 mod tests;

@@ -360,5 +360,4 @@ pub async fn run(
 }
 
 #[cfg(test)]
-#[path = "guard_tests.rs"]
 mod tests;

@@ -353,5 +353,4 @@ pub fn metrics(status: &LocationStatus, ghost_zones: &[String]) -> Vec<(String, 
 }
 
 #[cfg(test)]
-#[path = "decode_tests.rs"]
 mod tests;

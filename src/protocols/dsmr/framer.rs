@@ -422,5 +422,4 @@ fn identification_byte(line: &[u8], b: u8) -> Identification {
 }
 
 #[cfg(test)]
-#[path = "framer_tests.rs"]
 mod tests;

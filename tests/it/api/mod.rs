@@ -1,0 +1,4 @@
+//! The status API over HTTP, and the web page in a real browser.
+
+mod endpoints;
+mod page;

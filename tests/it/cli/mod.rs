@@ -1,0 +1,4 @@
+//! The `mesura` binary's commands as a user runs them.
+
+mod commands;
+mod decode;

@@ -1,0 +1,20 @@
+//! One module per device type (and per transport where a type has several).
+
+mod dsmr_edge_cases;
+mod dsmr_fixtures_decode;
+mod dsmr_index_crc;
+mod dsmr_robustness;
+mod dsmr_serial;
+mod dsmr_streams;
+mod dsmr_tcp;
+mod evohome;
+mod homewizard;
+mod homewizard_v2;
+mod kmp_codec;
+mod kmp_fixtures;
+mod modbus;
+mod modbus_presets;
+mod multical;
+mod neasmart;
+mod openweathermap;
+mod polling;

@@ -1,0 +1,5 @@
+//! The docs and the example files say what is true.
+
+mod examples;
+mod examples_modbus;
+mod markdown;
