@@ -2,8 +2,9 @@
 //! GetRegister, plus a generic fallback for other commands.
 
 use super::frame::{decode_frame_from, encode_frame, Direction};
+use super::number::KmpNumber;
 use super::unit::Unit;
-use super::value::{KmpNumber, RegisterValue};
+use super::value::RegisterValue;
 use super::{
     KmpError, ACK, ADDRESS_HEAT_METER, CMD_GET_REGISTER, CMD_GET_SERIAL_NO, CMD_GET_TYPE, MAX_REGISTERS_PER_REQUEST,
 };

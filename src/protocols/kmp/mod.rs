@@ -43,6 +43,7 @@
 mod error;
 pub mod frame;
 pub mod message;
+pub mod number;
 pub mod registers;
 pub mod unit;
 pub mod value;
@@ -54,9 +55,10 @@ pub use self::message::{
     encode_get_type_request, encode_register_data, encode_register_response, encode_register_response_from,
     encode_request, encode_response, unanswered_registers, MeterType, Request, Response,
 };
+pub use self::number::{encode_f64, KmpNumber};
 pub use self::registers::{register_by_id, register_by_name, RegisterInfo};
 pub use self::unit::{normalize, CanonicalUnit, Measurement, Quantity, Unit};
-pub use self::value::{encode_f64, KmpNumber, RegisterValue};
+pub use self::value::RegisterValue;
 
 /// Start byte of a frame sent to the meter.
 pub const START_TO_METER: u8 = 0x80;

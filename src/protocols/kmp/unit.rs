@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use super::value::KmpNumber;
+use super::number::KmpNumber;
 
 macro_rules! units {
     ($( $(#[$doc:meta])* $variant:ident = $code:literal, $symbol:literal, $quantity:ident; )*) => {
