@@ -7,36 +7,8 @@
 use std::time::{Duration, Instant};
 
 use crate::support::broker::free_port;
-use crate::support::modbus::{PyServer, RegisterImage, SeenRequest};
-use crate::support::{no_env, Setup};
-use mesura::config::Config;
-use mesura::daemon::app::Daemon;
-use mesura::daemon::live::DeviceStatus;
+use crate::support::modbus::{setup, start, status, wait_for, PyServer, RegisterImage, SeenRequest, LIMIT};
 use mesura::protocols::modbus::point::{encode_string, encode_words, DataType, WordOrder};
-
-const LIMIT: Duration = Duration::from_secs(60);
-
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < LIMIT, "timed out after {LIMIT:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn status(daemon: &Daemon, id: &str) -> DeviceStatus {
-    daemon.status().devices()[id].clone()
-}
-
-async fn start(setup: &Setup) -> Daemon {
-    let config = Config::load(&setup.config_path(), &no_env).expect("config");
-    assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
-    Daemon::start(config, mesura::clock::system()).await.expect("start")
-}
-
-fn setup() -> Setup {
-    Setup::new("backends:\n  sqlite:\n    flush_interval: 1s\n")
-}
 
 fn w(t: DataType, o: WordOrder, v: f64) -> Vec<u16> {
     encode_words(t, o, v)

@@ -7,18 +7,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use crate::support::broker::free_port;
-use crate::support::modbus::{PyServer, RegisterImage, SeenRequest};
-use crate::support::{no_env, Setup};
-use mesura::config::Config;
-use mesura::daemon::app::Daemon;
-use mesura::daemon::live::DeviceStatus;
+use crate::support::modbus::{setup, start, status, wait_for, PyServer, RegisterImage, SeenRequest};
 use mesura::monitors::modbus::config::{parse_map, preset_names, preset_text, PointConfig};
 use mesura::protocols::modbus::point::{decode_words, encode_words, DataType, Decoded, RegisterKind, WordOrder};
-
-const LIMIT: Duration = Duration::from_secs(60);
 
 /// Everything the daemons of this test binary log at INFO and above.
 fn logs() -> Arc<Mutex<Vec<u8>>> {
@@ -27,28 +20,6 @@ fn logs() -> Arc<Mutex<Vec<u8>>> {
 
 fn log_text() -> String {
     crate::support::logs::text(&logs())
-}
-
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < LIMIT, "timed out after {LIMIT:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn status(daemon: &Daemon, id: &str) -> DeviceStatus {
-    daemon.status().devices()[id].clone()
-}
-
-async fn start(setup: &Setup) -> Daemon {
-    let config = Config::load(&setup.config_path(), &no_env).expect("config");
-    assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
-    Daemon::start(config, mesura::clock::system()).await.expect("start")
-}
-
-fn setup() -> Setup {
-    Setup::new("backends:\n  sqlite:\n    flush_interval: 1s\n")
 }
 
 /// Input registers of the SDM630 parameters every variant's table documents

@@ -8,6 +8,40 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mesura::config::Config;
+use mesura::daemon::live::DeviceStatus;
+use mesura::daemon::Daemon;
+
+use super::{no_env, Setup};
+
+/// How long the Modbus tests wait for a condition.
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+/// Waits for `check` (every 50 ms), failing after `LIMIT`.
+pub async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < LIMIT, "timed out after {LIMIT:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn status(daemon: &Daemon, id: &str) -> DeviceStatus {
+    daemon.status().devices()[id].clone()
+}
+
+/// The daemon on `setup`'s config, which must load without errors.
+pub async fn start(setup: &Setup) -> Daemon {
+    let config = Config::load(&setup.config_path(), &no_env).expect("config");
+    assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
+    Daemon::start(config, mesura::clock::system()).await.expect("start")
+}
+
+/// A config with SQLite flushed every second.
+pub fn setup() -> Setup {
+    Setup::new("backends:\n  sqlite:\n    flush_interval: 1s\n")
+}
+
 /// The Python with pymodbus: scripts/test.sh makes the venv and exports it.
 pub fn python() -> PathBuf {
     let path = std::env::var_os("PYMODBUS_PYTHON")
