@@ -72,28 +72,101 @@ enum DecodeCommand {
     },
 }
 
-/// Caps glibc's malloc arenas at two, before any other thread exists. glibc gives
+/// Caps glibc's malloc arenas at one, before any other thread exists. glibc gives
 /// each thread that allocates an arena of its own, up to 8 per core, and memory
 /// freed in one arena is only reused by the threads of that arena: with the
 /// backends' writes on the blocking pool's threads and the outbox's readings
 /// handed between threads, VmRSS crept from 41 to 47 MiB over a 10-minute soak
 /// (reliability suite 5: 200 devices with MQTT and the uplink, debug build) while
 /// the live heap stayed at 8 MiB (heaptrack). With two arenas it stayed between 37
-/// and 39 MiB. A daemon that allocates this little gains nothing from more.
-/// `MALLOC_ARENA_MAX` in the environment still wins.
+/// and 39 MiB; one arena holds another 0.4 MiB less with 50 devices
+/// (docs/benchmarks.md, memory), and glibc's per-thread caches keep the shared
+/// lock off the hot path. `MALLOC_ARENA_MAX` in the environment still wins.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: mallopt changes a tunable of glibc's allocator and is safe to
         // call at any time; it runs first thing in main, before other threads.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
+            libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_arenas() {}
+
+/// How long after start-up the daemon hands back what only start-up needed: by
+/// then the API listens and every device's first readings are stored (a new
+/// device's first batch is written at once), creating its table and columns.
+const STARTUP_SETTLED_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Hands back the memory only start-up needed: the heap freed after parsing the
+/// config files and opening the backends, and the pages of mesura's own code and
+/// constants that start-up read (argument parsing, YAML, validation, creating
+/// tables), a quarter of the resident memory with 50 devices (docs/benchmarks.md,
+/// memory). Code paged out is read again from the binary when it runs again (a
+/// reload), so nothing changes but the memory; a kernel older than 5.4 refuses
+/// `MADV_PAGEOUT` and keeps the pages.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_startup_memory() {
+    // SAFETY: malloc_trim only returns free memory of glibc's heap to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for (start, end) in own_read_only_mappings(&maps, release_startup_memory as fn() as usize) {
+        // SAFETY: the range is a whole read-only mapping of our executable file;
+        // MADV_PAGEOUT reclaims its clean pages, which the kernel reads back from
+        // the file on the next access, so no byte the process sees changes.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_startup_memory() {}
+
+/// The `(start, end)` of the code and of the first read-only segment (headers,
+/// constants) of the file mapped at `own_address`, from the text of
+/// `/proc/self/maps`. Other read-only mappings are left alone: the relocation
+/// tables the loader wrote before making them read-only (RELRO) are private
+/// copies, not pages of the file.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+fn own_read_only_mappings(maps: &str, own_address: usize) -> Vec<(usize, usize)> {
+    // "start-end perms offset dev inode path"
+    let mappings: Vec<(usize, usize, &str, &str, &str)> = maps
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (start, end) = fields.next()?.split_once('-')?;
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            let perms = fields.next()?;
+            let offset = fields.next()?;
+            let path = fields.nth(2)?;
+            Some((start, end, perms, offset, path))
+        })
+        .collect();
+    let Some(own_path) = mappings
+        .iter()
+        .find(|(start, end, ..)| (*start..*end).contains(&own_address))
+        .map(|m| m.4)
+        .filter(|path| path.starts_with('/'))
+    else {
+        return Vec::new();
+    };
+    mappings
+        .iter()
+        .filter(|(_, _, perms, offset, path)| {
+            *path == own_path && (*perms == "r-xp" || (*perms == "r--p" && offset.bytes().all(|b| b == b'0')))
+        })
+        .map(|m| (m.0, m.1))
+        .collect()
+}
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
@@ -197,6 +270,10 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     init_tracing(cli, &config.base.logging.level, config.base.logging.format);
     tracing::info!(config = %cli.config.display(), version = env!("CARGO_PKG_VERSION"), "mesura starting");
     let daemon = Daemon::start(config, mesura::clock::system()).await?;
+    tokio::spawn(async {
+        tokio::time::sleep(STARTUP_SETTLED_AFTER).await;
+        let _ = tokio::task::spawn_blocking(release_startup_memory).await;
+    });
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(handle_signals(signals, shutdown.clone(), daemon.handle()));
     let summary = daemon.run(shutdown).await;
@@ -262,4 +339,39 @@ async fn handle_signals(signals: Signals, shutdown: CancellationToken, daemon: m
 async fn handle_signals(_signals: Signals, shutdown: CancellationToken, _daemon: mesura::app::DaemonHandle) {
     let _ = tokio::signal::ctrl_c().await;
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_read_only_mappings;
+
+    const MAPS: &str = "\
+5600aa000000-5600aa200000 r--p 00000000 fe:00 42   /usr/bin/mesura
+5600aa200000-5600aa9a0000 r-xp 00200000 fe:00 42   /usr/bin/mesura
+5600aa9a0000-5600aa9d0000 r--p 009a0000 fe:00 42   /usr/bin/mesura
+5600aa9d0000-5600aa9d6000 rw-p 009d0000 fe:00 42   /usr/bin/mesura
+5600ab000000-5600ab100000 rw-p 00000000 00:00 0    [heap]
+7f0000000000-7f0000028000 r--p 00000000 fe:00 7    /usr/lib/x86_64-linux-gnu/libc.so.6
+7f0000028000-7f00001b0000 r-xp 00028000 fe:00 7    /usr/lib/x86_64-linux-gnu/libc.so.6
+7f0000200000-7f0000400000 rw-p 00000000 00:00 0
+7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0    [stack]
+";
+
+    #[test]
+    fn own_code_and_constants_only() {
+        assert_eq!(
+            own_read_only_mappings(MAPS, 0x5600_aa30_1234),
+            vec![
+                (0x5600_aa00_0000, 0x5600_aa20_0000),
+                (0x5600_aa20_0000, 0x5600_aa9a_0000)
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_when_the_address_is_not_in_a_file() {
+        assert_eq!(own_read_only_mappings(MAPS, 0x5600_ab00_0010), vec![]);
+        assert_eq!(own_read_only_mappings(MAPS, 0x1000), vec![]);
+        assert_eq!(own_read_only_mappings("garbage\n\n", 0x1000), vec![]);
+    }
 }
