@@ -72,28 +72,47 @@ enum DecodeCommand {
     },
 }
 
-/// Caps glibc's malloc arenas at two, before any other thread exists. glibc gives
+/// Caps glibc's malloc arenas at one, before any other thread exists. glibc gives
 /// each thread that allocates an arena of its own, up to 8 per core, and memory
 /// freed in one arena is only reused by the threads of that arena: with the
 /// backends' writes on the blocking pool's threads and the outbox's readings
 /// handed between threads, VmRSS crept from 41 to 47 MiB over a 10-minute soak
 /// (reliability suite 5: 200 devices with MQTT and the uplink, debug build) while
 /// the live heap stayed at 8 MiB (heaptrack). With two arenas it stayed between 37
-/// and 39 MiB. A daemon that allocates this little gains nothing from more.
-/// `MALLOC_ARENA_MAX` in the environment still wins.
+/// and 39 MiB; one arena holds another 0.4 MiB less with 50 devices
+/// (docs/benchmarks.md, memory), and glibc's per-thread caches keep the shared
+/// lock off the hot path. `MALLOC_ARENA_MAX` in the environment still wins.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: mallopt changes a tunable of glibc's allocator and is safe to
         // call at any time; it runs first thing in main, before other threads.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
+            libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_arenas() {}
+
+/// How long after start-up the daemon hands back what only start-up needed: by
+/// then the API listens and every device's first readings are stored (a new
+/// device's first batch is written at once), creating its table and columns.
+const STARTUP_SETTLED_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Hands back the heap that only start-up needed (parsing the config files,
+/// opening the backends) to the kernel.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_startup_memory() {
+    // SAFETY: malloc_trim only returns free memory of glibc's heap to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_startup_memory() {}
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
@@ -197,6 +216,10 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     init_tracing(cli, &config.base.logging.level, config.base.logging.format);
     tracing::info!(config = %cli.config.display(), version = env!("CARGO_PKG_VERSION"), "mesura starting");
     let daemon = Daemon::start(config, mesura::clock::system()).await?;
+    tokio::spawn(async {
+        tokio::time::sleep(STARTUP_SETTLED_AFTER).await;
+        let _ = tokio::task::spawn_blocking(release_startup_memory).await;
+    });
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(handle_signals(signals, shutdown.clone(), daemon.handle()));
     let summary = daemon.run(shutdown).await;

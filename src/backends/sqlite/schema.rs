@@ -38,6 +38,11 @@ pub fn prepare_writer(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.busy_timeout(Duration::from_secs(10))?;
+    // The writer only appends at each table's end: a device's last pages (two or
+    // three a table) are all it reads back. 1 MiB holds them for a few hundred
+    // devices; SQLite's default, 2 MiB, filled itself as the file grew, and the
+    // kernel's page cache still holds every page read.
+    conn.pragma_update(None, "cache_size", -1024)?;
     conn.set_prepared_statement_cache_capacity(256);
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS metrics (
