@@ -63,10 +63,10 @@ const STALL: Duration = Duration::from_secs(5);
 /// commit's checkpoint copies the rest; allowed for half the cycles.
 const MAX_SYNCS_PER_CYCLE: u64 = 4;
 /// VmRSS growth after the warm-up: two SQLite page caches fill up to their
-/// `cache_size` (2,000 KiB by default) as the database grows, the backend
-/// connection's (kept) and each retention run's (freed after the run, its
+/// `cache_size` as the database grows (the backend connection's, 1 MiB, kept,
+/// counted here at SQLite's default of 2,000 KiB) and each retention run's (freed after the run, its
 /// high-water kept by the allocator for reuse), plus 2 MiB for the allocator's
-/// swings (±0.7 MiB measured with two arenas, see `limit_malloc_arenas` in
+/// swings (±0.7 MiB measured with two arenas, now one, see `limit_malloc_arenas` in
 /// src/main.rs) and code paths first run late. A leaked allocation per reading (32
 /// bytes at least, with malloc's overhead) would add 13 MiB over the long run's
 /// 420,000 readings.
