@@ -406,3 +406,90 @@ impl BackendStatsView {
             .map_or(0, |b| mesura::daemon::live::BackendStats::get(&b.written))
     }
 }
+
+/// A network P1 dongle that reboots: its stream goes away for 30 s (the connection
+/// closed, nobody listening) and comes back on the same port. The device is read
+/// again within the local backoff cap (30 s by default) of the dongle's return, not
+/// after a circuit breaker's cool-down: a 30 s outage once cost 312 s of data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dongle_back_from_a_30s_outage_is_read_within_the_backoff_cap() {
+    const OUTAGE: Duration = Duration::from_secs(30);
+    const CAP: Duration = Duration::from_secs(30);
+
+    /// Serves one connection a telegram stamped "now" every second, for `serve`.
+    async fn dongle(listener: TcpListener, serve: Duration) {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            return;
+        };
+        let began = Instant::now();
+        let mut kwh = 100.0;
+        while began.elapsed() < serve {
+            kwh += 0.001;
+            if socket
+                .write_all(&telegram_at(whole_second(Utc::now()), kwh))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let setup = Setup::new("backends:\n  sqlite:\n    flush_interval: 200ms\n");
+    // Defaults for everything that decides the retries: a local device's backoff.
+    setup.device(
+        "p1",
+        &format!("type: dsmr\nhost: 127.0.0.1\nport: {port}\npoll_interval: 1s\n"),
+    );
+    let config = Config::load(&setup.config_path(), &no_env).expect("config");
+    assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
+    let daemon = Daemon::start(config, mesura::clock::system()).await.expect("start");
+    let db = setup.db_path();
+
+    // Six seconds of telegrams, then the dongle is gone: the connection closes and
+    // the port refuses connections.
+    dongle(listener, Duration::from_secs(6)).await;
+    wait_for(Duration::from_secs(10), "rows before the outage", || {
+        !stored_ts(&db).is_empty()
+    })
+    .await;
+    let status = daemon.status().clone();
+    wait_for(Duration::from_secs(10), "the daemon to notice the outage", || {
+        status.devices().get("p1").is_some_and(|d| d.polls_failed >= 1)
+    })
+    .await;
+    // The outage itself is the scenario, not a wait for a condition.
+    tokio::time::sleep(OUTAGE).await;
+
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the same port again");
+    let back = Utc::now().timestamp();
+    let server = tokio::spawn(dongle(listener, CAP + Duration::from_secs(20)));
+    wait_for(CAP + Duration::from_secs(15), "a row after the dongle is back", || {
+        stored_ts(&db).iter().any(|ts| *ts >= back)
+    })
+    .await;
+    let device = daemon.status().devices()["p1"].clone();
+    daemon.shutdown().await;
+    server.abort();
+
+    let ts = stored_ts(&db);
+    let before = ts.iter().copied().filter(|t| *t < back).max().expect("rows before");
+    let after = ts.iter().copied().find(|t| *t >= back).expect("rows after");
+    let gap = after - before;
+    eprintln!(
+        "gap of {gap} s across a {OUTAGE:?} outage; {} failed reads",
+        device.polls_failed
+    );
+    assert!(
+        // Plus a few seconds: the last telegram before the close, the first after the
+        // reconnect, a poll interval.
+        gap <= (OUTAGE + CAP).as_secs() as i64 + 5,
+        "a {gap} s gap across a {OUTAGE:?} outage: more than outage + backoff cap"
+    );
+    assert!(device.polls_failed >= 1, "{device:?}");
+}
