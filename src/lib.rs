@@ -1,8 +1,8 @@
 //! mesura: reads a home's energy and climate devices and keeps every reading.
 //!
-//! `config` loads the files, `supervisor` runs one task per device, `monitors/`
-//! read devices through the pure codecs in `protocols/`, `router` fans readings
-//! out to the `backends/`. See docs/architecture.md.
+//! `config` loads the files, `daemon` runs one task per device and fans readings
+//! out, `monitors/` read devices through the pure codecs in `protocols/`, and
+//! `backends/` store or publish them. See docs/architecture.md.
 
 // The lint wall (tokio-modbus's is the model). scripts/test.sh runs clippy with
 // `-D warnings`, so every `warn` here fails CI; `deny` marks what must not even
@@ -26,6 +26,33 @@
 // The daemon speaks through tracing; the commands write to the writer they are given.
 #![warn(clippy::print_stdout)]
 #![warn(clippy::print_stderr)]
+
+/// The typed causes behind a layer's error: the enum, `From` for each cause, and
+/// the `&dyn Error` that `source()` returns, from one list of variants (the
+/// monitors' and the backends' errors each have one).
+macro_rules! error_causes {
+    ($(#[$outer:meta])* $name:ident { $($(#[$doc:meta])* $variant:ident($ty:ty)),* $(,)? }) => {
+        $(#[$outer])*
+        #[derive(Debug)]
+        pub enum $name {
+            $($(#[$doc])* $variant($ty),)*
+        }
+
+        impl $name {
+            fn as_error(&self) -> &(dyn std::error::Error + 'static) {
+                match self {
+                    $($name::$variant(e) => e,)*
+                }
+            }
+        }
+
+        $(impl From<$ty> for $name {
+            fn from(e: $ty) -> Self {
+                $name::$variant(e)
+            }
+        })*
+    };
+}
 
 pub mod api;
 pub mod backends;

@@ -16,48 +16,17 @@ pub enum BackendError {
     Permanent { message: String, source: Option<Cause> },
 }
 
-/// What failed underneath a [`BackendError`].
-#[derive(Debug)]
-pub enum Cause {
-    Io(std::io::Error),
-    Sqlite(rusqlite::Error),
-    Csv(csv::Error),
-    Http(reqwest::Error),
-    Tls(rustls::Error),
-    /// The blocking task that ran the work panicked or was cancelled.
-    Task(tokio::task::JoinError),
-}
-
-impl Cause {
-    fn as_error(&self) -> &(dyn Error + 'static) {
-        match self {
-            Cause::Io(e) => e,
-            Cause::Sqlite(e) => e,
-            Cause::Csv(e) => e,
-            Cause::Http(e) => e,
-            Cause::Tls(e) => e,
-            Cause::Task(e) => e,
-        }
+error_causes!(
+    /// What failed underneath a [`BackendError`].
+    Cause {
+        Io(std::io::Error),
+        Sqlite(rusqlite::Error),
+        Csv(csv::Error),
+        Http(reqwest::Error),
+        Tls(rustls::Error),
+        /// The blocking task that ran the work panicked or was cancelled.
+        Task(tokio::task::JoinError),
     }
-}
-
-macro_rules! cause_from {
-    ($($variant:ident($ty:ty)),* $(,)?) => {
-        $(impl From<$ty> for Cause {
-            fn from(e: $ty) -> Self {
-                Cause::$variant(e)
-            }
-        })*
-    };
-}
-
-cause_from!(
-    Io(std::io::Error),
-    Sqlite(rusqlite::Error),
-    Csv(csv::Error),
-    Http(reqwest::Error),
-    Tls(rustls::Error),
-    Task(tokio::task::JoinError),
 );
 
 impl BackendError {

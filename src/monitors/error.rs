@@ -35,63 +35,22 @@ pub enum MonitorError {
     RateLimited { message: String, retry_after: Duration },
 }
 
-/// What failed underneath a [`MonitorError`].
-#[derive(Debug)]
-pub enum Cause {
-    Io(std::io::Error),
-    Serial(tokio_serial::Error),
-    Http(reqwest::Error),
-    Json(serde_json::Error),
-    Modbus(tokio_modbus::Error),
-    ModbusException(tokio_modbus::ExceptionCode),
-    ModbusValue(DecodeError),
-    Kmp(KmpError),
-    Bme280(Bme280Error),
-    I2c(LinuxI2CError),
-    /// A task the monitor ran its blocking work on panicked or was cancelled.
-    Task(tokio::task::JoinError),
-}
-
-impl Cause {
-    fn as_error(&self) -> &(dyn Error + 'static) {
-        match self {
-            Cause::Io(e) => e,
-            Cause::Serial(e) => e,
-            Cause::Http(e) => e,
-            Cause::Json(e) => e,
-            Cause::Modbus(e) => e,
-            Cause::ModbusException(e) => e,
-            Cause::ModbusValue(e) => e,
-            Cause::Kmp(e) => e,
-            Cause::Bme280(e) => e,
-            Cause::I2c(e) => e,
-            Cause::Task(e) => e,
-        }
+error_causes!(
+    /// What failed underneath a [`MonitorError`].
+    Cause {
+        Io(std::io::Error),
+        Serial(tokio_serial::Error),
+        Http(reqwest::Error),
+        Json(serde_json::Error),
+        Modbus(tokio_modbus::Error),
+        ModbusException(tokio_modbus::ExceptionCode),
+        ModbusValue(DecodeError),
+        Kmp(KmpError),
+        Bme280(Bme280Error),
+        I2c(LinuxI2CError),
+        /// A task the monitor ran its blocking work on panicked or was cancelled.
+        Task(tokio::task::JoinError),
     }
-}
-
-macro_rules! cause_from {
-    ($($variant:ident($ty:ty)),* $(,)?) => {
-        $(impl From<$ty> for Cause {
-            fn from(e: $ty) -> Self {
-                Cause::$variant(e)
-            }
-        })*
-    };
-}
-
-cause_from!(
-    Io(std::io::Error),
-    Serial(tokio_serial::Error),
-    Http(reqwest::Error),
-    Json(serde_json::Error),
-    Modbus(tokio_modbus::Error),
-    ModbusException(tokio_modbus::ExceptionCode),
-    ModbusValue(DecodeError),
-    Kmp(KmpError),
-    Bme280(Bme280Error),
-    I2c(LinuxI2CError),
-    Task(tokio::task::JoinError),
 );
 
 impl MonitorError {

@@ -7,7 +7,9 @@
 use std::time::{Duration, Instant};
 
 use crate::support::broker::free_port;
-use crate::support::modbus::{setup, start, status, wait_for, PyServer, RegisterImage, SeenRequest, LIMIT};
+use crate::support::modbus::{
+    pysunspec2_mock_words, setup, start, status, wait_for, PyServer, RegisterImage, SeenRequest, LIMIT,
+};
 use mesura::protocols::modbus::point::{encode_string, encode_words, DataType, WordOrder};
 
 fn w(t: DataType, o: WordOrder, v: f64) -> Vec<u16> {
@@ -256,20 +258,7 @@ async fn a_server_killed_and_restarted_is_reconnected() {
 /// The pysunspec2 mock image (SunS, model 1, model 126) with a three-phase
 /// inverter model 103 added before the end marker.
 fn sunspec_image() -> RegisterImage {
-    let fixture: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/modbus/sunspec_register_image_pysunspec2_mock.json"),
-        )
-        .expect("fixture"),
-    )
-    .expect("json");
-    let words: Vec<u16> = fixture["registers_hex"]
-        .as_str()
-        .expect("hex")
-        .split_whitespace()
-        .map(|h| u16::from_str_radix(h, 16).expect("hex word"))
-        .collect();
+    let words = pysunspec2_mock_words();
     let mut image = RegisterImage::default();
     // Everything up to the end marker at 40136.
     image.set("holding", 40000, &words[..136]);

@@ -5,11 +5,12 @@
 //! while, and the other points are stored.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::support::broker::free_port;
-use crate::support::modbus::{setup, start, status, wait_for, PyServer, RegisterImage, SeenRequest};
+use crate::support::modbus::{
+    pysunspec2_mock_words, setup, start, status, wait_for, PyServer, RegisterImage, SeenRequest,
+};
 use mesura::monitors::modbus::config::{parse_map, preset_names, preset_text, PointConfig};
 use mesura::protocols::modbus::point::{decode_words, encode_words, DataType, Decoded, RegisterKind, WordOrder};
 
@@ -47,20 +48,7 @@ fn sdm630_meter() -> (RegisterImage, u16) {
 /// A SunSpec inverter as the preset expects it: `SunS` and common model 1 (from
 /// the pysunspec2 mock), model 103 at 40070 with every point set, the end marker.
 fn sunspec_meter() -> (RegisterImage, u16) {
-    let fixture: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/modbus/sunspec_register_image_pysunspec2_mock.json"),
-        )
-        .expect("fixture"),
-    )
-    .expect("json");
-    let words: Vec<u16> = fixture["registers_hex"]
-        .as_str()
-        .expect("hex")
-        .split_whitespace()
-        .map(|h| u16::from_str_radix(h, 16).expect("hex word"))
-        .collect();
+    let words = pysunspec2_mock_words();
     let mut image = RegisterImage::default();
     image.set("holding", 40000, &words[..70]);
     // Model 103's body (50 registers): scale factors −1, counts elsewhere.

@@ -37,6 +37,25 @@ pub async fn start(setup: &Setup) -> Daemon {
     Daemon::start(config, mesura::clock::system()).await.expect("start")
 }
 
+/// The registers of pysunspec2's mock SunSpec device (SunS, model 1, model 126,
+/// the end marker), from 40000 (tests/fixtures/modbus).
+pub fn pysunspec2_mock_words() -> Vec<u16> {
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/modbus/sunspec_register_image_pysunspec2_mock.json"),
+        )
+        .expect("fixture"),
+    )
+    .expect("json");
+    fixture["registers_hex"]
+        .as_str()
+        .expect("hex")
+        .split_whitespace()
+        .map(|h| u16::from_str_radix(h, 16).expect("hex word"))
+        .collect()
+}
+
 /// A config with SQLite flushed every second.
 pub fn setup() -> Setup {
     Setup::new("backends:\n  sqlite:\n    flush_interval: 1s\n")
