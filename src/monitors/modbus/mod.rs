@@ -212,13 +212,14 @@ impl ModbusMonitor {
         };
         let now = self.ctx.clock.now();
         for v in spec::inverter(&body) {
+            let (unit, factor) = sunspec::stored_unit(v.point);
             readings.push(Reading {
                 device: self.ctx.id.clone(),
                 device_type: "",
                 metric: Arc::from(v.point.metric),
-                value: Value::Number(v.value),
-                unit: v.point.unit,
-                kind: v.point.metric_kind,
+                value: Value::Number(v.value * factor),
+                unit,
+                kind: sunspec::stored_kind(v.point),
                 timestamp: now,
             });
         }

@@ -6,7 +6,7 @@ use super::transport::{ReadError, Transport};
 use crate::protocols::modbus::plan::Block;
 use crate::protocols::modbus::point::RegisterKind;
 use crate::protocols::modbus::sunspec::{self as spec, Common, Model, Step};
-use crate::reading::MetricSpec;
+use crate::reading::{Kind, MetricSpec, Unit};
 
 /// A chain longer than this is taken for garbage (real devices have a handful).
 const MAX_MODELS: usize = 64;
@@ -115,15 +115,57 @@ pub fn inverter_block(model: &Model) -> Block {
     holding(model.body, model.length.min(spec::INVERTER_BODY))
 }
 
+/// The unit a point is stored in, and the factor from its SunSpec units to it
+/// (energy is kept in kWh like every other meter's; SunSpec counts Wh).
+pub fn stored_unit(point: &spec::SunPoint) -> (Unit, f64) {
+    match point.units {
+        "A" => (Unit::Ampere, 1.0),
+        "V" => (Unit::Volt, 1.0),
+        "W" => (Unit::Watt, 1.0),
+        "Hz" => (Unit::Hertz, 1.0),
+        "VA" => (Unit::VoltAmpere, 1.0),
+        "var" => (Unit::Var, 1.0),
+        "Pct" => (Unit::Percent, 1.0),
+        "Wh" => (Unit::KiloWattHour, 0.001),
+        "C" => (Unit::Celsius, 1.0),
+        _ => (Unit::None, 1.0),
+    }
+}
+
+/// An accumulator (SunSpec's `acc32`) only grows: a counter; the rest are gauges.
+pub fn stored_kind(point: &spec::SunPoint) -> Kind {
+    match point.kind {
+        spec::SunType::Acc32 => Kind::Counter,
+        _ => Kind::Gauge,
+    }
+}
+
 /// What a SunSpec inverter can report.
 pub fn metrics() -> Vec<MetricSpec> {
     spec::INVERTER_POINTS
         .iter()
         .map(|p| MetricSpec {
             name: p.metric,
-            unit: p.unit,
-            kind: p.metric_kind,
+            unit: stored_unit(p).0,
+            kind: stored_kind(p),
             description: p.description,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_inverter_point_has_a_stored_unit() {
+        for p in spec::INVERTER_POINTS {
+            let (unit, _) = stored_unit(p);
+            // Only the operating state (an enum) is unitless.
+            assert_eq!(unit == Unit::None, p.kind == spec::SunType::Enum16, "{}", p.sunspec);
+        }
+        let energy = spec::INVERTER_POINTS.iter().find(|p| p.metric == "energy_ac");
+        let energy = energy.map(|p| (stored_unit(p), stored_kind(p)));
+        assert_eq!(energy, Some(((Unit::KiloWattHour, 0.001), Kind::Counter)));
+    }
 }

@@ -125,11 +125,28 @@ struct Slot {
     unit: Unit,
 }
 
+/// The unit a global register is stored in: the map gives temperatures and plain
+/// integers (states, flags, valve openings without a documented scale).
+fn encoding_unit(encoding: map::Encoding) -> Unit {
+    match encoding {
+        map::Encoding::Temperature => Unit::Celsius,
+        map::Encoding::Integer => Unit::None,
+    }
+}
+
+/// The unit of a zone value: as its encoding, except humidity (an integer percentage).
+fn zone_unit(field: ZoneField) -> Unit {
+    match field {
+        ZoneField::Humidity => Unit::Percent,
+        _ => encoding_unit(field.encoding()),
+    }
+}
+
 /// What a Nea Smart can report (zone metrics shown for zone 1 of base 1).
 pub fn all_metrics() -> Vec<MetricSpec> {
     let mut specs: Vec<MetricSpec> = map::GLOBALS
         .iter()
-        .map(|g| MetricSpec::gauge(g.metric, g.unit, "system value written by the base"))
+        .map(|g| MetricSpec::gauge(g.metric, encoding_unit(g.encoding), "system value written by the base"))
         .collect();
     specs.extend([
         MetricSpec::gauge(
@@ -177,7 +194,7 @@ impl NeasmartMonitor {
                     address: g.address,
                     encoding: g.encoding,
                     metric: Arc::from(format!("{prefix}{}", g.metric)),
-                    unit: g.unit,
+                    unit: encoding_unit(g.encoding),
                 });
             }
             for base in 1..=map::BASES {
@@ -192,7 +209,7 @@ impl NeasmartMonitor {
                             address,
                             encoding: field.encoding(),
                             metric: Arc::from(format!("{prefix}zone_{zone_name}_{}", field.suffix())),
-                            unit: field.unit(),
+                            unit: zone_unit(field),
                         });
                     }
                 }
@@ -322,5 +339,20 @@ impl Monitor for NeasmartMonitor {
 
     fn metrics(&self) -> &[MetricSpec] {
         &self.metrics
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn temperatures_are_celsius_and_humidity_percent() {
+        assert_eq!(zone_unit(ZoneField::Temperature), Unit::Celsius);
+        assert_eq!(zone_unit(ZoneField::Setpoint), Unit::Celsius);
+        assert_eq!(zone_unit(ZoneField::Humidity), Unit::Percent);
+        assert_eq!(zone_unit(ZoneField::State), Unit::None);
+        let outside = map::GLOBALS.iter().find(|g| g.metric == "outside_temperature");
+        assert_eq!(outside.map(|g| encoding_unit(g.encoding)), Some(Unit::Celsius));
     }
 }

@@ -5,7 +5,6 @@
 //! the register bank, this module names and decodes its values.
 
 use super::dpt9;
-use crate::reading::Unit;
 
 /// How a register's value is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +21,6 @@ pub struct Global {
     pub address: u16,
     pub metric: &'static str,
     pub encoding: Encoding,
-    pub unit: Unit,
 }
 
 const fn t(address: u16, metric: &'static str) -> Global {
@@ -30,7 +28,6 @@ const fn t(address: u16, metric: &'static str) -> Global {
         address,
         metric,
         encoding: Encoding::Temperature,
-        unit: Unit::Celsius,
     }
 }
 const fn i(address: u16, metric: &'static str) -> Global {
@@ -38,7 +35,6 @@ const fn i(address: u16, metric: &'static str) -> Global {
         address,
         metric,
         encoding: Encoding::Integer,
-        unit: Unit::None,
     }
 }
 
@@ -120,14 +116,6 @@ impl ZoneField {
             ZoneField::Setpoint => "setpoint",
             ZoneField::Temperature => "temperature",
             ZoneField::Humidity => "humidity",
-        }
-    }
-
-    pub fn unit(self) -> Unit {
-        match self {
-            ZoneField::State => Unit::None,
-            ZoneField::Setpoint | ZoneField::Temperature => Unit::Celsius,
-            ZoneField::Humidity => Unit::Percent,
         }
     }
 

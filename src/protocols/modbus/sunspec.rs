@@ -10,7 +10,6 @@
 //! tests/fixtures/modbus/). Pure: the monitor reads, this module interprets.
 
 use super::point::decode_string;
-use crate::reading::{Kind, Unit};
 
 /// "SunS" as two registers.
 pub const MARKER: [u16; 2] = [0x5375, 0x6E53];
@@ -104,10 +103,10 @@ pub struct SunPoint {
     pub kind: SunType,
     /// Offset of its scale-factor register, if it has one.
     pub sf: Option<u16>,
-    /// Multiplier after scaling, to the stored unit (Wh → kWh).
-    pub factor: f64,
-    pub unit: Unit,
-    pub metric_kind: Kind,
+    /// The point's units as the SunSpec model names them ("A", "V", "W", "Hz",
+    /// "VA", "var", "Pct", "Wh", "C"; empty for an enum). The monitor maps them to
+    /// the stored unit.
+    pub units: &'static str,
     pub description: &'static str,
 }
 
@@ -117,7 +116,7 @@ const fn p(
     offset: u16,
     kind: SunType,
     sf: u16,
-    unit: Unit,
+    units: &'static str,
     description: &'static str,
 ) -> SunPoint {
     SunPoint {
@@ -126,9 +125,7 @@ const fn p(
         offset,
         kind,
         sf: Some(sf),
-        factor: 1.0,
-        unit,
-        metric_kind: Kind::Gauge,
+        units,
         description,
     }
 }
@@ -136,41 +133,17 @@ const fn p(
 use SunType::{Int16, Uint16};
 /// Models 101, 102 and 103 share this layout (offsets in the body).
 pub const INVERTER_POINTS: &[SunPoint] = &[
-    p("A", "current_ac", 0, Uint16, 4, Unit::Ampere, "AC current, all phases"),
-    p(
-        "AphA",
-        "current_ac_l1",
-        1,
-        Uint16,
-        4,
-        Unit::Ampere,
-        "AC current, phase A",
-    ),
-    p(
-        "AphB",
-        "current_ac_l2",
-        2,
-        Uint16,
-        4,
-        Unit::Ampere,
-        "AC current, phase B",
-    ),
-    p(
-        "AphC",
-        "current_ac_l3",
-        3,
-        Uint16,
-        4,
-        Unit::Ampere,
-        "AC current, phase C",
-    ),
+    p("A", "current_ac", 0, Uint16, 4, "A", "AC current, all phases"),
+    p("AphA", "current_ac_l1", 1, Uint16, 4, "A", "AC current, phase A"),
+    p("AphB", "current_ac_l2", 2, Uint16, 4, "A", "AC current, phase B"),
+    p("AphC", "current_ac_l3", 3, Uint16, 4, "A", "AC current, phase C"),
     p(
         "PPVphAB",
         "voltage_l1_l2",
         5,
         Uint16,
         11,
-        Unit::Volt,
+        "V",
         "voltage between phases A and B",
     ),
     p(
@@ -179,7 +152,7 @@ pub const INVERTER_POINTS: &[SunPoint] = &[
         6,
         Uint16,
         11,
-        Unit::Volt,
+        "V",
         "voltage between phases B and C",
     ),
     p(
@@ -188,7 +161,7 @@ pub const INVERTER_POINTS: &[SunPoint] = &[
         7,
         Uint16,
         11,
-        Unit::Volt,
+        "V",
         "voltage between phases C and A",
     ),
     p(
@@ -197,7 +170,7 @@ pub const INVERTER_POINTS: &[SunPoint] = &[
         8,
         Uint16,
         11,
-        Unit::Volt,
+        "V",
         "voltage of phase A to neutral",
     ),
     p(
@@ -206,7 +179,7 @@ pub const INVERTER_POINTS: &[SunPoint] = &[
         9,
         Uint16,
         11,
-        Unit::Volt,
+        "V",
         "voltage of phase B to neutral",
     ),
     p(
@@ -215,43 +188,33 @@ pub const INVERTER_POINTS: &[SunPoint] = &[
         10,
         Uint16,
         11,
-        Unit::Volt,
+        "V",
         "voltage of phase C to neutral",
     ),
-    p("W", "power_ac", 12, Int16, 13, Unit::Watt, "AC power"),
-    p("Hz", "frequency", 14, Uint16, 15, Unit::Hertz, "line frequency"),
-    p(
-        "VA",
-        "apparent_power",
-        16,
-        Int16,
-        17,
-        Unit::VoltAmpere,
-        "AC apparent power",
-    ),
-    p("VAr", "reactive_power", 18, Int16, 19, Unit::Var, "AC reactive power"),
-    p("PF", "power_factor", 20, Int16, 21, Unit::Percent, "power factor"),
+    p("W", "power_ac", 12, Int16, 13, "W", "AC power"),
+    p("Hz", "frequency", 14, Uint16, 15, "Hz", "line frequency"),
+    p("VA", "apparent_power", 16, Int16, 17, "VA", "AC apparent power"),
+    p("VAr", "reactive_power", 18, Int16, 19, "var", "AC reactive power"),
+    p("PF", "power_factor", 20, Int16, 21, "Pct", "power factor"),
     SunPoint {
         sunspec: "WH",
         metric: "energy_ac",
         offset: 22,
         kind: SunType::Acc32,
         sf: Some(24),
-        factor: 0.001,
-        unit: Unit::KiloWattHour,
-        metric_kind: Kind::Counter,
+        units: "Wh",
         description: "AC energy produced",
     },
-    p("DCA", "current_dc", 25, Uint16, 26, Unit::Ampere, "DC current"),
-    p("DCV", "voltage_dc", 27, Uint16, 28, Unit::Volt, "DC voltage"),
-    p("DCW", "power_dc", 29, Int16, 30, Unit::Watt, "DC power"),
+    p("DCA", "current_dc", 25, Uint16, 26, "A", "DC current"),
+    p("DCV", "voltage_dc", 27, Uint16, 28, "V", "DC voltage"),
+    p("DCW", "power_dc", 29, Int16, 30, "W", "DC power"),
     p(
         "TmpCab",
         "temperature_cabinet",
         31,
         Int16,
         35,
-        Unit::Celsius,
+        "C",
         "cabinet temperature",
     ),
     p(
@@ -260,7 +223,7 @@ pub const INVERTER_POINTS: &[SunPoint] = &[
         32,
         Int16,
         35,
-        Unit::Celsius,
+        "C",
         "heat sink temperature",
     ),
     p(
@@ -269,27 +232,17 @@ pub const INVERTER_POINTS: &[SunPoint] = &[
         33,
         Int16,
         35,
-        Unit::Celsius,
+        "C",
         "transformer temperature",
     ),
-    p(
-        "TmpOt",
-        "temperature_other",
-        34,
-        Int16,
-        35,
-        Unit::Celsius,
-        "other temperature",
-    ),
+    p("TmpOt", "temperature_other", 34, Int16, 35, "C", "other temperature"),
     SunPoint {
         sunspec: "St",
         metric: "operating_state",
         offset: 36,
         kind: SunType::Enum16,
         sf: None,
-        factor: 1.0,
-        unit: Unit::None,
-        metric_kind: Kind::Gauge,
+        units: "",
         description:
             "operating state (1 off, 2 sleeping, 3 starting, 4 MPPT, 5 throttled, 6 shutting down, 7 fault, 8 standby)",
     },
@@ -326,7 +279,7 @@ pub fn apply_scale_factor(raw: f64, sf: i32) -> f64 {
     }
 }
 
-/// One inverter value, scaled and in its stored unit.
+/// One inverter value, scaled, in the point's SunSpec units.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Value {
     pub point: &'static SunPoint,
@@ -346,10 +299,7 @@ pub fn inverter(body: &[u16]) -> Vec<Value> {
                 Some(sf) => apply_scale_factor(raw, scale_factor(*body.get(usize::from(sf))?)?),
                 None => raw,
             };
-            Some(Value {
-                point,
-                value: scaled * point.factor,
-            })
+            Some(Value { point, value: scaled })
         })
         .collect()
 }
@@ -399,7 +349,7 @@ mod tests {
         body[14] = 5000; // Hz, sf not implemented → skipped
         body[15] = 0x8000;
         body[16] = 0x8000; // VA not implemented
-        body[22] = 0x0001; // WH = 65536 + 2 Wh, sf 1 → 655.38 kWh
+        body[22] = 0x0001; // WH = 65536 + 2 Wh, sf 1 → 655 380 Wh
         body[23] = 0x0002;
         body[24] = 1;
         body[31] = 0x8000; // TmpCab not implemented
@@ -414,7 +364,7 @@ mod tests {
         assert_eq!(get("power_ac"), Some(-500.0));
         assert_eq!(get("frequency"), None);
         assert_eq!(get("apparent_power"), None);
-        assert!((get("energy_ac").unwrap_or_default() - 655.38).abs() < 1e-9);
+        assert_eq!(get("energy_ac"), Some(655_380.0));
         assert_eq!(get("temperature_cabinet"), None);
         assert_eq!(get("temperature_heatsink"), Some(45.5));
         assert_eq!(get("operating_state"), Some(4.0));
