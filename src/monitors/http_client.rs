@@ -9,6 +9,35 @@ use crate::clock::SharedClock;
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
+/// Why a JSON answer from a cloud service could not be used. The decoders are pure
+/// and return this; the monitor turns it into [`MonitorError::InvalidData`] with the
+/// parser's error kept as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    /// The body does not parse as JSON (an HTML error page, a cut-off body).
+    #[error("the answer is not JSON ({0})")]
+    NotJson(#[source] serde_json::Error),
+    /// Valid JSON, but not the answer asked for: says what is missing.
+    #[error("{0}")]
+    Shape(String),
+}
+
+impl AnswerError {
+    /// The error for `service`, with the JSON error kept as its cause.
+    pub fn into_monitor_error(self, service: &str) -> MonitorError {
+        let error = MonitorError::invalid_data(format!("{service}: {self}"));
+        match self {
+            AnswerError::NotJson(e) => error.caused_by(e),
+            AnswerError::Shape(_) => error,
+        }
+    }
+}
+
+/// Parses a body as JSON.
+pub fn json_answer(body: &[u8]) -> Result<serde_json::Value, AnswerError> {
+    serde_json::from_slice(body).map_err(AnswerError::NotJson)
+}
+
 /// How long to stay away after a rate-limit answer that does not say how long.
 pub const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(15 * 60);
 /// A Retry-After longer than this is taken as this: a server (or a proxy) asking

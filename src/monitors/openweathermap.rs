@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::device_time::{DeviceClock, DeviceTime, Stamps};
-use super::http_client::{self as http, check_url, Suspension};
+use super::http_client::{self as http, check_url, json_answer, AnswerError, Suspension};
 use super::{DeviceType, Monitor, MonitorContext, MonitorError};
 use crate::config::secret::Secret;
 use crate::config::{CommonConfig, DeviceConfig};
@@ -159,14 +159,16 @@ pub struct Observation {
 /// Decodes a `/data/2.5/weather` body. Pure: bytes in, values or an error out.
 /// Every field is optional (the service leaves out gusts, visibility, rain…);
 /// a body without `main` is not a weather answer and is refused.
-pub fn decode_weather(body: &[u8]) -> Result<Observation, String> {
-    let json: Json = serde_json::from_slice(body).map_err(|e| format!("the answer is not JSON ({e})"))?;
+pub fn decode_weather(body: &[u8]) -> Result<Observation, AnswerError> {
+    let json = json_answer(body)?;
     let main =
         json.get("main")
             .filter(|m| m.is_object())
             .ok_or_else(|| match json.get("message").and_then(Json::as_str) {
-                Some(message) => format!("the answer has no weather data; the service says: {message}"),
-                None => "the answer has no `main` block: not a current weather answer".into(),
+                Some(message) => {
+                    AnswerError::Shape(format!("the answer has no weather data; the service says: {message}"))
+                }
+                None => AnswerError::Shape("the answer has no `main` block: not a current weather answer".into()),
             })?;
     let num = |v: Option<&Json>| v.and_then(number);
     let wind = json.get("wind");
@@ -293,7 +295,7 @@ impl OpenWeatherMapMonitor {
                 )))
             }
         }
-        let observation = decode_weather(&body).map_err(|e| MonitorError::invalid_data(format!("{SERVICE}: {e}")))?;
+        let observation = decode_weather(&body).map_err(|e| e.into_monitor_error(SERVICE))?;
         let timestamp = self
             .clock
             .stamp(&observation.observed_at, Stamps::Now, "dt", self.ctx.clock.now());
@@ -422,11 +424,17 @@ mod tests {
 
     #[test]
     fn odd_shapes_are_errors_or_ignored_never_panics() {
-        assert!(decode_weather(b"").is_err());
+        // Not JSON: the parser's error is kept as the cause.
+        let not_json = decode_weather(b"").err().map(|e| e.into_monitor_error(SERVICE));
+        assert!(
+            not_json.as_ref().and_then(std::error::Error::source).is_some(),
+            "{not_json:?}"
+        );
         assert!(decode_weather(b"[]").is_err());
         assert!(decode_weather(b"{\"main\": 3}").is_err());
         let e = decode_weather(br#"{"cod":"404","message":"city not found"}"#)
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("city not found"), "{e}");
         let o = decode_weather(

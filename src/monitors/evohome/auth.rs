@@ -18,7 +18,7 @@ use serde_json::Value as Json;
 use super::api::{self, Answer, SERVICE};
 use crate::clock::SharedClock;
 use crate::config::secret::Secret;
-use crate::monitors::http_client::Suspension;
+use crate::monitors::http_client::{json_answer, AnswerError, Suspension};
 use crate::monitors::MonitorError;
 
 /// The client credentials of the Resideo apps, sent as HTTP Basic auth with every
@@ -56,13 +56,13 @@ impl fmt::Debug for Tokens {
 }
 
 /// A token endpoint answer → tokens. Pure.
-pub fn decode_tokens(body: &[u8], now: DateTime<Utc>, account: u64) -> Result<Tokens, String> {
-    let json: Json = serde_json::from_slice(body).map_err(|e| format!("the token answer is not JSON ({e})"))?;
+pub fn decode_tokens(body: &[u8], now: DateTime<Utc>, account: u64) -> Result<Tokens, AnswerError> {
+    let json = json_answer(body)?;
     let access_token = json
         .get("access_token")
         .and_then(Json::as_str)
         .filter(|t| !t.is_empty())
-        .ok_or("the token answer has no `access_token`")?
+        .ok_or_else(|| AnswerError::Shape("the token answer has no `access_token`".into()))?
         .to_owned();
     let lifetime = match json.get("expires_in") {
         Some(Json::Number(n)) => n.as_i64(),
@@ -217,7 +217,7 @@ impl Auth {
             .map_err(TokenError::Other)?
         {
             Answer::Ok(body) => decode_tokens(&body, now, self.account)
-                .map_err(|e| TokenError::Other(MonitorError::invalid_data(format!("{SERVICE} {what}: {e}")))),
+                .map_err(|e| TokenError::Other(e.into_monitor_error(&format!("{SERVICE} {what}")))),
             Answer::RateLimited { wait, detail } => Err(TokenError::Other(suspension.suspend(SERVICE, wait, &detail))),
             // OAuth says 400 `invalid_grant` for a wrong password or a dead refresh
             // token; some deployments answer 401.

@@ -11,6 +11,7 @@ use std::collections::HashSet;
 
 use serde_json::Value as Json;
 
+use crate::monitors::http_client::{json_answer, AnswerError};
 use crate::reading::Unit;
 
 /// One location of the account, from `/location/installationInfo`.
@@ -69,8 +70,12 @@ pub enum MetricValue {
     Text(String),
 }
 
-fn parse(body: &[u8]) -> Result<Json, String> {
-    serde_json::from_slice(body).map_err(|e| format!("the answer is not JSON ({e})"))
+fn parse(body: &[u8]) -> Result<Json, AnswerError> {
+    json_answer(body)
+}
+
+fn shape(what: &str) -> AnswerError {
+    AnswerError::Shape(what.to_owned())
 }
 
 /// An id, whether the API sends it as a string or a number.
@@ -105,17 +110,17 @@ fn array(v: Option<&Json>) -> &[Json] {
 }
 
 /// `/userAccount` → the user id.
-pub fn decode_user_id(body: &[u8]) -> Result<String, String> {
+pub fn decode_user_id(body: &[u8]) -> Result<String, AnswerError> {
     let json = parse(body)?;
-    id(json.get("userId")).ok_or_else(|| "the user account answer has no `userId`".into())
+    id(json.get("userId")).ok_or_else(|| shape("the user account answer has no `userId`"))
 }
 
 /// `/location/installationInfo` → the account's locations.
-pub fn decode_installation(body: &[u8]) -> Result<Vec<LocationInfo>, String> {
+pub fn decode_installation(body: &[u8]) -> Result<Vec<LocationInfo>, AnswerError> {
     let json = parse(body)?;
     let list = json
         .as_array()
-        .ok_or_else(|| "the installation answer is not a list of locations".to_string())?;
+        .ok_or_else(|| shape("the installation answer is not a list of locations"))?;
     Ok(list
         .iter()
         .filter_map(|loc| {
@@ -149,10 +154,10 @@ pub fn decode_installation(body: &[u8]) -> Result<Vec<LocationInfo>, String> {
 }
 
 /// `/location/{id}/status` → zones, hot water, system mode and faults.
-pub fn decode_status(body: &[u8]) -> Result<LocationStatus, String> {
+pub fn decode_status(body: &[u8]) -> Result<LocationStatus, AnswerError> {
     let json = parse(body)?;
     if !json.is_object() {
-        return Err("the location status answer is not an object".into());
+        return Err(shape("the location status answer is not an object"));
     }
     let mut status = LocationStatus::default();
     let faults = |v: Option<&Json>, source: &str, out: &mut Vec<Fault>| {

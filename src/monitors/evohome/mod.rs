@@ -318,16 +318,14 @@ impl EvohomeMonitor {
             Some(id) => id.clone(),
             None => {
                 let body = self.get("userAccount", "user account").await?;
-                let id =
-                    decode::decode_user_id(&body).map_err(|e| MonitorError::invalid_data(format!("{SERVICE}: {e}")))?;
+                let id = decode::decode_user_id(&body).map_err(|e| e.into_monitor_error(SERVICE))?;
                 self.user_id = Some(id.clone());
                 id
             }
         };
         let path = format!("location/installationInfo?userId={user_id}&includeTemperatureControlSystems=True");
         let body = self.get(&path, "installation").await?;
-        let locations =
-            decode::decode_installation(&body).map_err(|e| MonitorError::invalid_data(format!("{SERVICE}: {e}")))?;
+        let locations = decode::decode_installation(&body).map_err(|e| e.into_monitor_error(SERVICE))?;
         let chosen = select_location(&locations, self.config.location.as_ref()).map_err(MonitorError::config)?;
         if self.location.as_ref().is_none_or(|(l, _)| l.id != chosen.id) {
             tracing::info!(
@@ -348,7 +346,7 @@ impl EvohomeMonitor {
         let location = self.location().await?;
         let path = format!("location/{}/status?includeTemperatureControlSystems=True", location.id);
         let body = self.get(&path, "location status").await?;
-        let status = decode::decode_status(&body).map_err(|e| MonitorError::invalid_data(format!("{SERVICE}: {e}")))?;
+        let status = decode::decode_status(&body).map_err(|e| e.into_monitor_error(SERVICE))?;
         self.log_faults(&status.faults);
         if status.systems == 0 && !self.warned_empty {
             self.warned_empty = true;

@@ -49,18 +49,20 @@ fn slugs() {
 #[test]
 fn user_accounts() {
     assert_eq!(
-        decode_user_id(&fixture("user_account_nl_2276512.json")),
-        Ok("2276512".into())
+        decode_user_id(&fixture("user_account_nl_2276512.json")).ok(),
+        Some("2276512".into())
     );
     assert_eq!(
-        decode_user_id(&fixture("user_account_uk_4000011.json")).map(|s| s.is_empty()),
-        Ok(false)
+        decode_user_id(&fixture("user_account_uk_4000011.json"))
+            .map(|s| s.is_empty())
+            .ok(),
+        Some(false)
     );
     assert_eq!(
-        decode_user_id(&fixture("user_account_empty_install.json")),
-        Ok("4000001".into())
+        decode_user_id(&fixture("user_account_empty_install.json")).ok(),
+        Some("4000001".into())
     );
-    assert_eq!(decode_user_id(br#"{"userId": 42}"#), Ok("42".into()));
+    assert_eq!(decode_user_id(br#"{"userId": 42}"#).ok(), Some("42".into()));
     assert!(decode_user_id(b"{}").is_err());
     assert!(decode_user_id(b"not json").is_err());
 }
@@ -98,7 +100,7 @@ fn installations() {
         "111111"
     );
     assert!(decode_installation(b"{}").is_err());
-    assert_eq!(decode_installation(br#"[{"gateways": []}, 3]"#), Ok(vec![]));
+    assert_eq!(decode_installation(br#"[{"gateways": []}, 3]"#).ok(), Some(vec![]));
 }
 
 #[test]
@@ -248,7 +250,7 @@ fn locations_without_a_system_have_no_metrics() {
 fn odd_answers_never_panic_and_keep_what_they_can() {
     assert!(decode_status(b"").is_err());
     assert!(decode_status(b"[]").is_err());
-    assert_eq!(decode_status(b"{}").map(|s| s.systems), Ok(0));
+    assert_eq!(decode_status(b"{}").map(|s| s.systems).ok(), Some(0));
     let body = br#"{"gateways":[{"temperatureControlSystems":[{"zones":[
         {"zoneId": 1, "name": "Hall", "temperatureStatus": {"temperature": "19.5"}, "setpointStatus": {"setpointMode": "VacationHold", "targetHeatTemperature": null}},
         {"zoneId": "2", "name": "hall", "temperatureStatus": {"temperature": 20, "isAvailable": true}},
