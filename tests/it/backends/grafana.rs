@@ -402,7 +402,8 @@ fn combinations(conn: &Connection, variables: &[Variable]) -> Result<Vec<BTreeMa
     for v in variables {
         let mut next = Vec::new();
         for chosen in &combos {
-            let (_, rows) = run(conn, &substitute(&v.sql, 0, 0, chosen)).map_err(|e| format!("variable {}: {e}", v.name))?;
+            let (_, rows) =
+                run(conn, &substitute(&v.sql, 0, 0, chosen)).map_err(|e| format!("variable {}: {e}", v.name))?;
             let mut values: Vec<String> = rows
                 .iter()
                 .filter_map(|r| match &r[0] {
@@ -447,17 +448,19 @@ fn every_query_runs(db: &Path, to: i64) -> Result<Vec<BTreeMap<String, String>>,
 
 #[test]
 fn every_dashboard_query_runs_from_minute_one_on_a_fresh_data_dir() {
-    let setup = Setup::new(
-        "backends:\n  sqlite:\n    flush_interval: 1s\napi:\n  enabled: false\nwatch:\n  debounce: 200ms\n",
-    );
+    let setup =
+        Setup::new("backends:\n  sqlite:\n    flush_interval: 1s\napi:\n  enabled: false\nwatch:\n  debounce: 200ms\n");
     // The example devices as shipped; the simulated electricity meter is a
     // single-phase one (no power_delivered_l1 … l3).
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.d");
     for entry in std::fs::read_dir(&examples).expect("config.d") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            std::fs::copy(&path, setup.dir.path().join("config.d").join(path.file_name().expect("name")))
-                .expect("copy an example device");
+            std::fs::copy(
+                &path,
+                setup.dir.path().join("config.d").join(path.file_name().expect("name")),
+            )
+            .expect("copy an example device");
         }
     }
     let db = setup.db_path();
@@ -467,13 +470,15 @@ fn every_dashboard_query_runs_from_minute_one_on_a_fresh_data_dir() {
     crate::support::wait_until(Duration::from_secs(10), "the first readings", || {
         crate::support::sqlite_rows(&db, "electricity") > 0
     });
-    setup.device(
-        "garage",
-        "type: simulated\nprofile: electricity\npoll_interval: 1s\n",
-    );
+    setup.device("garage", "type: simulated\nprofile: electricity\npoll_interval: 1s\n");
 
     let deadline = started + Duration::from_secs(10);
-    let wanted = [("device", "electricity"), ("device", "garage"), ("gas", "gas"), ("room", "living_room")];
+    let wanted = [
+        ("device", "electricity"),
+        ("device", "garage"),
+        ("gas", "gas"),
+        ("room", "living_room"),
+    ];
     let last = loop {
         let to = Utc::now().timestamp() + 60;
         let outcome = every_query_runs(&db, to).and_then(|seen| {
@@ -495,5 +500,23 @@ fn every_dashboard_query_runs_from_minute_one_on_a_fresh_data_dir() {
     daemon.stop();
     if let Some(error) = last {
         panic!("10 s after the start, a dashboard query still fails: {error}\nthe log ends:\n{log}");
+    }
+
+    // The single-phase meters' per-phase panel: no data, not an error.
+    let (_, energy) = dashboards()
+        .into_iter()
+        .find(|(f, _)| f.ends_with("energy.json"))
+        .expect("energy.json");
+    let (_, queries) = extract("energy.json", &energy);
+    let per_phase = queries
+        .iter()
+        .find(|q| q.title == "Power per phase")
+        .expect("the per-phase panel");
+    let conn = Connection::open(&db).expect("db");
+    let to = Utc::now().timestamp() + 60;
+    for device in ["electricity", "garage"] {
+        let vars = BTreeMap::from([("device".to_owned(), device.to_owned())]);
+        let (_, rows) = run(&conn, &substitute(&per_phase.sql, to - 3600, to, &vars)).expect("per-phase query");
+        assert!(rows.is_empty(), "{device}: {rows:?}");
     }
 }
