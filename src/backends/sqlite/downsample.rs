@@ -10,9 +10,10 @@
 //!
 //! Work is cut into one-hour slices (12 windows), each aggregated and deleted in its
 //! own `BEGIN IMMEDIATE` transaction: the SQLite backend's writer waits at most one
-//! slice (milliseconds), never the whole backlog. The aggregate tables are created
-//! for every catalogued device at each run, even before anything is old enough, so
-//! dashboards that read them never meet a missing table.
+//! slice (milliseconds), never the whole backlog. The writer creates the aggregate
+//! tables and columns with the raw ones (see `schema::prepare_aggregate_table`);
+//! each run completes them for every catalogued device too, for databases written
+//! before the writer did.
 //!
 //! The `metrics` catalogue decides which tables are device tables: aggregate tables
 //! are not in it, so they are never aggregated again.
@@ -26,7 +27,9 @@ use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::sqlite::schema::{open_existing, quote};
+use crate::backends::sqlite::schema::{
+    aggregate_table, catalogue, open_existing, prepare_aggregate_table, quote, Aggregate,
+};
 use crate::clock::SharedClock;
 
 /// The aggregation window.
@@ -34,7 +37,7 @@ pub const WINDOW: i64 = 300;
 /// One transaction covers at most this much raw time.
 const SLICE: i64 = 3600;
 /// The suffix of aggregate tables (device ids ending in it are reserved).
-pub const SUFFIX: &str = "_5m";
+pub use crate::backends::sqlite::schema::AGGREGATE_SUFFIX as SUFFIX;
 
 /// `retention` in config.yaml.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -118,15 +121,6 @@ pub struct Report {
     pub expired: BTreeMap<String, u64>,
 }
 
-/// How a column is aggregated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Agg {
-    /// mean, min, max
-    Gauge,
-    /// the last value of the window
-    Last,
-}
-
 /// One run: aggregates and deletes raw rows older than `raw`, expires old
 /// aggregates. `Ok(None)` when there is no database yet (never creates it).
 pub fn run_once(
@@ -153,8 +147,10 @@ pub fn run_once(
         if !table_exists(&conn, &device).map_err(sql)? {
             continue;
         }
-        let agg_table = format!("{device}{SUFFIX}");
-        prepare_table(&conn, &agg_table, &columns).map_err(sql)?;
+        let agg_table = aggregate_table(&device);
+        // Under the write lock: the backend's writer adds aggregate columns too,
+        // and one it adds between our look and our ALTER would fail ours.
+        immediate(&conn, || prepare_aggregate_table(&conn, &device, &columns)).map_err(sql)?;
         while !cancel.is_cancelled() {
             let oldest: Option<i64> = conn
                 .query_row(
@@ -192,42 +188,6 @@ pub fn run_once(
     Ok(Some(report))
 }
 
-/// Devices and their columns from the `metrics` catalogue, with how each column is
-/// aggregated (counters and text: last; other gauges: mean/min/max).
-fn catalogue(conn: &Connection) -> rusqlite::Result<BTreeMap<String, Vec<(String, Agg)>>> {
-    let has_metrics: bool = conn
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'metrics'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .map(|n| n > 0)?;
-    let mut devices: BTreeMap<String, Vec<(String, Agg)>> = BTreeMap::new();
-    if !has_metrics {
-        return Ok(devices);
-    }
-    let rows: Vec<(String, String, String)> = conn
-        .prepare("SELECT device, metric, kind FROM metrics ORDER BY device, metric")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    for (device, metric, kind) in rows {
-        let declared: Option<String> = conn
-            .prepare(&format!("PRAGMA table_info({})", quote(&device)))?
-            .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
-            .filter_map(Result::ok)
-            .find(|(name, _)| *name == metric)
-            .map(|(_, t)| t);
-        let Some(declared) = declared else { continue };
-        let agg = if kind == "counter" || declared.eq_ignore_ascii_case("TEXT") {
-            Agg::Last
-        } else {
-            Agg::Gauge
-        };
-        devices.entry(device).or_default().push((metric, agg));
-    }
-    Ok(devices)
-}
-
 fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
     conn.query_row(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
@@ -238,48 +198,13 @@ fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
     .map(|r| r.is_some())
 }
 
-/// The aggregate columns of one raw column.
-fn agg_columns(metric: &str, agg: Agg) -> Vec<String> {
-    match agg {
-        Agg::Gauge => vec![
-            format!("{metric}_mean"),
-            format!("{metric}_min"),
-            format!("{metric}_max"),
-        ],
-        Agg::Last => vec![metric.to_owned()],
-    }
-}
-
-/// Creates `<device>_5m` and any column it lacks.
-fn prepare_table(conn: &Connection, table: &str, columns: &[(String, Agg)]) -> rusqlite::Result<()> {
-    conn.execute_batch(&format!(
-        "CREATE TABLE IF NOT EXISTS {} (ts INTEGER PRIMARY KEY NOT NULL, samples INTEGER NOT NULL);",
-        quote(table)
-    ))?;
-    let existing: Vec<String> = conn
-        .prepare(&format!("PRAGMA table_info({})", quote(table)))?
-        .query_map([], |r| r.get::<_, String>(1))?
-        .collect::<Result<_, _>>()?;
-    for (metric, agg) in columns {
-        for col in agg_columns(metric, *agg) {
-            if !existing.contains(&col) {
-                // No declared type for last-value columns: they hold REAL or TEXT as
-                // the raw column does.
-                let ty = if *agg == Agg::Gauge { " REAL" } else { "" };
-                conn.execute_batch(&format!("ALTER TABLE {} ADD COLUMN {}{ty};", quote(table), quote(&col)))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Aggregates `[start, end)` of `device` into `agg_table` and deletes those raw rows,
 /// in one transaction. Returns (raw rows, windows).
 fn slice(
     conn: &Connection,
     device: &str,
     agg_table: &str,
-    columns: &[(String, Agg)],
+    columns: &[(String, Aggregate)],
     start: i64,
     end: i64,
 ) -> rusqlite::Result<(u64, u64)> {
@@ -290,7 +215,7 @@ fn slice(
     for (metric, agg) in columns {
         let m = quote(metric);
         match agg {
-            Agg::Gauge => {
+            Aggregate::Gauge => {
                 let [mean, min, max] = [
                     quote(&format!("{metric}_mean")),
                     quote(&format!("{metric}_min")),
@@ -314,7 +239,7 @@ fn slice(
                 ));
                 names.extend([mean, min, max]);
             }
-            Agg::Last => {
+            Aggregate::Last => {
                 selects.push(format!(
                     "(SELECT {m} FROM {raw} AS r WHERE r.ts >= (g.ts / {WINDOW}) * {WINDOW} AND r.ts < (g.ts / {WINDOW}) * {WINDOW} + {WINDOW} AND r.ts < ?2 AND {m} IS NOT NULL ORDER BY r.ts DESC LIMIT 1)"
                 ));
@@ -332,15 +257,19 @@ fn slice(
         selects.join(", "),
         merges.join(", ")
     );
-    // IMMEDIATE takes the write lock at the start: no upgrade from a read lock that
-    // could fail with SQLITE_BUSY half-way.
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = (|| {
+    immediate(conn, || {
         let windows = conn.execute(&insert, [start, end])? as u64;
         let rows = conn.execute(&format!("DELETE FROM {raw} WHERE ts >= ?1 AND ts < ?2"), [start, end])? as u64;
         Ok((rows, windows))
-    })();
-    match result {
+    })
+}
+
+/// Runs `work` in a transaction that takes the write lock at its start (`BEGIN
+/// IMMEDIATE`): no upgrade from a read lock that could fail with SQLITE_BUSY
+/// half-way.
+fn immediate<T>(conn: &Connection, work: impl FnOnce() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    match work() {
         Ok(done) => {
             conn.execute_batch("COMMIT")?;
             Ok(done)

@@ -1,6 +1,7 @@
 //! SQLite: one table per device, a `ts` column (unix seconds, UTC) and one column
 //! per metric, added as metrics appear; a `metrics` table records each column's
-//! unit and kind. Grafana's SQLite plugin reads it as it is:
+//! unit and kind; `<device>_5m`, the 5-minute aggregates the downsampler fills, is
+//! created and widened with it. Grafana's SQLite plugin reads it as it is:
 //! `SELECT ts AS time, power_delivered FROM "p1" WHERE ts >= $__unixEpochFrom()`.
 //!
 //! `ts` is the table's INTEGER PRIMARY KEY: one row per device per second. Readings
@@ -25,7 +26,7 @@ pub mod schema;
 
 use super::{blocking, Backend, BackendError, BackendType, BatchPolicy};
 use crate::reading::{Reading, Value};
-use schema::quote;
+use schema::{quote, Aggregate};
 
 /// `backends.sqlite`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -219,7 +220,27 @@ impl Store {
             newest_ts: HashMap::new(),
         };
         store.load_schema()?;
+        if let Err(e) = store.complete_aggregate_tables() {
+            tracing::warn!(
+                error = %e,
+                "cannot create the missing 5-minute aggregate tables; dashboards may fail on them \
+                 until the downsampler's next run"
+            );
+        }
         Ok(store)
+    }
+
+    /// Gives every device table its `<device>_5m` with all its columns: databases
+    /// written before the writer created them, or with retention off, have none. The
+    /// backend still opens if this fails (a full disk): only long ranges suffer.
+    fn complete_aggregate_tables(&mut self) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        for (device, columns) in schema::catalogue(&tx)? {
+            if self.columns.contains_key(&device) {
+                schema::prepare_aggregate_table(&tx, &device, &columns)?;
+            }
+        }
+        tx.commit()
     }
 
     fn load_schema(&mut self) -> Result<(), BackendError> {
@@ -281,11 +302,13 @@ impl Store {
                         "CREATE TABLE IF NOT EXISTS {table} (ts INTEGER PRIMARY KEY NOT NULL);"
                     ))
                     .map_err(classify)?;
+                    schema::prepare_aggregate_table(&tx, device, &[]).map_err(classify)?;
                     self.columns
                         .entry((*device).to_owned())
                         .or_insert_with(|| HashSet::from(["ts".to_owned()]))
                 }
             };
+            let mut new_columns: Vec<(String, Aggregate)> = Vec::new();
             for r in readings {
                 if !known.contains(&*r.metric) {
                     let sql_type = if matches!(r.value, Value::Text(_)) {
@@ -305,7 +328,11 @@ impl Store {
                     )
                     .map_err(classify)?;
                     known.insert(r.metric.to_string());
+                    new_columns.push((r.metric.to_string(), Aggregate::of(r.kind.as_str(), sql_type)));
                 }
+            }
+            if !new_columns.is_empty() {
+                schema::prepare_aggregate_table(&tx, device, &new_columns).map_err(classify)?;
             }
             // Later readings of a metric in the same second win.
             let mut cols: Vec<&str> = Vec::with_capacity(readings.len());

@@ -3,6 +3,7 @@
 //! API that reads it. One table per device (`ts` + one column per metric), the
 //! `metrics` catalogue of units and kinds, and `<device>_5m` aggregates.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -54,3 +55,118 @@ pub fn prepare_writer(conn: &Connection) -> rusqlite::Result<()> {
         ) WITHOUT ROWID;",
     )
 }
+
+/// The suffix of aggregate tables (device ids ending in it are reserved).
+pub const AGGREGATE_SUFFIX: &str = "_5m";
+
+/// The aggregate table of a device table.
+pub fn aggregate_table(device: &str) -> String {
+    format!("{device}{AGGREGATE_SUFFIX}")
+}
+
+/// How a raw column is kept in `<device>_5m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// `x_mean`, `x_min`, `x_max`
+    Gauge,
+    /// `x`: the last value of the window
+    Last,
+}
+
+impl Aggregate {
+    /// Counters keep their last value, so differences between rows still give the
+    /// energy used; text cannot be averaged. Every other column is a gauge.
+    pub fn of(kind: &str, declared_type: &str) -> Aggregate {
+        if kind == "counter" || declared_type.eq_ignore_ascii_case("TEXT") {
+            Aggregate::Last
+        } else {
+            Aggregate::Gauge
+        }
+    }
+
+    /// The aggregate columns of raw column `metric`.
+    pub fn columns(self, metric: &str) -> Vec<String> {
+        match self {
+            Aggregate::Gauge => vec![
+                format!("{metric}_mean"),
+                format!("{metric}_min"),
+                format!("{metric}_max"),
+            ],
+            Aggregate::Last => vec![metric.to_owned()],
+        }
+    }
+}
+
+/// Creates `<device>_5m` and any aggregate column of `columns` it lacks. The
+/// writer calls it as it creates a device table or adds a column, so dashboards
+/// that read the aggregates never meet a missing table or column; the downsampler
+/// calls it before each run, for databases written before that. Either may have
+/// created the table: the layout is the same.
+pub fn prepare_aggregate_table(
+    conn: &Connection,
+    device: &str,
+    columns: &[(String, Aggregate)],
+) -> rusqlite::Result<()> {
+    let table = quote(&aggregate_table(device));
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {table} (ts INTEGER PRIMARY KEY NOT NULL, samples INTEGER NOT NULL);"
+    ))?;
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let existing: HashSet<String> = conn
+        .prepare(&format!("PRAGMA table_info({table})"))?
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<Result<_, _>>()?;
+    for (metric, aggregate) in columns {
+        for column in aggregate.columns(metric) {
+            if !existing.contains(&column) {
+                // No declared type for last-value columns: they hold REAL or TEXT as
+                // the raw column does.
+                let ty = if *aggregate == Aggregate::Gauge { " REAL" } else { "" };
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {}{ty};", quote(&column)))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Device tables and how each column is aggregated, from the `metrics` catalogue
+/// (aggregate tables are not in it) and each table's declared column types. A
+/// catalogued column or table that does not exist is left out.
+pub fn catalogue(conn: &Connection) -> rusqlite::Result<BTreeMap<String, Vec<(String, Aggregate)>>> {
+    let has_metrics: bool = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'metrics'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)?;
+    let mut devices: BTreeMap<String, Vec<(String, Aggregate)>> = BTreeMap::new();
+    if !has_metrics {
+        return Ok(devices);
+    }
+    let rows: Vec<(String, String, String)> = conn
+        .prepare("SELECT device, metric, kind FROM metrics ORDER BY device, metric")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut declared: HashMap<String, HashMap<String, String>> = HashMap::new();
+    for (device, metric, kind) in rows {
+        if !declared.contains_key(&device) {
+            let types: HashMap<String, String> = conn
+                .prepare(&format!("PRAGMA table_info({})", quote(&device)))?
+                .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
+                .collect::<Result<_, _>>()?;
+            declared.insert(device.clone(), types);
+        }
+        let Some(ty) = declared.get(&device).and_then(|types| types.get(&metric)) else {
+            continue;
+        };
+        let aggregate = Aggregate::of(&kind, ty);
+        devices.entry(device).or_default().push((metric, aggregate));
+    }
+    Ok(devices)
+}
+
+#[cfg(test)]
+mod tests;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::reliability::Mesura;
 use crate::support::{no_env, Setup};
 use chrono::{DateTime, Utc};
 use mesura::backends::sqlite::Store;
@@ -391,4 +392,131 @@ async fn every_dashboard_query_returns_time_series() {
     let samples = SYNTH_DAYS * DAY / SYNTH_STEP;
     let heat = sums["Heat per day/heat"];
     assert_eq!(heat, (samples - 2) as f64, "sum of positive steps across the reset");
+}
+
+/// Every combination of the variables' values, each variable's query run with the
+/// earlier ones substituted; a variable with no values is Grafana's "None", an
+/// empty string.
+fn combinations(conn: &Connection, variables: &[Variable]) -> Result<Vec<BTreeMap<String, String>>, String> {
+    let mut combos = vec![BTreeMap::new()];
+    for v in variables {
+        let mut next = Vec::new();
+        for chosen in &combos {
+            let (_, rows) =
+                run(conn, &substitute(&v.sql, 0, 0, chosen)).map_err(|e| format!("variable {}: {e}", v.name))?;
+            let mut values: Vec<String> = rows
+                .iter()
+                .filter_map(|r| match &r[0] {
+                    rusqlite::types::Value::Text(t) => Some(t.clone()),
+                    _ => None,
+                })
+                .collect();
+            if values.is_empty() {
+                values.push(String::new());
+            }
+            for value in values {
+                let mut chosen = chosen.clone();
+                chosen.insert(v.name.clone(), value);
+                next.push(chosen);
+            }
+        }
+        combos = next;
+    }
+    Ok(combos)
+}
+
+/// Runs every variable and panel query of every dashboard for every combination of
+/// variable values; the first error, or the combinations seen.
+fn every_query_runs(db: &Path, to: i64) -> Result<Vec<BTreeMap<String, String>>, String> {
+    let conn = Connection::open(db).map_err(|e| e.to_string())?;
+    let mut seen = Vec::new();
+    for (file, json) in dashboards() {
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let (variables, queries) = extract(&name, &json);
+        for chosen in combinations(&conn, &variables).map_err(|e| format!("{name}: {e}"))? {
+            for q in &queries {
+                for (range, from) in [("3 hours", to - 3 * 3600), ("400 days", to - 400 * DAY)] {
+                    run(&conn, &substitute(&q.sql, from, to, &chosen))
+                        .map_err(|e| format!("{name}: {:?} ({range}, {chosen:?}): {e}", q.title))?;
+                }
+            }
+            seen.push(chosen);
+        }
+    }
+    Ok(seen)
+}
+
+#[test]
+fn every_dashboard_query_runs_from_minute_one_on_a_fresh_data_dir() {
+    let setup =
+        Setup::new("backends:\n  sqlite:\n    flush_interval: 1s\napi:\n  enabled: false\nwatch:\n  debounce: 200ms\n");
+    // The example devices as shipped; the simulated electricity meter is a
+    // single-phase one (no power_delivered_l1 … l3).
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.d");
+    for entry in std::fs::read_dir(&examples).expect("config.d") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            std::fs::copy(
+                &path,
+                setup.dir.path().join("config.d").join(path.file_name().expect("name")),
+            )
+            .expect("copy an example device");
+        }
+    }
+    let db = setup.db_path();
+    assert!(!db.exists());
+    let started = std::time::Instant::now();
+    let daemon = Mesura::spawn(&setup.config_path(), &setup.dir.path().join("mesura.log"));
+    crate::support::wait_until(Duration::from_secs(10), "the first readings", || {
+        crate::support::sqlite_rows(&db, "electricity") > 0
+    });
+    setup.device("garage", "type: simulated\nprofile: electricity\npoll_interval: 1s\n");
+
+    let deadline = started + Duration::from_secs(10);
+    let wanted = [
+        ("device", "electricity"),
+        ("device", "garage"),
+        ("gas", "gas"),
+        ("room", "living_room"),
+    ];
+    let last = loop {
+        let to = Utc::now().timestamp() + 60;
+        let outcome = every_query_runs(&db, to).and_then(|seen| {
+            match wanted
+                .iter()
+                .find(|(var, value)| !seen.iter().any(|c| c.get(*var).is_some_and(|v| v == value)))
+            {
+                Some(missing) => Err(format!("no dashboard shows {missing:?} yet")),
+                None => Ok(()),
+            }
+        });
+        match outcome {
+            Ok(()) => break None,
+            Err(e) if std::time::Instant::now() > deadline => break Some(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    let log = daemon.log_tail(40);
+    daemon.stop();
+    if let Some(error) = last {
+        panic!("10 s after the start, a dashboard query still fails: {error}\nthe log ends:\n{log}");
+    }
+
+    // The single-phase meters' per-phase panel: no data, not an error.
+    let (_, energy) = dashboards()
+        .into_iter()
+        .find(|(f, _)| f.ends_with("energy.json"))
+        .expect("energy.json");
+    let (_, queries) = extract("energy.json", &energy);
+    let per_phase = queries
+        .iter()
+        .find(|q| q.title == "Power per phase")
+        .expect("the per-phase panel");
+    let conn = Connection::open(&db).expect("db");
+    let to = Utc::now().timestamp() + 60;
+    for device in ["electricity", "garage"] {
+        let vars = BTreeMap::from([("device".to_owned(), device.to_owned())]);
+        let (_, rows) = run(&conn, &substitute(&per_phase.sql, to - 3600, to, &vars)).expect("per-phase query");
+        assert!(rows.is_empty(), "{device}: {rows:?}");
+    }
 }
