@@ -183,7 +183,7 @@ async fn an_uplink_answering_500_is_unhealthy_then_503_then_healthy_again() {
     show("uplink answering 500", &json);
     let (_, metrics) = get(addr, "/metrics").await;
     assert!(metrics.contains("mesura_backend_up{backend=\"uplink\"} 0"), "{metrics}");
-    assert!(server.requests().len() >= 3, "retried meanwhile");
+    crate::support::uplink::until(LIMIT, "three attempts", || server.requests().len() >= 3).await;
 
     answer.store(204, Ordering::SeqCst);
     let (code, json) = health_until(addr, "uplink delivering again", |_, j| {
