@@ -321,14 +321,14 @@ mod tests {
             log.attempt();
             log.failed(&auth, Duration::from_secs(2), false);
         }
-        let errors = captured.lines(" ERROR ");
+        let errors = captured.lines("ERROR mesura");
         assert_eq!(errors.len(), 1, "{errors:#?}");
         assert!(errors[0].contains("username or password refused"), "{}", errors[0]);
         assert_eq!(captured.lines(" WARN ").len(), 1);
         log.connected(Some(Duration::from_secs(21)));
         log.attempt();
         log.failed(&auth, Duration::from_secs(1), true);
-        assert_eq!(captured.lines(" ERROR ").len(), 2, "a new outage is said again");
+        assert_eq!(captured.lines("ERROR mesura").len(), 2, "a new outage is said again");
     }
 
     #[test]
