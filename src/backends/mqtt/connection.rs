@@ -167,7 +167,7 @@ impl ConnectLog {
                 broker = %self.broker,
                 reason = %reason(e),
                 retry_in = %retry_in,
-                "cannot connect to the broker: username or password refused; readings wait in the outbox"
+                "cannot connect to the broker: login refused; readings wait in the outbox"
             );
             return;
         }

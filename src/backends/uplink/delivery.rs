@@ -118,6 +118,21 @@ pub(super) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Durat
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
+/// An error with its causes: reqwest's own words ("error sending request") do not
+/// say whether the server refused the connection, timed out or failed TLS.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.ends_with(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Cuts `text` to at most `limit` bytes on a character boundary.
 fn truncate(text: &str, limit: usize) -> String {
     if text.len() <= limit {
@@ -311,7 +326,7 @@ impl Delivery {
             Err(e) => {
                 return Outcome::Retry {
                     after: None,
-                    why: e.without_url().to_string(),
+                    why: with_causes(&e.without_url()),
                 }
             }
         };

@@ -136,6 +136,7 @@ async fn a_refused_mqtt_login_shows_in_health_and_is_logged_once_at_error() {
         .collect();
     assert_eq!(said.len(), 1, "once, not per retry: {said:#?}");
     assert!(said[0].contains("ERROR"), "{}", said[0]);
+    println!("--- log\n{}", said[0]);
 
     let (_, metrics) = get(addr, "/metrics").await;
     assert!(metrics.contains("mesura_backend_up{backend=\"mqtt\"} 0"), "{metrics}");
@@ -202,6 +203,7 @@ async fn an_uplink_answering_500_is_unhealthy_then_503_then_healthy_again() {
         .collect();
     assert_eq!(said.len(), 1, "once per outage, not per retry: {said:#?}");
     assert!(said[0].contains("WARN"), "{}", said[0]);
+    println!("--- log\n{}", said[0]);
     daemon.shutdown().await;
 }
 

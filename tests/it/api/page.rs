@@ -184,6 +184,8 @@ fn the_page_shows_a_broken_device_file_and_a_failing_backend() {
     wait_until(Duration::from_secs(20), "the broken file in /health", || {
         http_get(port, "/health").contains("running the previous settings")
     });
+    // For docs/troubleshooting.md (`--nocapture`).
+    println!("--- unreachable uplink\n{}", http_get(port, "/health"));
 
     let dom = render(
         &format!("http://127.0.0.1:{port}/"),
