@@ -34,7 +34,12 @@ impl Verdict {
 }
 
 /// One backend's entry in /health.
-pub(super) fn backend(stats: &BackendStats, held: OutboxState, now: DateTime<Utc>, grace: Duration) -> (Value, Verdict) {
+pub(super) fn backend(
+    stats: &BackendStats,
+    held: OutboxState,
+    now: DateTime<Utc>,
+    grace: Duration,
+) -> (Value, Verdict) {
     let health = stats.health();
     let verdict = Verdict::of(&health, grace);
     let entry = json!({
@@ -63,7 +68,11 @@ pub(super) fn backend_metrics(
         "1 while the backend writes and delivers, 0 while it fails (see /health for why).",
     );
     for (name, h) in &health {
-        f.sample("mesura_backend_up", &[("backend", name)], f64::from(u8::from(h.healthy())));
+        f.sample(
+            "mesura_backend_up",
+            &[("backend", name)],
+            f64::from(u8::from(h.healthy())),
+        );
     }
     f.header(
         "mesura_backend_failing_seconds",
@@ -91,7 +100,11 @@ pub(super) fn config_error_metrics<'a>(
     let mut devices: BTreeMap<&str, bool> = running.map(|id| (id, false)).collect();
     devices.extend(errors.keys().map(|id| (id.as_str(), true)));
     for (id, broken) in devices {
-        f.sample("mesura_device_config_error", &[("device", id)], f64::from(u8::from(broken)));
+        f.sample(
+            "mesura_device_config_error",
+            &[("device", id)],
+            f64::from(u8::from(broken)),
+        );
     }
 }
 

@@ -128,11 +128,7 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
             );
         }
     }
-    super::health::config_error_metrics(
-        &mut f,
-        devices.keys().map(|id| &**id),
-        &state.status.config_errors(),
-    );
+    super::health::config_error_metrics(&mut f, devices.keys().map(|id| &**id), &state.status.config_errors());
     f.each(
         ("mesura_device_consecutive_errors", "gauge", "Failed reads in a row."),
         "device",

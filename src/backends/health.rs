@@ -136,7 +136,11 @@ mod tests {
         assert_eq!(both.last_error.as_deref(), Some("refused"));
         writes.failed("disk full");
         let both = writes.snapshot().with(delivery.snapshot());
-        assert_eq!(both.failing_for, Some(Duration::from_secs(5)), "since the earlier start");
+        assert_eq!(
+            both.failing_for,
+            Some(Duration::from_secs(5)),
+            "since the earlier start"
+        );
         assert_eq!(both.last_error.as_deref(), Some("refused"));
         delivery.delivered();
         let both = writes.snapshot().with(delivery.snapshot());

@@ -340,7 +340,11 @@ mod tests {
             reason(&refused)
         );
         let auth = ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized);
-        assert!(reason(&auth).contains("username or password refused"), "{}", reason(&auth));
+        assert!(
+            reason(&auth).contains("username or password refused"),
+            "{}",
+            reason(&auth)
+        );
         assert!(reason(&ConnectionError::NetworkTimeout).contains("no answer"));
     }
 }

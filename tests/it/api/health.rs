@@ -32,7 +32,10 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .expect("status line");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (code, body)
 }
 
@@ -140,7 +143,10 @@ async fn a_refused_mqtt_login_shows_in_health_and_is_logged_once_at_error() {
 
     let (_, metrics) = get(addr, "/metrics").await;
     assert!(metrics.contains("mesura_backend_up{backend=\"mqtt\"} 0"), "{metrics}");
-    assert!(metrics.contains("mesura_backend_failing_seconds{backend=\"mqtt\"} "), "{metrics}");
+    assert!(
+        metrics.contains("mesura_backend_failing_seconds{backend=\"mqtt\"} "),
+        "{metrics}"
+    );
 
     std::fs::write(setup.config_path(), mqtt_config(broker.port, &right)).expect("config");
     daemon.reload().await;
@@ -180,7 +186,9 @@ async fn an_uplink_answering_500_is_unhealthy_then_503_then_healthy_again() {
     assert!(uplink["failing_since"].is_string(), "{json:#}");
     let (_, json) = health_until(addr, "503 past the grace", |code, _| code == 503).await;
     assert_eq!(json["backends"]["uplink"]["healthy"], false);
-    assert!(json["backends"]["uplink"]["outbox_oldest_age_seconds"].as_i64().is_some());
+    assert!(json["backends"]["uplink"]["outbox_oldest_age_seconds"]
+        .as_i64()
+        .is_some());
     show("uplink answering 500", &json);
     let (_, metrics) = get(addr, "/metrics").await;
     assert!(metrics.contains("mesura_backend_up{backend=\"uplink\"} 0"), "{metrics}");
@@ -209,7 +217,8 @@ async fn an_uplink_answering_500_is_unhealthy_then_503_then_healthy_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_file_broken_while_running_shows_in_health_and_devices() {
-    let setup = Setup::new("backends:\n  sqlite: null\n  csv: {}\nwatch:\n  enabled: false\napi:\n  listen: 127.0.0.1:0\n");
+    let setup =
+        Setup::new("backends:\n  sqlite: null\n  csv: {}\nwatch:\n  enabled: false\napi:\n  listen: 127.0.0.1:0\n");
     setup.device("meter", &sim("electricity"));
     let mut daemon = start(&setup).await;
     let addr = daemon.api_addr().expect("the API runs");
@@ -225,7 +234,9 @@ async fn a_device_file_broken_while_running_shows_in_health_and_devices() {
     let meter = &json["devices"]["meter"];
     let error = meter["config_error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("meter.yaml") && error.contains("poll_intervall") && error.contains("running the previous settings"),
+        error.contains("meter.yaml")
+            && error.contains("poll_intervall")
+            && error.contains("running the previous settings"),
         "{json:#}"
     );
     assert_eq!(meter["healthy"], true, "{json:#}");
@@ -244,7 +255,10 @@ async fn a_device_file_broken_while_running_shows_in_health_and_devices() {
     assert_eq!(listed["config_error"].as_str(), Some(error), "{devices:#}");
     assert!(devices["config_errors"]["newbie"].is_string(), "{devices:#}");
     let (_, metrics) = get(addr, "/metrics").await;
-    assert!(metrics.contains("mesura_device_config_error{device=\"meter\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("mesura_device_config_error{device=\"meter\"} 1"),
+        "{metrics}"
+    );
 
     setup.device("meter", &sim("electricity"));
     std::fs::remove_file(setup.dir.path().join("config.d/newbie.yaml")).expect("remove");

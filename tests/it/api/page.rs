@@ -163,7 +163,10 @@ fn the_page_shows_a_broken_device_file_and_a_failing_backend() {
         "backends:\n  sqlite:\n    flush_interval: 200ms\n  uplink:\n    url: http://127.0.0.1:{nobody}/ingest\n    \
          batch_interval: 200ms\n    max_backoff: 1s\n    timeout: 1s\nwatch:\n  enabled: false\napi:\n  listen: 127.0.0.1:{port}\n"
     ));
-    setup.device("electricity", "type: simulated\nprofile: electricity\npoll_interval: 1s\n");
+    setup.device(
+        "electricity",
+        "type: simulated\nprofile: electricity\npoll_interval: 1s\n",
+    );
     let daemon = Daemon(
         Command::new(env!("CARGO_BIN_EXE_mesura"))
             .arg("--config")
@@ -175,7 +178,10 @@ fn the_page_shows_a_broken_device_file_and_a_failing_backend() {
     wait_until(Duration::from_secs(20), "the uplink failing", || {
         http_get(port, "/health").contains("\"healthy\":false")
     });
-    setup.device("electricity", "type: simulated\nprofile: electricity\npoll_intervall: 1s\n");
+    setup.device(
+        "electricity",
+        "type: simulated\nprofile: electricity\npoll_intervall: 1s\n",
+    );
     let hup = Command::new("kill")
         .args(["-HUP", &daemon.0.id().to_string()])
         .status()
