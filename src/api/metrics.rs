@@ -18,7 +18,7 @@ fn label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-struct Family<'a> {
+pub(super) struct Family<'a> {
     out: &'a mut String,
 }
 
@@ -37,11 +37,11 @@ impl Family<'_> {
         }
     }
 
-    fn header(&mut self, name: &str, kind: &str, help: &str) {
+    pub(super) fn header(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+    pub(super) fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", label(v))).collect();
         let labels = if labels.is_empty() {
             String::new()
@@ -128,6 +128,7 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
             );
         }
     }
+    super::health::config_error_metrics(&mut f, devices.keys().map(|id| &**id), &state.status.config_errors());
     f.each(
         ("mesura_device_consecutive_errors", "gauge", "Failed reads in a row."),
         "device",
@@ -196,6 +197,7 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
         backends.iter().map(|(k, v)| (&**k, v)),
         |x| BackendStats::get(&x.queued_batches) as f64,
     );
+    super::health::backend_metrics(&mut f, &backends);
     if let Some(sqlite) = backends.get("sqlite") {
         f.header(
             "mesura_sqlite_merged_total",

@@ -3,6 +3,7 @@
 //! web page embedded in the binary. It only reads: the live status, and the
 //! SQLite files on a blocking thread.
 
+mod health;
 mod metrics;
 mod readings;
 
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::secret::{read_secret_file, Secret};
 use crate::config::BaseConfig;
-use crate::daemon::live::{BackendStats, SharedStatus};
+use crate::daemon::live::SharedStatus;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -42,6 +43,8 @@ pub struct ApiState {
     pub db: Option<PathBuf>,
     pub outbox: PathBuf,
     token: Option<Secret>,
+    /// `api.unhealthy_after`: how long a backend may fail before /health is 503.
+    unhealthy_after: std::time::Duration,
 }
 
 impl ApiState {
@@ -59,6 +62,7 @@ impl ApiState {
             db: base.backends.sqlite.as_ref().map(|s| base.data_dir.join(&s.path)),
             outbox: crate::backends::outbox::path(&base.data_dir),
             token,
+            unhealthy_after: base.api.unhealthy_after,
         })
     }
 }
@@ -145,6 +149,10 @@ async fn health(State(state): State<Arc<ApiState>>) -> Response {
     let now = Utc::now();
     let outbox = readings::outbox_depths(&state.outbox).await;
     let mut ok = true;
+    let config_errors = state.status.config_errors();
+    // Something a user should see that is not (yet) a reason for 503: a backend
+    // failing within `api.unhealthy_after`, a broken device file.
+    let mut degraded = !config_errors.is_empty();
     let mut devices = serde_json::Map::new();
     for (id, d) in state.status.devices() {
         let healthy = device_healthy(&d, now);
@@ -158,26 +166,17 @@ async fn health(State(state): State<Arc<ApiState>>) -> Response {
                 "consecutive_errors": d.consecutive_failures,
                 "breaker": d.breaker,
                 "last_error": d.last_error,
+                "config_error": config_errors.get(&*id),
             }),
         );
     }
     let mut backends = serde_json::Map::new();
     for (name, b) in state.status.backends() {
-        let last_error = b.last_error.lock().ok().and_then(|e| e.clone());
-        ok &= last_error.is_none();
         let held = outbox.get(name).copied().unwrap_or_default();
-        backends.insert(
-            name.to_owned(),
-            json!({
-                "healthy": last_error.is_none(),
-                "queue_depth": BackendStats::get(&b.queued_batches),
-                "written": BackendStats::get(&b.written),
-                "outbox_depth": held.depth,
-                "outbox_oldest_age_seconds": held.oldest_queued.map(|t| (now - t).num_seconds().max(0)),
-                "outbox_dropped": held.dropped_max_age + held.dropped_max_rows,
-                "last_error": last_error,
-            }),
-        );
+        let (entry, verdict) = health::backend(&b, held, now, state.unhealthy_after);
+        ok &= verdict != health::Verdict::Down;
+        degraded |= verdict != health::Verdict::Delivering;
+        backends.insert(name.to_owned(), entry);
     }
     let guard = &state.status.disk_guard;
     // Reported, not judged: a full disk is the guard's job, and SQLite's write
@@ -199,10 +198,11 @@ async fn health(State(state): State<Arc<ApiState>>) -> Response {
     (
         code,
         Json(json!({
-            "status": if ok { "ok" } else { "degraded" },
+            "status": if ok && !degraded { "ok" } else { "degraded" },
             "devices": devices,
             "backends": backends,
             "disk_guard": disk_guard,
+            "config_errors": config_errors,
         })),
     )
         .into_response()
@@ -210,6 +210,7 @@ async fn health(State(state): State<Arc<ApiState>>) -> Response {
 
 async fn devices(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
     let now = Utc::now();
+    let config_errors = state.status.config_errors();
     let list: Vec<_> = state
         .status
         .devices()
@@ -226,11 +227,12 @@ async fn devices(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> 
                 "breaker": d.breaker,
                 "last_reading": d.last_reading,
                 "last_error": d.last_error,
+                "config_error": config_errors.get(&*id),
                 "metrics": d.latest.iter().map(|(m, l)| json!({"name": m, "unit": l.unit, "kind": l.kind})).collect::<Vec<_>>(),
             })
         })
         .collect();
-    Json(json!({ "devices": list }))
+    Json(json!({ "devices": list, "config_errors": config_errors }))
 }
 
 #[derive(Deserialize)]

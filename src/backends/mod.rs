@@ -5,6 +5,7 @@
 mod backend_type;
 pub mod csv;
 mod error;
+pub mod health;
 pub mod mqtt;
 pub mod outbox;
 pub mod sqlite;
@@ -61,6 +62,11 @@ pub trait Backend: Send {
     /// row per second). Backends that keep every reading have none.
     fn take_merged(&mut self) -> Vec<(String, u64)> {
         Vec::new()
+    }
+    /// Whether the readings written get where they go, for a backend whose writes
+    /// only queue them (the outbox of MQTT and the uplink): its delivery's health.
+    fn delivery_health(&self) -> Option<Arc<health::Health>> {
+        None
     }
 }
 

@@ -70,6 +70,10 @@ pub struct ApiConfig {
     /// A file holding the token (or a systemd credential name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// How long a backend may fail to deliver before /health answers 503 (it shows
+    /// the backend unhealthy at once).
+    #[serde(default = "default_api_unhealthy_after", with = "crate::config::duration")]
+    pub unhealthy_after: std::time::Duration,
 }
 
 pub fn default_api_enabled() -> bool {
@@ -77,6 +81,9 @@ pub fn default_api_enabled() -> bool {
 }
 pub fn default_api_listen() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], 9360))
+}
+pub fn default_api_unhealthy_after() -> std::time::Duration {
+    std::time::Duration::from_secs(300)
 }
 
 impl Default for ApiConfig {
@@ -86,6 +93,7 @@ impl Default for ApiConfig {
             listen: default_api_listen(),
             token: None,
             token_file: None,
+            unhealthy_after: default_api_unhealthy_after(),
         }
     }
 }

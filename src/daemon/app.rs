@@ -392,6 +392,7 @@ impl Daemon {
         let mut summary = ReloadSummary::default();
         let mut failed_ids = BTreeSet::new();
         let previous = std::mem::take(&mut self.failed);
+        let mut shown = BTreeMap::new();
         for error in &set.errors {
             let id = error
                 .file()
@@ -400,12 +401,14 @@ impl Daemon {
                 .unwrap_or_default()
                 .to_owned();
             let text = error.to_string();
+            let running = self.supervisor.is_running(&id);
             if catching_up && previous.get(&id) == Some(&text) {
-            } else if self.supervisor.is_running(&id) {
+            } else if running {
                 tracing::error!("{error}; the device keeps running with its last good config");
             } else {
                 tracing::error!("{error}; this device is not started, the others run");
             }
+            shown.insert(id.clone(), config_error_shown(&text, running));
             summary.failed.push(id.clone());
             self.failed.insert(id.clone(), text);
             failed_ids.insert(id);
@@ -431,6 +434,7 @@ impl Daemon {
             }
             self.known.insert(id, new);
         }
+        self.status.set_config_errors(shown);
         summary
     }
 
@@ -469,6 +473,16 @@ impl Daemon {
             );
         }
         summary
+    }
+}
+
+/// A broken device file as /health, /api/devices and the page show it: the error
+/// and what its device does meanwhile.
+fn config_error_shown(error: &str, running: bool) -> String {
+    if running {
+        format!("{error}: running the previous settings")
+    } else {
+        format!("{error}: not started")
     }
 }
 

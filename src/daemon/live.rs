@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::backends::health::{Health, Snapshot};
 use crate::daemon::retry::BreakerState;
 use crate::reading::DeviceId;
 
@@ -78,7 +79,11 @@ pub struct BackendStats {
     pub write_errors: AtomicU64,
     /// Batches waiting in the queue.
     pub queued_batches: AtomicU64,
-    pub last_error: Mutex<Option<String>>,
+    /// Whether the backend's writes succeed (the router reports them).
+    pub writes: Health,
+    /// Whether what a durable backend wrote gets delivered (its delivery task
+    /// reports it); `None` for backends whose writes are the delivery.
+    delivery: Mutex<Option<Arc<Health>>>,
     /// Readings written over a different value of the same metric and second
     /// (SQLite's one row per second), per device.
     pub merged: Mutex<BTreeMap<String, u64>>,
@@ -112,6 +117,20 @@ impl BackendStats {
 
     pub fn merged(&self) -> BTreeMap<String, u64> {
         self.merged.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The delivery health of the backend now routed under this name.
+    pub fn set_delivery(&self, delivery: Option<Arc<Health>>) {
+        *self.delivery.lock().unwrap_or_else(|p| p.into_inner()) = delivery;
+    }
+
+    /// Writes and delivery together: what /health and /metrics show.
+    pub fn health(&self) -> Snapshot {
+        let writes = self.writes.snapshot();
+        match &*self.delivery.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(delivery) => writes.with(delivery.snapshot()),
+            None => writes,
+        }
     }
 
     pub fn observe_write(&self, elapsed: std::time::Duration) {
@@ -183,6 +202,9 @@ pub struct Status {
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     pub started_at: DateTime<Utc>,
+    /// Device files that failed at the last reload, by device id: what is wrong and
+    /// what the device does meanwhile, for /health, /api/devices and the page.
+    config_errors: Mutex<BTreeMap<String, String>>,
 }
 
 impl Default for Status {
@@ -194,6 +216,7 @@ impl Default for Status {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             started_at: Utc::now(),
+            config_errors: Mutex::default(),
         }
     }
 }
@@ -231,5 +254,16 @@ impl Status {
 
     pub fn backends(&self) -> BTreeMap<&'static str, Arc<BackendStats>> {
         self.backends.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Broken device files (see `Status::config_errors`).
+impl Status {
+    pub fn set_config_errors(&self, errors: BTreeMap<String, String>) {
+        *self.config_errors.lock().unwrap_or_else(|p| p.into_inner()) = errors;
+    }
+
+    pub fn config_errors(&self) -> BTreeMap<String, String> {
+        self.config_errors.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

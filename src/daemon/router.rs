@@ -87,6 +87,7 @@ impl Router {
         let policy = backend.policy();
         let (tx, rx) = mpsc::channel(policy.queue_capacity.max(1));
         let stats = status.backend(name);
+        stats.set_delivery(backend.delivery_health());
         let route = Route {
             name,
             tx,
@@ -262,20 +263,18 @@ async fn write_pending(backend: &mut dyn Backend, pending: &mut Vec<Reading>, st
             BackendStats::add(&stats.written, pending.len() as u64);
             stats.add_merged(backend.take_merged());
             pending.clear();
-            if let Ok(mut last) = stats.last_error.lock() {
-                if last.take().is_some() {
-                    tracing::info!(backend = backend.name(), "backend writes again");
-                }
+            if let Some(outage) = stats.writes.delivered() {
+                tracing::info!(
+                    backend = backend.name(),
+                    after = %crate::backends::health::duration_words(outage),
+                    "backend writes again"
+                );
             }
             true
         }
         Err(e) => {
             BackendStats::add(&stats.write_errors, 1);
-            let first = stats
-                .last_error
-                .lock()
-                .map(|mut last| last.replace(e.to_string()).is_none())
-                .unwrap_or(true);
+            let first = stats.writes.failed(e.to_string());
             match e {
                 BackendError::Permanent { .. } => {
                     tracing::error!(backend = backend.name(), error = %e, dropped = pending.len(), "backend refused a batch for good: dropped");

@@ -94,13 +94,16 @@ async fn drive(mut eventloop: EventLoop, updates: mpsc::Sender<Update>, mut reco
     }
 }
 
-/// Says what happens with the connection, at INFO, without flooding the journal while
-/// a broker is away for hours: the first failure of an outage at once, then at most
-/// one line per [`FAILURE_LOG_INTERVAL`] with the number of attempts so far.
+/// Says what happens with the connection without flooding the journal while a
+/// broker is away for hours: the start of an outage once, at WARN (at ERROR when the
+/// broker refused the login: only the user can fix that), then at most one INFO line
+/// per [`FAILURE_LOG_INTERVAL`] with the number of attempts so far, and the end.
 pub struct ConnectLog {
     broker: String,
     attempts: u64,
     last_logged: Option<Instant>,
+    /// The refused login was said in this outage.
+    said_refused: bool,
 }
 
 pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
@@ -111,6 +114,7 @@ impl ConnectLog {
             broker: format!("{host}:{port}"),
             attempts: 0,
             last_logged: None,
+            said_refused: false,
         }
     }
 
@@ -123,22 +127,25 @@ impl ConnectLog {
         }
     }
 
-    pub fn connected(&mut self) {
-        if self.attempts > 1 {
-            tracing::info!(
+    /// Connected; `outage`: how long delivery had failed, if it had.
+    pub fn connected(&mut self, outage: Option<Duration>) {
+        match outage {
+            Some(outage) => tracing::info!(
                 backend = "mqtt",
                 broker = %self.broker,
                 attempts = self.attempts,
-                "connected to the broker"
-            );
-        } else {
-            tracing::info!(backend = "mqtt", broker = %self.broker, "connected to the broker");
+                after = %crate::backends::health::duration_words(outage),
+                "connected to the broker: delivering again"
+            ),
+            None => tracing::info!(backend = "mqtt", broker = %self.broker, "connected to the broker"),
         }
         self.attempts = 0;
         self.last_logged = None;
+        self.said_refused = false;
     }
 
     pub fn lost(&mut self, e: &ConnectionError) {
+        self.last_logged = Some(Instant::now());
         tracing::warn!(
             backend = "mqtt",
             broker = %self.broker,
@@ -147,9 +154,34 @@ impl ConnectLog {
         );
     }
 
-    /// An attempt failed; the next one comes after `retry_in`.
-    pub fn failed(&mut self, e: &ConnectionError, retry_in: Duration) {
+    /// An attempt failed; the next one comes after `retry_in`. `starts_outage`: the
+    /// backend was delivering until now.
+    pub fn failed(&mut self, e: &ConnectionError, retry_in: Duration, starts_outage: bool) {
         let now = Instant::now();
+        let retry_in = format!("{:.1}s", retry_in.as_secs_f64());
+        if login_refused(e) && !self.said_refused {
+            self.said_refused = true;
+            self.last_logged = Some(now);
+            tracing::error!(
+                backend = "mqtt",
+                broker = %self.broker,
+                reason = %reason(e),
+                retry_in = %retry_in,
+                "cannot connect to the broker: login refused; readings wait in the outbox"
+            );
+            return;
+        }
+        if starts_outage {
+            self.last_logged = Some(now);
+            tracing::warn!(
+                backend = "mqtt",
+                broker = %self.broker,
+                reason = %reason(e),
+                retry_in = %retry_in,
+                "cannot connect to the broker; readings wait in the outbox"
+            );
+            return;
+        }
         if self
             .last_logged
             .is_some_and(|at| now.duration_since(at) < FAILURE_LOG_INTERVAL)
@@ -163,18 +195,26 @@ impl ConnectLog {
             broker = %self.broker,
             reason = %reason(e),
             attempts = self.attempts,
-            retry_in = %format!("{:.1}s", retry_in.as_secs_f64()),
-            "cannot connect to the broker; readings wait in the outbox"
+            retry_in = %retry_in,
+            "still cannot connect to the broker; readings wait in the outbox"
         );
     }
+}
+
+/// The broker refused our user name or password (or this client).
+pub fn login_refused(e: &ConnectionError) -> bool {
+    matches!(
+        e,
+        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized)
+    )
 }
 
 /// The failure in words a user can act on.
 pub fn reason(e: &ConnectionError) -> String {
     match e {
-        ConnectionError::ConnectionRefused(
-            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
-        ) => "the broker refused the user name or password".into(),
+        e if login_refused(e) => {
+            "the broker refused the login: username or password refused (backends.mqtt.username, password)".into()
+        }
         ConnectionError::ConnectionRefused(ConnectReturnCode::ServiceUnavailable) => {
             "the broker is not accepting connections (service unavailable)".into()
         }
@@ -216,8 +256,8 @@ mod tests {
         }
     }
 
-    /// A broker away for a while: said at INFO at once, with the reason, then once a
-    /// minute with the attempts so far, and the recovery too; never a line per attempt.
+    /// A broker away for a while: said at WARN at once, with the reason, then at INFO
+    /// once a minute with the attempts so far, and the recovery; never a line per attempt.
     #[tokio::test(start_paused = true)]
     async fn connection_failures_are_said_at_info_at_most_once_a_minute() {
         let captured = Captured::default();
@@ -232,13 +272,13 @@ mod tests {
         let mut log = ConnectLog::new("broker.lan", 1883);
         let refused = ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         // 25 attempts 5 s apart: 120 s of outage.
-        for _ in 0..25 {
+        for attempt in 0..25 {
             log.attempt();
-            log.failed(&refused, Duration::from_secs(5));
+            log.failed(&refused, Duration::from_secs(5), attempt == 0);
             tokio::time::advance(Duration::from_secs(5)).await;
         }
         log.attempt();
-        log.connected();
+        log.connected(Some(Duration::from_secs(125)));
 
         assert_eq!(captured.lines("connecting to the broker").len(), 1);
         let failures = captured.lines("cannot connect to the broker");
@@ -246,13 +286,49 @@ mod tests {
         assert!(
             failures
                 .iter()
-                .all(|l| l.contains(" INFO ") && l.contains("broker.lan:1883") && l.contains("is the broker running")),
+                .all(|l| l.contains("broker.lan:1883") && l.contains("is the broker running")),
             "{failures:#?}"
         );
+        assert!(failures[0].contains(" WARN "), "{}", failures[0]);
+        assert!(failures[1..].iter().all(|l| l.contains(" INFO ")), "{failures:#?}");
         assert!(failures[1].contains("attempts=13"), "{}", failures[1]);
         let connected = captured.lines("connected to the broker");
         assert_eq!(connected.len(), 1);
         assert!(connected[0].contains("attempts=26"), "{}", connected[0]);
+        assert!(connected[0].contains("after=2m 5s"), "{}", connected[0]);
+    }
+
+    /// A refused login is said at ERROR once per outage, also when the outage began
+    /// with another reason (the broker was restarted with a password file).
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_login_is_said_at_error_once() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let mut log = ConnectLog::new("broker.lan", 1883);
+        let down = ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let auth = ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized);
+        log.attempt();
+        log.failed(&down, Duration::from_secs(1), true);
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            log.attempt();
+            log.failed(&auth, Duration::from_secs(2), false);
+        }
+        let errors = captured.lines("ERROR mesura");
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].contains("username or password refused"), "{}", errors[0]);
+        assert_eq!(captured.lines(" WARN ").len(), 1);
+        log.connected(Some(Duration::from_secs(21)));
+        log.attempt();
+        log.failed(&auth, Duration::from_secs(1), true);
+        assert_eq!(captured.lines("ERROR mesura").len(), 2, "a new outage is said again");
     }
 
     #[test]
@@ -264,7 +340,11 @@ mod tests {
             reason(&refused)
         );
         let auth = ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized);
-        assert!(reason(&auth).contains("user name or password"), "{}", reason(&auth));
+        assert!(
+            reason(&auth).contains("username or password refused"),
+            "{}",
+            reason(&auth)
+        );
         assert!(reason(&ConnectionError::NetworkTimeout).contains("no answer"));
     }
 }

@@ -16,9 +16,10 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{ConnectLog, Driver, Update};
+use super::connection::{reason, ConnectLog, Driver, Update};
 use super::discovery::{self, Entity};
 use super::{Control, MqttConfig};
+use crate::backends::health::Health;
 use crate::backends::outbox::{Outbox, OutboxRow};
 use crate::backends::{blocking, BackendError};
 use crate::config::secret::Secret;
@@ -75,6 +76,8 @@ pub struct Delivery {
     /// Discovery topics of removed devices still to be emptied: what is issued while
     /// disconnected is dropped at the next connection, so these wait for it.
     retractions: Vec<String>,
+    /// What /health shows of delivery.
+    health: Arc<Health>,
 }
 
 impl Delivery {
@@ -84,6 +87,7 @@ impl Delivery {
         outbox: Arc<Mutex<Outbox>>,
         wake: Arc<Notify>,
         control: mpsc::UnboundedReceiver<Control>,
+        health: Arc<Health>,
     ) -> Self {
         Delivery {
             config,
@@ -98,6 +102,7 @@ impl Delivery {
             connected: false,
             announced: BTreeMap::new(),
             retractions: Vec::new(),
+            health,
         }
     }
 
@@ -141,10 +146,11 @@ impl Delivery {
                     }
                     Some(Update::Failed(e)) => {
                         let wait = backoff.next_delay();
+                        let starts_outage = self.health.failed(reason(&e));
                         if self.connected {
                             log.lost(&e);
                         } else {
-                            log.failed(&e, wait);
+                            log.failed(&e, wait, starts_outage);
                         }
                         self.on_disconnect().await;
                         if drain_deadline.is_some() {
@@ -199,7 +205,7 @@ impl Delivery {
     async fn on_event(&mut self, event: Event, client: &AsyncClient, log: &mut ConnectLog) -> bool {
         match event {
             Event::Incoming(Incoming::ConnAck(_)) => {
-                log.connected();
+                log.connected(self.health.delivered());
                 self.connected = true;
                 self.reset_session();
                 self.issue(client, status_topic(&self.config), true, "online".into(), Vec::new());

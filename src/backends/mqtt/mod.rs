@@ -13,12 +13,14 @@ mod delivery_tls;
 pub mod discovery;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::health::Health;
 use super::outbox::{Durable, Opening, OutboxConfig};
 use super::{Backend, BackendError, BackendType, BatchPolicy};
 use crate::config::secret::{read_secret_file, Secret};
@@ -171,6 +173,7 @@ pub struct MqttBackend {
     durable: Durable,
     policy: BatchPolicy,
     control: mpsc::UnboundedSender<Control>,
+    health: Arc<Health>,
 }
 
 #[async_trait]
@@ -198,8 +201,16 @@ impl MqttBackend {
         // backend appends.
         let delivery_outbox = opening.own_connection().await?;
         let (control, control_rx) = mpsc::unbounded_channel();
-        let delivery = delivery::Delivery::new(config.clone(), options, delivery_outbox, opening.wake(), control_rx)
-            .run(opening.stop());
+        let health = Arc::new(Health::default());
+        let delivery = delivery::Delivery::new(
+            config.clone(),
+            options,
+            delivery_outbox,
+            opening.wake(),
+            control_rx,
+            health.clone(),
+        )
+        .run(opening.stop());
         Ok(MqttBackend {
             durable: opening.start(delivery),
             policy: BatchPolicy {
@@ -208,6 +219,7 @@ impl MqttBackend {
                 queue_capacity: config.queue_capacity,
             },
             control,
+            health,
         })
     }
 }
@@ -237,5 +249,9 @@ impl Backend for MqttBackend {
     async fn device_removed(&mut self, device: &str) -> Result<(), BackendError> {
         let _ = self.control.send(Control::DeviceRemoved(device.to_owned()));
         Ok(())
+    }
+
+    fn delivery_health(&self) -> Option<Arc<Health>> {
+        Some(self.health.clone())
     }
 }

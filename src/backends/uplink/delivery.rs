@@ -21,6 +21,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::{aggregate, encode, Format, UplinkConfig};
+use crate::backends::health::{duration_words, Health};
 use crate::backends::outbox::{Outbox, OutboxRow};
 use crate::backends::{blocking, BackendError};
 use crate::config::secret::Secret;
@@ -117,6 +118,21 @@ pub(super) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Durat
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
+/// An error with its causes: reqwest's own words ("error sending request") do not
+/// say whether the server refused the connection, timed out or failed TLS.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.ends_with(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Cuts `text` to at most `limit` bytes on a character boundary.
 fn truncate(text: &str, limit: usize) -> String {
     if text.len() <= limit {
@@ -143,6 +159,8 @@ pub(super) struct Delivery {
     pub max_backoff: Duration,
     pub outbox: Arc<Mutex<Outbox>>,
     pub unsent: Arc<AtomicUsize>,
+    /// What /health shows of delivery.
+    pub health: Arc<Health>,
 }
 
 /// How a delivery round ended.
@@ -163,7 +181,6 @@ struct Batch {
 impl Delivery {
     pub async fn run(mut self, wake: Arc<Notify>, stop: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_secs(1), self.max_backoff);
-        let mut failing = false;
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The first tick is at once: a backlog left by the last run goes out now.
@@ -174,13 +191,13 @@ impl Delivery {
                 _ = ticker.tick() => {}
                 _ = wake.notified() => {}
             }
-            if let Round::Stopped = self.round(&mut backoff, &mut failing, Some(&stop)).await {
+            if let Round::Stopped = self.round(&mut backoff, Some(&stop)).await {
                 break;
             }
         }
         // One last round without retries, bounded: a dead server must not hold up
         // the shutdown. What is left stays in the outbox for the next start.
-        let left = tokio::time::timeout(self.final_budget, self.round(&mut backoff, &mut failing, None)).await;
+        let left = tokio::time::timeout(self.final_budget, self.round(&mut backoff, None)).await;
         if !matches!(left, Ok(Round::Drained)) {
             let depth = blocking(&self.outbox, |o| o.depth()).await.map(|d| d.0).unwrap_or(0);
             if depth > 0 {
@@ -194,7 +211,7 @@ impl Delivery {
 
     /// Sends batches until none is left. With `stop` it retries failures (until
     /// stopped); without, it gives up at the first failure.
-    async fn round(&mut self, backoff: &mut Backoff, failing: &mut bool, stop: Option<&CancellationToken>) -> Round {
+    async fn round(&mut self, backoff: &mut Backoff, stop: Option<&CancellationToken>) -> Round {
         self.unsent.store(0, Ordering::Relaxed);
         loop {
             let outcome = match self.next_batch().await {
@@ -210,19 +227,18 @@ impl Delivery {
             };
             match outcome {
                 Outcome::Delivered | Outcome::Rejected { .. } => {
-                    if std::mem::take(failing) {
-                        tracing::info!("uplink: delivering again");
+                    if let Some(outage) = self.health.delivered() {
+                        tracing::info!(url = %redacted(&self.endpoint), after = %duration_words(outage), "uplink: delivering again");
                     }
                     backoff.reset();
                 }
                 Outcome::Retry { after, why } => {
                     let delay = after.unwrap_or_else(|| backoff.next_delay());
-                    if !*failing {
+                    if self.health.failed(why.as_str()) {
                         tracing::warn!(url = %redacted(&self.endpoint), error = %why, retry_in = ?delay, "uplink: delivery failed; the readings wait in the outbox");
                     } else {
                         tracing::debug!(error = %why, retry_in = ?delay, "uplink: delivery still failing");
                     }
-                    *failing = true;
                     let Some(stop) = stop else { return Round::Failed };
                     tokio::select! {
                         _ = stop.cancelled() => return Round::Stopped,
@@ -310,7 +326,7 @@ impl Delivery {
             Err(e) => {
                 return Outcome::Retry {
                     after: None,
-                    why: e.without_url().to_string(),
+                    why: with_causes(&e.without_url()),
                 }
             }
         };

@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::health::Health;
 use super::outbox::{Durable, Opening, OutboxConfig};
 use super::{Backend, BackendError, BackendType, BatchPolicy};
 use crate::config::secret::Secret;
@@ -221,6 +222,7 @@ pub struct UplinkBackend {
     /// is woken early instead of waiting for `batch_interval`.
     unsent: Arc<AtomicUsize>,
     aggregating: bool,
+    health: Arc<Health>,
 }
 
 impl UplinkBackend {
@@ -239,6 +241,7 @@ impl UplinkBackend {
         let client = delivery::client(config)?;
         let opening = Opening::open("uplink", data_dir, config.outbox.clone()).await?;
         let unsent = Arc::new(AtomicUsize::new(0));
+        let health = Arc::new(Health::default());
         let batch_size = config.batch_size.max(1);
         let delivery = delivery::Delivery {
             client,
@@ -254,6 +257,7 @@ impl UplinkBackend {
             max_backoff: config.max_backoff,
             outbox: opening.outbox(),
             unsent: unsent.clone(),
+            health: health.clone(),
         }
         .run(opening.wake(), opening.stop());
         Ok(UplinkBackend {
@@ -267,6 +271,7 @@ impl UplinkBackend {
             },
             unsent,
             aggregating: config.aggregate.is_some(),
+            health,
         })
     }
 }
@@ -295,6 +300,10 @@ impl Backend for UplinkBackend {
     /// what is waiting; what is left stays in the outbox for the next start.
     async fn flush(&mut self) -> Result<(), BackendError> {
         self.durable.stop().await
+    }
+
+    fn delivery_health(&self) -> Option<Arc<Health>> {
+        Some(self.health.clone())
     }
 }
 

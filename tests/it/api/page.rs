@@ -137,3 +137,74 @@ fn the_page_shows_devices_and_values_and_updates_them() {
         shot.display()
     );
 }
+
+/// A plain GET to the daemon's API: the whole answer, status line included.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut answer = String::new();
+    if stream.write_all(request.as_bytes()).is_ok() {
+        let _ = stream.read_to_string(&mut answer);
+    }
+    answer
+}
+
+/// What is broken shows on the page: a device file broken while its device runs
+/// (on the device's card) and a backend that cannot deliver (above the cards).
+#[test]
+fn the_page_shows_a_broken_device_file_and_a_failing_backend() {
+    let port = free_port();
+    // Nothing listens there: every delivery fails.
+    let nobody = free_port();
+    let setup = Setup::new(&format!(
+        "backends:\n  sqlite:\n    flush_interval: 200ms\n  uplink:\n    url: http://127.0.0.1:{nobody}/ingest\n    \
+         batch_interval: 200ms\n    max_backoff: 1s\n    timeout: 1s\nwatch:\n  enabled: false\napi:\n  listen: 127.0.0.1:{port}\n"
+    ));
+    setup.device(
+        "electricity",
+        "type: simulated\nprofile: electricity\npoll_interval: 1s\n",
+    );
+    let daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_mesura"))
+            .arg("--config")
+            .arg(setup.config_path())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_until(Duration::from_secs(20), "the uplink failing", || {
+        http_get(port, "/health").contains("\"healthy\":false")
+    });
+    setup.device(
+        "electricity",
+        "type: simulated\nprofile: electricity\npoll_intervall: 1s\n",
+    );
+    let hup = Command::new("kill")
+        .args(["-HUP", &daemon.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    wait_until(Duration::from_secs(20), "the broken file in /health", || {
+        http_get(port, "/health").contains("running the previous settings")
+    });
+    // For docs/troubleshooting.md (`--nocapture`).
+    println!("--- unreachable uplink\n{}", http_get(port, "/health"));
+
+    let dom = render(
+        &format!("http://127.0.0.1:{port}/"),
+        &setup.dir.path().join("chromium"),
+        &["--dump-dom"],
+    );
+    let card = &dom[dom.find("data-device=\"electricity\"").expect("the card")..];
+    let card = &card[..card.find("</section>").unwrap_or(card.len())];
+    assert!(
+        card.contains("poll_intervall") && card.contains("running the previous settings"),
+        "{card}"
+    );
+    let problems = &dom[dom.find("id=\"problems\"").expect("the problems")..];
+    assert!(problems.contains("data-backend=\"uplink\""), "{problems}");
+    assert!(problems.contains("backend uplink failing"), "{problems}");
+}
