@@ -18,6 +18,8 @@ const LIMIT: Duration = Duration::from_secs(15);
 struct Live {
     setup: Setup,
     handle: DaemonHandle,
+    /// Where the status API listened at start, if it runs.
+    api: Option<std::net::SocketAddr>,
     reloads: broadcast::Receiver<ReloadSummary>,
     shutdown: CancellationToken,
     task: JoinHandle<Summary>,
@@ -36,12 +38,14 @@ impl Live {
         let config = Config::load(&setup.config_path(), &no_env).expect("config");
         let daemon = Daemon::start(config, mesura::clock::system()).await.expect("start");
         let handle = daemon.handle();
+        let api = daemon.api_addr();
         let reloads = handle.subscribe();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(daemon.run(shutdown.clone()));
         Live {
             setup,
             handle,
+            api,
             reloads,
             shutdown,
             task,
@@ -467,4 +471,48 @@ fn an_unusable_sqlite_path_fails_the_whole_reload_until_it_is_fixed() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["reload"]["ok"], true, "{body}");
     daemon.stop();
+}
+
+/// A new API address is bound before anything of the reload applies: taken, the
+/// whole reload fails and the API keeps serving where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_api_address_fails_the_whole_reload_and_the_api_stays() {
+    let base = |listen: &str, flush: &str| {
+        format!(
+            "backends:\n  sqlite:\n    flush_interval: {flush}\nwatch:\n  enabled: false\napi:\n  listen: {listen}\n"
+        )
+    };
+    let mut live = Live::start(&base("127.0.0.1:0", "200ms"), &[("meter", sim("gas"))]).await;
+    let old = live.api.expect("the API runs");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().expect("addr");
+    save(&live.setup.config_path(), &base(&taken_addr.to_string(), "300ms"));
+    live.handle.request_reload();
+    let r = live.next_reload().await;
+    let error = r.base_error.clone().unwrap_or_default();
+    assert!(error.contains(&taken_addr.to_string()), "{r:?}");
+    assert!(r.backends.is_empty(), "nothing applied, not even the backend: {r:?}");
+    let reload = live.handle.status.last_base_reload().expect("recorded");
+    assert!(
+        !reload.ok && reload.error.as_deref() == Some(error.as_str()),
+        "{reload:?}"
+    );
+    let (code, body) = tokio::task::spawn_blocking(move || health(old)).await.expect("health");
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["reload"]["ok"], false, "{body}");
+
+    drop(taken);
+    live.handle.request_reload();
+    let r = live.next_reload().await;
+    assert_eq!(
+        (r.base_error.clone(), r.backends.clone()),
+        (None, vec!["sqlite".to_string()]),
+        "{r:?}"
+    );
+    let (code, body) = tokio::task::spawn_blocking(move || health(taken_addr))
+        .await
+        .expect("health");
+    assert_eq!(code, 200, "the API moved to its new address: {body}");
+    assert!(std::net::TcpStream::connect(old).is_err(), "the old address is let go");
+    live.stop().await;
 }
