@@ -312,7 +312,6 @@ impl Daemon {
             Ok(rebuilt) => summary.backends = rebuilt,
             Err(e) => {
                 tracing::error!(
-                    error = %e,
                     config = %self.config_path.display(),
                     "reload failed: {e}; nothing of it is applied, everything runs on the previous config.yaml"
                 );
