@@ -73,12 +73,26 @@ pub async fn serve(
     state: ApiState,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), ApiError> {
-    let listener = tokio::net::TcpListener::bind(listen)
+    serve_on(bind(listen).await?, state, stop)
+}
+
+/// Binds the API's address; a reload binds a new one before it applies anything.
+pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, ApiError> {
+    tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|source| ApiError::Bind { addr: listen, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ApiError::Bind { addr: listen, source })?;
+        .map_err(|source| ApiError::Bind { addr: listen, source })
+}
+
+/// Serves on a bound listener until `stop`.
+pub fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    stop: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<()>), ApiError> {
+    let addr = listener.local_addr().map_err(|source| ApiError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
     let state = Arc::new(state);
     let app = Router::new()
         .route("/", get(page))
@@ -190,6 +204,8 @@ async fn health(State(state): State<Arc<ApiState>>) -> Response {
             "thinned_rows": guard.thinned_rows.load(Ordering::Relaxed),
         })
     });
+    let (reload, reload_ok) = reload_health(&state.status);
+    ok &= reload_ok;
     let code = if ok {
         StatusCode::OK
     } else {
@@ -203,9 +219,20 @@ async fn health(State(state): State<Arc<ApiState>>) -> Response {
             "backends": backends,
             "disk_guard": disk_guard,
             "config_errors": config_errors,
+            "reload": reload,
         })),
     )
         .into_response()
+}
+
+/// The last reload of config.yaml (`null` before the first), and whether it
+/// leaves the daemon healthy. A failed one answers 503 until a reload succeeds:
+/// the daemon runs on, but on a config that is no longer the file on disk, and
+/// that file would not start after a restart.
+fn reload_health(status: &crate::daemon::live::Status) -> (serde_json::Value, bool) {
+    let last = status.last_base_reload();
+    let ok = last.as_ref().is_none_or(|r| r.ok);
+    (json!(last), ok)
 }
 
 async fn devices(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {

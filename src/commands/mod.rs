@@ -62,14 +62,25 @@ pub fn check(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Outcome {
     for e in errors {
         let _ = writeln!(text, "error: {e}");
     }
-    let _ = match errors.len() {
+    let store_error = sqlite_not_writable(base);
+    if let Some(e) = &store_error {
+        let _ = writeln!(text, "error: {e}");
+    }
+    let count = errors.len() + usize::from(store_error.is_some());
+    let _ = match count {
         0 => writeln!(text, "ok: {} device(s), no errors", config.devices.devices.len()),
         n => writeln!(text, "{n} error(s) found"),
     };
-    Outcome {
-        text,
-        ok: errors.is_empty(),
-    }
+    Outcome { text, ok: count == 0 }
+}
+
+/// The daemon would fail to open its database (at start, or at a reload): say so
+/// now, creating nothing.
+fn sqlite_not_writable(base: &config::BaseConfig) -> Option<String> {
+    let sqlite = base.backends.sqlite.as_ref()?;
+    crate::backends::sqlite::writable::check(&base.data_dir.join(&sqlite.path))
+        .err()
+        .map(|e| format!("backends.sqlite.path: {e}"))
 }
 
 fn indent(text: &str, prefix: &str) -> String {

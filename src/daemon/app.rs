@@ -11,9 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backends::{self, BackendError};
 use crate::clock::SharedClock;
-use crate::config::{self, BaseConfig, Config, ConfigError, DeviceConfig, DeviceSet};
+use crate::config::{self, BaseConfig, Config, DeviceConfig, DeviceSet};
 use crate::daemon::live::{BackendStats, SharedStatus, Status};
-use crate::daemon::reload::{BaseDiff, DeviceDiff};
+use crate::daemon::prepare::{prepare, Prepared, PreparedApi, ReloadError};
+use crate::daemon::reload::DeviceDiff;
 use crate::daemon::router::Router;
 use crate::daemon::supervisor::{Shared, Supervisor};
 use crate::daemon::watch::ConfigWatcher;
@@ -86,6 +87,21 @@ fn start_downsampler(base: &BaseConfig, clock: &SharedClock) -> Option<(Cancella
         token.clone(),
     ));
     Some((token, task))
+}
+
+/// Stops a status API server. Its graceful shutdown waits for open connections;
+/// a client that keeps one open must not hold up a reload.
+async fn stop_api(api: Option<(std::net::SocketAddr, CancellationToken, JoinHandle<()>)>) {
+    if let Some((_, stop, mut task)) = api {
+        stop.cancel();
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+            let _ = task.await;
+        }
+    }
 }
 
 async fn stop_guard(guard: Option<(CancellationToken, JoinHandle<()>)>) {
@@ -295,7 +311,10 @@ impl Daemon {
         match self.reload_base().await {
             Ok(rebuilt) => summary.backends = rebuilt,
             Err(e) => {
-                tracing::error!("{e}; the previous config.yaml stays in force");
+                tracing::error!(
+                    config = %self.config_path.display(),
+                    "reload failed: {e}; nothing of it is applied, everything runs on the previous config.yaml"
+                );
                 summary.base_error = Some(e.to_string());
             }
         }
@@ -319,12 +338,14 @@ impl Daemon {
         tracing::info!(
             failed = summary.failed.len(),
             backends_rebuilt = summary.backends.len(),
+            config_yaml = if summary.base_error.is_some() { "failed" } else { "ok" },
             "reload: +{} ~{} -{} ={}",
             summary.added.len(),
             summary.changed.len(),
             summary.removed.len(),
             summary.unchanged
         );
+        self.status.base_reloaded(summary.base_error.clone());
         let counter = if summary.base_error.is_some() || !summary.failed.is_empty() {
             &self.status.reloads_failed
         } else {
@@ -335,46 +356,52 @@ impl Daemon {
         summary
     }
 
-    /// Applies a new base config. Backends whose settings changed are rebuilt: the
-    /// new one takes the route at once, and starts writing after the old one has
-    /// written out its queue — no reading lost, never two writers on one file.
-    async fn reload_base(&mut self) -> Result<Vec<String>, ConfigError> {
+    /// Loads config.yaml and, if it changed, opens what it needs (`prepare.rs`)
+    /// and only then applies it, whole: on any failure the old config stays in
+    /// force, untouched.
+    async fn reload_base(&mut self) -> Result<Vec<String>, ReloadError> {
         let overrides = config::env::overrides(std::env::vars());
         let new = config::load_base(&self.config_path, &config::process_env, &overrides)?;
         if new == self.base {
             return Ok(Vec::new());
         }
-        let diff = BaseDiff::new(&self.base, &new);
+        let prepared = prepare(&self.base, new, &self.status).await?;
+        Ok(self.apply_base(prepared).await)
+    }
+
+    /// Applies a prepared base config. A rebuilt backend takes the route at once,
+    /// and starts writing after the old one has written out its queue — no
+    /// reading lost, never two writers on one file.
+    async fn apply_base(&mut self, prepared: Prepared) -> Vec<String> {
+        let Prepared {
+            base,
+            diff,
+            backends,
+            api,
+        } = prepared;
         let mut rebuilt = Vec::new();
-        for name in diff.backends {
+        for (name, opened) in backends {
             let previous = self.backend_tasks.remove(name);
-            match backends::open(name, &new).await {
-                Ok(Some(backend)) => {
+            match opened {
+                Some(backend) => {
                     self.backend_tasks
                         .insert(name, self.router.add(backend, &self.status, previous));
                     tracing::info!(backend = name, "backend settings changed: rebuilt");
                 }
-                Ok(None) => {
+                None => {
                     self.router.remove(name);
                     if let Some(task) = previous {
                         let _ = task.await;
                     }
                     tracing::info!(backend = name, "backend removed");
                 }
-                Err(e) => {
-                    tracing::error!(backend = name, error = %e, "cannot open the changed backend; the old one keeps running");
-                    if let Some(task) = previous {
-                        self.backend_tasks.insert(name, task);
-                    }
-                    continue;
-                }
             }
             rebuilt.push(name.to_owned());
         }
         if diff.needs_restart {
-            tracing::warn!("logging or api settings changed: they apply after a restart");
+            tracing::warn!("logging settings changed: they apply after a restart");
         }
-        self.base = new;
+        self.base = base;
         if diff.disk_guard {
             stop_guard(self.guard.take()).await;
             self.guard = start_guard(&self.base, &self.clock, &self.status);
@@ -383,7 +410,37 @@ impl Daemon {
             stop_guard(self.downsampler.take()).await;
             self.downsampler = start_downsampler(&self.base, &self.clock);
         }
-        Ok(rebuilt)
+        self.apply_api(api).await;
+        rebuilt
+    }
+
+    /// Stops the old status API server and starts the prepared one. Only a
+    /// restart on the same address binds here (the old server held it until
+    /// now): if another process took the port in between, that is logged.
+    async fn apply_api(&mut self, api: PreparedApi) {
+        let PreparedApi::Start { state, listener } = api else {
+            if matches!(api, PreparedApi::Stop) {
+                stop_api(self.api.take()).await;
+                tracing::info!("status API stopped");
+            }
+            return;
+        };
+        stop_api(self.api.take()).await;
+        let listener = match listener {
+            Some(listener) => listener,
+            None => match crate::api::bind(self.base.api.listen).await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::error!("status API not restarted: {e}; the devices run regardless");
+                    return;
+                }
+            },
+        };
+        let stop = CancellationToken::new();
+        match crate::api::serve_on(listener, state, stop.clone()) {
+            Ok((addr, task)) => self.api = Some((addr, stop, task)),
+            Err(e) => tracing::error!("status API not restarted: {e}; the devices run regardless"),
+        }
     }
 
     /// `catching_up`: the start-up catch-up, which must not log again what the

@@ -194,6 +194,16 @@ impl GuardStats {
     }
 }
 
+/// How the last reload of config.yaml went, for /health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BaseReload {
+    /// Applied (or unchanged); `false`: the previous config stays in force.
+    pub ok: bool,
+    /// Why it was not applied.
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Debug)]
 pub struct Status {
     devices: Mutex<BTreeMap<DeviceId, DeviceStatus>>,
@@ -201,6 +211,8 @@ pub struct Status {
     pub disk_guard: Arc<GuardStats>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// `None` until the first reload.
+    last_base_reload: Mutex<Option<BaseReload>>,
     pub started_at: DateTime<Utc>,
     /// Device files that failed at the last reload, by device id: what is wrong and
     /// what the device does meanwhile, for /health, /api/devices and the page.
@@ -215,6 +227,7 @@ impl Default for Status {
             disk_guard: Arc::default(),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            last_base_reload: Mutex::default(),
             started_at: Utc::now(),
             config_errors: Mutex::default(),
         }
@@ -254,6 +267,20 @@ impl Status {
 
     pub fn backends(&self) -> BTreeMap<&'static str, Arc<BackendStats>> {
         self.backends.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records how a reload of config.yaml went: `error` is why it was not applied.
+    pub fn base_reloaded(&self, error: Option<String>) {
+        let outcome = BaseReload {
+            ok: error.is_none(),
+            error,
+            at: Utc::now(),
+        };
+        *self.last_base_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+    }
+
+    pub fn last_base_reload(&self) -> Option<BaseReload> {
+        self.last_base_reload.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

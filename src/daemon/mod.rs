@@ -1,10 +1,12 @@
-//! The running daemon: the main loop (`app`), what a reload changes (`reload`, pure), one task per
-//! device (`supervisor`), the fan-out to the backends (`router`), the live state the
-//! status API and the shutdown summary read (`live`), the config watcher (`watch`)
-//! and systemd's notify protocol (`systemd`).
+//! The running daemon: the main loop (`app`), what a reload changes (`reload`,
+//! pure) and what it opens before it applies anything (`prepare`), one task per
+//! device (`supervisor`), the fan-out to the backends (`router`), the live state
+//! the status API and the shutdown summary read (`live`), the config watcher
+//! (`watch`) and systemd's notify protocol (`systemd`).
 
 pub mod app;
 pub mod live;
+pub mod prepare;
 pub mod reload;
 pub mod retry;
 pub mod router;

@@ -1,9 +1,12 @@
 //! What a reload changes, computed apart from the code that applies it
 //! (`app.rs`): which devices start, stop or restart, which backends are rebuilt,
-//! and whether the disk guard or the downsampler must restart. Pure functions of
-//! the old and the new config, so every rule is unit-tested here.
+//! whether the disk guard, the downsampler or the status API must restart, and
+//! what a base-config reload must open before it applies anything (`Targets`).
+//! Pure functions of the old and the new config, so every rule is unit-tested here.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use crate::config::{BaseConfig, DeviceConfig};
 use crate::reading::DeviceId;
@@ -59,8 +62,37 @@ pub struct BaseDiff {
     pub disk_guard: bool,
     /// The downsampler works on another database or has other settings.
     pub downsampler: bool,
-    /// Logging or the status API changed: those apply only after a restart.
+    /// The status API's section changed, or the files it reads moved.
+    pub api: bool,
+    /// Logging changed: that applies only after a restart.
     pub needs_restart: bool,
+}
+
+/// What a base-config reload opens before it applies anything: if any of them
+/// cannot be opened, nothing of the new config.yaml is applied.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Targets {
+    /// Backends to open anew (a backend no longer configured opens as nothing).
+    pub backends: Vec<&'static str>,
+    /// The database the restarted disk guard or downsampler will work on; it must
+    /// be writable.
+    pub store: Option<PathBuf>,
+    /// What becomes of the status API.
+    pub api: ApiChange,
+}
+
+/// What a reload does to the status API.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum ApiChange {
+    /// Unchanged: it keeps serving.
+    #[default]
+    Keep,
+    /// Disabled: it stops.
+    Stop,
+    /// A new address: bound before anything is applied, while the old one serves.
+    Listen(SocketAddr),
+    /// The same address with other settings (the token): the server restarts on it.
+    Restart,
 }
 
 impl BaseDiff {
@@ -75,7 +107,28 @@ impl BaseDiff {
                 .collect(),
             disk_guard: db_changed || new.disk_guard != old.disk_guard,
             downsampler: db_changed || new.retention != old.retention,
-            needs_restart: new.logging != old.logging || new.api != old.api,
+            // The API reads the database and the outbox: it follows them.
+            api: db_changed || new.api != old.api,
+            needs_restart: new.logging != old.logging,
+        }
+    }
+
+    /// What must open before this diff from `old` to `new` is applied.
+    pub fn targets(&self, old: &BaseConfig, new: &BaseConfig) -> Targets {
+        let store_keeper = self.disk_guard && new.disk_guard.enabled || self.downsampler && new.retention.enabled;
+        let api = match (self.api, old.api.enabled, new.api.enabled) {
+            (false, _, _) | (true, false, false) => ApiChange::Keep,
+            (true, true, false) => ApiChange::Stop,
+            (true, true, true) if old.api.listen == new.api.listen => ApiChange::Restart,
+            (true, _, true) => ApiChange::Listen(new.api.listen),
+        };
+        Targets {
+            backends: self.backends.clone(),
+            store: store_keeper
+                .then_some(new.backends.sqlite.as_ref())
+                .flatten()
+                .map(|sqlite| new.data_dir.join(&sqlite.path)),
+            api,
         }
     }
 }
@@ -185,6 +238,63 @@ mod tests {
 
         let api = base(&dir, "backends:\n  sqlite: {}\napi:\n  enabled: false\n");
         let diff = BaseDiff::new(&old, &api);
-        assert!(diff.needs_restart && !diff.disk_guard && !diff.downsampler);
+        assert!(diff.api && !diff.needs_restart && !diff.disk_guard && !diff.downsampler);
+
+        let logging = base(&dir, "backends:\n  sqlite: {}\nlogging:\n  level: debug\n");
+        let diff = BaseDiff::new(&old, &logging);
+        assert!(diff.needs_restart && !diff.api);
+    }
+
+    #[test]
+    fn a_new_database_is_opened_first_by_the_backend_and_checked_for_the_store_keepers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = base(&dir, "backends:\n  sqlite: {}\n");
+        let moved = base(&dir, "backends:\n  sqlite:\n    path: other.db\n");
+        let targets = BaseDiff::new(&old, &moved).targets(&old, &moved);
+        assert_eq!(targets.backends, ["sqlite"]);
+        assert_eq!(targets.store, Some(moved.data_dir.join("other.db")));
+        assert_eq!(targets.api, ApiChange::Restart, "the API reads the new database");
+
+        // Guard and downsampler both off: nothing of theirs to check.
+        let off = base(
+            &dir,
+            "backends:\n  sqlite:\n    path: other.db\ndisk_guard:\n  enabled: false\nretention:\n  enabled: false\n",
+        );
+        assert_eq!(BaseDiff::new(&old, &off).targets(&old, &off).store, None);
+
+        // Only the guard's settings: the same database, still checked.
+        let guard = base(
+            &dir,
+            "backends:\n  sqlite: {}\ndisk_guard:\n  max_disk_used_percent: 80\n",
+        );
+        let targets = BaseDiff::new(&old, &guard).targets(&old, &guard);
+        assert!(targets.backends.is_empty());
+        assert_eq!(targets.store, Some(old.data_dir.join("mesura.db")));
+
+        let same = BaseDiff::new(&old, &old).targets(&old, &old);
+        assert_eq!(same, Targets::default());
+    }
+
+    #[test]
+    fn a_new_api_address_is_bound_first_the_same_one_restarts_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = base(&dir, "api:\n  listen: 127.0.0.1:9400\n");
+        let api = |new: &BaseConfig| BaseDiff::new(&old, new).targets(&old, new).api;
+        let moved = base(&dir, "api:\n  listen: 127.0.0.1:9401\n");
+        assert_eq!(api(&moved), ApiChange::Listen("127.0.0.1:9401".parse().expect("addr")));
+        let token = base(&dir, "api:\n  listen: 127.0.0.1:9400\n  token: abc\n");
+        assert_eq!(api(&token), ApiChange::Restart);
+        let off = base(&dir, "api:\n  enabled: false\n");
+        assert_eq!(api(&off), ApiChange::Stop);
+        assert_eq!(api(&old), ApiChange::Keep);
+
+        let was_off = base(&dir, "api:\n  enabled: false\n  listen: 127.0.0.1:9400\n");
+        let on = BaseDiff::new(&was_off, &old).targets(&was_off, &old).api;
+        assert_eq!(on, ApiChange::Listen("127.0.0.1:9400".parse().expect("addr")));
+        let still_off = base(&dir, "api:\n  enabled: false\n  listen: 127.0.0.1:9401\n");
+        assert_eq!(
+            BaseDiff::new(&was_off, &still_off).targets(&was_off, &still_off).api,
+            ApiChange::Keep
+        );
     }
 }

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub mod downsample;
 pub mod guard;
 pub mod schema;
+pub mod writable;
 
 use super::{blocking, Backend, BackendError, BackendType, BatchPolicy};
 use crate::reading::{Reading, Value};

@@ -268,3 +268,58 @@ fn sigterm_during_a_slow_start_up_still_stops_cleanly() {
     assert!(exit.success(), "{exit:?}\n{text}");
     assert!(text.contains("shutdown complete"), "{text}");
 }
+
+/// Found by issue 20: `check` passed a config whose SQLite database could not be
+/// opened for writing; the daemon then failed at start (or a reload failed).
+/// Tests run as root, so the paths fail for root too: a directory, a path under a
+/// regular file.
+#[test]
+fn check_refuses_an_sqlite_path_it_cannot_write() {
+    let setup = Setup::new("backends:\n  sqlite:\n    path: store\n");
+    setup.device("good", "type: simulated\nprofile: gas\n");
+    std::fs::create_dir_all(setup.dir.path().join("data/store")).expect("a directory as the database");
+    let out = mesura(&setup, &["check"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        text.contains("backends.sqlite.path") && text.contains("data/store") && text.contains("is a directory"),
+        "{text}"
+    );
+
+    std::fs::write(
+        setup.config_path(),
+        "backends:\n  sqlite:\n    path: /etc/passwd/x.db\n",
+    )
+    .expect("config");
+    let out = mesura(&setup, &["check"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        text.contains("/etc/passwd/x.db") && text.contains("/etc/passwd is not a directory"),
+        "{text}"
+    );
+
+    // A directory still to be created is fine (the daemon creates it), and check
+    // itself creates nothing.
+    std::fs::write(
+        setup.config_path(),
+        "data_dir: fresh\nbackends:\n  sqlite:\n    path: sub/x.db\n",
+    )
+    .expect("config");
+    let out = mesura(&setup, &["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !setup.dir.path().join("fresh").exists(),
+        "check must not create the data directory"
+    );
+}
