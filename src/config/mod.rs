@@ -233,6 +233,14 @@ pub fn load_base(
         );
         return Err(ConfigError::invalid(path, location, message));
     }
+    if let Some((key, message)) = base.backends.validate() {
+        let location = Location {
+            line: parse::position_of_path(text, &key).map_or(1, |p| p.0),
+            column: 1,
+            key: Some(key),
+        };
+        return Err(ConfigError::invalid(path, location, message));
+    }
     if let Some((key, message)) = base.disk_guard.out_of_range() {
         let location = Location {
             line: parse::position_of_path(text, key).map_or(1, |p| p.0),
