@@ -3,15 +3,18 @@
 //! web page embedded in the binary. It only reads: the live status, and the
 //! SQLite files on a blocking thread.
 
+mod errors;
+mod host;
 mod metrics;
 mod readings;
+mod server;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -42,6 +45,9 @@ pub struct ApiState {
     pub db: Option<PathBuf>,
     pub outbox: PathBuf,
     token: Option<Secret>,
+    /// `api.allowed_hosts`, `api.header_read_timeout`, `api.max_connections`.
+    allowed_hosts: Vec<String>,
+    limits: server::Limits,
 }
 
 impl ApiState {
@@ -59,6 +65,11 @@ impl ApiState {
             db: base.backends.sqlite.as_ref().map(|s| base.data_dir.join(&s.path)),
             outbox: crate::backends::outbox::path(&base.data_dir),
             token,
+            allowed_hosts: base.api.allowed_hosts.clone(),
+            limits: server::Limits {
+                header_read_timeout: base.api.header_read_timeout,
+                max_connections: base.api.max_connections,
+            },
         })
     }
 }
@@ -75,6 +86,8 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|source| ApiError::Bind { addr: listen, source })?;
+    let limits = state.limits;
+    let hosts = Arc::new(host::HostPolicy::new(addr.ip(), &state.allowed_hosts));
     let state = Arc::new(state);
     let app = Router::new()
         .route("/", get(page))
@@ -83,14 +96,12 @@ pub async fn serve(
         .route("/api/devices", get(devices))
         .route("/api/readings/latest", get(latest))
         .route("/api/readings", get(readings::readings))
+        .fallback(errors::not_found)
+        .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn_with_state(hosts, host::check_host))
         .with_state(state);
-    let task = tokio::spawn(async move {
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "status API stopped");
-        }
-    });
+    let task = tokio::spawn(server::run(listener, app, limits, stop));
     tracing::info!(%addr, "status API listening");
     Ok((addr, task))
 }
@@ -238,11 +249,14 @@ struct LatestQuery {
     device: Option<String>,
 }
 
-async fn latest(State(state): State<Arc<ApiState>>, Query(q): Query<LatestQuery>) -> Response {
+async fn latest(State(state): State<Arc<ApiState>>, errors::ApiQuery(q): errors::ApiQuery<LatestQuery>) -> Response {
     let devices = state.status.devices();
     if let Some(device) = &q.device {
         if !devices.contains_key(device.as_str()) {
-            return bad_request(StatusCode::NOT_FOUND, format!("no running device `{device}`"));
+            return bad_request(
+                StatusCode::NOT_FOUND,
+                format!("no running device `{}`", errors::echo(device)),
+            );
         }
     }
     let out: serde_json::Map<String, serde_json::Value> = devices

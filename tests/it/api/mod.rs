@@ -1,4 +1,5 @@
 //! The status API over HTTP, and the web page in a real browser.
 
 mod endpoints;
+mod hardening;
 mod page;
