@@ -229,7 +229,7 @@ impl BackendType for UplinkConfig {
         Err((
             key.into(),
             format!(
-                "both backends.uplink.url has user info (user:password@) and backends.uplink.{key} is set: \
+                "backends.uplink.url has user info (user:password@) and backends.uplink.{key} is set too: \
                  a request carries one Authorization header, so the token would not be sent; keep one of them"
             ),
         ))
