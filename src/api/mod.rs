@@ -4,15 +4,18 @@
 //! SQLite files on a blocking thread.
 
 mod health;
+mod errors;
+mod host;
 mod metrics;
 mod readings;
+mod server;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -45,6 +48,9 @@ pub struct ApiState {
     token: Option<Secret>,
     /// `api.unhealthy_after`: how long a backend may fail before /health is 503.
     unhealthy_after: std::time::Duration,
+    /// `api.allowed_hosts`, `api.header_read_timeout`, `api.max_connections`.
+    allowed_hosts: Vec<String>,
+    limits: server::Limits,
 }
 
 impl ApiState {
@@ -63,6 +69,11 @@ impl ApiState {
             outbox: crate::backends::outbox::path(&base.data_dir),
             token,
             unhealthy_after: base.api.unhealthy_after,
+            allowed_hosts: base.api.allowed_hosts.clone(),
+            limits: server::Limits {
+                header_read_timeout: base.api.header_read_timeout,
+                max_connections: base.api.max_connections,
+            },
         })
     }
 }
@@ -93,6 +104,8 @@ pub fn serve_on(
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         source,
     })?;
+    let limits = state.limits;
+    let hosts = Arc::new(host::HostPolicy::new(addr.ip(), &state.allowed_hosts));
     let state = Arc::new(state);
     let app = Router::new()
         .route("/", get(page))
@@ -101,14 +114,12 @@ pub fn serve_on(
         .route("/api/devices", get(devices))
         .route("/api/readings/latest", get(latest))
         .route("/api/readings", get(readings::readings))
+        .fallback(errors::not_found)
+        .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn_with_state(hosts, host::check_host))
         .with_state(state);
-    let task = tokio::spawn(async move {
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "status API stopped");
-        }
-    });
+    let task = tokio::spawn(server::run(listener, app, limits, stop));
     tracing::info!(%addr, "status API listening");
     Ok((addr, task))
 }
@@ -267,11 +278,14 @@ struct LatestQuery {
     device: Option<String>,
 }
 
-async fn latest(State(state): State<Arc<ApiState>>, Query(q): Query<LatestQuery>) -> Response {
+async fn latest(State(state): State<Arc<ApiState>>, errors::ApiQuery(q): errors::ApiQuery<LatestQuery>) -> Response {
     let devices = state.status.devices();
     if let Some(device) = &q.device {
         if !devices.contains_key(device.as_str()) {
-            return bad_request(StatusCode::NOT_FOUND, format!("no running device `{device}`"));
+            return bad_request(
+                StatusCode::NOT_FOUND,
+                format!("no running device `{}`", errors::echo(device)),
+            );
         }
     }
     let out: serde_json::Map<String, serde_json::Value> = devices

@@ -1,11 +1,12 @@
-//! `GET /api/readings?device=&metric=&from=&to=&limit=`: history from SQLite, on a
-//! blocking thread, bounded and paged; and outbox depths for /health and /metrics.
+//! `GET /api/readings?device=&metric=&from=&to=&limit=&order=`: history from
+//! SQLite, on a blocking thread, bounded and paged; and outbox depths for /health
+//! and /metrics.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,6 +15,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::errors::{echo, ApiQuery};
 use super::{bad_request, ApiState};
 use crate::backends::sqlite::schema::quote;
 
@@ -27,6 +29,26 @@ pub struct ReadingsQuery {
     from: Option<String>,
     to: Option<String>,
     limit: Option<String>,
+    order: Option<String>,
+}
+
+/// Which rows of the window come first, and so which a `limit` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Oldest first (the default); `next_from` pages forward.
+    Asc,
+    /// Newest first; `next_to` pages backward.
+    Desc,
+}
+
+impl Order {
+    fn parse(text: Option<&str>) -> Result<Order, String> {
+        match text {
+            None | Some("asc") => Ok(Order::Asc),
+            Some("desc") => Ok(Order::Desc),
+            Some(other) => Err(format!("order: `{}` is neither `asc` nor `desc`", echo(other))),
+        }
+    }
 }
 
 /// RFC 3339 or unix seconds.
@@ -34,12 +56,15 @@ fn parse_time(text: &str) -> Result<i64, String> {
     if let Ok(secs) = text.parse::<i64>() {
         return Ok(secs);
     }
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp())
-        .map_err(|_| format!("`{text}` is neither RFC 3339 (2026-11-24T12:00:00Z) nor unix seconds"))
+    DateTime::parse_from_rfc3339(text).map(|t| t.timestamp()).map_err(|_| {
+        format!(
+            "`{}` is neither RFC 3339 (2026-11-24T12:00:00Z) nor unix seconds",
+            echo(text)
+        )
+    })
 }
 
-pub async fn readings(State(state): State<Arc<ApiState>>, Query(q): Query<ReadingsQuery>) -> Response {
+pub async fn readings(State(state): State<Arc<ApiState>>, ApiQuery(q): ApiQuery<ReadingsQuery>) -> Response {
     let Some(device) = q.device.clone() else {
         return bad_request(StatusCode::BAD_REQUEST, "`device` is required".into());
     };
@@ -62,11 +87,16 @@ pub async fn readings(State(state): State<Arc<ApiState>>, Query(q): Query<Readin
     if limit == 0 || limit > MAX_LIMIT {
         return bad_request(StatusCode::BAD_REQUEST, format!("limit must be 1 to {MAX_LIMIT}"));
     }
+    let order = match Order::parse(q.order.as_deref()) {
+        Ok(order) => order,
+        Err(e) => return bad_request(StatusCode::BAD_REQUEST, e),
+    };
     let Some(db) = state.db.clone() else {
         return bad_request(StatusCode::NOT_FOUND, "the sqlite backend is not configured".into());
     };
     let metric = q.metric.clone();
-    let result = tokio::task::spawn_blocking(move || query(&db, &device, metric.as_deref(), from, to, limit)).await;
+    let result =
+        tokio::task::spawn_blocking(move || query(&db, &device, metric.as_deref(), (from, to), limit, order)).await;
     match result {
         Ok(Ok(body)) => Json(body).into_response(),
         Ok(Err((code, message))) => bad_request(code, message),
@@ -80,9 +110,9 @@ fn query(
     db: &Path,
     device: &str,
     metric: Option<&str>,
-    from: i64,
-    to: i64,
+    (from, to): (i64, i64),
     limit: usize,
+    order: Order,
 ) -> Result<serde_json::Value, QueryError> {
     let unavailable = |e: rusqlite::Error| (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}"));
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
@@ -97,22 +127,26 @@ fn query(
         })
         .map_err(unavailable)?;
     if catalogue.is_empty() {
-        return Err((StatusCode::NOT_FOUND, format!("no readings of device `{device}`")));
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("no readings of device `{}`", echo(device)),
+        ));
     }
     if let Some(metric) = metric {
         catalogue.retain(|(m, _, _)| m == metric);
         if catalogue.is_empty() {
             return Err((
                 StatusCode::NOT_FOUND,
-                format!("device `{device}` has no metric `{metric}`"),
+                format!("device `{}` has no metric `{}`", echo(device), echo(metric)),
             ));
         }
     }
     let columns: Vec<String> = catalogue.iter().map(|(m, _, _)| quote(m)).collect();
     let sql = format!(
-        "SELECT ts, {} FROM {} WHERE ts >= ?1 AND ts < ?2 ORDER BY ts LIMIT ?3",
+        "SELECT ts, {} FROM {} WHERE ts >= ?1 AND ts < ?2 ORDER BY ts {} LIMIT ?3",
         columns.join(", "),
-        quote(device)
+        quote(device),
+        if order == Order::Desc { "DESC" } else { "ASC" }
     );
     let mut stmt = conn.prepare(&sql).map_err(unavailable)?;
     let rows = stmt
@@ -133,15 +167,29 @@ fn query(
         .map_err(unavailable)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(unavailable)?;
-    // The next page starts after the last row of this one.
-    let next = (rows.len() == limit)
-        .then(|| rows.last().and_then(|r| r["ts"].as_i64()).map(|t| t + 1))
+    // The next page starts after the last row of this one (ascending), or ends
+    // before it (descending; `to` is exclusive).
+    let last = (rows.len() == limit)
+        .then(|| rows.last().and_then(|r| r["ts"].as_i64()))
         .flatten();
+    let (next_from, next_to) = match order {
+        Order::Asc => (last.map(|t| t + 1), None),
+        Order::Desc => (None, last),
+    };
     let units: serde_json::Map<String, serde_json::Value> = catalogue
         .iter()
         .map(|(m, u, k)| (m.clone(), json!({"unit": u, "kind": k})))
         .collect();
-    Ok(json!({ "device": device, "from": from, "to": to, "metrics": units, "rows": rows, "next_from": next }))
+    Ok(json!({
+        "device": device,
+        "from": from,
+        "to": to,
+        "order": if order == Order::Desc { "desc" } else { "asc" },
+        "metrics": units,
+        "rows": rows,
+        "next_from": next_from,
+        "next_to": next_to,
+    }))
 }
 
 /// What the durable outbox holds for one backend.

@@ -22,6 +22,11 @@ pub trait BackendType: DeserializeOwned + Serialize + Clone + PartialEq + Debug 
     /// Makes relative paths in the section absolute once config.yaml is loaded:
     /// against its directory, or `$CREDENTIALS_DIRECTORY` for systemd credentials.
     fn resolve_paths(&mut self, _config_dir: &Path, _credentials_dir: Option<&Path>) {}
+    /// Combinations of keys serde cannot refuse, checked at load (so `mesura check`
+    /// reports them): `Err((key within the section, message))`.
+    fn validate(&self) -> Result<(), (String, String)> {
+        Ok(())
+    }
     /// Whether a reload from `self` to `new` can leave the running backend alone.
     fn same_settings(&self, new: &Self) -> bool {
         self == new
@@ -68,6 +73,15 @@ macro_rules! backend_types {
                 $( if let Some(section) = &mut self.$name {
                     $crate::backends::BackendType::resolve_paths(section, config_dir, credentials_dir);
                 } )+
+            }
+
+            /// The first section that fails [`BackendType::validate`]:
+            /// `(backends.<name>.<key>, message)`.
+            pub fn validate(&self) -> Option<(String, String)> {
+                $( if let Some(Err((key, message))) = self.$name.as_ref().map($crate::backends::BackendType::validate) {
+                    return Some((format!("backends.{}.{key}", stringify!($name)), message));
+                } )+
+                None
             }
 
             /// Whether backend `name` is configured alike in `self` and `new` (both

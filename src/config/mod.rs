@@ -74,6 +74,19 @@ pub struct ApiConfig {
     /// the backend unhealthy at once).
     #[serde(default = "default_api_unhealthy_after", with = "crate::config::duration")]
     pub unhealthy_after: std::time::Duration,
+    /// Host names the API answers to besides `localhost` and loopback addresses
+    /// (`Host` header, port ignored). Any other gets 421, so a web page cannot read
+    /// the API through DNS rebinding. On an address other than loopback, `Host` is
+    /// checked only when this list is given (IP addresses always pass there).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    /// How long a client may take to send a request's headers: slower connections
+    /// are closed, so a few slow clients cannot hold every connection.
+    #[serde(default = "default_api_header_read_timeout", with = "duration")]
+    pub header_read_timeout: std::time::Duration,
+    /// Connections served at once; more wait until one closes.
+    #[serde(default = "default_api_max_connections")]
+    pub max_connections: usize,
 }
 
 pub fn default_api_enabled() -> bool {
@@ -85,6 +98,25 @@ pub fn default_api_listen() -> std::net::SocketAddr {
 pub fn default_api_unhealthy_after() -> std::time::Duration {
     std::time::Duration::from_secs(300)
 }
+pub fn default_api_header_read_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+pub fn default_api_max_connections() -> usize {
+    64
+}
+
+impl ApiConfig {
+    /// A limit that would make the API unusable: `(key, message)`.
+    pub fn out_of_range(&self) -> Option<(&'static str, String)> {
+        if self.header_read_timeout.is_zero() {
+            return Some(("api.header_read_timeout", "must be longer than 0s".into()));
+        }
+        if self.max_connections == 0 {
+            return Some(("api.max_connections", "must be at least 1".into()));
+        }
+        None
+    }
+}
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -94,6 +126,9 @@ impl Default for ApiConfig {
             token: None,
             token_file: None,
             unhealthy_after: default_api_unhealthy_after(),
+            allowed_hosts: Vec::new(),
+            header_read_timeout: default_api_header_read_timeout(),
+            max_connections: default_api_max_connections(),
         }
     }
 }
@@ -239,6 +274,22 @@ pub fn load_base(
             "the API would listen on {} without a token: set api.token (or api.token_file), or listen on 127.0.0.1",
             api.listen
         );
+        return Err(ConfigError::invalid(path, location, message));
+    }
+    if let Some((key, message)) = base.backends.validate() {
+        let location = Location {
+            line: parse::position_of_path(text, &key).map_or(1, |p| p.0),
+            column: 1,
+            key: Some(key),
+        };
+        return Err(ConfigError::invalid(path, location, message));
+    }
+    if let Some((key, message)) = base.api.out_of_range() {
+        let location = Location {
+            line: parse::position_of_path(text, key).map_or(1, |p| p.0),
+            column: 1,
+            key: Some(key.into()),
+        };
         return Err(ConfigError::invalid(path, location, message));
     }
     if let Some((key, message)) = base.disk_guard.out_of_range() {

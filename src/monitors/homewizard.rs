@@ -257,6 +257,8 @@ impl HomewizardMonitor {
     async fn get(&self, path: &str) -> Result<Json, MonitorError> {
         let url = format!("{}{path}", self.base_url);
         let mut request = self.client.get(&url);
+        // Only the masked form goes into errors (logs, /health).
+        let url = crate::config::secret::mask_url(&url);
         if let Some(auth) = &self.auth {
             request = request
                 .header(reqwest::header::AUTHORIZATION, auth.clone())
@@ -310,6 +312,8 @@ impl HomewizardMonitor {
 }
 
 fn link_error(url: &str, e: reqwest::Error) -> MonitorError {
+    // The URL is in the message already, masked; reqwest's copy is not.
+    let e = e.without_url();
     let text = error_chain(&e);
     // A certificate that does not verify fails the same way every time: say where
     // to look rather than leave it as a flaky link.

@@ -249,7 +249,13 @@ pub fn check_url(key: &str, url: &str) -> Result<(), (String, String)> {
     if ok {
         Ok(())
     } else {
-        Err((key.into(), format!("`{url}` is not an http:// or https:// URL")))
+        Err((
+            key.into(),
+            format!(
+                "`{}` is not an http:// or https:// URL",
+                crate::config::secret::mask_url(url)
+            ),
+        ))
     }
 }
 

@@ -31,7 +31,10 @@ pub struct OpenWeatherMapConfig {
     /// The API key (`appid`), from the environment: `appid: ${OWM_API_KEY}`.
     pub appid: Secret,
     /// Where the API lives; tests point it at a local server.
-    #[serde(default = "default_base_url")]
+    #[serde(
+        default = "default_base_url",
+        serialize_with = "crate::config::secret::serialize_masked_url"
+    )]
     pub base_url: String,
     /// How long one request may take, connection included.
     #[serde(default = "default_timeout", with = "crate::config::duration")]

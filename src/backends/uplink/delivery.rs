@@ -65,12 +65,9 @@ pub(super) fn client(config: &UplinkConfig) -> Result<reqwest::Client, BackendEr
         .map_err(|e| BackendError::permanent(format!("uplink: cannot build the HTTP client: {e}")).caused_by(e))
 }
 
-/// The URL without user info, for logs.
+/// The URL without user info and credential parameters, for logs.
 pub(super) fn redacted(url: &reqwest::Url) -> String {
-    let mut url = url.clone();
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    url.to_string()
+    crate::config::secret::mask_url(url.as_str())
 }
 
 /// What the server's answer means for the batch.

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::health::Health;
 use super::outbox::{Durable, Opening, OutboxConfig};
 use super::{Backend, BackendError, BackendType, BatchPolicy};
-use crate::config::secret::Secret;
+use crate::config::secret::{mask_url, Secret};
 use crate::reading::Reading;
 
 /// `backends.uplink`.
@@ -30,6 +30,9 @@ use crate::reading::Reading;
 pub struct UplinkConfig {
     /// Where batches are POSTed. For `format: influx` with an `influx:` section, the
     /// server's base URL (the write path is added); otherwise the full endpoint.
+    /// Printed (by `check`, in logs) with its user info and credential parameters
+    /// masked.
+    #[serde(serialize_with = "crate::config::secret::serialize_masked_url")]
     pub url: String,
     /// `json` (an array of readings) or `influx` (line protocol).
     #[serde(default)]
@@ -148,7 +151,8 @@ impl UplinkConfig {
 
     /// The URL requests go to.
     fn endpoint(&self) -> Result<reqwest::Url, BackendError> {
-        let mut url = reqwest::Url::parse(&self.url).map_err(|e| invalid(&format!("url `{}`: {e}", self.url)))?;
+        let mut url =
+            reqwest::Url::parse(&self.url).map_err(|e| invalid(&format!("url `{}`: {e}", mask_url(&self.url))))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("url must start with http:// or https://"));
         }
@@ -208,6 +212,28 @@ impl BackendType for UplinkConfig {
                 self.tls.ca_file = Some(config_dir.join(file));
             }
         }
+    }
+
+    /// A URL with `user:password@` makes reqwest send Basic auth, and a request
+    /// carries one `Authorization` header: the token would silently not be sent.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let has_user_info =
+            reqwest::Url::parse(&self.url).is_ok_and(|url| !url.username().is_empty() || url.password().is_some());
+        if !has_user_info {
+            return Ok(());
+        }
+        let key = match (&self.token, &self.token_file) {
+            (Some(_), _) => "token",
+            (None, Some(_)) => "token_file",
+            (None, None) => return Ok(()),
+        };
+        Err((
+            key.into(),
+            format!(
+                "backends.uplink.url has user info (user:password@) and backends.uplink.{key} is set too: \
+                 a request carries one Authorization header, so the token would not be sent; keep one of them"
+            ),
+        ))
     }
 
     async fn open(&self, data_dir: &Path) -> Result<Box<dyn Backend>, BackendError> {

@@ -41,10 +41,16 @@ pub struct EvohomeConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<LocationRef>,
     /// The API's base URL (EMEA); tests point it at a local server.
-    #[serde(default = "default_base_url")]
+    #[serde(
+        default = "default_base_url",
+        serialize_with = "crate::config::secret::serialize_masked_url"
+    )]
     pub base_url: String,
     /// The OAuth token endpoint.
-    #[serde(default = "default_auth_url")]
+    #[serde(
+        default = "default_auth_url",
+        serialize_with = "crate::config::secret::serialize_masked_url"
+    )]
     pub auth_url: String,
     /// How long one request may take, connection included.
     #[serde(default = "default_timeout", with = "crate::config::duration")]

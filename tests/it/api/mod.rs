@@ -2,4 +2,5 @@
 
 mod endpoints;
 mod health;
+mod hardening;
 mod page;
