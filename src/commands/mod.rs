@@ -1,6 +1,8 @@
 //! The one-shot subcommands: `check`, `devices`, `read`, `decode`. Each returns its text and
 //! whether it succeeded; `main.rs` prints and sets the exit code.
 
+mod sections;
+
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
@@ -22,7 +24,7 @@ pub fn check(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Outcome {
         Ok(c) => c,
         Err(e) => {
             return Outcome {
-                text: format!("error: {e}\n1 error found\n"),
+                text: format!("error: {e}\n{} found\n", count(1, "error")),
                 ok: false,
             }
         }
@@ -31,6 +33,7 @@ pub fn check(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Outcome {
     let _ = writeln!(text, "config: {}", path.display());
     let _ = writeln!(text, "data_dir: {}", base.data_dir.display());
     let _ = writeln!(text, "devices_dir: {}", base.devices_dir.display());
+    text.push_str(&sections::describe(base));
     let _ = writeln!(text, "backends:");
     match serde_yaml_ng::to_string(&base.backends) {
         Ok(yaml) => text.push_str(&indent(&yaml, "  ")),
@@ -63,12 +66,21 @@ pub fn check(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Outcome {
         let _ = writeln!(text, "error: {e}");
     }
     let _ = match errors.len() {
-        0 => writeln!(text, "ok: {} device(s), no errors", config.devices.devices.len()),
-        n => writeln!(text, "{n} error(s) found"),
+        0 => writeln!(text, "ok: {}, no errors", count(config.devices.devices.len(), "device")),
+        n => writeln!(text, "{} found", count(n, "error")),
     };
     Outcome {
         text,
         ok: errors.is_empty(),
+    }
+}
+
+/// `1 error`, `2 errors`: every count the commands print reads as English.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
@@ -229,11 +241,11 @@ pub fn decode_dsmr(path: &Path, lines: bool) -> Decoded {
     }
     let _ = writeln!(
         stderr,
-        "{}: {} telegram(s) decoded, {} dropped, {} bytes skipped as junk",
+        "{}: {} decoded, {} dropped, {} skipped as junk",
         path.display(),
-        report.telegrams.len(),
+        count(report.telegrams.len(), "telegram"),
         report.errors.len(),
-        report.junk_bytes
+        count(usize::try_from(report.junk_bytes).unwrap_or(usize::MAX), "byte")
     );
     Decoded {
         stdout,
