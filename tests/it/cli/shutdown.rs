@@ -13,8 +13,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_mesura");
 /// Holds SQLite's WAL locks (bytes 120 to 127 of the `-shm` file: the writer,
 /// checkpointer, recovery and the five read marks) with a POSIX lock from this
 /// process, the way a stuck reader or a backup tool would: every new read
-/// transaction of the daemon then waits in its busy handler.
-struct WalLocked(std::fs::File);
+/// transaction of the daemon then waits in its busy handler. The lock lasts as long
+/// as the file is open.
+struct WalLocked {
+    _shm: std::fs::File,
+}
 
 impl WalLocked {
     fn take(db: &std::path::Path) -> WalLocked {
@@ -33,7 +36,7 @@ impl WalLocked {
         // SAFETY: fcntl on a descriptor this File owns, with a valid flock.
         let rc = unsafe { libc::fcntl(shm.as_raw_fd(), libc::F_SETLK, &lock) };
         assert_eq!(rc, 0, "lock: {}", std::io::Error::last_os_error());
-        WalLocked(shm)
+        WalLocked { _shm: shm }
     }
 }
 
