@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -21,16 +21,35 @@ use mesura::daemon::app::Daemon;
 )]
 struct Cli {
     /// The base config file; device files live in its `devices_dir` (default `config.d/` beside it).
-    #[arg(long, short, global = true, default_value = "config.yaml", env = "MESURA_CONFIG")]
+    #[arg(long, short, default_value = "config.yaml", env = "MESURA_CONFIG")]
     config: PathBuf,
-    /// Log level or filter (overrides `logging.level`; `RUST_LOG` overrides both).
-    #[arg(long, global = true)]
-    log_level: Option<String>,
-    /// Log format (overrides `logging.format`).
-    #[arg(long, global = true, value_enum)]
-    log_format: Option<CliLogFormat>,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `--config` of the subcommands that read the config files; given before the
+/// subcommand (`mesura --config x run`, as the systemd unit does) it works as well.
+/// Only these subcommands list it, so `mesura devices --help` does not offer an
+/// option `devices` would ignore.
+#[derive(Args)]
+struct ConfigArg {
+    /// The base config file [default: config.yaml, or $MESURA_CONFIG]; device files
+    /// live in its `devices_dir` (default `config.d/` beside it).
+    #[arg(long = "config", short = 'c', value_name = "CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// The logging options of the subcommands that log.
+#[derive(Args)]
+struct LogArgs {
+    /// Log level or filter (overrides `logging.level`; `RUST_LOG` overrides both).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Log format (overrides `logging.format`).
+    #[arg(long, value_enum)]
+    log_format: Option<CliLogFormat>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -42,21 +61,60 @@ enum CliLogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon (the default).
-    Run,
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        log: LogArgs,
+    },
     /// Load and validate every file; print devices and backends; exit 1 on any error.
-    Check,
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// List the device types with their config keys and metrics.
     Devices,
     /// Read one device once and print the values (no backend is touched).
     Read {
         /// The device id (its file stem in config.d/).
         device: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// Decode a saved message and print what mesura reads from it, as JSON.
     Decode {
         #[command(subcommand)]
         what: DecodeCommand,
     },
+}
+
+/// The options in force: a subcommand's own `--config`, `--log-level` and
+/// `--log-format` win over the ones given before it.
+struct Options {
+    config: PathBuf,
+    log_level: Option<String>,
+    log_format: Option<CliLogFormat>,
+}
+
+impl Cli {
+    fn options(&self) -> Options {
+        let (config, log) = match &self.command {
+            Some(Command::Run { config, log } | Command::Read { config, log, .. }) => {
+                (config.config.as_ref(), Some(log))
+            }
+            Some(Command::Check { config }) => (config.config.as_ref(), None),
+            _ => (None, None),
+        };
+        Options {
+            config: config.unwrap_or(&self.config).clone(),
+            log_level: log
+                .and_then(|l| l.log_level.clone())
+                .or_else(|| self.log.log_level.clone()),
+            log_format: log.and_then(|l| l.log_format).or(self.log.log_format),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -101,6 +159,10 @@ fn limit_malloc_arenas() {}
 /// device's first batch is written at once), creating its table and columns.
 const STARTUP_SETTLED_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long the exit waits for blocking tasks still running after the daemon
+/// stopped (see `main`).
+const BLOCKING_TASKS_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Hands back the heap that only start-up needed (parsing the config files,
 /// opening the backends) to the kernel.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -117,7 +179,8 @@ fn release_startup_memory() {}
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
-    load_dotenv(&cli.config);
+    let options = cli.options();
+    load_dotenv(&options.config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(2)))
         .enable_all()
@@ -130,16 +193,16 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command.as_ref().unwrap_or(&Command::Run) {
-            Command::Run => run(&cli).await,
-            Command::Check => Ok(print(commands::check(&cli.config, &commands::env_lookup))),
-            Command::Devices => {
+        match &cli.command {
+            None | Some(Command::Run { .. }) => run(&options).await,
+            Some(Command::Check { .. }) => Ok(print(commands::check(&options.config, &commands::env_lookup))),
+            Some(Command::Devices) => {
                 print!("{}", commands::devices());
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Decode {
+            Some(Command::Decode {
                 what: DecodeCommand::Dsmr { file, lines },
-            } => {
+            }) => {
                 let decoded = commands::decode_dsmr(file, *lines);
                 print!("{}", decoded.stdout);
                 eprint!("{}", decoded.stderr);
@@ -149,12 +212,19 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 })
             }
-            Command::Read { device } => {
-                init_tracing(&cli, "warn", LogFormat::Text);
-                Ok(print(commands::read(&cli.config, device, &commands::env_lookup).await))
+            Some(Command::Read { device, .. }) => {
+                init_tracing(&options, "warn", LogFormat::Text);
+                Ok(print(
+                    commands::read(&options.config, device, &commands::env_lookup).await,
+                ))
             }
         }
     });
+    // Everything is written once `run` returns; what still runs on the blocking
+    // pool (an API query waiting on a busy database, a DNS lookup of a device or
+    // broker) is of no use any more. Dropping the runtime would wait for each of
+    // them — seconds after "shutdown complete" — so they are given a moment only.
+    runtime.shutdown_timeout(BLOCKING_TASKS_GRACE);
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -185,7 +255,7 @@ fn load_dotenv(config: &Path) {
     let _ = dotenvy::dotenv();
 }
 
-fn init_tracing(cli: &Cli, level: &str, format: LogFormat) {
+fn init_tracing(cli: &Options, level: &str, format: LogFormat) {
     let level = cli.log_level.as_deref().unwrap_or(level);
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
@@ -205,7 +275,7 @@ fn init_tracing(cli: &Cli, level: &str, format: LogFormat) {
     }
 }
 
-async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+async fn run(cli: &Options) -> anyhow::Result<ExitCode> {
     // Signals are caught from the very start: a SIGTERM while the backends open (a
     // locked database, a slow disk) must stop us cleanly once started, not kill
     // the process by the default action with devices already producing.

@@ -1,6 +1,8 @@
 //! The one-shot subcommands: `check`, `devices`, `read`, `decode`. Each returns its text and
 //! whether it succeeded; `main.rs` prints and sets the exit code.
 
+mod sections;
+
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
@@ -22,7 +24,7 @@ pub fn check(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Outcome {
         Ok(c) => c,
         Err(e) => {
             return Outcome {
-                text: format!("error: {e}\n1 error found\n"),
+                text: format!("error: {e}\n{} found\n", count(1, "error")),
                 ok: false,
             }
         }
@@ -31,6 +33,7 @@ pub fn check(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Outcome {
     let _ = writeln!(text, "config: {}", path.display());
     let _ = writeln!(text, "data_dir: {}", base.data_dir.display());
     let _ = writeln!(text, "devices_dir: {}", base.devices_dir.display());
+    text.push_str(&sections::describe(base));
     let _ = writeln!(text, "backends:");
     match serde_yaml_ng::to_string(&base.backends) {
         Ok(yaml) => text.push_str(&indent(&yaml, "  ")),
@@ -66,12 +69,12 @@ pub fn check(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Outcome {
     if let Some(e) = &store_error {
         let _ = writeln!(text, "error: {e}");
     }
-    let count = errors.len() + usize::from(store_error.is_some());
-    let _ = match count {
-        0 => writeln!(text, "ok: {} device(s), no errors", config.devices.devices.len()),
-        n => writeln!(text, "{n} error(s) found"),
+    let found = errors.len() + usize::from(store_error.is_some());
+    let _ = match found {
+        0 => writeln!(text, "ok: {}, no errors", count(config.devices.devices.len(), "device")),
+        n => writeln!(text, "{} found", count(n, "error")),
     };
-    Outcome { text, ok: count == 0 }
+    Outcome { text, ok: found == 0 }
 }
 
 /// The daemon would fail to open its database (at start, or at a reload): say so
@@ -81,6 +84,15 @@ fn sqlite_not_writable(base: &config::BaseConfig) -> Option<String> {
     crate::backends::sqlite::writable::check(&base.data_dir.join(&sqlite.path))
         .err()
         .map(|e| format!("backends.sqlite.path: {e}"))
+}
+
+/// `1 error`, `2 errors`: every count the commands print reads as English.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn indent(text: &str, prefix: &str) -> String {
@@ -240,11 +252,11 @@ pub fn decode_dsmr(path: &Path, lines: bool) -> Decoded {
     }
     let _ = writeln!(
         stderr,
-        "{}: {} telegram(s) decoded, {} dropped, {} bytes skipped as junk",
+        "{}: {} decoded, {} dropped, {} skipped as junk",
         path.display(),
-        report.telegrams.len(),
+        count(report.telegrams.len(), "telegram"),
         report.errors.len(),
-        report.junk_bytes
+        count(usize::try_from(report.junk_bytes).unwrap_or(usize::MAX), "byte")
     );
     Decoded {
         stdout,

@@ -95,7 +95,8 @@ pub fn overrides(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, V
     let mut found: Vec<_> = vars
         .filter_map(|(name, value)| {
             let rest = name.strip_prefix("MESURA_")?;
-            if rest.is_empty() {
+            // MESURA_CONFIG names the config file (`--config`), it is no key in it.
+            if rest.is_empty() || rest == "CONFIG" {
                 return None;
             }
             let path = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
@@ -179,6 +180,8 @@ mod tests {
             ("MESURA_DATA_DIR".to_string(), "/var/lib/mesura".to_string()),
             ("MESURA_LOGGING__LEVEL".to_string(), "debug".to_string()),
             ("OTHER".to_string(), "x".to_string()),
+            // The config file's own path (`--config`), not a key.
+            ("MESURA_CONFIG".to_string(), "/etc/mesura/config.yaml".to_string()),
         ];
         let found = overrides(vars.into_iter());
         assert_eq!(found.len(), 2);

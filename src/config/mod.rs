@@ -5,6 +5,7 @@ mod device;
 pub mod duration;
 pub mod env;
 mod error;
+pub mod listen;
 pub mod parse;
 pub mod secret;
 
@@ -61,8 +62,10 @@ pub struct ApiConfig {
     /// Serve /health, /metrics, /api/* and the web page.
     #[serde(default = "default_api_enabled")]
     pub enabled: bool,
-    /// Address and port. Anything but loopback requires `token`.
-    #[serde(default = "default_api_listen")]
+    /// Address and port (`127.0.0.1:9360`), or a host name and port
+    /// (`localhost:9360`) resolved when the config is loaded. Anything but loopback
+    /// requires `token`.
+    #[serde(default = "default_api_listen", deserialize_with = "listen::deserialize")]
     pub listen: std::net::SocketAddr,
     /// Bearer token required on every request (write `${MESURA_API_TOKEN}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

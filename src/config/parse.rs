@@ -15,6 +15,7 @@ use super::error::{ConfigError, Location};
 
 /// Deserialises `src` into `T`, returning the value and every key `T` ignored.
 pub fn parse_typed<T: DeserializeOwned>(file: &Path, src: &str) -> Result<(T, Vec<String>), ConfigError> {
+    check_syntax(file, src)?;
     let mut ignored = Vec::new();
     let result = {
         let yaml = serde_yaml_ng::Deserializer::from_str(src);
@@ -28,20 +29,70 @@ pub fn parse_typed<T: DeserializeOwned>(file: &Path, src: &str) -> Result<(T, Ve
     }
 }
 
+/// Reports malformed YAML (a bad indent, an unclosed quote or bracket, a tab) on
+/// its own, before any key is looked at: the typed parse stops at the first key it
+/// cannot finish and would blame that key (`key backends.?`) for a syntax error
+/// that has none.
+pub fn check_syntax(file: &Path, src: &str) -> Result<(), ConfigError> {
+    let Err(err) = serde_yaml_ng::from_str::<de::IgnoredAny>(src) else {
+        return Ok(());
+    };
+    let (line, column) = err.location().map_or((1, 1), |l| (l.line(), l.column()));
+    // The location is printed in front; the text keeps only the other position
+    // libyaml names (where the enclosing mapping or quote began).
+    let mut problem = err
+        .to_string()
+        .replacen(&format!(" at line {line} column {column}"), "", 1);
+    let tab = src
+        .lines()
+        .nth(line.saturating_sub(1))
+        .and_then(|l| l.chars().nth(column.saturating_sub(1)))
+        == Some('\t');
+    if tab {
+        problem.push_str(" (a tab: YAML indents with spaces only)");
+    }
+    let location = Location {
+        line,
+        column,
+        key: None,
+    };
+    Err(ConfigError::invalid(
+        file,
+        location,
+        format!("YAML syntax error: {problem}"),
+    ))
+}
+
 /// Turns a serde_yaml_ng error into one with a location and a key.
 pub fn yaml_error(file: &Path, src: &str, path: String, err: &serde_yaml_ng::Error) -> ConfigError {
     let full = err.to_string();
-    let message = match full.rfind(" at line ") {
+    let mut message = match full.rfind(" at line ") {
         Some(i) => full[..i].to_owned(),
         None => full.clone(),
     };
-    let mut key = (path != "." && !path.is_empty()).then_some(path);
+    // serde_path_to_error writes `?` for a segment it could not name: the key ends
+    // before it, rather than naming a key no file has.
+    let known: Vec<&str> = path
+        .split('.')
+        .take_while(|segment| *segment != "?" && !segment.is_empty())
+        .collect();
+    let mut key = (!known.is_empty()).then(|| known.join("."));
+    // serde_yaml_ng starts its message with the path the key already names.
+    if let Some((prefix, rest)) = message.split_once(": ") {
+        let named = key
+            .as_deref()
+            .is_some_and(|k| k == prefix || k.starts_with(&format!("{prefix}.")));
+        if named {
+            message = rest.to_owned();
+        }
+    }
     if let Some(unknown) = backticked_after(&message, "unknown field `") {
         key = Some(match key {
             Some(parent) if parent == unknown || parent.ends_with(&format!(".{unknown}")) => parent,
             Some(parent) => format!("{parent}.{unknown}"),
-            None => unknown,
+            None => unknown.clone(),
         });
+        message = unknown_key_message(&unknown, &message);
     }
     // The key's own line is the most useful place to point at; serde_yaml_ng's
     // location is used where the key cannot be found (a sequence item, a syntax error).
@@ -51,6 +102,22 @@ pub fn yaml_error(file: &Path, src: &str, path: String, err: &serde_yaml_ng::Err
         (None, None) => (1, 1),
     };
     ConfigError::invalid(file, Location { line, column, key }, message)
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" in the words device files
+/// use: the nearest valid key first, then every valid key.
+fn unknown_key_message(unknown: &str, serde_message: &str) -> String {
+    let valid: Vec<&str> = serde_message
+        .split_once("expected ")
+        .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+        .unwrap_or_default();
+    let hint = did_you_mean(unknown, valid.iter().copied())
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default();
+    if valid.is_empty() {
+        return format!("unknown key `{unknown}`{hint}; this section has no keys");
+    }
+    format!("unknown key `{unknown}`{hint}; valid keys here: {}", valid.join(", "))
 }
 
 fn backticked_after(message: &str, prefix: &str) -> Option<String> {

@@ -103,13 +103,13 @@ fn check_lists_every_error_and_masks_nothing_it_should_not_show() {
     assert!(text.contains("good — simulated"), "{text}");
     assert!(text.contains("typo.yaml:line 3 column 1: key `pol_interval`"), "{text}");
     assert!(text.contains("wrongtype.yaml:line 1 column 1: key `type`"), "{text}");
-    assert!(text.contains("2 error(s) found"), "{text}");
+    assert!(text.contains("2 errors found"), "{text}");
 
     std::fs::remove_file(setup.dir.path().join("config.d/typo.yaml")).expect("rm");
     std::fs::remove_file(setup.dir.path().join("config.d/wrongtype.yaml")).expect("rm");
     let out = mesura(&setup, &["check"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 1 device(s), no errors"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 1 device, no errors"));
 }
 
 #[test]

@@ -147,7 +147,7 @@ fn every_telegram_of_a_capture_is_decoded_and_the_junk_told() {
     );
     assert!(
         stderr.contains(&format!(
-            "3 telegram(s) decoded, 0 dropped, {junk_bytes} bytes skipped as junk"
+            "3 telegrams decoded, 0 dropped, {junk_bytes} bytes skipped as junk"
         )),
         "{stderr}"
     );
@@ -187,7 +187,7 @@ fn a_dropped_telegram_exits_1_and_the_others_still_print() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("2 telegram(s) decoded, 1 dropped, 0 bytes skipped as junk"),
+        stderr.contains("2 telegrams decoded, 1 dropped, 0 bytes skipped as junk"),
         "{stderr}"
     );
 }

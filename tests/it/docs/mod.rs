@@ -3,3 +3,4 @@
 mod examples;
 mod examples_modbus;
 mod markdown;
+mod tables;
