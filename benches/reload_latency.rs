@@ -21,7 +21,9 @@ async fn measure(flush: &str, runs: usize) -> Vec<Duration> {
     let base = format!("backends:\n  sqlite:\n    flush_interval: {flush}\n");
     std::fs::write(dir.path().join("config.yaml"), base).expect("config");
     let config = Config::load(&dir.path().join("config.yaml"), &|_| None).expect("load");
-    let daemon = Daemon::start(config, mesura::clock::system()).await.expect("start");
+    let daemon = Daemon::start(config, mesura::host::clock::system())
+        .await
+        .expect("start");
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(daemon.run(shutdown.clone()));
     let db = dir.path().join("data/mesura.db");

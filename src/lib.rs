@@ -56,7 +56,6 @@ macro_rules! error_causes {
 
 pub mod api;
 pub mod backends;
-pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod daemon;

@@ -285,7 +285,7 @@ async fn run(cli: &Options) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot load {}", cli.config.display()))?;
     init_tracing(cli, &config.base.logging.level, config.base.logging.format);
     tracing::info!(config = %cli.config.display(), version = env!("CARGO_PKG_VERSION"), "mesura starting");
-    let daemon = Daemon::start(config, mesura::clock::system()).await?;
+    let daemon = Daemon::start(config, mesura::host::clock::system()).await?;
     tokio::spawn(async {
         tokio::time::sleep(STARTUP_SETTLED_AFTER).await;
         let _ = tokio::task::spawn_blocking(release_startup_memory).await;

@@ -3,8 +3,8 @@
 //! web page embedded in the binary. It only reads: the live status, and the
 //! SQLite files on a blocking thread.
 
-mod health;
 mod errors;
+mod health;
 mod host;
 mod metrics;
 mod readings;

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::clock;
 use crate::config::{self, Config, ConfigError, DeviceKind};
+use crate::host::clock;
 use crate::monitors::{self, MonitorContext};
 
 pub struct Outcome {

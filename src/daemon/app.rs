@@ -10,7 +10,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::{self, BackendError};
-use crate::clock::SharedClock;
 use crate::config::{self, BaseConfig, Config, DeviceConfig, DeviceSet};
 use crate::daemon::live::{BackendStats, SharedStatus, Status};
 use crate::daemon::prepare::{prepare, Prepared, PreparedApi, ReloadError};
@@ -18,6 +17,7 @@ use crate::daemon::reload::DeviceDiff;
 use crate::daemon::router::Router;
 use crate::daemon::supervisor::{Shared, Supervisor};
 use crate::daemon::watch::ConfigWatcher;
+use crate::host::clock::SharedClock;
 use crate::reading::DeviceId;
 
 #[derive(Debug, thiserror::Error)]

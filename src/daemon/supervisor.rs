@@ -11,11 +11,11 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::SharedClock;
 use crate::config::DeviceConfig;
 use crate::daemon::live::SharedStatus;
 use crate::daemon::retry::{Backoff, BreakerState, CircuitBreaker, Transition};
 use crate::daemon::router::Router;
+use crate::host::clock::SharedClock;
 use crate::monitors::{self, Monitor, MonitorContext, MonitorError};
 use crate::reading::DeviceId;
 
@@ -362,7 +362,7 @@ mod tests {
             shared: Shared {
                 router: Router::default(),
                 status: status.clone(),
-                clock: crate::clock::system(),
+                clock: crate::host::clock::system(),
                 data_dir: std::path::PathBuf::new(),
             },
             token: token.clone(),

@@ -137,7 +137,7 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let ctx = MonitorContext {
             id: device.id.clone(),
-            clock: crate::clock::system(),
+            clock: crate::host::clock::system(),
             data_dir: data.path().to_path_buf(),
         };
         let monitor = build(&device, ctx).unwrap();

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::MonitorError;
-use crate::clock::SharedClock;
+use crate::host::clock::SharedClock;
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
@@ -286,7 +286,7 @@ mod tests {
     async fn a_pause_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("svc-dev.ratelimit.json");
-        let clock: SharedClock = std::sync::Arc::new(crate::clock::MonotonicClock::starting_at(Utc::now()));
+        let clock: SharedClock = std::sync::Arc::new(crate::host::clock::MonotonicClock::starting_at(Utc::now()));
         let mut first = Suspension::persistent(clock.clone(), file.clone(), "dev");
         assert!(first.check("svc").is_ok());
         first.suspend("svc", Some(Duration::from_secs(900)), "HTTP 429");
@@ -315,7 +315,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_suspension_fails_fast_until_it_ends() {
-        let clock: SharedClock = std::sync::Arc::new(crate::clock::MonotonicClock::starting_at(Utc::now()));
+        let clock: SharedClock = std::sync::Arc::new(crate::host::clock::MonotonicClock::starting_at(Utc::now()));
         let mut s = Suspension::new(clock);
         assert!(s.check("svc").is_ok());
         let e = s.suspend("svc", None, "HTTP 429");

@@ -23,8 +23,8 @@ use async_trait::async_trait;
 
 pub use self::device_type::DeviceType;
 pub use self::error::{describe_link_io, Cause, MonitorError};
-use crate::clock::SharedClock;
 use crate::config::DeviceConfig;
+use crate::host::clock::SharedClock;
 use crate::reading::{DeviceId, MetricSpec, Reading};
 
 // Adding a device type: its module above, its line here (see docs/architecture.md).

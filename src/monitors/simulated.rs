@@ -232,7 +232,7 @@ impl Monitor for SimulatedMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::MonotonicClock;
+    use crate::host::clock::MonotonicClock;
     use std::sync::Arc;
 
     fn monitor(profile: Profile) -> SimulatedMonitor {

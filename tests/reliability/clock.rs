@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use crate::support::{no_env, Setup};
 use chrono::{DateTime, TimeDelta};
-use mesura::clock::JumpingClock;
 use mesura::config::Config;
 use mesura::daemon::app::Daemon;
+use mesura::host::clock::JumpingClock;
 
 fn timestamps(db: &std::path::Path, device: &str) -> BTreeSet<i64> {
     let conn = rusqlite::Connection::open(db).expect("db");
@@ -93,7 +93,7 @@ fn a_jumping_clock_moves_the_wall_time_only() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        use mesura::clock::Clock;
+        use mesura::host::clock::Clock;
         let start = DateTime::parse_from_rfc3339("2026-03-29T00:59:59Z")
             .expect("t")
             .to_utc();

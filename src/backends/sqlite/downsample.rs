@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backends::sqlite::schema::{
     aggregate_table, catalogue, open_existing, prepare_aggregate_table, quote, Aggregate,
 };
-use crate::clock::SharedClock;
+use crate::host::clock::SharedClock;
 
 /// The aggregation window.
 pub const WINDOW: i64 = 300;

@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::sqlite::schema::{open_existing, quote};
-use crate::clock::SharedClock;
 use crate::daemon::live::GuardStats;
+use crate::host::clock::SharedClock;
 use crate::host::DiskUsage;
 
 /// `disk_guard` in config.yaml.

@@ -9,7 +9,7 @@ use embedded_hal_mock::eh1::delay::NoopDelay;
 use embedded_hal_mock::eh1::i2c::{Mock, Transaction};
 
 use super::*;
-use crate::clock::MonotonicClock;
+use crate::host::clock::MonotonicClock;
 use crate::protocols::bme280::tests::example_registers;
 
 const ADDR: u8 = 0x76;

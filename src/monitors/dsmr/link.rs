@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::clock::SharedClock;
+use crate::host::clock::SharedClock;
 use crate::monitors::MonitorError;
 use crate::protocols::dsmr::{CrcStatus, Frame, FrameError, Framer};
 use crate::reading::DeviceId;
@@ -373,7 +373,7 @@ mod tests {
         ReaderSettings {
             device: Arc::from("p1"),
             target: "test".into(),
-            clock: crate::clock::system(),
+            clock: crate::host::clock::system(),
             timeout: Duration::from_secs(5),
             max_telegram_size: 8192,
             keep,

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::api::{self, Answer, SERVICE};
-use crate::clock::SharedClock;
 use crate::config::secret::Secret;
+use crate::host::clock::SharedClock;
 use crate::monitors::http_client::{json_answer, AnswerError, Suspension};
 use crate::monitors::MonitorError;
 

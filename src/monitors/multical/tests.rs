@@ -2,8 +2,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
-use crate::clock::SystemClock;
 use crate::config::{parse_device, DeviceKind};
+use crate::host::clock::SystemClock;
 use crate::protocols::kmp::{registers, KmpNumber, Unit as KmpUnit};
 
 fn value(register: u16, unit: KmpUnit, v: f64, decimals: u8) -> RegisterValue {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::DateTime;
 
 use super::*;
-use crate::clock::MonotonicClock;
+use crate::host::clock::MonotonicClock;
 
 fn write(root: &Path, rel: &str, text: &str) {
     let path = root.join(rel);

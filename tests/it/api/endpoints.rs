@@ -66,7 +66,7 @@ async fn every_endpoint_answers_and_bad_parameters_are_400() {
     setup.device("room", "type: simulated\nprofile: climate\npoll_interval: 1s\n");
     let daemon = Daemon::start(
         Config::load(&setup.config_path(), &no_env).expect("config"),
-        mesura::clock::system(),
+        mesura::host::clock::system(),
     )
     .await
     .expect("start");
@@ -203,7 +203,7 @@ async fn a_token_guards_the_api_and_a_failing_device_shows() {
     );
     let daemon = Daemon::start(
         Config::load(&setup.config_path(), &no_env).expect("config"),
-        mesura::clock::system(),
+        mesura::host::clock::system(),
     )
     .await
     .expect("start");

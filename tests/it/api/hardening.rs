@@ -48,7 +48,9 @@ fn json(body: &str) -> serde_json::Value {
 async fn start(setup: &Setup) -> Daemon {
     setup.device("meter", "type: simulated\nprofile: electricity\npoll_interval: 1s\n");
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
-    Daemon::start(config, mesura::clock::system()).await.expect("start")
+    Daemon::start(config, mesura::host::clock::system())
+        .await
+        .expect("start")
 }
 
 async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {

@@ -65,7 +65,7 @@ async fn health_until(
 async fn start(setup: &Setup) -> Daemon {
     Daemon::start(
         Config::load(&setup.config_path(), &no_env).expect("config"),
-        mesura::clock::system(),
+        mesura::host::clock::system(),
     )
     .await
     .expect("start")

@@ -1,6 +1,6 @@
 //! The status API over HTTP, and the web page in a real browser.
 
 mod endpoints;
-mod health;
 mod hardening;
+mod health;
 mod page;

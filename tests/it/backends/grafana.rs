@@ -15,9 +15,9 @@ use crate::support::reliability::Mesura;
 use crate::support::{no_env, Setup};
 use chrono::{DateTime, Utc};
 use mesura::backends::sqlite::Store;
-use mesura::clock::MonotonicClock;
 use mesura::config::Config;
 use mesura::daemon::app::Daemon;
+use mesura::host::clock::MonotonicClock;
 use mesura::reading::{Kind, Reading, Unit, Value};
 use rusqlite::Connection;
 

@@ -35,7 +35,9 @@ struct Running {
 async fn run(setup: &Setup) -> Running {
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
-    let daemon = Daemon::start(config, mesura::clock::system()).await.expect("start");
+    let daemon = Daemon::start(config, mesura::host::clock::system())
+        .await
+        .expect("start");
     let handle = daemon.handle();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(daemon.run(shutdown.clone()));
@@ -388,7 +390,7 @@ async fn a_client_key_of_another_certificate_is_refused() {
     );
     std::fs::write(setup.config_path(), base(1883, &tls)).expect("config");
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
-    let Err(e) = Daemon::start(config, mesura::clock::system()).await else {
+    let Err(e) = Daemon::start(config, mesura::host::clock::system()).await else {
         panic!("a mismatched key must be refused");
     };
     let e = format!("{e:#}");

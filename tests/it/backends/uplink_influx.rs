@@ -214,7 +214,9 @@ async fn influxdb_1x_stores_what_mesura_sends() {
     );
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
-    let daemon = Daemon::start(config, mesura::clock::system()).await.expect("start");
+    let daemon = Daemon::start(config, mesura::host::clock::system())
+        .await
+        .expect("start");
     until(LIMIT, "20 polls", || {
         daemon.status().devices().values().map(|d| d.polls_ok).sum::<u64>() >= 20
     })

@@ -27,7 +27,9 @@ fn sim(profile: &str) -> String {
 async fn start(setup: &Setup) -> Daemon {
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
-    Daemon::start(config, mesura::clock::system()).await.expect("start")
+    Daemon::start(config, mesura::host::clock::system())
+        .await
+        .expect("start")
 }
 
 fn produced(daemon: &Daemon) -> u64 {

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use crate::support::{no_env, sqlite_rows, Setup};
 use chrono::{DateTime, Utc};
-use mesura::clock::MonotonicClock;
 use mesura::config::Config;
 use mesura::daemon::app::Daemon;
+use mesura::host::clock::MonotonicClock;
 
 const BASE: &str = "backends:\n  sqlite:\n    flush_interval: 5s\n  csv: {}\n";
 

@@ -36,7 +36,9 @@ impl Live {
             setup.device(id, body);
         }
         let config = Config::load(&setup.config_path(), &no_env).expect("config");
-        let daemon = Daemon::start(config, mesura::clock::system()).await.expect("start");
+        let daemon = Daemon::start(config, mesura::host::clock::system())
+            .await
+            .expect("start");
         let handle = daemon.handle();
         let api = daemon.api_addr();
         let reloads = handle.subscribe();

@@ -128,7 +128,9 @@ async fn pty_stream_unplug_and_replug() {
     let cable = Cable::plug(&dir);
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
-    let daemon = Daemon::start(config, mesura::clock::system()).await.expect("start");
+    let daemon = Daemon::start(config, mesura::host::clock::system())
+        .await
+        .expect("start");
     let status = daemon.status().clone();
     let failed = move || status.devices().get("p1").map_or(0, |d| d.polls_failed);
 

@@ -45,7 +45,9 @@ async fn start(setup: &Setup, port: u16, extra: &str) -> Daemon {
     );
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
-    Daemon::start(config, mesura::clock::system()).await.expect("start")
+    Daemon::start(config, mesura::host::clock::system())
+        .await
+        .expect("start")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,7 +448,9 @@ async fn a_dongle_back_from_a_30s_outage_is_read_within_the_backoff_cap() {
     );
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
-    let daemon = Daemon::start(config, mesura::clock::system()).await.expect("start");
+    let daemon = Daemon::start(config, mesura::host::clock::system())
+        .await
+        .expect("start");
     let db = setup.db_path();
 
     // Six seconds of telegrams, then the dongle is gone: the connection closes and

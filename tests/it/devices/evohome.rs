@@ -476,10 +476,12 @@ async fn a_failing_evohome_device_leaves_the_others_alone() {
     let config = mesura::config::Config::load(&setup.config_path(), &crate::support::no_env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
     let start = crate::support::noon_yesterday();
-    let daemon =
-        mesura::daemon::app::Daemon::start(config, Arc::new(mesura::clock::MonotonicClock::starting_at(start)))
-            .await
-            .expect("start");
+    let daemon = mesura::daemon::app::Daemon::start(
+        config,
+        Arc::new(mesura::host::clock::MonotonicClock::starting_at(start)),
+    )
+    .await
+    .expect("start");
     tokio::time::sleep(Duration::from_millis(120_500)).await;
     let heating = daemon.status().devices()["heating"].clone();
     let summary = daemon.shutdown().await;

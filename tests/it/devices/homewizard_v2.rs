@@ -404,7 +404,7 @@ async fn the_daemon_stores_v2_readings_and_reports_a_rejected_token() {
     };
     let config = mesura::config::Config::load(&setup.config_path(), &env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
-    let daemon = mesura::daemon::app::Daemon::start(config, Arc::new(mesura::clock::SystemClock))
+    let daemon = mesura::daemon::app::Daemon::start(config, Arc::new(mesura::host::clock::SystemClock))
         .await
         .expect("start");
     let status = daemon.status().clone();

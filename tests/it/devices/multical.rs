@@ -275,7 +275,9 @@ fn setup(extra: &str) -> (Setup, PtyPair) {
 async fn start(setup: &Setup) -> Daemon {
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
-    Daemon::start(config, mesura::clock::system()).await.expect("start")
+    Daemon::start(config, mesura::host::clock::system())
+        .await
+        .expect("start")
 }
 
 const ALL_REGISTERS: &str =

@@ -22,7 +22,9 @@ async fn the_base_stations_writes_become_readings() {
     );
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
-    let daemon = Daemon::start(config, mesura::clock::system()).await.expect("start");
+    let daemon = Daemon::start(config, mesura::host::clock::system())
+        .await
+        .expect("start");
     let writes: Vec<String> = [
         "240:102:0x0C33",      // zone 1 temperature 21.5 °C (function 6)
         "240:101:0x07D0",      // zone 1 setpoint 20.0 °C

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use mesura::clock::Clock;
+use mesura::host::clock::Clock;
 
 use crate::support::http_server::{fixture, Canned, ManualClock, Server};
 use mesura::config::{parse_device, DeviceKind};

@@ -69,7 +69,9 @@ async fn a_push_device_merging_readings_into_one_second_is_counted() {
     );
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
-    let daemon = Daemon::start(config, mesura::clock::system()).await.expect("start");
+    let daemon = Daemon::start(config, mesura::host::clock::system())
+        .await
+        .expect("start");
     let addr = daemon.api_addr().expect("the API runs");
     let db = setup.db_path();
     let merged = "mesura_sqlite_merged_total{device=\"p1\"}";
@@ -121,7 +123,9 @@ async fn a_reset_link_reads_as_connection_lost() {
         &format!("type: dsmr\nhost: 127.0.0.1\nport: {port}\npoll_interval: 0s\n"),
     );
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
-    let daemon = Daemon::start(config, mesura::clock::system()).await.expect("start");
+    let daemon = Daemon::start(config, mesura::host::clock::system())
+        .await
+        .expect("start");
     let status = daemon.status().clone();
     let started = std::time::Instant::now();
     let error = loop {

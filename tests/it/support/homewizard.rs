@@ -29,7 +29,7 @@ pub const RECORDED_TIMES: &str = "max_clock_skew: 100y\n";
 
 #[derive(Debug)]
 pub struct FixedClock;
-impl mesura::clock::Clock for FixedClock {
+impl mesura::host::clock::Clock for FixedClock {
     fn now(&self) -> DateTime<Utc> {
         now()
     }

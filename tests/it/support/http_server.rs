@@ -222,7 +222,7 @@ impl ManualClock {
     }
 }
 
-impl mesura::clock::Clock for ManualClock {
+impl mesura::host::clock::Clock for ManualClock {
     fn now(&self) -> chrono::DateTime<chrono::Utc> {
         *self.0.lock().expect("clock")
     }

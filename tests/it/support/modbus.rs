@@ -34,7 +34,9 @@ pub fn status(daemon: &Daemon, id: &str) -> DeviceStatus {
 pub async fn start(setup: &Setup) -> Daemon {
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
-    Daemon::start(config, mesura::clock::system()).await.expect("start")
+    Daemon::start(config, mesura::host::clock::system())
+        .await
+        .expect("start")
 }
 
 /// The registers of pysunspec2's mock SunSpec device (SunS, model 1, model 126,

@@ -1,5 +1,8 @@
-//! Facts about the host that more than one part reads: the `system` device
-//! reports disk usage, and the disk guard acts on it.
+//! The machine mesura runs on, as more than one part sees it: its clock (which
+//! stamps readings) and its disks (the `system` device reports their usage, the
+//! disk guard acts on it).
+
+pub mod clock;
 
 use std::path::Path;
 
