@@ -165,3 +165,35 @@ fn the_deb_assets_exist() {
         assert!(text.contains("#DEBHELPER#"), "{script} lacks the #DEBHELPER# marker");
     }
 }
+
+/// cargo-deb replaces EVERY `#DEBHELPER#` in a maintainer script with its systemd
+/// snippet (`str::replace`), comments included; a marker in a comment left the
+/// snippet's later lines as code and `dpkg -i` failed with a syntax error. Each
+/// script is expanded the same way here and parsed by dash, the /bin/sh of Debian.
+/// (scripts/test-deb.sh checks the scripts of the real package.)
+#[test]
+fn maintainer_scripts_parse_after_the_debhelper_expansion() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Shaped like cargo-deb's autoscripts: a comment line, then a multi-line block.
+    let snippet = "# Automatically added by cargo-deb\nif [ \"$1\" = configure ]; then\n\t:\nfi\n# End automatically added section\n";
+    for script in ["debian/postinst", "debian/postrm"] {
+        let text = std::fs::read_to_string(root.join(script)).expect(script);
+        let markers: Vec<&str> = text.lines().filter(|l| l.contains("#DEBHELPER#")).collect();
+        assert_eq!(markers, ["#DEBHELPER#"], "{script}: the marker must stand alone on one line, once");
+        let expanded = text.replace("#DEBHELPER#", snippet);
+        let mut dash = Command::new("dash")
+            .arg("-n")
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run dash (Debian's /bin/sh)");
+        std::io::Write::write_all(&mut dash.stdin.take().expect("dash stdin"), expanded.as_bytes())
+            .expect("feed dash");
+        let out = dash.wait_with_output().expect("wait for dash");
+        assert!(
+            out.status.success(),
+            "{script} after cargo-deb's expansion: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
