@@ -48,9 +48,12 @@ for tool in dpkg dpkg-deb dpkg-query dash runuser adduser deluser getent flock c
     || fail "$tool is missing (this test needs a Debian-like system with dpkg)"
 done
 # Two suites on one machine would install the same package: the second one waits.
-exec 9>"${TMPDIR:-/tmp}/mesura-test-deb.lock"
+# Read-only, so that a lock file root made does not stop a sudo run, nor the reverse.
+lock=/tmp/mesura-test-deb.lock
+[ -e "$lock" ] || (umask 0 && : >"$lock")
+exec 9<"$lock"
 flock -w 1800 9 || fail "another scripts/test-deb.sh held the lock for 30 minutes"
-[ -z "$(pkg_status)" ] || fail "a mesura package is known to dpkg here ($(pkg_status)); this test will not touch it"
+[ -z "$(pkg_status)" ] || fail "a mesura package is known to dpkg here ($(pkg_status)); this test will not touch it (a leftover of a killed run: dpkg --purge mesura)"
 has_user && fail "a user mesura exists; this test creates and deletes its own"
 has_group mesura && fail "a group mesura exists; this test creates and deletes its own"
 for path in /etc/mesura /var/lib/mesura "$UNIT_DIR/mesura.service"; do
