@@ -3,6 +3,7 @@
 //! scripts/test.sh installs systemd-analyze when it is missing; without it these
 //! tests fail, they never pass silently.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -179,7 +180,11 @@ fn maintainer_scripts_parse_after_the_debhelper_expansion() {
     for script in ["debian/postinst", "debian/postrm"] {
         let text = std::fs::read_to_string(root.join(script)).expect(script);
         let markers: Vec<&str> = text.lines().filter(|l| l.contains("#DEBHELPER#")).collect();
-        assert_eq!(markers, ["#DEBHELPER#"], "{script}: the marker must stand alone on one line, once");
+        assert_eq!(
+            markers,
+            ["#DEBHELPER#"],
+            "{script}: the marker must stand alone on one line, once"
+        );
         let expanded = text.replace("#DEBHELPER#", snippet);
         let mut dash = Command::new("dash")
             .arg("-n")
@@ -187,8 +192,10 @@ fn maintainer_scripts_parse_after_the_debhelper_expansion() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("run dash (Debian's /bin/sh)");
-        std::io::Write::write_all(&mut dash.stdin.take().expect("dash stdin"), expanded.as_bytes())
-            .expect("feed dash");
+        // Taken out of `dash` so that it is closed (EOF) before the wait.
+        let mut stdin = dash.stdin.take().expect("dash stdin");
+        stdin.write_all(expanded.as_bytes()).expect("feed dash");
+        drop(stdin);
         let out = dash.wait_with_output().expect("wait for dash");
         assert!(
             out.status.success(),
