@@ -26,6 +26,8 @@ need influxd influxdb  # a real InfluxDB 1.x for the uplink's line protocol (tes
 need systemd-analyze systemd  # verify + security of systemd/mesura.service (tests/it/daemon/systemd.rs)
 need strace strace  # fsyncs of the daemon, per file (tests/reliability/soak.rs)
 need faketime faketime  # the clock-sensitive tests again, ten years ahead (below)
+need adduser adduser  # the .deb's postinst, and a dependency of the package (scripts/test-deb.sh)
+need dash dash  # Debian's /bin/sh parses the .deb's maintainer scripts (scripts/test-deb.sh)
 
 # pymodbus, the independent Modbus peer of tests/it/devices/modbus.rs (server, base station),
 # in a venv under target/ so nothing system-wide changes. Pinned for repeatable runs.
@@ -73,6 +75,10 @@ if [ "$#" -eq 0 ]; then
     devices::homewizard_v2:: backends::mqtt:: devices::openweathermap:: devices::polling:: \
     daemon::reload:: daemon::router:: backends::uplink_influx:: backends::uplink_json::
   faketime_test --test reliability -- clock::
+
+  # The .deb built, installed on this machine, upgraded and purged (needs root or sudo).
+  echo "== the .deb: build, dpkg -i, upgrade, purge (scripts/test-deb.sh) =="
+  scripts/test-deb.sh || { status=$?; echo "FAILED: scripts/test-deb.sh" | tee -a "$log"; }
 fi
 # One closing line for the whole suite, whatever target ran last.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"

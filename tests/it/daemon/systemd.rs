@@ -3,6 +3,7 @@
 //! scripts/test.sh installs systemd-analyze when it is missing; without it these
 //! tests fail, they never pass silently.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -163,5 +164,43 @@ fn the_deb_assets_exist() {
     for script in ["debian/postinst", "debian/postrm"] {
         let text = std::fs::read_to_string(root.join(script)).expect(script);
         assert!(text.contains("#DEBHELPER#"), "{script} lacks the #DEBHELPER# marker");
+    }
+}
+
+/// cargo-deb replaces EVERY `#DEBHELPER#` in a maintainer script with its systemd
+/// snippet (`str::replace`), comments included; a marker in a comment left the
+/// snippet's later lines as code and `dpkg -i` failed with a syntax error. Each
+/// script is expanded the same way here and parsed by dash, the /bin/sh of Debian.
+/// (scripts/test-deb.sh checks the scripts of the real package.)
+#[test]
+fn maintainer_scripts_parse_after_the_debhelper_expansion() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Shaped like cargo-deb's autoscripts: a comment line, then a multi-line block.
+    let snippet = "# Automatically added by cargo-deb\nif [ \"$1\" = configure ]; then\n\t:\nfi\n# End automatically added section\n";
+    for script in ["debian/postinst", "debian/postrm"] {
+        let text = std::fs::read_to_string(root.join(script)).expect(script);
+        let markers: Vec<&str> = text.lines().filter(|l| l.contains("#DEBHELPER#")).collect();
+        assert_eq!(
+            markers,
+            ["#DEBHELPER#"],
+            "{script}: the marker must stand alone on one line, once"
+        );
+        let expanded = text.replace("#DEBHELPER#", snippet);
+        let mut dash = Command::new("dash")
+            .arg("-n")
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run dash (Debian's /bin/sh)");
+        // Taken out of `dash` so that it is closed (EOF) before the wait.
+        let mut stdin = dash.stdin.take().expect("dash stdin");
+        stdin.write_all(expanded.as_bytes()).expect("feed dash");
+        drop(stdin);
+        let out = dash.wait_with_output().expect("wait for dash");
+        assert!(
+            out.status.success(),
+            "{script} after cargo-deb's expansion: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
