@@ -188,7 +188,12 @@ pub fn spec(name: &str) -> Option<MetricSpec> {
     let base = name.trim_end_matches(|c: char| c.is_ascii_digit());
     let number = name.get(base.len()..).filter(|n| !n.is_empty())?;
     // The M-Bus kinds the codec numbers (`MbusKind::base_name`).
-    const MBUS: [&str; 4] = ["gas_delivered", "water_delivered", "heat_delivered", "cooling_delivered"];
+    const MBUS: [&str; 4] = [
+        "gas_delivered",
+        "water_delivered",
+        "heat_delivered",
+        "cooling_delivered",
+    ];
     let like = if base.ends_with("_tariff") {
         format!("{base}1")
     } else {
@@ -215,10 +220,16 @@ mod tests {
     #[test]
     fn numbered_names_resolve_to_their_pattern() {
         let t5 = spec("energy_returned_tariff5").expect("tariff 5");
-        assert_eq!((t5.name, t5.unit, t5.kind), ("energy_returned_tariff5", Unit::KiloWattHour, Kind::Counter));
+        assert_eq!(
+            (t5.name, t5.unit, t5.kind),
+            ("energy_returned_tariff5", Unit::KiloWattHour, Kind::Counter)
+        );
         let r3 = spec("reactive_energy_delivered_tariff3").expect("reactive tariff 3");
         assert_eq!(r3.unit, Unit::KiloVarHour);
-        assert_eq!(spec("energy_delivered_tariff13").map(|s| s.name), Some("energy_delivered_tariff13"));
+        assert_eq!(
+            spec("energy_delivered_tariff13").map(|s| s.name),
+            Some("energy_delivered_tariff13")
+        );
         assert_eq!(spec("gas_delivered_2").map(|s| s.unit), Some(Unit::CubicMetre));
         assert_eq!(spec("power_delivered").map(|s| s.kind), Some(Kind::Gauge));
         for unknown in [

@@ -57,6 +57,20 @@ impl YearMonth {
         i64::from(self.year) * 12 + i64::from(self.month) - 1
     }
 
+    /// The month after this one.
+    pub fn next(self) -> Self {
+        match self.month {
+            12 => YearMonth {
+                year: self.year + 1,
+                month: 1,
+            },
+            m => YearMonth {
+                year: self.year,
+                month: m + 1,
+            },
+        }
+    }
+
     /// The month before this one.
     pub fn previous(self) -> Self {
         match self.month {
@@ -133,7 +147,12 @@ pub fn parse_peak_history(groups: &[&str]) -> Result<PeakHistory, HistoryError> 
     let rest = after_count.get(captured.len()..).unwrap_or_default();
     // The import peak: two adjacent columns of the same maximum-demand object
     // (D = 6), import (C = 1) preferred.
-    let pairs = || captured.windows(2).enumerate().filter(|(_, w)| matches!(w, [a, b] if a == b && a.d == 6));
+    let pairs = || {
+        captured
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| matches!(w, [a, b] if a == b && a.d == 6))
+    };
     let (column, object) = pairs()
         .find(|(_, w)| w.first().is_some_and(|o| o.c == 1))
         .or_else(|| pairs().next())

@@ -2,8 +2,8 @@
 
 use std::borrow::Cow;
 
-use super::lines::{fast_line, parse_line, Line};
 use super::capacity::parse_peak_history;
+use super::lines::{fast_line, parse_line, Line};
 use super::obis::{self, MbusKind, Obis, TariffRegister, TimeGroup};
 use super::timestamp::{date_and_time, is_time_group, parse_timestamp};
 use super::units::{canonical_unit, conversion, parse_scaled, plain_number, scale, split_unit, Conv};
@@ -208,7 +208,7 @@ pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
     let mut channels: [Channel<'_>; 4] = Default::default();
     let mut seen: u128 = 0; // meter-level metrics already taken, by table index
     let mut tariffs_seen = [0u64; 4]; // tariff registers taken, by direction and tariff
-    // `1-0:0.9.2` date and `1-0:0.9.1` time: the clock of meters without `0-0:1.0.0`.
+                                      // `1-0:0.9.2` date and `1-0:0.9.1` time: the clock of meters without `0-0:1.0.0`.
     let mut clock_parts: (Option<Object<'_>>, Option<Object<'_>>) = (None, None);
     let mut clock_sent = false;
     for &(id, o, from, to) in &spans {
@@ -231,7 +231,11 @@ pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
                 t.unreadable_times.push((o, first.to_string()));
             }
         } else if o.a <= 1 && o.b == 0 && o.c == 0 && o.d == 9 && matches!(o.e, 1 | 2) {
-            let part = if o.e == 2 { &mut clock_parts.0 } else { &mut clock_parts.1 };
+            let part = if o.e == 2 {
+                &mut clock_parts.0
+            } else {
+                &mut clock_parts.1
+            };
             match part {
                 None => *part = Some(*obj),
                 Some(_) => push_unknown(&mut t, obj),
@@ -296,7 +300,11 @@ fn push_unknown(t: &mut Telegram, obj: &Object<'_>) {
 /// The meter clock of meters that send date and time apart (`1-0:0.9.2(yymmdd)`,
 /// `1-0:0.9.1(hhmmss)`, Iskra IE/ME meters), unless `0-0:1.0.0` was sent. Listed
 /// under `0-0:1.0.0` when it is no date, as the meter clock it stands for.
-fn meter_clock_in_parts<'a>(t: &mut Telegram, (date, time): (Option<Object<'a>>, Option<Object<'a>>), clock_sent: bool) {
+fn meter_clock_in_parts<'a>(
+    t: &mut Telegram,
+    (date, time): (Option<Object<'a>>, Option<Object<'a>>),
+    clock_sent: bool,
+) {
     let first = |obj: &Object<'a>| -> &'a str { obj.groups.first().copied().unwrap_or_default() };
     match (date, time) {
         (Some(date), Some(time)) if !clock_sent => {
@@ -310,7 +318,8 @@ fn meter_clock_in_parts<'a>(t: &mut Telegram, (date, time): (Option<Object<'a>>,
                     d: 0,
                     e: 0,
                 };
-                t.unreadable_times.push((clock, format!("{}{} {}{}", date.id, date.raw(), time.id, time.raw())));
+                t.unreadable_times
+                    .push((clock, format!("{}{} {}{}", date.id, date.raw(), time.id, time.raw())));
             }
         }
         (date, time) => {

@@ -51,13 +51,20 @@ fn the_month_peak_reads_the_same_in_both_orders() {
     assert_eq!(t.get("peak_demand_month").and_then(|v| v.timestamp), None);
     assert_eq!(t.unreadable_times.len(), 1);
     // Two values, or two times, are not a peak.
-    let t = telegram(&["1-0:1.6.0(01.000*kW)(02.000*kW)", "1-0:1.4.0(260102010000)(260102011500)"]);
+    let t = telegram(&[
+        "1-0:1.6.0(01.000*kW)(02.000*kW)",
+        "1-0:1.4.0(260102010000)(260102011500)",
+    ]);
     assert_eq!(unknown_ids(&t), ["1-0:1.6.0", "1-0:1.4.0"]);
 }
 
 #[test]
 fn the_running_quarter_takes_a_time_but_keeps_the_telegram_time() {
-    for line in ["1-0:1.4.0(03.336*kW)", "1-0:1.4.0(03.336*kW)(260104161500)", "1-0:1.4.0(260104161500W)(03.336*kW)"] {
+    for line in [
+        "1-0:1.4.0(03.336*kW)",
+        "1-0:1.4.0(03.336*kW)(260104161500)",
+        "1-0:1.4.0(260104161500W)(03.336*kW)",
+    ] {
         let t = telegram(&[line]);
         let quarter = t.get("peak_demand_current_quarter").expect(line);
         assert_eq!(quarter.value.as_f64(), Some(3336.0), "{line}");
@@ -119,8 +126,15 @@ fn date_and_time_apart_are_the_meter_clock() {
     // An unset clock is listed as the meter clock that is no date.
     let t = telegram(&["1-0:0.9.1(000000)", "1-0:0.9.2(000000)"]);
     assert_eq!(t.meter_time, None);
-    let listed: Vec<(String, &str)> = t.unreadable_times.iter().map(|(o, raw)| (o.to_string(), raw.as_str())).collect();
-    assert_eq!(listed, [("0-0:1.0.0".to_string(), "1-0:0.9.2(000000) 1-0:0.9.1(000000)")]);
+    let listed: Vec<(String, &str)> = t
+        .unreadable_times
+        .iter()
+        .map(|(o, raw)| (o.to_string(), raw.as_str()))
+        .collect();
+    assert_eq!(
+        listed,
+        [("0-0:1.0.0".to_string(), "1-0:0.9.2(000000) 1-0:0.9.1(000000)")]
+    );
 }
 
 #[test]

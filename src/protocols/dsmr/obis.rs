@@ -312,10 +312,7 @@ impl TariffRegister {
     pub fn of(o: &Obis) -> Option<Self> {
         let tariff = if o.e == 255 { 0 } else { o.e };
         let is = matches!((o.a, o.b, o.c, o.d), (1, 0 | 1, 1..=4, 8)) && (1..=MAX_TARIFF).contains(&tariff);
-        is.then_some(TariffRegister {
-            direction: o.c,
-            tariff,
-        })
+        is.then_some(TariffRegister { direction: o.c, tariff })
     }
 
     pub fn quantity(self) -> Quantity {
@@ -369,7 +366,10 @@ impl TariffRegister {
 
     /// A bit for this register among all of them, to notice a second object for it.
     pub fn bit(self) -> (usize, u64) {
-        (usize::from(self.direction.saturating_sub(1)), 1u64 << (self.tariff & 63))
+        (
+            usize::from(self.direction.saturating_sub(1)),
+            1u64 << (self.tariff & 63),
+        )
     }
 }
 
@@ -476,7 +476,10 @@ mod tests {
 
     #[test]
     fn table() {
-        assert_eq!(lookup(&o(1, 0, 1, 8, 0)).map(|d| d.name), Some("energy_delivered_total"));
+        assert_eq!(
+            lookup(&o(1, 0, 1, 8, 0)).map(|d| d.name),
+            Some("energy_delivered_total")
+        );
         // Tariff registers are not table rows: one rule names them all.
         assert!(lookup(&o(1, 0, 1, 8, 1)).is_none());
         assert_eq!(lookup(&o(1, 1, 2, 7, 0)).map(|d| d.name), Some("power_returned"));
@@ -535,8 +538,14 @@ mod tests {
         assert_eq!(name(5, 1), None);
         assert!(TariffRegister::of(&o(0, 0, 1, 8, 1)).is_none());
         assert!(TariffRegister::of(&o(1, 2, 1, 8, 1)).is_none());
-        assert_eq!(TariffRegister::of(&o(1, 1, 2, 8, 3)).map(|t| t.quantity()), Some(ActiveEnergy));
-        assert_eq!(TariffRegister::of(&o(1, 0, 4, 8, 3)).map(|t| t.quantity()), Some(ReactiveEnergy));
+        assert_eq!(
+            TariffRegister::of(&o(1, 1, 2, 8, 3)).map(|t| t.quantity()),
+            Some(ActiveEnergy)
+        );
+        assert_eq!(
+            TariffRegister::of(&o(1, 0, 4, 8, 3)).map(|t| t.quantity()),
+            Some(ReactiveEnergy)
+        );
         // Borrowed below 10, so the common case costs no allocation.
         let t1 = TariffRegister::of(&o(1, 0, 1, 8, 1)).map(TariffRegister::metric_name);
         assert!(matches!(t1, Some(std::borrow::Cow::Borrowed(_))));

@@ -44,9 +44,12 @@ pub fn parse_timestamp(raw: &str) -> Option<DateTime<Utc>> {
 /// separators (`:`, `-`, `.`) are dropped. Whether it is a date is for
 /// [`parse_timestamp`] to say.
 pub fn date_and_time(date: &str, time: &str) -> String {
-    let season = [time, date]
-        .iter()
-        .find_map(|part| part.trim().chars().last().filter(|c| matches!(c, 'S' | 's' | 'W' | 'w')));
+    let season = [time, date].iter().find_map(|part| {
+        part.trim()
+            .chars()
+            .last()
+            .filter(|c| matches!(c, 'S' | 's' | 'W' | 'w'))
+    });
     let mut out: String = date.chars().chain(time.chars()).filter(char::is_ascii_digit).collect();
     out.extend(season);
     out

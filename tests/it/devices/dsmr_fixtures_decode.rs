@@ -623,7 +623,10 @@ fn dsmr5b_landisgyr_e360_2026_history_placeholder() {
     assert_eq!(history.entries[0].peak_at, None);
     assert_eq!(history.entries[0].peak_w, 0.0);
     assert_eq!(history.entries[8].peak_w, 2438.0);
-    assert_eq!(history.entries[8].month.map(|m| m.to_string()).as_deref(), Some("2026-05"));
+    assert_eq!(
+        history.entries[8].month.map(|m| m.to_string()).as_deref(),
+        Some("2026-05")
+    );
 }
 
 #[test]

@@ -64,7 +64,12 @@ fn a_full_fluvius_buffer_gives_thirteen_months_with_their_peaks() {
     assert_eq!(first.period_end, Some(utc(2024, 6, 30, 22, 0)));
     assert_eq!(first.peak_at, Some(utc(2024, 6, 4, 21, 0)));
     assert_eq!(first.peak_w, 2624.0);
-    let months: Vec<String> = h.entries.iter().filter_map(|e| e.month).map(|m| m.to_string()).collect();
+    let months: Vec<String> = h
+        .entries
+        .iter()
+        .filter_map(|e| e.month)
+        .map(|m| m.to_string())
+        .collect();
     assert_eq!(months.first().map(String::as_str), Some("2024-06"));
     assert_eq!(months.last().map(String::as_str), Some("2025-06"));
     // A winter-time close of a summer-time peak: November closes October.
@@ -141,9 +146,15 @@ fn other_objects_and_damaged_lines_are_refused() {
         Err(HistoryError::CountMismatch { declared: 5, found: 4 })
     );
     let no_number = FLUVIUS_PLACEHOLDER.replacen("(01.862*kW)", "(01.8x2*kW)", 1);
-    assert!(matches!(history(&no_number), Err(HistoryError::BadEntry { index: 1, .. })));
+    assert!(matches!(
+        history(&no_number),
+        Err(HistoryError::BadEntry { index: 1, .. })
+    ));
     let wrong_unit = FLUVIUS_PLACEHOLDER.replacen("(01.862*kW)", "(01.862*kWh)", 1);
-    assert!(matches!(history(&wrong_unit), Err(HistoryError::BadEntry { index: 1, .. })));
+    assert!(matches!(
+        history(&wrong_unit),
+        Err(HistoryError::BadEntry { index: 1, .. })
+    ));
     assert_eq!(parse_peak_history(&[]), Err(HistoryError::NotAHistory));
 }
 
@@ -158,7 +169,7 @@ fn the_rolling_average_takes_twelve_months_at_least_at_the_minimum() {
     let mut series = Vec::new();
     for kw in peaks {
         series.push((month, kw * 1000.0));
-        month = YearMonth::new(month.year + i32::from(month.month == 12), month.month % 12 + 1).expect("month");
+        month = month.next();
     }
     let avg = rolling_average(series.iter().copied(), ym(2023, 4), DEFAULT_MINIMUM_PEAK_W).expect("average");
     assert_eq!(avg.months, 12);
@@ -180,8 +191,13 @@ fn the_rolling_average_of_real_histories() {
     let h = history(FLUVIUS_S211_13).expect("history");
     let avg = rolling_average(h.monthly(), ym(2025, 6), DEFAULT_MINIMUM_PEAK_W).expect("average");
     assert_eq!(avg.months, 12);
-    let expected = [2676.0, 2915.0, 2961.0, 4160.0, 4770.0, 5044.0, 5294.0, 4516.0, 4784.0, 2668.0, 2831.0, 2744.0];
-    assert!((avg.average_w - expected.iter().sum::<f64>() / 12.0).abs() < 1e-9, "{avg:?}");
+    let expected = [
+        2676.0, 2915.0, 2961.0, 4160.0, 4770.0, 5044.0, 5294.0, 4516.0, 4784.0, 2668.0, 2831.0, 2744.0,
+    ];
+    assert!(
+        (avg.average_w - expected.iter().sum::<f64>() / 12.0).abs() < 1e-9,
+        "{avg:?}"
+    );
     // With the running month's peak (1-0:1.6.0 of July 2025, 2.590 kW) as 13th
     // value, July 2024 leaves the window.
     let with_running = h.monthly().chain([(ym(2025, 7), 2590.0)]);
@@ -199,6 +215,15 @@ fn the_rolling_average_of_real_histories() {
     // An empty history has nothing to average.
     let h = history(SICONIA_EMPTY).expect("history");
     assert_eq!(rolling_average(h.monthly(), ym(2023, 3), DEFAULT_MINIMUM_PEAK_W), None);
+}
+
+#[test]
+fn months_step_over_the_year() {
+    assert_eq!(ym(2025, 12).next(), ym(2026, 1));
+    assert_eq!(ym(2026, 1).previous(), ym(2025, 12));
+    assert_eq!(ym(2026, 6).next().previous(), ym(2026, 6));
+    assert_eq!(YearMonth::new(2026, 13), None);
+    assert_eq!(ym(2026, 3).to_string(), "2026-03");
 }
 
 #[test]
