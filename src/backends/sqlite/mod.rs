@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod downsample;
 pub mod guard;
+pub mod monthly_peaks;
 pub mod schema;
 
 use super::{blocking, Backend, BackendError, BackendType, BatchPolicy};
