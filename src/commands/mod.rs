@@ -378,5 +378,42 @@ fn telegram_json(mut frame: crate::protocols::dsmr::Frame) -> Result<serde_json:
     if let (Some(note), Some(obj)) = (note, json.as_object_mut()) {
         obj.insert("note".into(), note.into());
     }
+    if let (Some(history), Some(obj)) = (&telegram.monthly_peaks, json.as_object_mut()) {
+        obj.insert("monthly_peaks".into(), monthly_peaks_json(history, &telegram));
+    }
     Ok(json)
+}
+
+/// The `0-0:98.1.0` history, and the capacity-tariff average it gives for the
+/// running month (the one its newest entry's closing time falls in), the running
+/// month's `1-0:1.6.0` peak included, at the Flemish 2.5 kW minimum.
+fn monthly_peaks_json(
+    history: &crate::protocols::dsmr::PeakHistory,
+    telegram: &crate::protocols::dsmr::Telegram,
+) -> serde_json::Value {
+    use crate::protocols::dsmr::{rolling_average, DEFAULT_MINIMUM_PEAK_W};
+    let time =
+        |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let months: Vec<serde_json::Value> = history
+        .entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "month": e.month.map(|m| m.to_string()),
+                "peak_w": e.peak_w,
+                "peak_at": time(e.peak_at),
+            })
+        })
+        .collect();
+    let running = history.entries.iter().filter_map(|e| e.month).max().map(|m| m.next());
+    let average = running.and_then(|month| {
+        let current = telegram.number("peak_demand_month").map(|w| (month, w));
+        rolling_average(history.monthly().chain(current), month, DEFAULT_MINIMUM_PEAK_W).map(|a| (month, a))
+    });
+    serde_json::json!({
+        "months": months,
+        "rolling_average_w": average.map(|(_, a)| a.average_w),
+        "rolling_average_months": average.map(|(_, a)| a.months),
+        "rolling_average_through": average.map(|(m, _)| m.to_string()),
+    })
 }

@@ -5,7 +5,9 @@
 use crate::reading::{MetricSpec, Unit};
 
 /// Every metric a DSMR meter can report (M-Bus devices beyond the first of a kind
-/// add `_2`, `_3` … to the name). The table is the codec's, see docs/metrics.md.
+/// add `_2`, `_3` … to the name; tariff registers are named after their tariff,
+/// `_tariff1` … `_tariff63`, of which the common four are listed). The table is
+/// the codec's, see docs/metrics.md; [`spec`] resolves the numbered names.
 pub const METRICS: &[MetricSpec] = &[
     MetricSpec::counter(
         "energy_delivered_total",
@@ -173,3 +175,74 @@ pub const METRICS: &[MetricSpec] = &[
         "cooling (M-Bus), at its capture time",
     ),
 ];
+
+/// The spec of metric `name`: a listed one, or a numbered one that is named after
+/// a listed one — a tariff beyond the four listed (`energy_delivered_tariff5` is
+/// what `energy_delivered_tariff1` is, for tariff 5), or the second, third …
+/// M-Bus device of a kind (`gas_delivered_2`). So a new tariff or device needs no
+/// line here, and storage, MQTT discovery and the page take it as they come.
+pub fn spec(name: &str) -> Option<MetricSpec> {
+    if let Some(listed) = METRICS.iter().find(|m| m.name == name) {
+        return Some(*listed);
+    }
+    let base = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let number = name.get(base.len()..).filter(|n| !n.is_empty())?;
+    // The M-Bus kinds the codec numbers (`MbusKind::base_name`).
+    const MBUS: [&str; 4] = [
+        "gas_delivered",
+        "water_delivered",
+        "heat_delivered",
+        "cooling_delivered",
+    ];
+    let like = if base.ends_with("_tariff") {
+        format!("{base}1")
+    } else {
+        let kind = base.strip_suffix('_')?;
+        MBUS.contains(&kind).then(|| kind.to_string())?
+    };
+    let like = METRICS.iter().find(|m| m.name == like)?;
+    let number: u32 = number.parse().ok()?;
+    let valid = match base.ends_with("_tariff") {
+        true => (1..=63).contains(&number),
+        false => number >= 2,
+    };
+    valid.then(|| MetricSpec {
+        name: crate::reading::intern(name),
+        ..*like
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::{Kind, Unit};
+
+    #[test]
+    fn numbered_names_resolve_to_their_pattern() {
+        let t5 = spec("energy_returned_tariff5").expect("tariff 5");
+        assert_eq!(
+            (t5.name, t5.unit, t5.kind),
+            ("energy_returned_tariff5", Unit::KiloWattHour, Kind::Counter)
+        );
+        let r3 = spec("reactive_energy_delivered_tariff3").expect("reactive tariff 3");
+        assert_eq!(r3.unit, Unit::KiloVarHour);
+        assert_eq!(
+            spec("energy_delivered_tariff13").map(|s| s.name),
+            Some("energy_delivered_tariff13")
+        );
+        assert_eq!(spec("gas_delivered_2").map(|s| s.unit), Some(Unit::CubicMetre));
+        assert_eq!(spec("power_delivered").map(|s| s.kind), Some(Kind::Gauge));
+        for unknown in [
+            "energy_delivered_tariff0",
+            "energy_delivered_tariff64",
+            "energy_delivered_tariff",
+            "gas_delivered_1",
+            "gas_delivered2",
+            "voltage_l4",
+            "power_delivered_2",
+            "nonsense_3",
+        ] {
+            assert_eq!(spec(unknown), None, "{unknown}");
+        }
+    }
+}

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod downsample;
 pub mod guard;
+pub mod monthly_peaks;
 pub mod schema;
 pub mod writable;
 

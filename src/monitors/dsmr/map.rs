@@ -204,12 +204,15 @@ mod tests {
         for unit in ["kWh", "kvarh", "W", "var", "VA", "V", "A", "Hz", "m3", "GJ"] {
             assert_ne!(unit_of(unit), Unit::None, "{unit}");
         }
-        let t = decode(T).unwrap();
+        // Tariffs beyond the listed four and numbered M-Bus devices too.
+        let more = String::from_utf8_lossy(T).replace(
+            "1-0:1.7.0(00.193*kW)",
+            "1-0:1.8.5(000001.000*kWh)\r\n1-0:2.8.12(000002.000*kWh)\r\n1-0:1.7.0(00.193*kW)",
+        );
+        let t = decode(more.as_bytes()).unwrap();
+        assert!(t.get("energy_delivered_tariff5").is_some() && t.get("energy_returned_tariff12").is_some());
         for v in &t.values {
-            let spec = crate::monitors::p1_metrics::METRICS
-                .iter()
-                .find(|m| m.name == v.metric)
-                .unwrap();
+            let spec = crate::monitors::p1_metrics::spec(&v.metric).unwrap();
             assert_eq!(spec.unit, unit_of(v.unit));
             assert_eq!(spec.kind == Kind::Counter, v.counter, "{}", v.metric);
         }

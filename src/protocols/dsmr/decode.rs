@@ -2,9 +2,10 @@
 
 use std::borrow::Cow;
 
+use super::capacity::parse_peak_history;
 use super::lines::{fast_line, parse_line, Line};
-use super::obis::{self, MbusKind, Obis};
-use super::timestamp::{looks_like_timestamp, parse_timestamp};
+use super::obis::{self, MbusKind, Obis, TariffRegister, TimeGroup};
+use super::timestamp::{date_and_time, is_time_group, parse_timestamp};
 use super::units::{canonical_unit, conversion, parse_scaled, plain_number, scale, split_unit, Conv};
 use super::{crc, CrcStatus, DecodeError, DsmrNumberOrText, DsmrValue, MbusDevice, Telegram};
 
@@ -151,6 +152,7 @@ pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
         text_message: None,
         values: Vec::new(),
         mbus_devices: Vec::new(),
+        monthly_peaks: None,
         unknown: Vec::new(),
         malformed: Vec::new(),
         unreadable_times: Vec::new(),
@@ -205,6 +207,10 @@ pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
                                                                 // M-Bus channels 1–4, by index 0–3 (a fixed array: no map per telegram).
     let mut channels: [Channel<'_>; 4] = Default::default();
     let mut seen: u128 = 0; // meter-level metrics already taken, by table index
+    let mut tariffs_seen = [0u64; 4]; // tariff registers taken, by direction and tariff
+                                      // `1-0:0.9.2` date and `1-0:0.9.1` time: the clock of meters without `0-0:1.0.0`.
+    let mut clock_parts: (Option<Object<'_>>, Option<Object<'_>>) = (None, None);
+    let mut clock_sent = false;
     for &(id, o, from, to) in &spans {
         let obj = Object {
             id,
@@ -219,9 +225,25 @@ pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
         if o.cde(0, 2, 8) {
             t.version = Some(first.trim().to_string()).filter(|v| !v.is_empty());
         } else if o.a == 0 && o.b == 0 && o.cde(1, 0, 0) {
+            clock_sent = true;
             t.meter_time = parse_timestamp(first);
             if t.meter_time.is_none() {
                 t.unreadable_times.push((o, first.to_string()));
+            }
+        } else if o.a <= 1 && o.b == 0 && o.c == 0 && o.d == 9 && matches!(o.e, 1 | 2) {
+            let part = if o.e == 2 {
+                &mut clock_parts.0
+            } else {
+                &mut clock_parts.1
+            };
+            match part {
+                None => *part = Some(*obj),
+                Some(_) => push_unknown(&mut t, obj),
+            }
+        } else if o.a == 0 && o.b == 0 && o.cde(98, 1, 0) {
+            match (&t.monthly_peaks, parse_peak_history(obj.groups)) {
+                (None, Ok(history)) => t.monthly_peaks = Some(history),
+                _ => push_unknown(&mut t, obj),
             }
         } else if o.a == 0 && o.b == 0 && o.cde(96, 13, 0) {
             t.text_message = decode_hex_text(first);
@@ -237,12 +259,28 @@ pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
             }
         } else if let (0, Some(ch)) = (o.a, channels.get_mut(usize::from(o.b).wrapping_sub(1))) {
             mbus_object(&mut t, ch, o, *obj);
+        } else if let Some(register) = TariffRegister::of(&o) {
+            let (row, bit) = register.bit();
+            let def = obis::MetricDef {
+                name: register.base_name(),
+                quantity: register.quantity(),
+                counter: true,
+                time: TimeGroup::No,
+            };
+            match tariffs_seen.get_mut(row) {
+                Some(taken) if *taken & bit == 0 => {
+                    if meter_value(&mut t, &def, register.metric_name(), o, obj) {
+                        *taken |= bit;
+                    }
+                }
+                _ => push_unknown(&mut t, obj),
+            }
         } else if let Some((index, def)) = obis::lookup_index(&o) {
             let bit = 1u128 << index;
             if seen & bit != 0 {
                 // A second object for the same metric: the first one wins.
                 t.unknown.push((obj.id.to_string(), obj.raw()));
-            } else if meter_value(&mut t, def, o, obj) {
+            } else if meter_value(&mut t, def, Cow::Borrowed(def.name), o, obj) {
                 seen |= bit;
             }
         } else {
@@ -250,6 +288,7 @@ pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
         }
     }
     t.equipment_id = equipment.map(|(_, id, _)| id);
+    meter_clock_in_parts(&mut t, clock_parts, clock_sent);
     finish_mbus(&mut t, channels);
     Ok(t)
 }
@@ -258,16 +297,55 @@ fn push_unknown(t: &mut Telegram, obj: &Object<'_>) {
     t.unknown.push((obj.id.to_string(), obj.raw()));
 }
 
-/// A meter-level (electricity / abstract) value from the table; `true` if taken.
-fn meter_value(t: &mut Telegram, def: &obis::MetricDef, o: Obis, obj: &Object<'_>) -> bool {
+/// The meter clock of meters that send date and time apart (`1-0:0.9.2(yymmdd)`,
+/// `1-0:0.9.1(hhmmss)`, Iskra IE/ME meters), unless `0-0:1.0.0` was sent. Listed
+/// under `0-0:1.0.0` when it is no date, as the meter clock it stands for.
+fn meter_clock_in_parts<'a>(
+    t: &mut Telegram,
+    (date, time): (Option<Object<'a>>, Option<Object<'a>>),
+    clock_sent: bool,
+) {
+    let first = |obj: &Object<'a>| -> &'a str { obj.groups.first().copied().unwrap_or_default() };
+    match (date, time) {
+        (Some(date), Some(time)) if !clock_sent => {
+            let raw = date_and_time(first(&date), first(&time));
+            t.meter_time = parse_timestamp(&raw);
+            if t.meter_time.is_none() {
+                let clock = Obis {
+                    a: 0,
+                    b: 0,
+                    c: 1,
+                    d: 0,
+                    e: 0,
+                };
+                t.unreadable_times
+                    .push((clock, format!("{}{} {}{}", date.id, date.raw(), time.id, time.raw())));
+            }
+        }
+        (date, time) => {
+            for obj in date.iter().chain(time.iter()) {
+                push_unknown(t, obj);
+            }
+        }
+    }
+}
+
+/// A meter-level (electricity / abstract) value from the table, or a tariff
+/// register, stored as `name`; `true` if taken.
+fn meter_value(t: &mut Telegram, def: &obis::MetricDef, name: Cow<'static, str>, o: Obis, obj: &Object<'_>) -> bool {
+    // A time beside the value, before it (e-MUCS `1-0:1.6.0(ts)(value)`) or after
+    // it (the 2025/26 Belgian firmware, `1-0:1.6.0(08.796*kW)(260102010000)`).
+    let with_time = def.time != TimeGroup::No;
     let (ts, group) = match obj.groups {
         [v] => (None, *v),
-        [ts, v] if def.timestamped && looks_like_timestamp(ts) => (Some(*ts), *v),
+        [a, b] if with_time && is_time_group(a) && !is_time_group(b) => (Some(*a), *b),
+        [a, b] if with_time && is_time_group(b) && !is_time_group(a) => (Some(*b), *a),
         _ => {
             push_unknown(t, obj);
             return false;
         }
     };
+    let ts = ts.filter(|_| def.time == TimeGroup::Own);
     // Nearly every value is `digits.digits*unit`: read in one pass when it is.
     let plain = plain_number(group);
     let unit = match plain {
@@ -294,7 +372,7 @@ fn meter_value(t: &mut Telegram, def: &obis::MetricDef, o: Obis, obj: &Object<'_
         }
     };
     let mut v = DsmrValue {
-        metric: Cow::Borrowed(def.name),
+        metric: name,
         obis: o,
         value,
         unit: canonical_unit(def.quantity),

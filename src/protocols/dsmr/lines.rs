@@ -23,13 +23,22 @@ fn parse_groups<'a>(mut s: &'a str, out: &mut Vec<&'a str>) -> bool {
             return true;
         }
         let parsed = s.strip_prefix('(').and_then(|rest| {
-            // The first parenthesis after the opening one must close it.
+            // A whole group in double parentheses, `((ER11))` (a firmware code in
+            // `1-0:0.2.0`), is one group `(ER11)`; any other nesting is malformed.
+            let (inner_start, closing) = match rest.starts_with('(') {
+                true => (1, 2),
+                false => (0, 1),
+            };
+            let inner = rest.get(inner_start..)?;
+            // The first parenthesis after the opening one(s) must close it.
             // A plain scan: groups are a few bytes long, too short for memchr to pay.
-            let close = rest.bytes().position(|b| b == b'(' || b == b')')?;
-            if rest.as_bytes().get(close) != Some(&b')') {
+            let close = inner.bytes().position(|b| b == b'(' || b == b')')?;
+            let end = inner_start + close;
+            let closes = rest.as_bytes().get(end..end + closing)?.iter().all(|&b| b == b')');
+            if !closes || inner.as_bytes().get(close) != Some(&b')') {
                 return None;
             }
-            Some((rest.get(..close)?, rest.get(close + 1..)?))
+            Some((rest.get(..end + closing - 1)?, rest.get(end + closing..)?))
         });
         match parsed {
             Some((inner, rest)) => {
@@ -272,6 +281,12 @@ mod tests {
         assert_eq!(groups_of("(a"), None);
         assert_eq!(groups_of("(a)x"), None);
         assert_eq!(groups_of("(a)(b(c))"), None);
+        assert_eq!(groups_of("((ER11))"), Some(vec!["(ER11)"]));
+        assert_eq!(groups_of("(1)((ER11))(2)"), Some(vec!["1", "(ER11)", "2"]));
+        assert_eq!(groups_of("((ER12)"), None);
+        assert_eq!(groups_of("(ER13))"), None);
+        assert_eq!(groups_of("((a)b)"), None);
+        assert_eq!(groups_of("(((a)))"), None);
         assert_eq!(groups_of("(00.193*kW)/ISK5\\2M550E-1012"), None);
     }
 

@@ -82,7 +82,9 @@
 //! * Timestamps `YYMMDDhhmmssS/W`: `S` = UTC+2, `W` = UTC+1, converted to UTC;
 //!   suffix-less DSMR 2.2/3.0 times use the EU summer-time rule. Invalid dates
 //!   (`000000000000W`, `632525252525W`, …) become `None`, never an error.
-//! * `meter_time` ← `0-0:1.0.0`. `version` ← `x-x:0.2.8` (e.g. `"50"`); e-MUCS
+//! * `meter_time` ← `0-0:1.0.0`, else the date `1-0:0.9.2(yymmdd)` and time
+//!   `1-0:0.9.1(hhmmss)` sent apart (Iskra IE/ME meters; listed in
+//!   `unreadable_times` under `0-0:1.0.0` when they are no date). `version` ← `x-x:0.2.8` (e.g. `"50"`); e-MUCS
 //!   `0-0:96.1.4` stays in `unknown`. `equipment_id` ← first present of `0-0:96.1.1`,
 //!   `0-0:42.0.0` (Luxembourg), `0-0:96.1.0`, `0-0:96.1.255` (Q3D serial),
 //!   `1-0:0.0.0`/`0-0:0.0.0`; the others go to `unknown`. Identifiers and text
@@ -90,11 +92,19 @@
 //!   hex of printable ASCII, else kept raw.
 //! * Totals `energy_*_total` are only reported when the meter sends `1.8.0`/`2.8.0`;
 //!   they are never computed from the tariff registers.
+//! * Tariff registers `1-0:C.8.E` (C = 1 import, 2 export, 3/4 reactive; E = tariff
+//!   1…63) are one rule, not a row each: `energy_delivered_tariff5` for `1.8.5`
+//!   (Belgian meters since 2026), `energy_delivered_tariff12` for `1.8.12` (Israel).
 //! * Belgian capacity tariff: `1-0:1.4.0` → `peak_demand_current_quarter`,
-//!   `1-0:1.6.0(ts)(value)` → `peak_demand_month` with its own timestamp. The
-//!   13-month history `0-0:98.1.0` is not parsed; it is kept in `unknown`.
+//!   `1-0:1.6.0` → `peak_demand_month` at the time of the peak, the time before
+//!   the value (e-MUCS) or after it (the 2025/26 firmware,
+//!   `1-0:1.6.0(08.796*kW)(260102010000)`); a time beside `1.4.0` is accepted and
+//!   not used. The 13-month history `0-0:98.1.0` → [`Telegram::monthly_peaks`]
+//!   ([`parse_peak_history`]; kept in `unknown` when it does not read as one).
 //!   Power-failure logs `1-0:99.97.0`, thresholds `0-0:17.0.0`, `1-0:31.4.0`,
-//!   breaker/valve states and message codes likewise go to `unknown`.
+//!   breaker/valve states (`0-0:96.3.10(ON)`) and message codes likewise go to
+//!   `unknown`. A group in double parentheses, `1-0:0.2.0((ER11))`, is one group
+//!   `(ER11)` (kept in `unknown`); other nesting makes the line malformed.
 //! * M-Bus channels 1–4 (`0-n:…`): `24.1.0` device type (decimal `003`, or hex
 //!   `00C`), `96.1.0`/`96.1.1` device id, readings `24.2.x` (`(capture time)(value*unit)`,
 //!   `24.2.1` NL, `24.2.3` BE) or DSMR 2.2/3.0 `24.3.0` with the value on the
@@ -116,11 +126,11 @@
 //! | OBIS | metric | unit | kind | accepted units → conversion |
 //! |---|---|---|---|---|
 //! | 1-0:1.8.0 | `energy_delivered_total` | kWh | counter | kWh; Wh ÷1000; MWh ×1000 |
-//! | 1-0:1.8.1 … 1.8.4 | `energy_delivered_tariff1` … `_tariff4` | kWh | counter | as above |
+//! | 1-0:1.8.n (n = 1…63) | `energy_delivered_tariff1` … `_tariff`n | kWh | counter | as above |
 //! | 1-0:2.8.0 | `energy_returned_total` | kWh | counter | as above |
-//! | 1-0:2.8.1 … 2.8.4 | `energy_returned_tariff1` … `_tariff4` | kWh | counter | as above |
-//! | 1-0:3.8.0 / 3.8.1 / 3.8.2 | `reactive_energy_delivered_total` / `_tariff1` / `_tariff2` | kvarh | counter | kvarh; varh ÷1000; Mvarh ×1000 |
-//! | 1-0:4.8.0 / 4.8.1 / 4.8.2 | `reactive_energy_returned_total` / `_tariff1` / `_tariff2` | kvarh | counter | as above |
+//! | 1-0:2.8.n (n = 1…63) | `energy_returned_tariff1` … `_tariff`n | kWh | counter | as above |
+//! | 1-0:3.8.0 / 3.8.n | `reactive_energy_delivered_total` / `_tariff`n | kvarh | counter | kvarh; varh ÷1000; Mvarh ×1000 |
+//! | 1-0:4.8.0 / 4.8.n | `reactive_energy_returned_total` / `_tariff`n | kvarh | counter | as above |
 //! | 1-0:1.7.0 | `power_delivered` | W | gauge | W; kW ×1000; MW ×10⁶ |
 //! | 1-0:2.7.0 | `power_returned` | W | gauge | as above |
 //! | 1-0:21.7.0 / 41.7.0 / 61.7.0 | `power_delivered_l1` / `_l2` / `_l3` | W | gauge | as above |
@@ -137,7 +147,7 @@
 //! | 1-0:32.32.0 / 52.32.0 / 72.32.0 | `voltage_sags_l1` / `_l2` / `_l3` | (none) | counter | unitless |
 //! | 1-0:32.36.0 / 52.36.0 / 72.36.0 | `voltage_swells_l1` / `_l2` / `_l3` | (none) | counter | unitless |
 //! | 1-0:1.4.0 | `peak_demand_current_quarter` | W | gauge | W; kW ×1000 |
-//! | 1-0:1.6.0 | `peak_demand_month` (timestamp = time of the peak) | W | gauge | W; kW ×1000 |
+//! | 1-0:1.6.0 | `peak_demand_month` (timestamp = time of the peak, before or after the value) | W | gauge | W; kW ×1000 |
 //! | 0-0:96.14.0 | `tariff` (1/2; text if not numeric) | (none) | gauge | unitless |
 //! | 0-0:96.7.21 | `power_failures` | (none) | counter | unitless |
 //! | 0-0:96.7.9 | `long_power_failures` | (none) | counter | unitless |
@@ -146,12 +156,16 @@
 //! | 0-n:24.2.x / 24.3.0, heat | `heat_delivered`, … | GJ | counter | GJ; MJ ÷1000; kWh ×0.0036; MWh ×3.6 |
 //! | 0-n:24.2.x / 24.3.0, cooling | `cooling_delivered`, … | GJ | counter | as above |
 //!
-//! Not metrics but [`Telegram`] fields: `0-0:1.0.0` → `meter_time`,
+//! Not metrics but [`Telegram`] fields: `0-0:1.0.0` (or `1-0:0.9.2` + `1-0:0.9.1`) → `meter_time`,
+//! `0-0:98.1.0` → `monthly_peaks`,
 //! `x-x:0.2.8` → `version`, equipment ids → `equipment_id`, `0-0:96.13.0` →
 //! `text_message`, `0-n:24.1.0`/`0-n:96.1.x` → `mbus_devices`.
 
+mod capacity;
 mod crc;
 mod decode;
+#[cfg(test)]
+mod field_variants;
 mod framer;
 mod lines;
 mod obis;
@@ -162,6 +176,10 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 
+pub use capacity::{
+    parse_peak_history, rolling_average, HistoryError, MonthlyPeak, PeakHistory, RollingAverage, YearMonth,
+    DEFAULT_MINIMUM_PEAK_W,
+};
 pub use crc::crc16_arc;
 pub use framer::{Framer, FramerStats, DEFAULT_MAX_TELEGRAM_SIZE};
 pub use obis::Obis;
@@ -276,13 +294,17 @@ pub struct Telegram {
     pub crc: CrcStatus,
     /// `false` when the input had no `!` terminator (truncated input).
     pub terminated: bool,
-    /// `0-0:1.0.0` in UTC; `None` if absent or invalid.
+    /// `0-0:1.0.0` (else `1-0:0.9.2` date + `1-0:0.9.1` time) in UTC; `None` if
+    /// absent or invalid.
     pub meter_time: Option<DateTime<Utc>>,
     pub equipment_id: Option<String>,
     /// `0-0:96.13.0`, hex-decoded when printable; `None` if empty.
     pub text_message: Option<String>,
     pub values: Vec<DsmrValue>,
     pub mbus_devices: Vec<MbusDevice>,
+    /// The Belgian 13-month history of monthly peaks, `0-0:98.1.0`, when it reads
+    /// as one (else the line is in `unknown`).
+    pub monthly_peaks: Option<PeakHistory>,
     /// Objects not mapped to a metric: (identifier as written, `"(g1)(g2)…"`).
     pub unknown: Vec<(String, String)>,
     /// Lines skipped because they could not be parsed.

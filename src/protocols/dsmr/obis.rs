@@ -126,8 +126,20 @@ pub struct MetricDef {
     pub name: &'static str,
     pub quantity: Quantity,
     pub counter: bool,
-    /// The object carries its own timestamp group before the value (`1-0:1.6.0`).
-    pub timestamped: bool,
+    /// What a time group beside the value means.
+    pub time: TimeGroup,
+}
+
+/// A time group sent beside a value, before or after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeGroup {
+    /// None is expected: an object with two groups is not this metric's.
+    No,
+    /// When the value happened (`1-0:1.6.0`, the month's peak): the value's time.
+    Own,
+    /// Accepted and not used: the value is the telegram's (`1-0:1.4.0`, the running
+    /// quarter hour, should a meter add the quarter's start).
+    Ignored,
 }
 
 const fn m(name: &'static str, quantity: Quantity, counter: bool) -> MetricDef {
@@ -135,7 +147,7 @@ const fn m(name: &'static str, quantity: Quantity, counter: bool) -> MetricDef {
         name,
         quantity,
         counter,
-        timestamped: false,
+        time: TimeGroup::No,
     }
 }
 
@@ -144,21 +156,9 @@ use Quantity::*;
 /// Electricity objects, A = 1 and B ∈ {0, 1}, keyed by (C, D, E).
 const ELECTRICITY: &[((u8, u8, u8), MetricDef)] = &[
     ((1, 8, 0), m("energy_delivered_total", ActiveEnergy, true)),
-    ((1, 8, 1), m("energy_delivered_tariff1", ActiveEnergy, true)),
-    ((1, 8, 2), m("energy_delivered_tariff2", ActiveEnergy, true)),
-    ((1, 8, 3), m("energy_delivered_tariff3", ActiveEnergy, true)),
-    ((1, 8, 4), m("energy_delivered_tariff4", ActiveEnergy, true)),
     ((2, 8, 0), m("energy_returned_total", ActiveEnergy, true)),
-    ((2, 8, 1), m("energy_returned_tariff1", ActiveEnergy, true)),
-    ((2, 8, 2), m("energy_returned_tariff2", ActiveEnergy, true)),
-    ((2, 8, 3), m("energy_returned_tariff3", ActiveEnergy, true)),
-    ((2, 8, 4), m("energy_returned_tariff4", ActiveEnergy, true)),
     ((3, 8, 0), m("reactive_energy_delivered_total", ReactiveEnergy, true)),
-    ((3, 8, 1), m("reactive_energy_delivered_tariff1", ReactiveEnergy, true)),
-    ((3, 8, 2), m("reactive_energy_delivered_tariff2", ReactiveEnergy, true)),
     ((4, 8, 0), m("reactive_energy_returned_total", ReactiveEnergy, true)),
-    ((4, 8, 1), m("reactive_energy_returned_tariff1", ReactiveEnergy, true)),
-    ((4, 8, 2), m("reactive_energy_returned_tariff2", ReactiveEnergy, true)),
     ((1, 7, 0), m("power_delivered", ActivePower, false)),
     ((2, 7, 0), m("power_returned", ActivePower, false)),
     ((21, 7, 0), m("power_delivered_l1", ActivePower, false)),
@@ -195,14 +195,22 @@ const ELECTRICITY: &[((u8, u8, u8), MetricDef)] = &[
     ((32, 36, 0), m("voltage_swells_l1", Dimensionless, true)),
     ((52, 36, 0), m("voltage_swells_l2", Dimensionless, true)),
     ((72, 36, 0), m("voltage_swells_l3", Dimensionless, true)),
-    ((1, 4, 0), m("peak_demand_current_quarter", ActivePower, false)),
+    (
+        (1, 4, 0),
+        MetricDef {
+            name: "peak_demand_current_quarter",
+            quantity: ActivePower,
+            counter: false,
+            time: TimeGroup::Ignored,
+        },
+    ),
     (
         (1, 6, 0),
         MetricDef {
             name: "peak_demand_month",
             quantity: ActivePower,
             counter: false,
-            timestamped: true,
+            time: TimeGroup::Own,
         },
     ),
 ];
@@ -283,6 +291,87 @@ const ABSTRACT_BY_CD: CdIndex = index_by_cd(ABSTRACT);
 
 /// Number of meter-level metrics (electricity and abstract tables together).
 pub const METRIC_COUNT: usize = ELECTRICITY.len() + ABSTRACT.len();
+
+/// A tariff register `1-0:C.8.E`: energy per tariff E (1 to 63, IEC 62056-61) of
+/// import (C = 1), export (2), reactive import (3) or reactive export (4). One
+/// rule for every tariff, not a table row each: Belgian meters send tariffs 1–5
+/// since 2026, Israeli ones 11–13, and a metric is named after its tariff number
+/// (`energy_delivered_tariff5`) whatever it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TariffRegister {
+    /// 1 import, 2 export, 3 reactive import, 4 reactive export.
+    pub direction: u8,
+    pub tariff: u8,
+}
+
+/// The highest tariff number OBIS gives (E = 1…63).
+pub const MAX_TARIFF: u8 = 63;
+
+impl TariffRegister {
+    /// The register `o` is, if a tariff register (A = 1, B 0 or 1).
+    pub fn of(o: &Obis) -> Option<Self> {
+        let tariff = if o.e == 255 { 0 } else { o.e };
+        let is = matches!((o.a, o.b, o.c, o.d), (1, 0 | 1, 1..=4, 8)) && (1..=MAX_TARIFF).contains(&tariff);
+        is.then_some(TariffRegister { direction: o.c, tariff })
+    }
+
+    pub fn quantity(self) -> Quantity {
+        match self.direction {
+            1 | 2 => ActiveEnergy,
+            _ => ReactiveEnergy,
+        }
+    }
+
+    /// The metric name without its number (`energy_delivered_tariff`).
+    pub fn base_name(self) -> &'static str {
+        match self.direction {
+            1 => "energy_delivered_tariff",
+            2 => "energy_returned_tariff",
+            3 => "reactive_energy_delivered_tariff",
+            _ => "reactive_energy_returned_tariff",
+        }
+    }
+
+    /// `energy_delivered_tariff5`: borrowed for tariffs 1–9, the ones meters send
+    /// in every telegram, so they cost no allocation.
+    pub fn metric_name(self) -> std::borrow::Cow<'static, str> {
+        macro_rules! numbered {
+            ($base:literal) => {
+                [
+                    concat!($base, "1"),
+                    concat!($base, "2"),
+                    concat!($base, "3"),
+                    concat!($base, "4"),
+                    concat!($base, "5"),
+                    concat!($base, "6"),
+                    concat!($base, "7"),
+                    concat!($base, "8"),
+                    concat!($base, "9"),
+                ]
+            };
+        }
+        const NAMES: [[&str; 9]; 4] = [
+            numbered!("energy_delivered_tariff"),
+            numbered!("energy_returned_tariff"),
+            numbered!("reactive_energy_delivered_tariff"),
+            numbered!("reactive_energy_returned_tariff"),
+        ];
+        let row = usize::from(self.direction.saturating_sub(1));
+        let col = usize::from(self.tariff).wrapping_sub(1);
+        match NAMES.get(row).and_then(|names| names.get(col)) {
+            Some(name) => std::borrow::Cow::Borrowed(name),
+            None => std::borrow::Cow::Owned(format!("{}{}", self.base_name(), self.tariff)),
+        }
+    }
+
+    /// A bit for this register among all of them, to notice a second object for it.
+    pub fn bit(self) -> (usize, u64) {
+        (
+            usize::from(self.direction.saturating_sub(1)),
+            1u64 << (self.tariff & 63),
+        )
+    }
+}
 
 /// What an M-Bus device measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,9 +477,11 @@ mod tests {
     #[test]
     fn table() {
         assert_eq!(
-            lookup(&o(1, 0, 1, 8, 1)).map(|d| d.name),
-            Some("energy_delivered_tariff1")
+            lookup(&o(1, 0, 1, 8, 0)).map(|d| d.name),
+            Some("energy_delivered_total")
         );
+        // Tariff registers are not table rows: one rule names them all.
+        assert!(lookup(&o(1, 0, 1, 8, 1)).is_none());
         assert_eq!(lookup(&o(1, 1, 2, 7, 0)).map(|d| d.name), Some("power_returned"));
         assert!(lookup(&o(1, 2, 1, 8, 1)).is_none());
         assert_eq!(lookup(&o(1, 0, 21, 7, 255)).map(|d| d.name), Some("power_delivered_l1"));
@@ -430,6 +521,40 @@ mod tests {
             let found = lookup_index(&o(a, 0, *c, *d, *e)).map(|(_, f)| f.name);
             assert_eq!(found, Some(def.name));
         }
+    }
+
+    #[test]
+    fn tariff_registers_are_named_after_their_number() {
+        let name = |c, e| TariffRegister::of(&o(1, 0, c, 8, e)).map(|t| t.metric_name().into_owned());
+        assert_eq!(name(1, 1).as_deref(), Some("energy_delivered_tariff1"));
+        assert_eq!(name(2, 5).as_deref(), Some("energy_returned_tariff5"));
+        assert_eq!(name(1, 9).as_deref(), Some("energy_delivered_tariff9"));
+        assert_eq!(name(1, 13).as_deref(), Some("energy_delivered_tariff13"));
+        assert_eq!(name(3, 2).as_deref(), Some("reactive_energy_delivered_tariff2"));
+        assert_eq!(name(4, 63).as_deref(), Some("reactive_energy_returned_tariff63"));
+        // Totals, tariff 64 and up, other C and A are no tariff registers.
+        assert_eq!(name(1, 0), None);
+        assert_eq!(name(1, 64), None);
+        assert_eq!(name(5, 1), None);
+        assert!(TariffRegister::of(&o(0, 0, 1, 8, 1)).is_none());
+        assert!(TariffRegister::of(&o(1, 2, 1, 8, 1)).is_none());
+        assert_eq!(
+            TariffRegister::of(&o(1, 1, 2, 8, 3)).map(|t| t.quantity()),
+            Some(ActiveEnergy)
+        );
+        assert_eq!(
+            TariffRegister::of(&o(1, 0, 4, 8, 3)).map(|t| t.quantity()),
+            Some(ReactiveEnergy)
+        );
+        // Borrowed below 10, so the common case costs no allocation.
+        let t1 = TariffRegister::of(&o(1, 0, 1, 8, 1)).map(TariffRegister::metric_name);
+        assert!(matches!(t1, Some(std::borrow::Cow::Borrowed(_))));
+        // Distinct bits for distinct registers.
+        let bits: std::collections::HashSet<_> = (1..=4)
+            .flat_map(|c| (1..=63).filter_map(move |e| TariffRegister::of(&o(1, 0, c, 8, e))))
+            .map(TariffRegister::bit)
+            .collect();
+        assert_eq!(bits.len(), 4 * 63);
     }
 
     #[test]

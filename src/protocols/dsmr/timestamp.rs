@@ -39,16 +39,34 @@ pub fn parse_timestamp(raw: &str) -> Option<DateTime<Utc>> {
     Some(utc.and_utc())
 }
 
-/// `true` when `raw` has the shape of a DSMR timestamp (12 digits + optional S/W),
-/// whether or not the date itself is valid.
-pub fn looks_like_timestamp(raw: &str) -> bool {
-    let b = raw.trim().as_bytes();
-    let digits_ok = |d: &[u8]| d.iter().all(u8::is_ascii_digit);
-    match b.len() {
-        12 => digits_ok(b),
-        13 => b.get(..12).is_some_and(digits_ok) && matches!(b.get(12), Some(b'S' | b's' | b'W' | b'w')),
-        _ => false,
-    }
+/// A date `yymmdd` and a time `hhmmss` sent apart (`1-0:0.9.2`, `1-0:0.9.1`) as
+/// one DSMR time, `yymmddhhmmss` plus the season letter either carries;
+/// separators (`:`, `-`, `.`) are dropped. Whether it is a date is for
+/// [`parse_timestamp`] to say.
+pub fn date_and_time(date: &str, time: &str) -> String {
+    let season = [time, date].iter().find_map(|part| {
+        part.trim()
+            .chars()
+            .last()
+            .filter(|c| matches!(c, 'S' | 's' | 'W' | 'w'))
+    });
+    let mut out: String = date.chars().chain(time.chars()).filter(char::is_ascii_digit).collect();
+    out.extend(season);
+    out
+}
+
+/// `true` when `raw` is meant as a time, readable or not: 12 or more digits and an
+/// optional S/W: every real time, and also the placeholders some
+/// meters send where no time is known (`35255255255255255S`, Landis+Gyr E360:
+/// every date byte 255), and narrow enough that no value is taken for one (a
+/// value has a point or a unit, or far fewer digits).
+pub fn is_time_group(raw: &str) -> bool {
+    let b = raw.trim_ascii().as_bytes();
+    let digits = match b.last() {
+        Some(b'S' | b's' | b'W' | b'w') => b.get(..b.len() - 1).unwrap_or_default(),
+        _ => b,
+    };
+    digits.len() >= 12 && digits.iter().all(u8::is_ascii_digit)
 }
 
 fn two(d: &[u8], i: usize) -> Option<u32> {
@@ -145,10 +163,30 @@ mod tests {
     }
 
     #[test]
+    fn date_and_time_apart() {
+        // Iskra IE5: local time without season letter, the EU rule applies.
+        assert_eq!(date_and_time("240501", "211309"), "240501211309");
+        assert_eq!(
+            parse_timestamp(&date_and_time("240501", "211309")),
+            Some(utc(2024, 5, 1, 19, 13, 9))
+        );
+        assert_eq!(date_and_time("26-01-15", "20:10:09W"), "260115201009W");
+        assert_eq!(date_and_time("260115S", "201009"), "260115201009S");
+        assert_eq!(parse_timestamp(&date_and_time("000000", "000000")), None);
+        assert_eq!(parse_timestamp(&date_and_time("", "211309")), None);
+    }
+
+    #[test]
     fn shape() {
-        assert!(looks_like_timestamp("632525252525W"));
-        assert!(looks_like_timestamp("161107190000"));
-        assert!(!looks_like_timestamp("02.589*kW"));
-        assert!(!looks_like_timestamp("1-0:1.6.0"));
+        assert!(is_time_group("632525252525W"));
+        assert!(is_time_group("161107190000"));
+        assert!(!is_time_group("02.589*kW"));
+        assert!(!is_time_group("1-0:1.6.0"));
+        for time in ["260102010000", "260102010000W", "35255255255255255S", "632525252525W"] {
+            assert!(is_time_group(time), "{time}");
+        }
+        for value in ["08.796*kW", "04529*W", "15", "000000000000.5", "", "W", "1-0:1.6.0"] {
+            assert!(!is_time_group(value), "{value}");
+        }
     }
 }

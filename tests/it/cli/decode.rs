@@ -191,3 +191,34 @@ fn a_dropped_telegram_exits_1_and_the_others_still_print() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_belgian_telegram_shows_its_monthly_peaks_and_the_capacity_average() {
+    let (ok, stdout, stderr) = decode(&format!(
+        "{FIXTURES}/dsmr5b_landisgyr_e360_2026_history_placeholder.txt"
+    ));
+    assert!(ok, "{stderr}");
+    let json = only(&stdout);
+    let peaks = &json["monthly_peaks"];
+    let months = peaks["months"].as_array().expect("months");
+    assert_eq!(months.len(), 9);
+    // (250801000000S)(35255255255255255S)(00.000*kW): July 2025, no time.
+    assert_eq!(months[0]["month"], "2025-07");
+    assert!(months[0]["peak_at"].is_null());
+    // (260601000000S)(260511141500S)(02.438*kW)
+    assert_eq!(months[8]["month"], "2026-05");
+    assert_eq!(months[8]["peak_w"].as_f64(), Some(2438.0));
+    assert_eq!(months[8]["peak_at"], "2026-05-11T12:15:00Z");
+    // June 2026 with its running peak (1-0:1.6.0, 3.440 kW), July 2025 … May 2026
+    // of the history: ten months, those under 2.5 kW at 2.5 kW.
+    assert_eq!(peaks["rolling_average_through"], "2026-06");
+    assert_eq!(peaks["rolling_average_months"].as_u64(), Some(10));
+    let sum = 2500.0 + 4122.0 + 3933.0 + 4699.0 + 4556.0 + 3884.0 + 3597.0 + 3298.0 + 2500.0 + 3440.0;
+    let average = peaks["rolling_average_w"].as_f64().expect("average");
+    assert!((average - sum / 10.0).abs() < 1e-9, "{average}");
+    assert!(!json["not_decoded"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .any(|id| id == "0-0:98.1.0"));
+}

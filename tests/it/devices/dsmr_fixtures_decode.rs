@@ -425,7 +425,12 @@ fn dsmr5b_emucs211_spec_example_1() {
     num(&t, "voltage_l1", 234.7, V);
     num_at(&t, "gas_delivered", 112.384, M3, utc(2020, 5, 12, 11, 45, 58));
     num_at(&t, "water_delivered", 872.234, M3, utc(2020, 5, 12, 11, 45, 58));
-    assert!(t.unknown.iter().any(|(id, _)| id == "0-0:98.1.0"));
+    // 0-0:98.1.0(3)…: April, March and February 2020, newest first as sent.
+    let history = t.monthly_peaks.as_ref().expect("0-0:98.1.0 decoded");
+    let peaks: Vec<f64> = history.entries.iter().map(|e| e.peak_w).collect();
+    assert_eq!(peaks, [3695.0, 5980.0, 4318.0]);
+    assert_eq!(history.entries[0].peak_at, Some(utc(2020, 4, 23, 17, 25, 38)));
+    assert!(!t.unknown.iter().any(|(id, _)| id == "0-0:98.1.0"));
 }
 
 #[test]
@@ -581,4 +586,61 @@ fn q3d_easymeter_esy5q3db1024_com1() {
         .unknown
         .iter()
         .any(|(id, raw)| id == "1-0:96.5.5*255" && raw == "(80)"));
+}
+
+// ------------------------------------------------------- 2025–26 variants
+
+#[test]
+fn dsmr5b_iskra_ie5t200_2026_value_first_peak_tariff5() {
+    let t = telegram("dsmr5b_iskra_ie5t200_2026_value_first_peak_tariff5.txt");
+    assert_eq!(t.crc, CrcStatus::Absent);
+    // 0-0:1.0.0(260104162515W)
+    assert_eq!(t.meter_time, Some(utc(2026, 1, 4, 15, 25, 15)));
+    num(&t, "energy_delivered_tariff1", 7105.942, KWH);
+    num(&t, "energy_delivered_tariff2", 14830.476, KWH);
+    num(&t, "energy_delivered_tariff5", 0.0, KWH);
+    num(&t, "energy_returned_tariff2", 2914.252, KWH);
+    num(&t, "energy_returned_tariff5", 0.0, KWH);
+    num(&t, "peak_demand_current_quarter", 3336.0, W);
+    // 1-0:1.6.0(08.796*kW)(260102010000): value first, local time without season
+    // letter, 2 Jan 2026 01:00 CET.
+    num_at(&t, "peak_demand_month", 8796.0, W, utc(2026, 1, 2, 0, 0, 0));
+    num(&t, "voltage_l1", 133.8, V);
+    num(&t, "current_l3", 18.65, A);
+    assert!(t.malformed.is_empty(), "{:?}", t.malformed);
+    assert!(t.unreadable_times.is_empty());
+}
+
+#[test]
+fn dsmr5b_landisgyr_e360_2026_history_placeholder() {
+    let t = telegram("dsmr5b_landisgyr_e360_2026_history_placeholder.txt");
+    assert_eq!(t.meter_time, Some(utc(2026, 6, 24, 14, 12, 49)));
+    num_at(&t, "peak_demand_month", 3440.0, W, utc(2026, 6, 6, 8, 15, 0));
+    num_at(&t, "gas_delivered", 1284.807, M3, utc(2026, 6, 24, 14, 11, 23));
+    let history = t.monthly_peaks.as_ref().expect("history");
+    assert_eq!(history.entries.len(), 9);
+    // (250801000000S)(35255255255255255S)(00.000*kW): July 2025, no peak time.
+    assert_eq!(history.entries[0].peak_at, None);
+    assert_eq!(history.entries[0].peak_w, 0.0);
+    assert_eq!(history.entries[8].peak_w, 2438.0);
+    assert_eq!(
+        history.entries[8].month.map(|m| m.to_string()).as_deref(),
+        Some("2026-05")
+    );
+}
+
+#[test]
+fn iec_iskra_me383_date_time_apart() {
+    let t = telegram("iec_iskra_me383_date_time_apart.txt");
+    // 1-0:0.9.2(150427) 1-0:0.9.1(140217): 27 Apr 2015 14:02:17 CEST.
+    assert_eq!(t.meter_time, Some(utc(2015, 4, 27, 12, 2, 17)));
+    assert_eq!(t.equipment_id.as_deref(), Some("52127969"));
+    num(&t, "energy_delivered_total", 688.01, KWH);
+    num(&t, "energy_delivered_tariff4", 1.82, KWH);
+    num(&t, "reactive_energy_delivered_tariff3", 0.45, "kvarh");
+    num(&t, "reactive_energy_delivered_tariff4", 1.77, "kvarh");
+    // 1-0:1.6.0(000.000*kW) without a time: a peak of 0 W at the telegram's time.
+    num(&t, "peak_demand_month", 0.0, W);
+    assert!(t.get("peak_demand_month").unwrap().timestamp.is_none());
+    assert!(t.unknown.iter().any(|(id, _)| id == "1-0:1.6.1"));
 }

@@ -36,7 +36,7 @@ fn kind(s: CrcStatus) -> &'static str {
 #[test]
 fn index_covers_all_fixture_files() {
     let rows = index();
-    assert_eq!(rows.len(), 41);
+    assert_eq!(rows.len(), 44);
     let mut files: Vec<String> = std::fs::read_dir(fixture_dir())
         .unwrap()
         .filter_map(|e| e.ok())
