@@ -309,3 +309,65 @@ fn keys_are_checked_and_never_shown() {
     let keys = Keys::from_hex(TINETZ_KEY, Some(TINETZ_KEY)).unwrap();
     assert_eq!(format!("{keys:?}"), "Keys(***)");
 }
+
+/// NÖ Netz (EVN)'s documentation sample as nooxnet/smart-meter-mbus-dlms tests it
+/// (test/apdu-decryption.test.ts): two M-Bus frames, key 36C6…3BBB, a 2-byte BER
+/// length `81 F8`, SC 0x20. Their test asserts the length field and that the
+/// whole payload decrypts; the values are the ones the plaintext holds (a flat
+/// structure of OBIS, value, scaler/unit triples after a bare date-time).
+#[test]
+fn evn_documentation_sample_decodes() {
+    let stream = hex_fixture("evn_noe_kaifa_mbus_two_segments.hex");
+    let keys = Keys::from_hex("36C66639E48A8CA4D6BC8B282A793BBB", None).unwrap();
+    let mut apdu = stream[9..4 + 0xFA].to_vec();
+    let second = &stream[4 + 0xFA + 2..];
+    apdu.extend_from_slice(&second[9..4 + usize::from(second[1])]);
+    assert_eq!(&apdu[10..12], [0x81, 0xF8], "the length field");
+    let ciphered = parse(&apdu).unwrap();
+    assert_eq!(ciphered.security_control, 0x20);
+    assert_eq!(ciphered.body.len(), 0xF8 - 5);
+    assert_eq!(ciphered.decrypt(&keys).unwrap().len(), 0xF8 - 5);
+
+    let mut framer = EncryptedFramer::new(keys, 8192);
+    framer.push(&stream);
+    let frames = all(&mut framer);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    let t = decode(&frames[0].as_ref().unwrap().bytes).unwrap();
+    // 2021-09-27 09:47:15, deviation -120 (CEST).
+    assert_eq!(t.meter_time.unwrap().to_rfc3339(), "2021-09-27T07:47:15+00:00");
+    assert_eq!(t.number("energy_delivered_total"), Some(12.937));
+    assert_eq!(t.number("energy_returned_total"), Some(0.0));
+    assert_eq!(t.number("voltage_l1"), Some(233.7));
+    assert_eq!(t.number("power_factor"), Some(1.0));
+    assert_eq!(t.number("current_l3"), Some(0.0));
+}
+
+/// A Salzburg Netz (Kaifa MA309, three phases) plaintext from
+/// nooxnet/smart-meter-mbus-dlms, test/cosem-obis-data-processor.test.ts: one small
+/// structure per value, a winter time (deviation -60).
+#[test]
+fn salzburg_netz_notification_becomes_a_telegram() {
+    let plain = hex_fixture("salzburg_kaifa_plaintext.hex");
+    let text = super::cosem::notification_to_telegram(&plain, b"KFM\x00\x00\x00\x00\x01").unwrap();
+    let t = decode(&text).unwrap();
+    // 2022-11-12 16:54:00 CET.
+    assert_eq!(t.meter_time.unwrap().to_rfc3339(), "2022-11-12T15:54:00+00:00");
+    assert_eq!(t.equipment_id.as_deref(), Some("KFM1200200234804"));
+    for (metric, value) in [
+        ("voltage_l1", 229.2),
+        ("voltage_l2", 231.6),
+        ("voltage_l3", 231.4),
+        ("current_l1", 1.65),
+        ("current_l2", 1.73),
+        ("current_l3", 0.37),
+        ("power_delivered", 714.0),
+        ("power_returned", 0.0),
+        ("energy_delivered_total", 1327.456),
+        ("energy_returned_total", 0.0),
+        ("reactive_energy_delivered_total", 4.818),
+        ("reactive_energy_returned_total", 376.416),
+    ] {
+        assert_eq!(t.number(metric), Some(value), "{metric}");
+    }
+    assert!(t.malformed.is_empty());
+}
