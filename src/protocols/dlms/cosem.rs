@@ -136,8 +136,10 @@ fn value_text(value: &Data<'_>, scaler_unit: Option<(i8, u8)>) -> Option<String>
         Data::Int(n) => decimal(*n, scaler),
         Data::Float(f) => format!("{}", f * 10f64.powi(i32::from(scaler))),
         Data::Enum(e) => e.to_string(),
-        Data::Bytes(b) if b.len() == 12 => return timestamp(b),
-        Data::Bytes(b) | Data::Text(b) => return Some(text(b)),
+        // 12 bytes are a date-time, unless they are no date (a 12-character meter
+        // number, as EVN sends): then text.
+        Data::Bytes(b) => return Some(if b.len() == 12 { timestamp(b) } else { None }.unwrap_or_else(|| text(b))),
+        Data::Text(b) => return Some(text(b)),
         Data::Null | Data::Container(_) | Data::Other => return None,
     };
     Some(match unit {
@@ -254,7 +256,7 @@ impl<'a> Parser<'a> {
     /// A-XDR length: one byte, or 0x81/0x82 and one or two bytes.
     fn length(&mut self) -> Result<usize, CosemError> {
         match self.byte()? {
-            n @ 0..=0x80 => Ok(usize::from(n)),
+            n @ 0..=0x7F => Ok(usize::from(n)),
             0x81 => Ok(usize::from(self.byte()?)),
             0x82 => Ok(usize::from(u16::from_be_bytes([self.byte()?, self.byte()?]))),
             _ => Err(CosemError::Malformed),
@@ -364,6 +366,14 @@ mod tests {
         assert_eq!(timestamp(&unknown).as_deref(), Some("240102030405"));
         let unset = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x80, 0x00, 0xFF];
         assert_eq!(timestamp(&unset), None);
+    }
+
+    #[test]
+    fn a_twelve_character_serial_is_text_not_a_time() {
+        let serial = Data::Bytes(b"181220000009");
+        assert_eq!(value_text(&serial, None).as_deref(), Some("181220000009"));
+        let binary = Data::Bytes(&[0xFF; 12]);
+        assert_eq!(value_text(&binary, None).as_deref(), Some("FFFFFFFFFFFFFFFFFFFFFFFF"));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //!   `0x30 ‖ authentication key`; the authentication key is the same for every
 //!   Smarty meter and published in its specification, so only the decryption key
 //!   (from Creos) is needed.
-//! * **Austria (Kaifa MA309 and Sagemcom of Tiroler Netze, EVN, Wiener Netze, …)**:
+//! * **Austria (Kaifa MA309 of Tiroler Netze, Salzburg Netz, Netz NÖ / EVN, …)**:
 //!   the same APDU, "encryption only" (security control `0x20`/`0x21`, no tag), cut
 //!   into M-Bus long frames `68 L L 68 53 FF CI 01 67 … CS 16` (CI `0x00`, `0x01`, …
 //!   for the segments, `0x1n` for the last). The plaintext is a DLMS
