@@ -127,6 +127,13 @@ enum DecodeCommand {
         /// One JSON object per telegram and line instead of an array.
         #[arg(long)]
         lines: bool,
+        /// An encrypted meter's decryption key (32 hex digits): the file holds its
+        /// raw frames (or their hex dump).
+        #[arg(long, value_name = "HEX")]
+        key: Option<String>,
+        /// The authentication key, where the grid operator gives one.
+        #[arg(long, value_name = "HEX", requires = "key")]
+        auth_key: Option<String>,
     },
 }
 
@@ -201,9 +208,25 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Some(Command::Decode {
-                what: DecodeCommand::Dsmr { file, lines },
+                what:
+                    DecodeCommand::Dsmr {
+                        file,
+                        lines,
+                        key,
+                        auth_key,
+                    },
             }) => {
-                let decoded = commands::decode_dsmr(file, *lines);
+                let keys = match key {
+                    Some(key) => match mesura::protocols::dlms::Keys::from_hex(key, auth_key.as_deref()) {
+                        Ok(keys) => Some(keys),
+                        Err(e) => {
+                            eprintln!("error: --key / --auth-key: the key {e}");
+                            return Ok(ExitCode::FAILURE);
+                        }
+                    },
+                    None => None,
+                };
+                let decoded = commands::decode_dsmr_with_keys(file, *lines, keys.as_ref());
                 print!("{}", decoded.stdout);
                 eprint!("{}", decoded.stderr);
                 Ok(if decoded.ok {

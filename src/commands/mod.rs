@@ -210,6 +210,13 @@ pub struct Decoded {
 /// cut short, oversize) or the file holds no complete telegram; the good ones are
 /// printed all the same.
 pub fn decode_dsmr(path: &Path, lines: bool) -> Decoded {
+    decode_dsmr_with_keys(path, lines, None)
+}
+
+/// [`decode_dsmr`] for an encrypted meter's capture (`--key`): the file holds the
+/// raw frames as read from the port, or the same bytes written as hex (as forum
+/// posts and operator documents print them).
+pub fn decode_dsmr_with_keys(path: &Path, lines: bool, keys: Option<&crate::protocols::dlms::Keys>) -> Decoded {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
@@ -220,7 +227,10 @@ pub fn decode_dsmr(path: &Path, lines: bool) -> Decoded {
             }
         }
     };
-    let report = decode_dsmr_bytes(&bytes);
+    let report = match keys {
+        Some(keys) => decode_encrypted_bytes(&unhex(bytes), keys),
+        None => decode_dsmr_bytes(&bytes),
+    };
     let mut stdout = String::new();
     if lines {
         for json in &report.telegrams {
@@ -309,6 +319,50 @@ pub fn decode_dsmr_bytes(bytes: &[u8]) -> DsmrReport {
                 report.telegrams.push(json);
             }
             Err(reason) => report.errors.push(format!("telegram {number}: {reason}")),
+        }
+    }
+    report.junk_bytes = framer.stats().junk_bytes;
+    report.incomplete_tail = framer.pending_len();
+    report
+}
+
+/// A file of hex digits (whitespace between them allowed) as the bytes they write;
+/// any other file as it is.
+fn unhex(bytes: Vec<u8>) -> Vec<u8> {
+    let digits: Vec<u8> = bytes.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    if digits.is_empty() || digits.len() % 2 != 0 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return bytes;
+    }
+    let nibble = |b: u8| char::from(b).to_digit(16).unwrap_or(0) as u8;
+    digits
+        .chunks(2)
+        .map(|p| (nibble(p.first().copied().unwrap_or(b'0')) << 4) | nibble(p.get(1).copied().unwrap_or(b'0')))
+        .collect()
+}
+
+/// Decrypts and decodes every encrypted frame in `bytes` the way a `dsmr` device
+/// with `decryption_key` does.
+pub fn decode_encrypted_bytes(bytes: &[u8], keys: &crate::protocols::dlms::Keys) -> DsmrReport {
+    use crate::protocols::dlms::EncryptedFramer;
+
+    let mut framer = EncryptedFramer::new(keys.clone(), crate::protocols::dsmr::DEFAULT_MAX_TELEGRAM_SIZE);
+    framer.push(bytes);
+    let mut report = DsmrReport::default();
+    let mut number = 0;
+    while let Some(result) = framer.next_frame() {
+        number += 1;
+        let outcome = match result {
+            Ok(frame) => telegram_json(frame),
+            Err(e) => Err(format!("{e}; a meter's frame like this is dropped")),
+        };
+        match outcome {
+            Ok(mut json) => {
+                if let Some(obj) = json.as_object_mut() {
+                    obj.insert("telegram".into(), number.into());
+                }
+                report.telegrams.push(json);
+            }
+            Err(reason) => report.errors.push(format!("frame {number}: {reason}")),
         }
     }
     report.junk_bytes = framer.stats().junk_bytes;

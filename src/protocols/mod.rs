@@ -3,4 +3,5 @@ pub mod bme280;
 pub mod kmp;
 pub mod modbus;
 
+pub mod dlms;
 pub mod dsmr;

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::host::clock::SharedClock;
 use crate::monitors::MonitorError;
+use crate::protocols::dlms::{EncryptedError, EncryptedFramer, Keys};
 use crate::protocols::dsmr::{CrcStatus, Frame, FrameError, Framer};
 use crate::reading::DeviceId;
 
@@ -176,6 +177,8 @@ pub struct ReaderSettings {
     pub keep: usize,
     /// Bad telegrams dropped since the monitor started, across reconnects.
     pub totals: Arc<BadTotals>,
+    /// The meter's keys when it encrypts (Luxembourg, Austria).
+    pub keys: Option<Keys>,
 }
 
 /// Cumulative counts of dropped telegrams and skipped junk, for /metrics.
@@ -187,6 +190,63 @@ pub struct BadTotals {
     /// cable that sends them costs no telegram any more, but a count that climbs
     /// fast points at a bad cable, a wrong baud rate or a noisy dongle.
     pub junk_bytes: std::sync::atomic::AtomicU64,
+    /// Encrypted frames dropped: not decrypted (wrong key, corrupt), or decrypted
+    /// into nothing this reader can decode.
+    pub decrypt: std::sync::atomic::AtomicU64,
+    /// Whether the likely cause of `decrypt` failures was logged: once, not per frame.
+    pub wrong_key_logged: std::sync::atomic::AtomicBool,
+    pub undecodable_logged: std::sync::atomic::AtomicBool,
+}
+
+/// The framer of a link: plain telegrams, or DLMS-encrypted frames.
+#[derive(Debug)]
+enum P1Framer {
+    Plain(Framer),
+    Encrypted(Box<EncryptedFramer>),
+}
+
+/// One thing a framer reports.
+enum Cut {
+    Frame(Frame),
+    Bad(FrameError),
+    Undecrypted(EncryptedError),
+}
+
+impl P1Framer {
+    fn new(s: &ReaderSettings) -> Self {
+        match &s.keys {
+            Some(keys) => P1Framer::Encrypted(Box::new(EncryptedFramer::new(keys.clone(), s.max_telegram_size))),
+            None => P1Framer::Plain(Framer::new(s.max_telegram_size)),
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        match self {
+            P1Framer::Plain(f) => f.push(data),
+            P1Framer::Encrypted(f) => f.push(data),
+        }
+    }
+
+    fn junk_bytes(&self) -> u64 {
+        match self {
+            P1Framer::Plain(f) => f.stats().junk_bytes,
+            P1Framer::Encrypted(f) => f.stats().junk_bytes,
+        }
+    }
+
+    fn next(&mut self) -> Option<Cut> {
+        Some(match self {
+            P1Framer::Plain(f) => match f.next_frame()? {
+                Ok(frame) => Cut::Frame(frame),
+                Err(e) => Cut::Bad(e),
+            },
+            P1Framer::Encrypted(f) => match f.next_frame()? {
+                Ok(frame) => Cut::Frame(frame),
+                Err(EncryptedError::Telegram(e)) => Cut::Bad(e),
+                Err(e) => Cut::Undecrypted(e),
+            },
+        })
+    }
 }
 
 /// A running reader task; aborting it on drop closes the port.
@@ -244,6 +304,7 @@ impl Reader {
 struct BadTelegrams {
     crc: u64,
     framing: u64,
+    decrypt: u64,
     last_error: Option<String>,
     last_log: Option<Instant>,
 }
@@ -261,30 +322,38 @@ impl BadTelegrams {
         self.last_error = Some(e.to_string());
     }
 
+    fn count_decrypt(&mut self, e: &EncryptedError) {
+        self.decrypt += 1;
+        self.last_error = Some(e.to_string());
+    }
+
     fn maybe_log(&mut self, device: &DeviceId) {
-        if self.crc + self.framing == 0 || self.last_log.is_some_and(|t| t.elapsed() < BAD_LOG_EVERY) {
+        if self.crc + self.framing + self.decrypt == 0 || self.last_log.is_some_and(|t| t.elapsed() < BAD_LOG_EVERY) {
             return;
         }
         tracing::warn!(
             device = %device,
             crc_failures = self.crc,
             framing_failures = self.framing,
+            decrypt_failures = self.decrypt,
             last = self.last_error.as_deref().unwrap_or(""),
             "bad P1 telegrams dropped (not stored); next report in a minute at the earliest"
         );
         self.crc = 0;
         self.framing = 0;
+        self.decrypt = 0;
         self.last_log = Some(Instant::now());
     }
 }
 
 async fn run(mut stream: Stream, s: ReaderSettings, inbox: Arc<Inbox>) {
-    let mut framer = Framer::new(s.max_telegram_size);
+    let mut framer = P1Framer::new(&s);
     let mut buf = vec![0u8; 4096];
     let mut bad = BadTelegrams::default();
     let mut deadline = Instant::now() + s.timeout;
     let mut bytes_since_good: u64 = 0;
     let mut good_frames: u64 = 0;
+    let mut undecrypted_since_good: u64 = 0;
     let ended = loop {
         let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
             Ok(Ok(0)) => {
@@ -301,30 +370,43 @@ async fn run(mut stream: Stream, s: ReaderSettings, inbox: Arc<Inbox>) {
                     cause: Some(e),
                 }
             }
-            Err(_) if bytes_since_good == 0 => {
-                break format!("{}: silent for {}", s.target, humantime::format_duration(s.timeout)).into()
-            }
-            Err(_) => {
+            Err(_) if undecrypted_since_good > 0 => {
                 break format!(
-                    "{}: {bytes_since_good} bytes but no good telegram in {} (wrong baud rate, parity or data bits?)",
+                    "{}: {undecrypted_since_good} encrypted frames but none decrypted in {} (wrong decryption_key?)",
                     s.target,
                     humantime::format_duration(s.timeout)
                 )
                 .into()
             }
+            Err(_) if bytes_since_good == 0 => {
+                break format!("{}: silent for {}", s.target, humantime::format_duration(s.timeout)).into()
+            }
+            Err(_) => {
+                let hint = if s.keys.is_some() {
+                    "no encrypted frame found: wrong baud rate, parity or data bits, or a meter that does not encrypt (remove decryption_key)?"
+                } else {
+                    "wrong baud rate, parity or data bits? or an encrypted meter (Luxembourg, Austria) that needs decryption_key"
+                };
+                break format!(
+                    "{}: {bytes_since_good} bytes but no good telegram in {} ({hint})",
+                    s.target,
+                    humantime::format_duration(s.timeout)
+                )
+                .into();
+            }
         };
         bytes_since_good += n as u64;
-        let junk_before = framer.stats().junk_bytes;
+        let junk_before = framer.junk_bytes();
         framer.push(buf.get(..n).unwrap_or_default());
-        let junk = framer.stats().junk_bytes - junk_before;
+        let junk = framer.junk_bytes() - junk_before;
         if junk > 0 {
             s.totals
                 .junk_bytes
                 .fetch_add(junk, std::sync::atomic::Ordering::Relaxed);
         }
-        while let Some(result) = framer.next_frame() {
-            match result {
-                Ok(frame) => match frame.crc {
+        while let Some(cut) = framer.next() {
+            match cut {
+                Cut::Frame(frame) => match frame.crc {
                     CrcStatus::Invalid { given, computed } => {
                         s.totals.crc.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         bad.count_crc(given, computed)
@@ -332,6 +414,7 @@ async fn run(mut stream: Stream, s: ReaderSettings, inbox: Arc<Inbox>) {
                     CrcStatus::Valid | CrcStatus::Absent => {
                         good_frames += 1;
                         bytes_since_good = 0;
+                        undecrypted_since_good = 0;
                         deadline = Instant::now() + s.timeout;
                         inbox.push(Received {
                             frame,
@@ -342,12 +425,18 @@ async fn run(mut stream: Stream, s: ReaderSettings, inbox: Arc<Inbox>) {
                 // Bytes between telegrams (joining mid-telegram, a gateway's noise after
                 // each telegram as with EasyMeter Q3D) drop no telegram: counted as
                 // junk bytes above, not as a bad telegram.
-                Err(e @ FrameError::Garbage { .. }) => {
+                Cut::Bad(e @ FrameError::Garbage { .. }) => {
                     tracing::trace!(device = %s.device, error = %e, good_frames, "non-telegram bytes skipped");
                 }
-                Err(e) => {
+                Cut::Bad(e) => {
                     s.totals.framing.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     bad.count_framing(&e)
+                }
+                Cut::Undecrypted(e) => {
+                    undecrypted_since_good += 1;
+                    s.totals.decrypt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    explain_once(&s, &e);
+                    bad.count_decrypt(&e);
                 }
             }
         }
@@ -357,6 +446,27 @@ async fn run(mut stream: Stream, s: ReaderSettings, inbox: Arc<Inbox>) {
     bad.last_log = None;
     bad.maybe_log(&s.device);
     inbox.end(ended);
+}
+
+/// The likely cause of dropped encrypted frames, logged once per device (every
+/// frame fails the same way until the key or the meter changes).
+fn explain_once(s: &ReaderSettings, e: &EncryptedError) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if e.wrong_key_likely() {
+        if !s.totals.wrong_key_logged.swap(true, Relaxed) {
+            tracing::error!(
+                device = %s.device, error = %e,
+                "encrypted P1 frames do not decrypt: wrong decryption_key? (check it with the grid operator; \
+                 Luxembourg: the P1 key from Creos, not the M-Bus key) frames are dropped, not stored"
+            );
+        }
+    } else if matches!(e, EncryptedError::Undecodable(_)) && !s.totals.undecodable_logged.swap(true, Relaxed) {
+        tracing::error!(
+            device = %s.device, error = %e,
+            "the meter's frames decrypt, but hold data this reader cannot decode; frames are dropped \
+             (please report the meter and operator, see docs/devices/dsmr.md)"
+        );
+    }
 }
 
 impl From<String> for Ended {
@@ -378,6 +488,7 @@ mod tests {
             max_telegram_size: 8192,
             keep,
             totals: Default::default(),
+            keys: None,
         }
     }
 
@@ -397,6 +508,53 @@ mod tests {
         drop(tx);
         let err = reader.next().await.unwrap_err();
         assert!(err.message().contains("link closed"), "{err}");
+    }
+
+    fn encrypted(keys: &Keys, counter: u32, kwh: u32) -> Vec<u8> {
+        let telegram = format!("/SAG5\\2\r\n\r\n1-0:1.8.0({kwh}*kWh)\r\n!\r\n");
+        crate::protocols::dlms::cipher::encrypt(keys, *b"SAG00001", 0x30, counter, telegram.as_bytes())
+    }
+
+    #[tokio::test]
+    async fn an_encrypted_stream_reads_like_a_plain_one_and_a_wrong_key_is_counted() {
+        use tokio::io::AsyncWriteExt;
+        let keys = Keys::from_hex(&"5A".repeat(16), None).unwrap();
+        let wrong = Keys::from_hex(&"A5".repeat(16), None).unwrap();
+        let (mut tx, rx) = tokio::io::duplex(1 << 16);
+        let mut s = settings(8);
+        s.keys = Some(keys.clone());
+        let totals = s.totals.clone();
+        let reader = Reader::spawn(Box::new(rx), s);
+        let stream = [encrypted(&keys, 1, 1), encrypted(&wrong, 2, 2), encrypted(&keys, 3, 3)].concat();
+        tx.write_all(&stream).await.unwrap();
+        let mut values = Vec::new();
+        while values.len() < 2 {
+            let (frames, _) = reader.next().await.unwrap();
+            values.extend(
+                frames
+                    .iter()
+                    .map(|r| r.frame.decode().unwrap().number("energy_delivered_total")),
+            );
+        }
+        assert_eq!(values, [Some(1.0), Some(3.0)]);
+        assert_eq!(totals.decrypt.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert!(totals.wrong_key_logged.load(std::sync::atomic::Ordering::Relaxed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wrong_key_ends_the_link_with_a_hint() {
+        use tokio::io::AsyncWriteExt;
+        let (mut tx, rx) = tokio::io::duplex(1 << 16);
+        let mut s = settings(1);
+        s.keys = Some(Keys::from_hex(&"5A".repeat(16), None).unwrap());
+        let reader = Reader::spawn(Box::new(rx), s);
+        let wrong = Keys::from_hex(&"A5".repeat(16), None).unwrap();
+        tx.write_all(&encrypted(&wrong, 1, 1)).await.unwrap();
+        let err = reader.next().await.unwrap_err();
+        assert!(
+            err.message().contains("none decrypted in 5s (wrong decryption_key?)"),
+            "{err}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,6 +5,7 @@
 mod link;
 pub mod map;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,7 +13,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::device_time::DeviceClock;
 use super::{DeviceType, Monitor, MonitorContext, MonitorError};
+use crate::config::secret::{read_secret_file, Secret};
 use crate::config::{CommonConfig, DeviceConfig};
+use crate::protocols::dlms::{parse_key, Keys};
 use crate::protocols::dsmr::DEFAULT_MAX_TELEGRAM_SIZE;
 use crate::reading::{MetricSpec, Reading};
 use link::{Reader, ReaderSettings, Target};
@@ -55,6 +58,21 @@ pub struct DsmrConfig {
         with = "crate::config::duration"
     )]
     pub max_clock_skew: Duration,
+    /// Encrypted meters (Luxembourg's Smarty, Austrian grid operators): the
+    /// decryption key from the grid operator, 32 hex digits (AES-128). With a key,
+    /// the device reads DLMS-encrypted frames instead of plain telegrams. A secret:
+    /// never printed; better `${P1_KEY}` or `decryption_key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decryption_key: Option<Secret>,
+    /// A file holding the decryption key (or a systemd credential name), instead of
+    /// `decryption_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decryption_key_file: Option<PathBuf>,
+    /// The authentication key (32 hex digits), for operators that give one besides
+    /// the decryption key. Not needed in Luxembourg (the Smarty key published in
+    /// its specification is used) nor with meters that only encrypt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication_key: Option<Secret>,
 }
 
 pub fn default_timeout() -> Duration {
@@ -199,6 +217,57 @@ impl DsmrConfig {
         }
     }
 
+    /// The keys of an encrypted meter, `None` for a plain one, or `(key, message)`.
+    /// The message never holds the key.
+    pub fn keys(&self) -> Result<Option<Keys>, (String, String)> {
+        let err = |key: &str, msg: String| Err((key.to_owned(), msg));
+        let decryption = match (&self.decryption_key, &self.decryption_key_file) {
+            (Some(_), Some(_)) => {
+                return err(
+                    "decryption_key",
+                    "set decryption_key or decryption_key_file, not both".into(),
+                )
+            }
+            (Some(key), None) => key.clone(),
+            (None, Some(file)) => match read_secret_file(file) {
+                Ok(key) => key,
+                Err(e) => return err("decryption_key_file", format!("cannot read {}: {e}", file.display())),
+            },
+            (None, None) => {
+                if self.authentication_key.is_some() {
+                    return err(
+                        "authentication_key",
+                        "only used with decryption_key (an encrypted meter); add the decryption key".into(),
+                    );
+                }
+                return Ok(None);
+            }
+        };
+        let key_name = if self.decryption_key.is_some() {
+            "decryption_key"
+        } else {
+            "decryption_key_file"
+        };
+        if let Err(e) = parse_key(decryption.expose()) {
+            return err(
+                key_name,
+                format!("the key {e}: copy the key the grid operator sent (e.g. 32 characters 0-9, A-F)"),
+            );
+        }
+        if let Some(ak) = &self.authentication_key {
+            if let Err(e) = parse_key(ak.expose()) {
+                return err("authentication_key", format!("the key {e}"));
+            }
+        }
+        match Keys::from_hex(
+            decryption.expose(),
+            self.authentication_key.as_ref().map(Secret::expose),
+        ) {
+            Ok(keys) => Ok(Some(keys)),
+            Err(e) => err(key_name, format!("the key {e}")),
+        }
+    }
+
     fn serial_key_set(&self) -> Option<&'static str> {
         let set = [
             self.baud_rate.is_some(),
@@ -230,7 +299,16 @@ impl DeviceType for DsmrConfig {
             ));
         }
         crate::monitors::device_time::validate_max_clock_skew(self.max_clock_skew)?;
-        Ok(())
+        match &self.decryption_key_file {
+            // A relative name may be a systemd credential, only there when the
+            // service runs: `check` by hand cannot see it; the device reports it.
+            Some(file)
+                if file.is_relative() && std::env::var_os("CREDENTIALS_DIRECTORY").is_none() && !file.exists() =>
+            {
+                Ok(())
+            }
+            _ => self.keys().map(|_| ()),
+        }
     }
 
     fn metrics() -> Vec<MetricSpec> {
@@ -264,6 +342,9 @@ impl DsmrMonitor {
         let target = config
             .target()
             .map_err(|(key, msg)| MonitorError::config(format!("{key}: {msg}")))?;
+        let keys = config
+            .keys()
+            .map_err(|(key, msg)| MonitorError::config(format!("{key}: {msg}")))?;
         let settings = ReaderSettings {
             device: ctx.id.clone(),
             target: target.to_string(),
@@ -272,6 +353,7 @@ impl DsmrMonitor {
             max_telegram_size: config.max_telegram_size,
             keep: if poll_interval.is_zero() { KEEP_ALL } else { 1 },
             totals: Default::default(),
+            keys,
         };
         Ok(DsmrMonitor {
             target,
@@ -348,6 +430,9 @@ impl Monitor for DsmrMonitor {
             ("framing", totals.framing.load(Relaxed)),
             ("junk_bytes", totals.junk_bytes.load(Relaxed)),
         ];
+        if self.settings.keys.is_some() {
+            errors.push(("decrypt", totals.decrypt.load(Relaxed)));
+        }
         errors.extend(self.clock.counts());
         errors
     }
@@ -406,6 +491,52 @@ mod tests {
         assert_eq!(key("host: p1.local\nport: 23\nbaud_rate: 9600\n"), "baud_rate");
         assert_eq!(key("port: /dev/ttyUSB0\ndata_bits: 6\n"), "data_bits");
         assert!(serde_yaml_ng::from_str::<DsmrConfig>("port: 70000\n").is_err());
+    }
+
+    #[test]
+    fn decryption_keys_are_checked_without_being_shown() {
+        let key = "0123456789abcdef0123456789ABCDEF";
+        assert!(config("port: /dev/ttyUSB0\n").keys().unwrap().is_none());
+        let c = config(&format!("port: /dev/ttyUSB0\ndecryption_key: {key}\n"));
+        assert!(c.keys().unwrap().is_some());
+        assert!(!format!("{c:?}").contains(key), "the key never shows");
+        assert!(!serde_json::to_string(&c).unwrap().contains(key));
+        let fail = |yaml: &str| config(&format!("port: /dev/ttyUSB0\n{yaml}")).keys().unwrap_err();
+        let (k, msg) = fail("decryption_key: 0123\n");
+        assert_eq!(k, "decryption_key");
+        assert!(
+            msg.contains("is 4 hex digits long; an AES-128 key is 32 hex digits"),
+            "{msg}"
+        );
+        let (k, msg) = fail("decryption_key: 0123456789abcdef0123456789abcdeX\n");
+        assert_eq!(k, "decryption_key");
+        assert!(msg.contains("not a hex digit"), "{msg}");
+        assert!(
+            !msg.contains("0123456789abcdef"),
+            "the message never holds the key: {msg}"
+        );
+        assert_eq!(
+            fail(&format!("decryption_key: {key}\nauthentication_key: zz\n")).0,
+            "authentication_key"
+        );
+        assert_eq!(fail(&format!("authentication_key: {key}\n")).0, "authentication_key");
+        assert_eq!(
+            fail("decryption_key_file: /nonexistent/p1.key\n").0,
+            "decryption_key_file"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p1.key");
+        std::fs::write(&file, format!("{key}\n")).unwrap();
+        let c = config(&format!(
+            "port: /dev/ttyUSB0\ndecryption_key_file: {}\n",
+            file.display()
+        ));
+        assert!(c.keys().unwrap().is_some());
+        std::fs::write(&file, "not a key\n").unwrap();
+        assert_eq!(c.keys().unwrap_err().0, "decryption_key_file");
+        let both = format!("decryption_key: {key}\ndecryption_key_file: {}\n", file.display());
+        assert!(fail(&both).1.contains("not both"));
     }
 
     #[test]

@@ -222,3 +222,39 @@ fn a_belgian_telegram_shows_its_monthly_peaks_and_the_capacity_average() {
         .iter()
         .any(|id| id == "0-0:98.1.0"));
 }
+
+/// `--key`: Tiroler Netze's published encrypted example (two M-Bus frames, as hex).
+#[test]
+fn an_encrypted_frame_decodes_with_its_key_and_fails_clearly_with_a_wrong_one() {
+    let file = format!("{FIXTURES}/encrypted/tinetz_kaifa_mbus_two_segments.hex");
+    let (ok, stdout, stderr) = decode_with(&["--key", "101112131415161718191A1B1C1D1E1F", &file]);
+    assert!(ok, "{stderr}");
+    let json = only(&stdout);
+    assert_eq!(json["meter_time"], "2021-07-19T13:46:35Z");
+    assert_eq!(reading(&json, "voltage_l1")["value"].as_f64(), Some(230.8));
+    assert_eq!(reading(&json, "energy_delivered_total")["value"].as_f64(), Some(9.108));
+
+    // The same file as raw bytes, as captured from the port.
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("capture.bin");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let digits: String = text.split_whitespace().collect();
+    let bytes: Vec<u8> = (0..digits.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap())
+        .collect();
+    std::fs::write(&raw, bytes).unwrap();
+    let (ok, stdout, _) = decode_with(&["--key", "101112131415161718191a1b1c1d1e1f", raw.to_str().unwrap()]);
+    assert!(ok);
+    assert_eq!(reading(&only(&stdout), "voltage_l1")["value"].as_f64(), Some(230.8));
+
+    let (ok, stdout, stderr) = decode_with(&["--key", &"0".repeat(32), &file]);
+    assert!(!ok);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("wrong decryption_key?"), "{stderr}");
+
+    let (ok, _, stderr) = decode_with(&["--key", "0011", &file]);
+    assert!(!ok);
+    assert!(stderr.contains("32 hex digits"), "{stderr}");
+    assert!(!stderr.contains("0011"), "a key is never echoed: {stderr}");
+}
