@@ -78,6 +78,9 @@ pub(super) enum Outcome {
     Retry {
         after: Option<Duration>,
         why: String,
+        /// 401, 403, 404, 407: the setup is wrong (token, URL, proxy), not the
+        /// server busy; logged as an error, since waiting will not fix it.
+        misconfigured: bool,
     },
     /// The batch will never be accepted.
     Rejected {
@@ -98,6 +101,7 @@ pub(super) fn classify(status: u16, retry_after: Option<&str>, answer: &str, now
         _ => Outcome::Retry {
             after: retry_after.and_then(|v| parse_retry_after(v, now)),
             why,
+            misconfigured: matches!(status, 401 | 403 | 404 | 407),
         },
     }
 }
@@ -220,6 +224,7 @@ impl Delivery {
                 Err(e) => Outcome::Retry {
                     after: None,
                     why: e.to_string(),
+                    misconfigured: false,
                 },
             };
             match outcome {
@@ -229,10 +234,18 @@ impl Delivery {
                     }
                     backoff.reset();
                 }
-                Outcome::Retry { after, why } => {
+                Outcome::Retry {
+                    after,
+                    why,
+                    misconfigured,
+                } => {
                     let delay = after.unwrap_or_else(|| backoff.next_delay());
                     if self.health.failed(why.as_str()) {
-                        tracing::warn!(url = %redacted(&self.endpoint), error = %why, retry_in = ?delay, "uplink: delivery failed; the readings wait in the outbox");
+                        if misconfigured {
+                            tracing::error!(url = %redacted(&self.endpoint), error = %why, retry_in = ?delay, "uplink: the server refuses our setup (check backends.uplink.url and token); the readings wait in the outbox");
+                        } else {
+                            tracing::warn!(url = %redacted(&self.endpoint), error = %why, retry_in = ?delay, "uplink: delivery failed; the readings wait in the outbox");
+                        }
                     } else {
                         tracing::debug!(error = %why, retry_in = ?delay, "uplink: delivery still failing");
                     }
@@ -297,6 +310,7 @@ impl Delivery {
                     return Outcome::Retry {
                         after: None,
                         why: format!("gzip: {e}"),
+                        misconfigured: false,
                     }
                 }
             }
@@ -314,6 +328,7 @@ impl Delivery {
                     return Outcome::Retry {
                         after: None,
                         why: "the token has characters an HTTP header cannot carry".into(),
+                        misconfigured: false,
                     }
                 }
             }
@@ -324,6 +339,7 @@ impl Delivery {
                 return Outcome::Retry {
                     after: None,
                     why: with_causes(&e.without_url()),
+                    misconfigured: false,
                 }
             }
         };
@@ -368,6 +384,7 @@ impl Delivery {
             Err(e) => Outcome::Retry {
                 after: None,
                 why: e.to_string(),
+                misconfigured: false,
             },
         }
     }
@@ -389,6 +406,20 @@ mod tests {
         for status in [401, 403, 404, 408, 500, 502, 504] {
             assert!(
                 matches!(classify(status, None, "", now()), Outcome::Retry { after: None, .. }),
+                "{status}"
+            );
+        }
+        // A wrong token or URL is retried too, but marked so it is logged as an error.
+        for (status, misconfigured) in [
+            (401, true),
+            (403, true),
+            (404, true),
+            (407, true),
+            (408, false),
+            (500, false),
+        ] {
+            assert!(
+                matches!(classify(status, None, "", now()), Outcome::Retry { misconfigured: m, .. } if m == misconfigured),
                 "{status}"
             );
         }
