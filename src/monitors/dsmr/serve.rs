@@ -1,0 +1,353 @@
+//! `serve:` — the P1 port shared with other readers (Home Assistant's DSMR
+//! integration, dsmr-reader, evcc), as ser2net shares a cable: every byte the meter
+//! sends, exactly as received (plain or encrypted), goes to every TCP client.
+//!
+//! The link's reader task hands each chunk it reads to the [`Fanout`], which never
+//! waits on a client: each client has its own queue, bounded in bytes and written
+//! out by its own task, and a client whose queue would overflow is disconnected.
+//! So a stuck client costs neither the meter's reading nor the other clients
+//! anything. A client that joins is served from the next frame the link's framer
+//! completes (plain telegrams: from the next `/` after it), so it never starts with
+//! half a telegram; the same after the meter's link is reopened.
+//!
+//! The listener belongs to the monitor ([`Serve`]): it is opened by the first read
+//! and closed, with every client, when the monitor is dropped (the device removed
+//! or its file changed).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::Instant;
+
+use crate::monitors::{MonitorError, ServiceMetric};
+use crate::reading::DeviceId;
+
+/// Bytes a client may fall behind, beyond what the kernel buffers for its socket,
+/// before it is disconnected: over a minute of DSMR 5 telegrams.
+pub const CLIENT_BACKLOG: usize = 64 * 1024;
+/// Clients served at once; more are refused (each holds a socket and a task).
+const MAX_CLIENTS: usize = 64;
+/// A port that could not be bound is tried again this often (quietly, after the
+/// first error).
+const BIND_RETRY: Duration = Duration::from_secs(30);
+/// How long the first bind waits for a port in use: after a reload, the previous
+/// listener of this same device may still be closing.
+const BIND_GRACE: Duration = Duration::from_secs(2);
+
+/// A chunk as read from the meter, shared by the clients it goes to, and where
+/// in it a client's bytes start.
+type Chunk = (Arc<[u8]>, usize);
+
+/// Where a client is in the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Waiting for the end of a frame (it joined, or the meter's link reopened).
+    Boundary,
+    /// A frame ended; waiting for the `/` that starts the next plain telegram.
+    Slash,
+    /// Gets every byte.
+    Live,
+}
+
+#[derive(Debug)]
+struct Client {
+    addr: SocketAddr,
+    queue: mpsc::UnboundedSender<Chunk>,
+    /// Bytes queued for the client and not yet written to its socket.
+    queued: Arc<AtomicUsize>,
+    start: Start,
+    writer: AbortHandle,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // Closes the socket, even when the writer is blocked on a client that
+        // does not read.
+        self.writer.abort();
+    }
+}
+
+/// The clients of one device's re-served stream.
+#[derive(Debug)]
+pub struct Fanout {
+    device: DeviceId,
+    /// Plain telegrams are served from their `/`; encrypted frames from the end of
+    /// the frame before.
+    plain: bool,
+    backlog: usize,
+    clients: Mutex<Vec<Client>>,
+    dropped: AtomicU64,
+}
+
+impl Fanout {
+    pub fn new(device: DeviceId, plain: bool, backlog: usize) -> Arc<Fanout> {
+        Arc::new(Fanout {
+            device,
+            plain,
+            backlog,
+            clients: Mutex::new(Vec::new()),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Client>> {
+        // A panic while holding this lock leaves at worst a client list to prune.
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a client waits for a frame boundary: the reader then finds where
+    /// the next frame ends in the chunk it reads.
+    pub fn waiting(&self) -> bool {
+        self.lock().iter().any(|c| c.start == Start::Boundary)
+    }
+
+    /// A (re)opened link starts anywhere in a telegram: every client waits for
+    /// the next boundary again.
+    pub fn link_opened(&self) {
+        for client in self.lock().iter_mut() {
+            client.start = Start::Boundary;
+        }
+    }
+
+    /// Queues `chunk`, as read from the meter, for every client, from where each
+    /// one starts. `boundary`: the offset in `chunk` after the first frame the
+    /// framer completed in it, if it completed one (only looked for while a client
+    /// waits for one).
+    pub fn forward(&self, chunk: &[u8], boundary: Option<usize>) {
+        let mut clients = self.lock();
+        if clients.is_empty() {
+            return;
+        }
+        let shared: Arc<[u8]> = Arc::from(chunk);
+        clients.retain_mut(|client| {
+            if client.queue.is_closed() {
+                return false;
+            }
+            let from = match client.start {
+                Start::Live => Some(0),
+                Start::Boundary if !self.plain => boundary,
+                Start::Boundary => boundary.and_then(|b| {
+                    client.start = Start::Slash;
+                    slash_at_or_after(chunk, b)
+                }),
+                Start::Slash => slash_at_or_after(chunk, 0),
+            };
+            let Some(from) = from.filter(|&f| f <= chunk.len()) else {
+                return true;
+            };
+            client.start = Start::Live;
+            let len = chunk.len() - from;
+            if len == 0 {
+                return true;
+            }
+            if client.queued.load(Ordering::Relaxed) + len > self.backlog {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    device = %self.device, client = %client.addr, backlog_bytes = self.backlog,
+                    "P1 serve client too slow (fell behind by more than the backlog): disconnected"
+                );
+                return false;
+            }
+            client.queued.fetch_add(len, Ordering::Relaxed);
+            client.queue.send((shared.clone(), from)).is_ok()
+        });
+    }
+
+    /// Serves a newly accepted client.
+    fn add(&self, socket: TcpStream, addr: SocketAddr) {
+        let mut clients = self.lock();
+        clients.retain(|c| !c.queue.is_closed());
+        if clients.len() >= MAX_CLIENTS {
+            tracing::warn!(device = %self.device, client = %addr, max = MAX_CLIENTS, "P1 serve: too many clients, connection refused");
+            return;
+        }
+        // The stream is pushed as it comes, in small pieces: no Nagle delay.
+        let _ = socket.set_nodelay(true);
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writer = tokio::spawn(write_out(self.device.clone(), addr, socket, receiver, queued.clone()));
+        tracing::info!(device = %self.device, client = %addr, "P1 serve client connected");
+        clients.push(Client {
+            addr,
+            queue,
+            queued,
+            start: Start::Boundary,
+            writer: writer.abort_handle(),
+        });
+    }
+
+    /// Clients connected now.
+    pub fn clients(&self) -> usize {
+        let mut clients = self.lock();
+        clients.retain(|c| !c.queue.is_closed());
+        clients.len()
+    }
+
+    /// Clients disconnected for falling behind, since the device started.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Disconnects every client.
+    fn close(&self) {
+        self.lock().clear();
+    }
+}
+
+/// The first `/` in `chunk` from `from` on.
+fn slash_at_or_after(chunk: &[u8], from: usize) -> Option<usize> {
+    let rest = chunk.get(from..)?;
+    memchr::memchr(b'/', rest).map(|i| from + i)
+}
+
+/// Writes a client's queue to its socket until either side closes.
+async fn write_out(
+    device: DeviceId,
+    addr: SocketAddr,
+    mut socket: TcpStream,
+    mut queue: mpsc::UnboundedReceiver<Chunk>,
+    queued: Arc<AtomicUsize>,
+) {
+    let (mut incoming, mut outgoing) = socket.split();
+    let mut ignored = [0u8; 512];
+    let reason = loop {
+        tokio::select! {
+            chunk = queue.recv() => {
+                let Some((chunk, from)) = chunk else { break "closed by mesura".to_owned() };
+                let bytes = chunk.get(from..).unwrap_or_default();
+                if let Err(e) = outgoing.write_all(bytes).await {
+                    break format!("write failed: {e}");
+                }
+                queued.fetch_sub(bytes.len(), Ordering::Relaxed);
+            }
+            // The P1 port is one-way: what a client sends is read and ignored,
+            // which is also how its leaving is seen while the meter is quiet.
+            read = incoming.read(&mut ignored) => match read {
+                Ok(0) => break "closed by the client".to_owned(),
+                Err(e) => break format!("read failed: {e}"),
+                Ok(_) => {}
+            },
+        }
+    };
+    tracing::info!(device = %device, client = %addr, reason = %reason, "P1 serve client disconnected");
+}
+
+async fn accept(listener: TcpListener, fanout: Arc<Fanout>) {
+    loop {
+        match listener.accept().await {
+            Ok((socket, addr)) => fanout.add(socket, addr),
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!(device = %fanout.device, error = %e, "P1 serve: accept failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// A device's `serve:` listener and its clients. Dropping it closes the port and
+/// disconnects the clients.
+pub struct Serve {
+    addr: SocketAddr,
+    fanout: Arc<Fanout>,
+    listener: Option<JoinHandle<()>>,
+    /// Set once binding failed: when to try again.
+    retry_at: Option<Instant>,
+}
+
+impl Serve {
+    pub fn new(addr: SocketAddr, fanout: Arc<Fanout>) -> Serve {
+        Serve {
+            addr,
+            fanout,
+            listener: None,
+            retry_at: None,
+        }
+    }
+
+    pub fn fanout(&self) -> &Arc<Fanout> {
+        &self.fanout
+    }
+
+    /// Opens the port if it is not open yet. A port that cannot be bound is an
+    /// error once (the device's error in /health; the meter is read on all the
+    /// same) and is then retried quietly every [`BIND_RETRY`].
+    pub async fn listen(&mut self) -> Result<(), MonitorError> {
+        if self.listener.is_some() || self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return Ok(());
+        }
+        let first = self.retry_at.is_none();
+        let grace = if first { BIND_GRACE } else { Duration::ZERO };
+        match bind(self.addr, grace).await {
+            Ok(listener) => {
+                tracing::info!(device = %self.fanout.device, listen = %self.addr, "serving the raw P1 stream");
+                self.listener = Some(tokio::spawn(accept(listener, self.fanout.clone())));
+                Ok(())
+            }
+            Err(e) => {
+                self.retry_at = Some(Instant::now() + BIND_RETRY);
+                if !first {
+                    tracing::debug!(device = %self.fanout.device, listen = %self.addr, error = %e, "serve: still cannot listen");
+                    return Ok(());
+                }
+                let hint = match e.kind() {
+                    std::io::ErrorKind::AddrInUse => " (another program has this port: ser2net?)",
+                    std::io::ErrorKind::AddrNotAvailable => " (no such address on this machine)",
+                    std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+                    _ => "",
+                };
+                Err(MonitorError::config(format!(
+                    "serve: cannot listen on {}: {e}{hint}; the meter is still read, the port is tried again every {}",
+                    self.addr,
+                    humantime::format_duration(BIND_RETRY)
+                ))
+                .caused_by(e))
+            }
+        }
+    }
+
+    pub fn metrics(&self) -> Vec<ServiceMetric> {
+        vec![
+            ServiceMetric {
+                name: "mesura_p1_serve_clients",
+                kind: "gauge",
+                help: "Clients reading the P1 stream a dsmr device re-serves (`serve:`).",
+                value: self.fanout.clients() as f64,
+            },
+            ServiceMetric {
+                name: "mesura_p1_serve_dropped_clients_total",
+                kind: "counter",
+                help: "Clients of a re-served P1 stream disconnected for not keeping up.",
+                value: self.fanout.dropped() as f64,
+            },
+        ]
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
+        self.fanout.close();
+    }
+}
+
+/// Binds `addr`; a port in use is tried again for up to `grace`.
+async fn bind(addr: SocketAddr, grace: Duration) -> std::io::Result<TcpListener> {
+    let deadline = Instant::now() + grace;
+    loop {
+        match TcpListener::bind(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            result => return result,
+        }
+    }
+}
