@@ -36,6 +36,10 @@ const MAX_CLIENTS: usize = 64;
 /// A port that could not be bound is tried again this often (quietly, after the
 /// first error).
 const BIND_RETRY: Duration = Duration::from_secs(30);
+/// The kernel's send buffer of each client's socket (Linux doubles it). Left to
+/// itself it grows to megabytes on a client that does not read, hiding it from
+/// the backlog check for an hour of telegrams; a P1 stream needs no throughput.
+const SEND_BUFFER: u32 = 16 * 1024;
 /// How long the first bind waits for a port in use: after a reload, the previous
 /// listener of this same device may still be closing.
 const BIND_GRACE: Duration = Duration::from_secs(2);
@@ -238,6 +242,20 @@ async fn write_out(
     tracing::info!(device = %device, client = %addr, reason = %reason, "P1 serve client disconnected");
 }
 
+/// A listener whose accepted sockets get [`SEND_BUFFER`] (Linux hands a
+/// listener's buffer sizes down to the sockets it accepts).
+fn open_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As std's and tokio's own `bind`: a restart need not wait out TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.set_send_buffer_size(SEND_BUFFER)?;
+    socket.bind(addr)?;
+    socket.listen(128)
+}
+
 async fn accept(listener: TcpListener, fanout: Arc<Fanout>) {
     loop {
         match listener.accept().await {
@@ -343,11 +361,202 @@ impl Drop for Serve {
 async fn bind(addr: SocketAddr, grace: Duration) -> std::io::Result<TcpListener> {
     let deadline = Instant::now() + grace;
     loop {
-        match TcpListener::bind(addr).await {
+        match open_listener(addr) {
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             result => return result,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitors::dsmr::link::{Reader, ReaderSettings};
+    use crate::protocols::dlms::Keys;
+    use tokio::io::AsyncWriteExt;
+
+    /// A client of `fanout`: the test's end of the connection.
+    async fn client(fanout: &Fanout, receive_buffer: Option<u32>) -> TcpStream {
+        let listener = open_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(size) = receive_buffer {
+            socket.set_recv_buffer_size(size).unwrap();
+        }
+        let ours = socket.connect(listener.local_addr().unwrap()).await.unwrap();
+        let (theirs, addr) = listener.accept().await.unwrap();
+        fanout.add(theirs, addr);
+        ours
+    }
+
+    fn settings(fanout: &Arc<Fanout>, keys: Option<Keys>) -> ReaderSettings {
+        ReaderSettings {
+            device: Arc::from("p1"),
+            target: "test".into(),
+            clock: crate::host::clock::system(),
+            timeout: Duration::from_secs(5),
+            max_telegram_size: 8192,
+            keep: 64,
+            totals: Default::default(),
+            keys,
+            serve: Some(fanout.clone()),
+        }
+    }
+
+    fn telegram(kwh: u32) -> Vec<u8> {
+        let mut t =
+            format!("/ISK5\\2M550T-1011\r\n\r\n1-0:1.8.1({kwh:06}.000*kWh)\r\n0-0:96.13.0(a/b)\r\n!").into_bytes();
+        let crc = crate::protocols::dsmr::crc16_arc(&t);
+        t.extend_from_slice(format!("{crc:04X}\r\n").as_bytes());
+        t
+    }
+
+    async fn read_exactly(client: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut got = vec![0u8; n];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got))
+            .await
+            .expect("the bytes within 10 s")
+            .unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn a_client_joining_mid_telegram_gets_whole_telegrams_from_the_next_slash() {
+        let fanout = Fanout::new(Arc::from("p1"), true, CLIENT_BACKLOG);
+        let mut early = client(&fanout, None).await;
+        let (mut meter, port) = tokio::io::duplex(1 << 16);
+        let reader = Reader::spawn(Box::new(port), settings(&fanout, None));
+        let first = telegram(1);
+        // The link opens in the middle of a telegram, junk follows the first whole one.
+        meter.write_all(&first[20..]).await.unwrap();
+        meter.write_all(&telegram(2)).await.unwrap();
+        meter.write_all(b"  25803103\r\n\xff").await.unwrap();
+        let rest = [telegram(3), telegram(4)].concat();
+        meter.write_all(&rest).await.unwrap();
+        assert_eq!(read_exactly(&mut early, rest.len()).await, rest);
+        // Live now: every byte as the meter sends it, junk included.
+        let live = [b"\0".as_slice(), &telegram(5)].concat();
+        meter.write_all(&live).await.unwrap();
+        assert_eq!(read_exactly(&mut early, live.len()).await, live);
+        // Telegrams still reach the monitor.
+        let mut read = 0;
+        while read < 4 {
+            read += reader.next().await.unwrap().0.len();
+        }
+
+        // A link that reopens starts anywhere: the client waits for a boundary again.
+        drop(reader);
+        let (mut meter, port) = tokio::io::duplex(1 << 16);
+        let _reader = Reader::spawn(Box::new(port), settings(&fanout, None));
+        let sixth = telegram(6);
+        meter.write_all(&sixth[30..]).await.unwrap();
+        meter.write_all(&[telegram(7), telegram(8)].concat()).await.unwrap();
+        // Telegram 7 completes the first frame after the reopening.
+        let eighth = telegram(8);
+        assert_eq!(read_exactly(&mut early, eighth.len()).await, eighth);
+        assert_eq!(fanout.clients(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_encrypted_stream_is_served_from_the_frame_after_the_first_complete_one() {
+        let keys = Keys::from_hex(&"5A".repeat(16), None).unwrap();
+        let frame = |counter: u32| {
+            let plain = telegram(counter);
+            crate::protocols::dlms::cipher::encrypt(&keys, *b"SAG00001", 0x30, counter, &plain)
+        };
+        let fanout = Fanout::new(Arc::from("p1"), false, CLIENT_BACKLOG);
+        let mut c = client(&fanout, None).await;
+        let (mut meter, port) = tokio::io::duplex(1 << 16);
+        let reader = Reader::spawn(Box::new(port), settings(&fanout, Some(keys.clone())));
+        let first = frame(1);
+        meter.write_all(&first[7..]).await.unwrap();
+        meter.write_all(&frame(2)).await.unwrap();
+        let rest = [frame(3), frame(4)].concat();
+        meter.write_all(&rest).await.unwrap();
+        assert_eq!(read_exactly(&mut c, rest.len()).await, rest);
+        let (received, _) = reader.next().await.unwrap();
+        assert!(!received.is_empty(), "the monitor decrypts them all the same");
+    }
+
+    /// A client that does not read is disconnected once it falls `backlog` bytes
+    /// behind; the one that reads gets every byte, and the fan-out never waits.
+    #[tokio::test]
+    async fn a_stuck_client_is_dropped_and_the_reading_one_gets_everything() {
+        let fanout = Fanout::new(Arc::from("p1"), true, 8 * 1024);
+        let mut reading = client(&fanout, None).await;
+        let _stuck = client(&fanout, Some(1024)).await;
+        let chunk = telegram(1);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reading.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        });
+        let mut sent = 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while fanout.dropped() == 0 {
+            assert!(Instant::now() < deadline, "the stuck client was never dropped");
+            fanout.forward(&chunk, Some(0));
+            sent += 1;
+            // Pace like a meter: wait until the reading client's queue is written out.
+            while fanout
+                .lock()
+                .first()
+                .is_some_and(|c| c.queued.load(Ordering::Relaxed) > 0)
+            {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(fanout.clients(), 1);
+        for _ in 0..3 {
+            fanout.forward(&chunk, None);
+            sent += 1;
+        }
+        while fanout
+            .lock()
+            .first()
+            .is_some_and(|c| c.queued.load(Ordering::Relaxed) > 0)
+        {
+            tokio::task::yield_now().await;
+        }
+        fanout.close();
+        let got = reader.await.unwrap();
+        assert_eq!(got.len(), sent * chunk.len());
+        assert!(
+            sent < 400,
+            "dropped within kernel buffers and backlog, not megabytes: {sent} telegrams"
+        );
+        assert!(got.chunks(chunk.len()).all(|c| c == chunk));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_port_in_use_is_one_error_and_retried_and_dropping_serve_frees_it() {
+        let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = blocker.local_addr().unwrap();
+        let mut serve = Serve::new(addr, Fanout::new(Arc::from("p1"), true, CLIENT_BACKLOG));
+        let e = serve.listen().await.unwrap_err();
+        assert!(
+            e.to_string().contains(&format!("serve: cannot listen on {addr}")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("the meter is still read"), "{e}");
+        assert!(serve.listen().await.is_ok(), "reported once, then retried quietly");
+        assert!(serve.listener.is_none());
+        drop(blocker);
+        tokio::time::advance(BIND_RETRY).await;
+        serve.listen().await.unwrap();
+        assert!(serve.listener.is_some());
+        drop(serve);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpListener::bind(addr).is_err() {
+            assert!(Instant::now() < deadline, "the port stays bound after the device went");
+            tokio::task::yield_now().await;
         }
     }
 }
