@@ -535,6 +535,31 @@ mod tests {
         assert!(got.chunks(chunk.len()).all(|c| c == chunk));
     }
 
+    #[test]
+    fn serve_is_an_address_and_check_warns_off_loopback() {
+        use crate::monitors::dsmr::DsmrConfig;
+        use crate::monitors::DeviceType;
+        let parse = |yaml: &str| serde_yaml_ng::from_str::<DsmrConfig>(&format!("port: /dev/ttyUSB0\n{yaml}"));
+        let local = parse("serve: 127.0.0.1:2001\n").unwrap();
+        assert_eq!(local.serve, Some(SocketAddr::from(([127, 0, 0, 1], 2001))));
+        assert!(local.warnings().is_empty());
+        assert_eq!(local.serve, parse("serve: localhost:2001\n").unwrap().serve);
+        let open = parse("serve: 0.0.0.0:2001\n").unwrap();
+        let warnings = open.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].0, "serve");
+        assert!(warnings[0].1.contains("reachable from the network"), "{warnings:?}");
+        assert!(parse("serve: 2001\n").is_err(), "an address, not a port alone");
+        let e = crate::config::parse_device(
+            std::path::Path::new("config.d/p1.yaml"),
+            "type: dsmr\nport: /dev/ttyUSB0\nserve: 127.0.0.1:0\n",
+            &[],
+        )
+        .expect_err("port 0")
+        .to_string();
+        assert!(e.contains("serve") && e.contains("not 0"), "{e}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_port_in_use_is_one_error_and_retried_and_dropping_serve_frees_it() {
         let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
