@@ -245,3 +245,85 @@ async fn three_clients_one_stuck_get_the_meters_bytes_and_every_telegram_is_stor
     })
     .await;
 }
+
+/// A port another program holds is the device's error in /health, not the end of
+/// its reading; a changed file moves the port (the old one is freed, its client
+/// disconnected); a device without `serve` listens nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_port_is_a_device_error_and_a_reload_moves_the_port() {
+    // A dongle that sends a telegram every 50 ms on every connection.
+    let dongle = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let dongle_port = dongle.local_addr().expect("addr").port();
+    let t0 = whole_second(Utc::now() - TimeDelta::hours(2));
+    let meter = tokio::spawn(async move {
+        let mut second = 0;
+        loop {
+            let Ok((mut socket, _)) = dongle.accept().await else {
+                return;
+            };
+            loop {
+                second += 1;
+                let t = telegram_at(t0 + TimeDelta::seconds(second), 1.0);
+                if socket.write_all(&t).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy_port = busy.local_addr().expect("addr").port();
+    let device = |serve: &str| {
+        format!("type: dsmr\nhost: 127.0.0.1\nport: {dongle_port}\npoll_interval: 0s\nmax_backoff: 1s\nfailure_threshold: 1000\n{serve}")
+    };
+    let setup = Setup::new("backends:\n  sqlite:\n    flush_interval: 100ms\nwatch:\n  enabled: false\n");
+    setup.device("p1", &device(&format!("serve: 127.0.0.1:{busy_port}\n")));
+    let config = Config::load(&setup.config_path(), &no_env).expect("config");
+    let mut daemon = Daemon::start(config, mesura::host::clock::system())
+        .await
+        .expect("start");
+    let db = setup.db_path();
+    wait_for(
+        Duration::from_secs(20),
+        "telegrams stored despite the busy port",
+        || stored(&db) >= 3,
+    )
+    .await;
+    let status = daemon.status().devices()["p1"].clone();
+    let error = status.last_error.unwrap_or_default();
+    assert!(
+        error.contains(&format!("serve: cannot listen on 127.0.0.1:{busy_port}")) && error.contains("still read"),
+        "{error}"
+    );
+
+    let port = free_port();
+    setup.device("p1", &device(&format!("serve: 127.0.0.1:{port}\n")));
+    daemon.reload().await;
+    let mut client = connect(port, None).await;
+    let mut first = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut first))
+        .await
+        .expect("bytes on the new port")
+        .expect("read");
+    assert_eq!(&first, b"/");
+
+    setup.device("p1", &device(""));
+    daemon.reload().await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut rest))
+        .await
+        .expect("the client disconnected when serve went")
+        .ok();
+    wait_for(Duration::from_secs(10), "the old port free", || {
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    let before = stored(&db);
+    wait_for(Duration::from_secs(20), "reading on without serve", || {
+        stored(&db) > before
+    })
+    .await;
+    daemon.shutdown().await;
+    meter.abort();
+    drop(busy);
+}
