@@ -114,6 +114,7 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
             );
         }
     }
+    service_metrics(&mut f, &devices);
     f.header(
         "mesura_device_breaker_state",
         "gauge",
@@ -347,4 +348,27 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         out,
     )
+}
+
+/// The families monitors report about services of their own (a re-served P1
+/// port's clients): one header per name, one sample per device.
+fn service_metrics(
+    f: &mut Family<'_>,
+    devices: &std::collections::BTreeMap<crate::reading::DeviceId, crate::daemon::live::DeviceStatus>,
+) {
+    let mut families: std::collections::BTreeMap<&str, Vec<(&str, &crate::monitors::ServiceMetric)>> =
+        Default::default();
+    for (id, d) in devices {
+        for m in &d.service_metrics {
+            families.entry(m.name).or_default().push((id, m));
+        }
+    }
+    for (name, samples) in families {
+        if let Some((_, first)) = samples.first() {
+            f.header(name, first.kind, first.help);
+        }
+        for (id, m) in samples {
+            f.sample(name, &[("device", id)], m.value);
+        }
+    }
 }

@@ -60,6 +60,9 @@ pub fn check(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Outcome {
                 let _ = writeln!(text, "      {line}");
             }
         }
+        for (key, message) in device.kind.warnings() {
+            let _ = writeln!(text, "warning: {}: {key}: {message}", device.file.display());
+        }
     }
     let errors = &config.devices.errors;
     for e in errors {

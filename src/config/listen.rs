@@ -54,6 +54,12 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketA
     resolve(&text).map_err(serde::de::Error::custom)
 }
 
+/// `deserialize_with` for an optional address written the same way (a `dsmr`
+/// device's `serve:`), with `#[serde(default)]` for when it is left out.
+pub fn deserialize_option<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
+    deserialize(deserializer).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,9 @@ pub struct DeviceStatus {
     /// Protocol events the monitor counted itself (bad frames dropped, answers to
     /// another request, points refused), by kind.
     pub protocol_errors: BTreeMap<&'static str, u64>,
+    /// What the monitor reports about a service of its own (a re-served P1 port),
+    /// as of its last read.
+    pub service_metrics: Vec<crate::monitors::ServiceMetric>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +65,7 @@ impl DeviceStatus {
             poll_interval: std::time::Duration::ZERO,
             latest: BTreeMap::new(),
             protocol_errors: BTreeMap::new(),
+            service_metrics: Vec::new(),
         }
     }
 }

@@ -196,6 +196,12 @@ impl DeviceTask {
                     .status
                     .update_device(&id, |s| s.protocol_errors.extend(protocol_errors));
             }
+            let service_metrics = monitor.service_metrics();
+            if !service_metrics.is_empty() {
+                self.shared
+                    .status
+                    .update_device(&id, |s| s.service_metrics = service_metrics);
+            }
             match result {
                 Ok(mut readings) => {
                     let device_type = self.config.kind.type_name();

@@ -27,6 +27,11 @@ pub trait DeviceType: DeserializeOwned + Serialize + Clone + PartialEq + Debug {
     fn validate(&self, _common: &CommonConfig) -> Result<(), (String, String)> {
         Ok(())
     }
+    /// Settings that work but deserve a second look (`mesura check` prints them):
+    /// `(key, message)`.
+    fn warnings(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// Every metric a device of this type can report, for `mesura devices` and the
     /// docs check; a device's own monitor may report fewer.
     fn metrics() -> Vec<MetricSpec>;
@@ -61,6 +66,11 @@ macro_rules! device_types {
 
             pub(crate) fn validate(&self, common: &$crate::config::CommonConfig) -> Result<(), (String, String)> {
                 match self { $( DeviceKind::$variant(c) => $crate::monitors::DeviceType::validate(c, common), )+ }
+            }
+
+            /// Settings that work but deserve a second look: `(key, message)`.
+            pub fn warnings(&self) -> Vec<(String, String)> {
+                match self { $( DeviceKind::$variant(c) => $crate::monitors::DeviceType::warnings(c), )+ }
             }
 
             /// Whether the device is a cloud service (see [`DeviceType::CLOUD`]).

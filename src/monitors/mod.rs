@@ -64,6 +64,21 @@ pub trait Monitor: Send {
     fn protocol_errors(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+    /// Numbers about a service the monitor runs beside its readings (the clients of
+    /// a P1 port it re-serves), for /metrics; taken after each read.
+    fn service_metrics(&self) -> Vec<ServiceMetric> {
+        Vec::new()
+    }
+}
+
+/// One sample of a monitor's own service, shown in /metrics as `name{device="…"}`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ServiceMetric {
+    pub name: &'static str,
+    /// The Prometheus type: `gauge` or `counter`.
+    pub kind: &'static str,
+    pub help: &'static str,
+    pub value: f64,
 }
 
 /// What a monitor gets from the daemon besides its config.

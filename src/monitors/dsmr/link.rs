@@ -25,6 +25,8 @@ use crate::protocols::dlms::{EncryptedError, EncryptedFramer, Keys};
 use crate::protocols::dsmr::{CrcStatus, Frame, FrameError, Framer};
 use crate::reading::DeviceId;
 
+use super::serve::Fanout;
+
 /// Where the meter is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
@@ -179,6 +181,8 @@ pub struct ReaderSettings {
     pub totals: Arc<BadTotals>,
     /// The meter's keys when it encrypts (Luxembourg, Austria).
     pub keys: Option<Keys>,
+    /// The clients the raw stream is re-served to (`serve:`), if any.
+    pub serve: Option<Arc<Fanout>>,
 }
 
 /// Cumulative counts of dropped telegrams and skipped junk, for /metrics.
@@ -232,6 +236,39 @@ impl P1Framer {
             P1Framer::Plain(f) => f.stats().junk_bytes,
             P1Framer::Encrypted(f) => f.stats().junk_bytes,
         }
+    }
+
+    /// Feeds `chunk` and collects what it completes into `cuts`. With
+    /// `find_boundary`, byte by byte up to the first frame it completes, and
+    /// returns the offset in `chunk` right after that frame: where a client of the
+    /// re-served stream may start. Any chunking frames the same, so this costs only
+    /// time, and only while a client waits.
+    fn feed(&mut self, chunk: &[u8], find_boundary: bool, cuts: &mut Vec<Cut>) -> Option<usize> {
+        if !find_boundary {
+            self.push(chunk);
+            cuts.extend(std::iter::from_fn(|| self.next()));
+            return None;
+        }
+        let mut boundary = None;
+        for (i, byte) in chunk.iter().enumerate() {
+            self.push(std::slice::from_ref(byte));
+            while let Some(cut) = self.next() {
+                if boundary.is_none() && matches!(cut, Cut::Frame(_)) {
+                    // The plain framer completes a telegram at its LF, or at the
+                    // first byte that cannot be in its CRC line: that byte is
+                    // already the next line's.
+                    let next_line_started = matches!(self, P1Framer::Plain(_)) && *byte != b'\n';
+                    boundary = Some(if next_line_started { i } else { i + 1 });
+                }
+                cuts.push(cut);
+            }
+            if let Some(b) = boundary {
+                self.push(chunk.get(i + 1..).unwrap_or_default());
+                cuts.extend(std::iter::from_fn(|| self.next()));
+                return Some(b);
+            }
+        }
+        boundary
     }
 
     fn next(&mut self) -> Option<Cut> {
@@ -354,6 +391,10 @@ async fn run(mut stream: Stream, s: ReaderSettings, inbox: Arc<Inbox>) {
     let mut bytes_since_good: u64 = 0;
     let mut good_frames: u64 = 0;
     let mut undecrypted_since_good: u64 = 0;
+    let mut cuts = Vec::new();
+    if let Some(serve) = &s.serve {
+        serve.link_opened();
+    }
     let ended = loop {
         let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
             Ok(Ok(0)) => {
@@ -396,15 +437,20 @@ async fn run(mut stream: Stream, s: ReaderSettings, inbox: Arc<Inbox>) {
             }
         };
         bytes_since_good += n as u64;
+        let chunk = buf.get(..n).unwrap_or_default();
         let junk_before = framer.junk_bytes();
-        framer.push(buf.get(..n).unwrap_or_default());
+        let waiting = s.serve.as_ref().is_some_and(|serve| serve.waiting());
+        let boundary = framer.feed(chunk, waiting, &mut cuts);
+        if let Some(serve) = &s.serve {
+            serve.forward(chunk, boundary);
+        }
         let junk = framer.junk_bytes() - junk_before;
         if junk > 0 {
             s.totals
                 .junk_bytes
                 .fetch_add(junk, std::sync::atomic::Ordering::Relaxed);
         }
-        while let Some(cut) = framer.next() {
+        for cut in cuts.drain(..) {
             match cut {
                 Cut::Frame(frame) => match frame.crc {
                     CrcStatus::Invalid { given, computed } => {
@@ -489,6 +535,7 @@ mod tests {
             keep,
             totals: Default::default(),
             keys: None,
+            serve: None,
         }
     }
 

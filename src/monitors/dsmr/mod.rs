@@ -4,7 +4,9 @@
 
 mod link;
 pub mod map;
+mod serve;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,13 +14,14 @@ use async_trait::async_trait;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::device_time::DeviceClock;
-use super::{DeviceType, Monitor, MonitorContext, MonitorError};
+use super::{DeviceType, Monitor, MonitorContext, MonitorError, ServiceMetric};
 use crate::config::secret::{read_secret_file, Secret};
 use crate::config::{CommonConfig, DeviceConfig};
 use crate::protocols::dlms::{parse_key, Keys};
 use crate::protocols::dsmr::DEFAULT_MAX_TELEGRAM_SIZE;
 use crate::reading::{MetricSpec, Reading};
 use link::{Reader, ReaderSettings, Target};
+use serve::{Fanout, Serve};
 
 /// `type: dsmr`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -73,6 +76,17 @@ pub struct DsmrConfig {
     /// its specification is used) nor with meters that only encrypt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication_key: Option<Secret>,
+    /// Share the P1 port: every byte the meter sends, exactly as received (plain
+    /// or encrypted), is served to any number of TCP clients on this address, as
+    /// ser2net does (`127.0.0.1:2001`; a host name is resolved as in `api.listen`).
+    /// No authentication: an address other than loopback shows the household's
+    /// consumption to the network, and `mesura check` warns about it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::config::listen::deserialize_option"
+    )]
+    pub serve: Option<SocketAddr>,
 }
 
 pub fn default_timeout() -> Duration {
@@ -299,6 +313,12 @@ impl DeviceType for DsmrConfig {
             ));
         }
         crate::monitors::device_time::validate_max_clock_skew(self.max_clock_skew)?;
+        if self.serve.is_some_and(|addr| addr.port() == 0) {
+            return Err((
+                "serve".into(),
+                "needs a port number clients can connect to (e.g. 127.0.0.1:2001), not 0".into(),
+            ));
+        }
         match &self.decryption_key_file {
             // A relative name may be a systemd credential, only there when the
             // service runs: `check` by hand cannot see it; the device reports it.
@@ -308,6 +328,20 @@ impl DeviceType for DsmrConfig {
                 Ok(())
             }
             _ => self.keys().map(|_| ()),
+        }
+    }
+
+    fn warnings(&self) -> Vec<(String, String)> {
+        match self.serve {
+            Some(addr) if !addr.ip().is_loopback() => vec![(
+                "serve".into(),
+                format!(
+                    "{addr} is reachable from the network: anyone who can connect reads the meter \
+                     (the household's consumption), without authentication. Prefer 127.0.0.1, or \
+                     limit who reaches the port with a firewall"
+                ),
+            )],
+            _ => Vec::new(),
         }
     }
 
@@ -335,6 +369,8 @@ pub struct DsmrMonitor {
     reader: Option<Reader>,
     watch: map::Watch,
     clock: DeviceClock,
+    /// The re-served stream (`serve:`); dropped with the monitor, which closes it.
+    serve: Option<Serve>,
 }
 
 impl DsmrMonitor {
@@ -345,6 +381,9 @@ impl DsmrMonitor {
         let keys = config
             .keys()
             .map_err(|(key, msg)| MonitorError::config(format!("{key}: {msg}")))?;
+        let serve = config
+            .serve
+            .map(|addr| Serve::new(addr, Fanout::new(ctx.id.clone(), keys.is_none(), serve::CLIENT_BACKLOG)));
         let settings = ReaderSettings {
             device: ctx.id.clone(),
             target: target.to_string(),
@@ -354,6 +393,7 @@ impl DsmrMonitor {
             keep: if poll_interval.is_zero() { KEEP_ALL } else { 1 },
             totals: Default::default(),
             keys,
+            serve: serve.as_ref().map(|s| s.fanout().clone()),
         };
         Ok(DsmrMonitor {
             target,
@@ -362,6 +402,7 @@ impl DsmrMonitor {
             ctx,
             reader: None,
             watch: map::Watch::default(),
+            serve,
         })
     }
 
@@ -384,6 +425,11 @@ impl DsmrMonitor {
 #[async_trait]
 impl Monitor for DsmrMonitor {
     async fn read(&mut self) -> Result<Vec<Reading>, MonitorError> {
+        if let Some(serve) = &mut self.serve {
+            // A port that cannot be bound fails this one read (so /health shows
+            // why), before the link is touched: no telegram is lost.
+            serve.listen().await?;
+        }
         let reader = match &self.reader {
             Some(reader) => reader,
             None => {
@@ -435,6 +481,10 @@ impl Monitor for DsmrMonitor {
         }
         errors.extend(self.clock.counts());
         errors
+    }
+
+    fn service_metrics(&self) -> Vec<ServiceMetric> {
+        self.serve.as_ref().map(Serve::metrics).unwrap_or_default()
     }
 }
 

@@ -6,6 +6,7 @@ mod dsmr_fixtures_decode;
 mod dsmr_index_crc;
 mod dsmr_robustness;
 mod dsmr_serial;
+mod dsmr_serve;
 mod dsmr_streams;
 mod dsmr_tcp;
 mod evohome;
