@@ -35,6 +35,9 @@ pub struct DeviceStatus {
     /// Protocol events the monitor counted itself (bad frames dropped, answers to
     /// another request, points refused), by kind.
     pub protocol_errors: BTreeMap<&'static str, u64>,
+    /// The meter's newest monthly peaks (capacity tariff), for /api/capacity.
+    #[serde(skip)]
+    pub monthly_peaks: Option<std::sync::Arc<crate::reading::MonthlyPeaks>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +65,7 @@ impl DeviceStatus {
             poll_interval: std::time::Duration::ZERO,
             latest: BTreeMap::new(),
             protocol_errors: BTreeMap::new(),
+            monthly_peaks: None,
         }
     }
 }

@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 
 use crate::monitors::device_time::{DeviceClock, DeviceTime, Stamps};
-use crate::protocols::dsmr::{DsmrNumberOrText, DsmrValue, Obis, Telegram};
-use crate::reading::{DeviceId, Kind, Reading, Unit, Value};
+use crate::protocols::dsmr::{rolling_average, DsmrNumberOrText, DsmrValue, Obis, Telegram, YearMonth};
+use crate::reading::{DeviceId, Kind, MonthPeak, MonthlyPeaks, Reading, Unit, Value};
 
 /// The codec's canonical unit strings → mesura's units. The codec already converted
 /// (Wh → kWh, kW → W, MJ → GJ …), so this is a renaming, not a conversion.
@@ -136,6 +136,93 @@ impl Watch {
         found
     }
 }
+
+/// How often an unchanged peak history is handed on again: the backends upsert it
+/// (nothing rewritten), so one that lost it (a full queue, a refused write) has it
+/// again within this time.
+pub const PEAKS_RESEND_EVERY: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// Turns a meter's `0-0:98.1.0` history and `1-0:1.6.0` peak into [`MonthlyPeaks`]
+/// and the `capacity_rolling_average` reading, only when they changed: the meter
+/// repeats the same history every second.
+#[derive(Debug)]
+pub struct PeakWatch {
+    minimum_w: f64,
+    /// What was handed on last, and when.
+    last: Option<(Vec<MonthPeak>, Option<MonthPeak>, DateTime<Utc>)>,
+}
+
+impl PeakWatch {
+    pub fn new(minimum_w: f64) -> Self {
+        PeakWatch { minimum_w, last: None }
+    }
+
+    /// The peaks of `telegram` when they changed since the last call (or
+    /// [`PEAKS_RESEND_EVERY`] passed), with the reading of the rolling average when
+    /// they changed; `None` for a telegram without a history or the same again.
+    pub fn observe(
+        &mut self,
+        device: &DeviceId,
+        telegram: &Telegram,
+        received: DateTime<Utc>,
+    ) -> Option<(MonthlyPeaks, Option<Reading>)> {
+        let history = telegram.monthly_peaks.as_ref()?;
+        let months: Vec<MonthPeak> = history
+            .entries
+            .iter()
+            .filter_map(|e| {
+                Some(MonthPeak {
+                    month: e.month?.to_string(),
+                    peak_w: e.peak_w,
+                    peak_at: e.peak_at,
+                })
+            })
+            .collect();
+        let current = telegram.values.iter().find(|v| v.metric == "peak_demand_month");
+        // The running month follows the newest closed one; a meter without history
+        // yet: the month of its running peak.
+        let running_month = history.entries.iter().filter_map(|e| e.month).max().map(YearMonth::next).or_else(|| {
+            let at = current?.timestamp?;
+            YearMonth::new(at.year(), at.month())
+        });
+        let running = running_month.zip(current.and_then(|v| v.value.as_f64())).map(|(month, peak_w)| MonthPeak {
+            month: month.to_string(),
+            peak_w,
+            peak_at: current.and_then(|v| v.timestamp),
+        });
+        let changed = !matches!(&self.last, Some((m, r, _)) if *m == months && *r == running);
+        let due = self.last.as_ref().is_none_or(|(_, _, at)| received - *at >= PEAKS_RESEND_EVERY);
+        if !changed && !due {
+            return None;
+        }
+        let average = running_month.and_then(|through| {
+            let current = running_month.zip(running.as_ref().map(|r| r.peak_w));
+            rolling_average(history.monthly().chain(current), through, self.minimum_w)
+        });
+        let peaks = MonthlyPeaks {
+            device: device.clone(),
+            months: months.clone(),
+            running: running.clone(),
+            minimum_w: self.minimum_w,
+            rolling_average_w: average.map(|a| a.average_w),
+            rolling_average_months: average.map_or(0, |a| a.months),
+        };
+        self.last = Some((months, running, received));
+        let reading = average.filter(|_| changed).map(|a| Reading {
+            device: device.clone(),
+            device_type: "",
+            metric: Arc::from(ROLLING_AVERAGE),
+            value: Value::Number(a.average_w),
+            unit: Unit::Watt,
+            kind: Kind::Gauge,
+            timestamp: received,
+        });
+        Some((peaks, reading))
+    }
+}
+
+/// The metric of the capacity tariff's rolling average.
+pub const ROLLING_AVERAGE: &str = "capacity_rolling_average";
 
 #[cfg(test)]
 mod tests {
