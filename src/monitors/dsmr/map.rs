@@ -306,6 +306,31 @@ mod tests {
     }
 
     #[test]
+    fn the_peak_history_is_handed_on_when_it_changes_and_hourly() {
+        let line = "0-0:98.1.0(2)(1-0:1.6.0)(1-0:1.6.0)(230201000000W)(230117224500W)(04.329*kW)(230301000000W)(230214224500W)(01.000*kW)";
+        let text = String::from_utf8_lossy(T).replace("0-0:96.14.0(0002)", &format!("{line}\r\n1-0:1.6.0(230305120000W)(03.000*kW)"));
+        let t = decode(text.as_bytes()).unwrap();
+        let device: DeviceId = Arc::from("p1");
+        let mut watch = PeakWatch::new(2500.0);
+        let at = utc("2023-03-10T00:00:00Z");
+        let (peaks, reading) = watch.observe(&device, &t, at).expect("the first history");
+        assert_eq!(peaks.months.len(), 2);
+        assert_eq!(peaks.running.as_ref().map(|r| r.month.as_str()), Some("2023-03"));
+        // January 4329, February 1000 → 2500, March so far 3000.
+        let expected = (4329.0 + 2500.0 + 3000.0) / 3.0;
+        assert_eq!(peaks.rolling_average_w, Some(expected));
+        assert_eq!(reading.map(|r| r.value), Some(Value::Number(expected)));
+        assert!(watch.observe(&device, &t, at + chrono::TimeDelta::seconds(1)).is_none());
+        // Unchanged an hour later: handed on again, without a new reading.
+        let (_, reading) = watch.observe(&device, &t, at + PEAKS_RESEND_EVERY).expect("again");
+        assert!(reading.is_none());
+        let higher = decode(text.replace("(03.000*kW)", "(03.500*kW)").as_bytes()).unwrap();
+        let (_, reading) = watch.observe(&device, &higher, at + PEAKS_RESEND_EVERY).expect("changed");
+        assert!(reading.is_some());
+        assert!(watch.observe(&device, &decode(T).unwrap(), at).is_none(), "no history");
+    }
+
+    #[test]
     fn watch_reports_swaps_and_resets() {
         let mut w = Watch::default();
         let t = decode(T).unwrap();
