@@ -71,9 +71,10 @@ pub async fn capacity(State(state): State<Arc<ApiState>>, ApiQuery(q): ApiQuery<
         .into_iter()
         .map(|(month, (peak_w, peak_at))| json!({ "month": month, "peak_w": peak_w, "peak_at": peak_at }))
         .collect();
-    let running = live.as_ref().and_then(|l| l.running.as_ref()).map(|r| {
-        json!({ "month": r.month, "peak_w": r.peak_w, "peak_at": time(r.peak_at) })
-    });
+    let running = live
+        .as_ref()
+        .and_then(|l| l.running.as_ref())
+        .map(|r| json!({ "month": r.month, "peak_w": r.peak_w, "peak_at": time(r.peak_at) }));
     Json(json!({
         "device": device,
         "months": months,

@@ -19,8 +19,16 @@ pub fn parse(text: &str) -> Result<f64, String> {
     let scale = match unit.trim() {
         "W" => 1.0,
         "kW" => 1000.0,
-        "" => return Err(format!("`{trimmed}` has no unit: write e.g. `{trimmed} kW` or `{trimmed} W`")),
-        other => return Err(format!("`{other}` is not a unit of power: write W or kW (e.g. `2.5 kW`)")),
+        "" => {
+            return Err(format!(
+                "`{trimmed}` has no unit: write e.g. `{trimmed} kW` or `{trimmed} W`"
+            ))
+        }
+        other => {
+            return Err(format!(
+                "`{other}` is not a unit of power: write W or kW (e.g. `2.5 kW`)"
+            ))
+        }
     };
     match number.parse::<f64>() {
         Ok(n) if n.is_finite() => Ok(n * scale),

@@ -175,9 +175,11 @@ impl Backend for SqliteBackend {
 
     async fn write_monthly_peaks(&mut self, peaks: &MonthlyPeaks) -> Result<(), BackendError> {
         let peaks = peaks.clone();
-        blocking(&self.store, move |store| monthly_peaks::write(&mut store.conn, &peaks).map_err(classify))
-            .await
-            .map(drop)
+        blocking(&self.store, move |store| {
+            monthly_peaks::write(&mut store.conn, &peaks).map_err(classify)
+        })
+        .await
+        .map(drop)
     }
 
     async fn flush(&mut self) -> Result<(), BackendError> {

@@ -181,17 +181,28 @@ impl PeakWatch {
         let current = telegram.values.iter().find(|v| v.metric == "peak_demand_month");
         // The running month follows the newest closed one; a meter without history
         // yet: the month of its running peak.
-        let running_month = history.entries.iter().filter_map(|e| e.month).max().map(YearMonth::next).or_else(|| {
-            let at = current?.timestamp?;
-            YearMonth::new(at.year(), at.month())
-        });
-        let running = running_month.zip(current.and_then(|v| v.value.as_f64())).map(|(month, peak_w)| MonthPeak {
-            month: month.to_string(),
-            peak_w,
-            peak_at: current.and_then(|v| v.timestamp),
-        });
+        let running_month = history
+            .entries
+            .iter()
+            .filter_map(|e| e.month)
+            .max()
+            .map(YearMonth::next)
+            .or_else(|| {
+                let at = current?.timestamp?;
+                YearMonth::new(at.year(), at.month())
+            });
+        let running = running_month
+            .zip(current.and_then(|v| v.value.as_f64()))
+            .map(|(month, peak_w)| MonthPeak {
+                month: month.to_string(),
+                peak_w,
+                peak_at: current.and_then(|v| v.timestamp),
+            });
         let changed = !matches!(&self.last, Some((m, r, _)) if *m == months && *r == running);
-        let due = self.last.as_ref().is_none_or(|(_, _, at)| received - *at >= PEAKS_RESEND_EVERY);
+        let due = self
+            .last
+            .as_ref()
+            .is_none_or(|(_, _, at)| received - *at >= PEAKS_RESEND_EVERY);
         if !changed && !due {
             return None;
         }
@@ -308,7 +319,10 @@ mod tests {
     #[test]
     fn the_peak_history_is_handed_on_when_it_changes_and_hourly() {
         let line = "0-0:98.1.0(2)(1-0:1.6.0)(1-0:1.6.0)(230201000000W)(230117224500W)(04.329*kW)(230301000000W)(230214224500W)(01.000*kW)";
-        let text = String::from_utf8_lossy(T).replace("0-0:96.14.0(0002)", &format!("{line}\r\n1-0:1.6.0(230305120000W)(03.000*kW)"));
+        let text = String::from_utf8_lossy(T).replace(
+            "0-0:96.14.0(0002)",
+            &format!("{line}\r\n1-0:1.6.0(230305120000W)(03.000*kW)"),
+        );
         let t = decode(text.as_bytes()).unwrap();
         let device: DeviceId = Arc::from("p1");
         let mut watch = PeakWatch::new(2500.0);
@@ -325,7 +339,9 @@ mod tests {
         let (_, reading) = watch.observe(&device, &t, at + PEAKS_RESEND_EVERY).expect("again");
         assert!(reading.is_none());
         let higher = decode(text.replace("(03.000*kW)", "(03.500*kW)").as_bytes()).unwrap();
-        let (_, reading) = watch.observe(&device, &higher, at + PEAKS_RESEND_EVERY).expect("changed");
+        let (_, reading) = watch
+            .observe(&device, &higher, at + PEAKS_RESEND_EVERY)
+            .expect("changed");
         assert!(reading.is_some());
         assert!(watch.observe(&device, &decode(T).unwrap(), at).is_none(), "no history");
     }

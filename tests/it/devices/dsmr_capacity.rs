@@ -32,13 +32,19 @@ fn july() -> String {
             "(260511141500S)(02.438*kW)",
             "(260511141500S)(02.438*kW)(260701000000S)(260606101500S)(03.440*kW)",
         )
-        .replace("1-0:1.6.0(260606101500S)(03.440*kW)", "1-0:1.6.0(260702081500S)(02.100*kW)")
+        .replace(
+            "1-0:1.6.0(260606101500S)(03.440*kW)",
+            "1-0:1.6.0(260702081500S)(02.100*kW)",
+        )
 }
 
 async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
-        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -56,7 +62,11 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, serde_json::Value)
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.expect("read");
     let text = String::from_utf8_lossy(&response).into_owned();
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
     // A chunked body: the JSON is the one line that is not a chunk size.
     let json = body
@@ -111,12 +121,19 @@ async fn the_peak_history_is_stored_once_and_averaged() {
     );
     let config = Config::load(&setup.config_path(), &no_env).expect("config");
     assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
-    let daemon = Daemon::start(config, mesura::host::clock::system()).await.expect("start");
+    let daemon = Daemon::start(config, mesura::host::clock::system())
+        .await
+        .expect("start");
     let addr = daemon.api_addr().expect("the API runs");
 
     // June: nine closed months, July 2025 without a peak time.
-    wait_for("nine months", || count(&db, "SELECT count(*) FROM p1_monthly_peaks") == 9).await;
-    let first = average(&[0.0, 4122.0, 3933.0, 4699.0, 4556.0, 3884.0, 3597.0, 3298.0, 2438.0, 3440.0]);
+    wait_for("nine months", || {
+        count(&db, "SELECT count(*) FROM p1_monthly_peaks") == 9
+    })
+    .await;
+    let first = average(&[
+        0.0, 4122.0, 3933.0, 4699.0, 4556.0, 3884.0, 3597.0, 3298.0, 2438.0, 3440.0,
+    ]);
     wait_for("the June average", || {
         count(&db, "SELECT count(capacity_rolling_average) FROM p1") == 1
     })
@@ -124,7 +141,10 @@ async fn the_peak_history_is_stored_once_and_averaged() {
     let (code, body) = get(addr, "/api/capacity?device=p1").await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["months"].as_array().map(Vec::len), Some(9), "{body}");
-    assert_eq!(body["months"][0], serde_json::json!({"month": "2025-07", "peak_w": 0.0, "peak_at": null}));
+    assert_eq!(
+        body["months"][0],
+        serde_json::json!({"month": "2025-07", "peak_w": 0.0, "peak_at": null})
+    );
     assert_eq!(body["months"][1]["peak_at"], "2025-10-29T14:00:00Z", "{body}");
     assert_eq!(body["running_month"]["month"], "2026-06", "{body}");
     assert_eq!(body["running_month"]["peak_w"], 3440.0, "{body}");
@@ -135,12 +155,17 @@ async fn the_peak_history_is_stored_once_and_averaged() {
 
     // July: June closes; July 2025 leaves the window but stays in the table.
     next.send(()).await.expect("server");
-    wait_for("June closed", || count(&db, "SELECT count(*) FROM p1_monthly_peaks") == 10).await;
+    wait_for("June closed", || {
+        count(&db, "SELECT count(*) FROM p1_monthly_peaks") == 10
+    })
+    .await;
     wait_for("the July average", || {
         count(&db, "SELECT count(capacity_rolling_average) FROM p1") == 2
     })
     .await;
-    let second = average(&[4122.0, 3933.0, 4699.0, 4556.0, 3884.0, 3597.0, 3298.0, 2438.0, 3440.0, 2100.0]);
+    let second = average(&[
+        4122.0, 3933.0, 4699.0, 4556.0, 3884.0, 3597.0, 3298.0, 2438.0, 3440.0, 2100.0,
+    ]);
     let (_, body) = get(addr, "/api/capacity?device=p1").await;
     assert_eq!(body["months"].as_array().map(Vec::len), Some(10), "{body}");
     assert_eq!(body["running_month"]["month"], "2026-07", "{body}");
