@@ -201,6 +201,36 @@ pub struct Reading {
     pub timestamp: DateTime<Utc>,
 }
 
+/// One month of a meter's peak-demand record (the Belgian capacity tariff).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MonthPeak {
+    /// `YYYY-MM`, in the meter's local calendar.
+    pub month: String,
+    /// The month's highest quarter-hour average demand, in W.
+    pub peak_w: f64,
+    /// When that quarter hour was; `None` when the meter sent no time (no peak).
+    pub peak_at: Option<DateTime<Utc>>,
+}
+
+/// A meter's monthly peaks as one message beside its readings: the closed months
+/// it reports (DSMR `0-0:98.1.0`), the running month so far and the rolling average
+/// the capacity tariff bills. Not a [`Reading`]: it is a record per month that a
+/// newer message supersedes, not a time series (see docs/architecture.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MonthlyPeaks {
+    pub device: DeviceId,
+    /// The closed months the meter reports, oldest first.
+    pub months: Vec<MonthPeak>,
+    /// The running month and its peak so far, when the meter sends one.
+    pub running: Option<MonthPeak>,
+    /// The least a month counts in the average, in W (the regulator's minimum).
+    pub minimum_w: f64,
+    /// The rolling 12-month average of the monthly peaks through the running month, in W.
+    pub rolling_average_w: Option<f64>,
+    /// How many months that average is taken over (12 after a year of history).
+    pub rolling_average_months: usize,
+}
+
 /// What a monitor can report: used for `mesura devices`, discovery and docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetricSpec {

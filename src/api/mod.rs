@@ -1,8 +1,9 @@
 //! The status API (axum, 127.0.0.1:9360 by default): /health, /metrics
-//! (Prometheus), /api/devices, /api/readings/latest, /api/readings, and a small
+//! (Prometheus), /api/devices, /api/readings/latest, /api/readings, /api/capacity, and a small
 //! web page embedded in the binary. It only reads: the live status, and the
 //! SQLite files on a blocking thread.
 
+mod capacity;
 mod errors;
 mod health;
 mod host;
@@ -114,6 +115,7 @@ pub fn serve_on(
         .route("/api/devices", get(devices))
         .route("/api/readings/latest", get(latest))
         .route("/api/readings", get(readings::readings))
+        .route("/api/capacity", get(capacity::capacity))
         .fallback(errors::not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 pub use self::backend_type::BackendType;
 pub use self::error::{BackendError, Cause};
 use crate::config::BaseConfig;
-use crate::reading::Reading;
+use crate::reading::{MonthlyPeaks, Reading};
 
 // Adding a backend: its module above, its line here (see docs/architecture.md).
 backend_type::backend_types! {
@@ -52,6 +52,13 @@ pub trait Backend: Send {
     async fn write(&mut self, batch: &[Reading]) -> Result<(), BackendError>;
     /// Makes everything written so far durable; called once at shutdown.
     async fn flush(&mut self) -> Result<(), BackendError>;
+    /// Stores a meter's monthly peaks (capacity tariff), which supersede the
+    /// device's earlier ones; all of it or, on error, none of it. Backends that
+    /// publish readings only ignore it: the rolling average reaches them as the
+    /// `capacity_rolling_average` reading.
+    async fn write_monthly_peaks(&mut self, _peaks: &MonthlyPeaks) -> Result<(), BackendError> {
+        Ok(())
+    }
     /// A device was removed from the configuration (its readings so far have
     /// been written).
     async fn device_removed(&mut self, _device: &str) -> Result<(), BackendError> {

@@ -7,6 +7,7 @@ pub mod env;
 mod error;
 pub mod listen;
 pub mod parse;
+pub mod power;
 pub mod secret;
 
 use std::path::{Path, PathBuf};

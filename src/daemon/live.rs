@@ -38,6 +38,9 @@ pub struct DeviceStatus {
     /// What the monitor reports about a service of its own (a re-served P1 port),
     /// as of its last read.
     pub service_metrics: Vec<crate::monitors::ServiceMetric>,
+    /// The meter's newest monthly peaks (capacity tariff), for /api/capacity.
+    #[serde(skip)]
+    pub monthly_peaks: Option<std::sync::Arc<crate::reading::MonthlyPeaks>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,6 +69,7 @@ impl DeviceStatus {
             latest: BTreeMap::new(),
             protocol_errors: BTreeMap::new(),
             service_metrics: Vec::new(),
+            monthly_peaks: None,
         }
     }
 }

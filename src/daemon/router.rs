@@ -1,6 +1,9 @@
 //! The router: one bounded queue per backend, so a slow or dead backend never
 //! blocks a monitor or another backend. A full queue drops the batch for that
 //! backend only, counts it and says so in the log (at most once a minute).
+//!
+//! Beside readings, a queue carries a meter's monthly peaks (capacity tariff): a
+//! backend keeps the newest per device until it is written, retrying like readings.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -12,16 +15,17 @@ use tokio::time::MissedTickBehavior;
 
 use crate::backends::{Backend, BackendError, BatchPolicy};
 use crate::daemon::live::{BackendStats, SharedStatus};
-use crate::reading::{DeviceId, Reading};
+use crate::reading::{DeviceId, MonthlyPeaks, Reading};
 
 /// One poll's readings, shared by every backend queue it goes to.
 pub type Batch = Arc<[Reading]>;
 
-/// What travels on a backend's queue: readings, or word that a device is gone
-/// (so MQTT can retract its Home Assistant entities), in order.
+/// What travels on a backend's queue: readings, a meter's monthly peaks, or word
+/// that a device is gone (so MQTT can retract its Home Assistant entities), in order.
 #[derive(Clone)]
 enum Item {
     Readings(Batch),
+    MonthlyPeaks(Arc<MonthlyPeaks>),
     DeviceRemoved(DeviceId),
 }
 
@@ -51,6 +55,18 @@ impl Router {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         for route in routes.iter().filter(|r| wants(r.name)) {
             route.send(&batch);
+        }
+    }
+
+    /// Queues a meter's monthly peaks for every backend `wants` accepts. Never
+    /// waits: a full queue loses them, and the monitor hands them on again within
+    /// the hour (`PEAKS_RESEND_EVERY`), which the backend's upsert makes harmless.
+    pub fn dispatch_monthly_peaks(&self, peaks: Arc<MonthlyPeaks>, wants: impl Fn(&str) -> bool) {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        for route in routes.iter().filter(|r| wants(r.name)) {
+            if route.tx.try_send(Item::MonthlyPeaks(peaks.clone())).is_err() {
+                tracing::debug!(backend = route.name, device = %peaks.device, "queue full: monthly peaks wait for the next hand-on");
+            }
         }
     }
 
@@ -177,6 +193,8 @@ async fn run_backend(
     ticker.tick().await;
     let mut failing = false;
     let mut seen: std::collections::HashSet<DeviceId> = std::collections::HashSet::new();
+    // The newest monthly peaks per device not yet written: a newer message supersedes.
+    let mut peaks = PendingPeaks::new();
     loop {
         tokio::select! {
             biased;
@@ -195,6 +213,12 @@ async fn run_backend(
                         failing = !write_pending(backend.as_mut(), &mut pending, &stats).await;
                     }
                 }
+                Some(Item::MonthlyPeaks(p)) => {
+                    peaks.insert(p.device.clone(), p);
+                    if !failing {
+                        failing = !write_everything(backend.as_mut(), &mut pending, &mut peaks, &stats).await;
+                    }
+                }
                 Some(Item::DeviceRemoved(device)) => {
                     seen.remove(&device);
                     // Its last readings go first, then the removal.
@@ -208,8 +232,8 @@ async fn run_backend(
                 None => break,
             },
             _ = ticker.tick() => {
-                if !pending.is_empty() {
-                    failing = !write_pending(backend.as_mut(), &mut pending, &stats).await;
+                if !pending.is_empty() || !peaks.is_empty() {
+                    failing = !write_everything(backend.as_mut(), &mut pending, &mut peaks, &stats).await;
                 }
                 // A failing backend stops receiving, so it would never see the
                 // queue close; notice it here.
@@ -221,13 +245,19 @@ async fn run_backend(
     }
     // Every sender is gone: the monitors have stopped. Write out what is left.
     while let Ok(item) = rx.try_recv() {
-        if let Item::Readings(batch) = item {
-            stats.queued_batches.fetch_sub(1, Ordering::Relaxed);
-            pending.extend(batch.iter().cloned());
+        match item {
+            Item::Readings(batch) => {
+                stats.queued_batches.fetch_sub(1, Ordering::Relaxed);
+                pending.extend(batch.iter().cloned());
+            }
+            Item::MonthlyPeaks(p) => {
+                peaks.insert(p.device.clone(), p);
+            }
+            Item::DeviceRemoved(_) => {}
         }
     }
     for attempt in 1..=SHUTDOWN_ATTEMPTS {
-        if pending.is_empty() || write_pending(backend.as_mut(), &mut pending, &stats).await {
+        if write_everything(backend.as_mut(), &mut pending, &mut peaks, &stats).await {
             break;
         }
         if attempt < SHUTDOWN_ATTEMPTS {
@@ -242,6 +272,13 @@ async fn run_backend(
             "shutdown: could not write the last readings"
         );
     }
+    if !peaks.is_empty() {
+        tracing::error!(
+            backend = name,
+            devices = peaks.len(),
+            "shutdown: could not write the last monthly peaks (the meter sends them again after the start)"
+        );
+    }
     if let Err(e) = backend.flush().await {
         tracing::error!(backend = name, error = %e, "shutdown: flush failed");
     }
@@ -250,6 +287,39 @@ async fn run_backend(
         written = BackendStats::get(&stats.written),
         "backend stopped"
     );
+}
+
+type PendingPeaks = std::collections::BTreeMap<DeviceId, Arc<MonthlyPeaks>>;
+
+/// Writes the pending readings, then the pending monthly peaks; returns whether
+/// both are now empty. Peaks a transient failure refused stay for the next attempt.
+async fn write_everything(
+    backend: &mut dyn Backend,
+    pending: &mut Vec<Reading>,
+    peaks: &mut PendingPeaks,
+    stats: &BackendStats,
+) -> bool {
+    if !pending.is_empty() && !write_pending(backend, pending, stats).await {
+        return false;
+    }
+    while let Some((device, p)) = peaks.pop_first() {
+        if let Err(e) = backend.write_monthly_peaks(&p).await {
+            BackendStats::add(&stats.write_errors, 1);
+            match e {
+                BackendError::Permanent { .. } => {
+                    tracing::error!(backend = backend.name(), device = %device, error = %e, "backend refused the monthly peaks for good: dropped");
+                }
+                BackendError::Transient { .. } => {
+                    if stats.writes.failed(e.to_string()) {
+                        tracing::warn!(backend = backend.name(), device = %device, error = %e, "writing the monthly peaks failed; keeping them and retrying");
+                    }
+                    peaks.insert(device, p);
+                    return false;
+                }
+            }
+        }
+    }
+    true
 }
 
 /// Writes `pending`; returns whether it is now empty. A permanent refusal drops the

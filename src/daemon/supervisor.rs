@@ -239,6 +239,13 @@ impl DeviceTask {
                         s.last_reading = last.or(s.last_reading);
                     });
                     self.shared.router.dispatch(readings, wants);
+                    if let Some(peaks) = monitor.take_monthly_peaks() {
+                        let peaks = std::sync::Arc::new(peaks);
+                        self.shared
+                            .status
+                            .update_device(&id, |s| s.monthly_peaks = Some(peaks.clone()));
+                        self.shared.router.dispatch_monthly_peaks(peaks, wants);
+                    }
                 }
                 Err(e) => {
                     failing_since.get_or_insert_with(Instant::now);

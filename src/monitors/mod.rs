@@ -25,7 +25,7 @@ pub use self::device_type::DeviceType;
 pub use self::error::{describe_link_io, Cause, MonitorError};
 use crate::config::DeviceConfig;
 use crate::host::clock::SharedClock;
-use crate::reading::{DeviceId, MetricSpec, Reading};
+use crate::reading::{DeviceId, MetricSpec, MonthlyPeaks, Reading};
 
 // Adding a device type: its module above, its line here (see docs/architecture.md).
 device_type::device_types! {
@@ -63,6 +63,11 @@ pub trait Monitor: Send {
     /// telegram is a second away, but they belong in /metrics.
     fn protocol_errors(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
+    }
+    /// The meter's monthly peaks (capacity tariff), when they changed since the
+    /// last call or are due again; taken after each successful `read()`.
+    fn take_monthly_peaks(&mut self) -> Option<MonthlyPeaks> {
+        None
     }
     /// Numbers about a service the monitor runs beside its readings (the clients of
     /// a P1 port it re-serves), for /metrics; taken after each read.

@@ -159,6 +159,11 @@ pub const METRICS: &[MetricSpec] = &[
         Unit::Watt,
         "highest quarter-hour demand this month (BE), at its time",
     ),
+    MetricSpec::gauge(
+        "capacity_rolling_average",
+        Unit::Watt,
+        "rolling 12-month average of the monthly peaks, the capacity tariff's base (BE)",
+    ),
     MetricSpec::gauge("tariff", Unit::None, "active tariff"),
     MetricSpec::counter("power_failures", Unit::None, "power failures, any phase"),
     MetricSpec::counter("long_power_failures", Unit::None, "long power failures, any phase"),

@@ -27,7 +27,7 @@ pub mod schema;
 pub mod writable;
 
 use super::{blocking, Backend, BackendError, BackendType, BatchPolicy};
-use crate::reading::{Reading, Value};
+use crate::reading::{MonthlyPeaks, Reading, Value};
 use schema::{quote, Aggregate};
 
 /// `backends.sqlite`.
@@ -171,6 +171,15 @@ impl Backend for SqliteBackend {
 
     fn take_merged(&mut self) -> Vec<(String, u64)> {
         self.merged.drain().collect()
+    }
+
+    async fn write_monthly_peaks(&mut self, peaks: &MonthlyPeaks) -> Result<(), BackendError> {
+        let peaks = peaks.clone();
+        blocking(&self.store, move |store| {
+            monthly_peaks::write(&mut store.conn, &peaks).map_err(classify)
+        })
+        .await
+        .map(drop)
     }
 
     async fn flush(&mut self) -> Result<(), BackendError> {

@@ -10,13 +10,14 @@
 //! SELECT month, peak_w, peak_at FROM "p1_monthly_peaks" ORDER BY month;
 //! ```
 //!
-//! Not wired to a device yet: the rows come from the codec's `PeakHistory` (see
-//! `protocols::dsmr::capacity`), which the backend does not import; the caller
-//! turns each entry with a month into a [`MonthlyPeakRow`].
+//! The rows come from the [`MonthlyPeaks`] a `dsmr` monitor hands on beside its
+//! readings when the meter's history changed (and again hourly): the closed months
+//! only; the running month is not stored until the meter closes it.
 
 use rusqlite::{params, Connection};
 
 use super::schema::quote;
+use crate::reading::MonthlyPeaks;
 
 /// One month of a device's peak history.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +67,25 @@ pub fn upsert(conn: &mut Connection, device: &str, rows: &[MonthlyPeakRow]) -> r
         }
     }
     tx.commit()?;
+    Ok(changed)
+}
+
+/// Stores the closed months of `peaks` for its device; unchanged months are not
+/// rewritten (the same history again writes nothing).
+pub fn write(conn: &mut Connection, peaks: &MonthlyPeaks) -> rusqlite::Result<usize> {
+    let rows: Vec<MonthlyPeakRow> = peaks
+        .months
+        .iter()
+        .map(|m| MonthlyPeakRow {
+            month: m.month.clone(),
+            peak_w: m.peak_w,
+            peak_at: m.peak_at.map(|t| t.timestamp()),
+        })
+        .collect();
+    let changed = upsert(conn, &peaks.device, &rows)?;
+    if changed > 0 {
+        tracing::debug!(device = %peaks.device, months = changed, "monthly peaks stored");
+    }
     Ok(changed)
 }
 

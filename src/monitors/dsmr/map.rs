@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 
 use crate::monitors::device_time::{DeviceClock, DeviceTime, Stamps};
-use crate::protocols::dsmr::{DsmrNumberOrText, DsmrValue, Obis, Telegram};
-use crate::reading::{DeviceId, Kind, Reading, Unit, Value};
+use crate::protocols::dsmr::{rolling_average, DsmrNumberOrText, DsmrValue, Obis, Telegram, YearMonth};
+use crate::reading::{DeviceId, Kind, MonthPeak, MonthlyPeaks, Reading, Unit, Value};
 
 /// The codec's canonical unit strings → mesura's units. The codec already converted
 /// (Wh → kWh, kW → W, MJ → GJ …), so this is a renaming, not a conversion.
@@ -137,6 +137,104 @@ impl Watch {
     }
 }
 
+/// How often an unchanged peak history is handed on again: the backends upsert it
+/// (nothing rewritten), so one that lost it (a full queue, a refused write) has it
+/// again within this time.
+pub const PEAKS_RESEND_EVERY: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// Turns a meter's `0-0:98.1.0` history and `1-0:1.6.0` peak into [`MonthlyPeaks`]
+/// and the `capacity_rolling_average` reading, only when they changed: the meter
+/// repeats the same history every second.
+#[derive(Debug)]
+pub struct PeakWatch {
+    minimum_w: f64,
+    /// What was handed on last, and when.
+    last: Option<(Vec<MonthPeak>, Option<MonthPeak>, DateTime<Utc>)>,
+}
+
+impl PeakWatch {
+    pub fn new(minimum_w: f64) -> Self {
+        PeakWatch { minimum_w, last: None }
+    }
+
+    /// The peaks of `telegram` when they changed since the last call (or
+    /// [`PEAKS_RESEND_EVERY`] passed), with the reading of the rolling average when
+    /// they changed; `None` for a telegram without a history or the same again.
+    pub fn observe(
+        &mut self,
+        device: &DeviceId,
+        telegram: &Telegram,
+        received: DateTime<Utc>,
+    ) -> Option<(MonthlyPeaks, Option<Reading>)> {
+        let history = telegram.monthly_peaks.as_ref()?;
+        let months: Vec<MonthPeak> = history
+            .entries
+            .iter()
+            .filter_map(|e| {
+                Some(MonthPeak {
+                    month: e.month?.to_string(),
+                    peak_w: e.peak_w,
+                    peak_at: e.peak_at,
+                })
+            })
+            .collect();
+        let current = telegram.values.iter().find(|v| v.metric == "peak_demand_month");
+        // The running month follows the newest closed one; a meter without history
+        // yet: the month of its running peak.
+        let running_month = history
+            .entries
+            .iter()
+            .filter_map(|e| e.month)
+            .max()
+            .map(YearMonth::next)
+            .or_else(|| {
+                let at = current?.timestamp?;
+                YearMonth::new(at.year(), at.month())
+            });
+        let running = running_month
+            .zip(current.and_then(|v| v.value.as_f64()))
+            .map(|(month, peak_w)| MonthPeak {
+                month: month.to_string(),
+                peak_w,
+                peak_at: current.and_then(|v| v.timestamp),
+            });
+        let changed = !matches!(&self.last, Some((m, r, _)) if *m == months && *r == running);
+        let due = self
+            .last
+            .as_ref()
+            .is_none_or(|(_, _, at)| received - *at >= PEAKS_RESEND_EVERY);
+        if !changed && !due {
+            return None;
+        }
+        let average = running_month.and_then(|through| {
+            let current = running_month.zip(running.as_ref().map(|r| r.peak_w));
+            rolling_average(history.monthly().chain(current), through, self.minimum_w)
+        });
+        let peaks = MonthlyPeaks {
+            device: device.clone(),
+            months: months.clone(),
+            running: running.clone(),
+            minimum_w: self.minimum_w,
+            rolling_average_w: average.map(|a| a.average_w),
+            rolling_average_months: average.map_or(0, |a| a.months),
+        };
+        self.last = Some((months, running, received));
+        let reading = average.filter(|_| changed).map(|a| Reading {
+            device: device.clone(),
+            device_type: "",
+            metric: Arc::from(ROLLING_AVERAGE),
+            value: Value::Number(a.average_w),
+            unit: Unit::Watt,
+            kind: Kind::Gauge,
+            timestamp: received,
+        });
+        Some((peaks, reading))
+    }
+}
+
+/// The metric of the capacity tariff's rolling average.
+pub const ROLLING_AVERAGE: &str = "capacity_rolling_average";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +314,36 @@ mod tests {
             assert_eq!(spec.unit, unit_of(v.unit));
             assert_eq!(spec.kind == Kind::Counter, v.counter, "{}", v.metric);
         }
+    }
+
+    #[test]
+    fn the_peak_history_is_handed_on_when_it_changes_and_hourly() {
+        let line = "0-0:98.1.0(2)(1-0:1.6.0)(1-0:1.6.0)(230201000000W)(230117224500W)(04.329*kW)(230301000000W)(230214224500W)(01.000*kW)";
+        let text = String::from_utf8_lossy(T).replace(
+            "0-0:96.14.0(0002)",
+            &format!("{line}\r\n1-0:1.6.0(230305120000W)(03.000*kW)"),
+        );
+        let t = decode(text.as_bytes()).unwrap();
+        let device: DeviceId = Arc::from("p1");
+        let mut watch = PeakWatch::new(2500.0);
+        let at = utc("2023-03-10T00:00:00Z");
+        let (peaks, reading) = watch.observe(&device, &t, at).expect("the first history");
+        assert_eq!(peaks.months.len(), 2);
+        assert_eq!(peaks.running.as_ref().map(|r| r.month.as_str()), Some("2023-03"));
+        // January 4329, February 1000 → 2500, March so far 3000.
+        let expected = (4329.0 + 2500.0 + 3000.0) / 3.0;
+        assert_eq!(peaks.rolling_average_w, Some(expected));
+        assert_eq!(reading.map(|r| r.value), Some(Value::Number(expected)));
+        assert!(watch.observe(&device, &t, at + chrono::TimeDelta::seconds(1)).is_none());
+        // Unchanged an hour later: handed on again, without a new reading.
+        let (_, reading) = watch.observe(&device, &t, at + PEAKS_RESEND_EVERY).expect("again");
+        assert!(reading.is_none());
+        let higher = decode(text.replace("(03.000*kW)", "(03.500*kW)").as_bytes()).unwrap();
+        let (_, reading) = watch
+            .observe(&device, &higher, at + PEAKS_RESEND_EVERY)
+            .expect("changed");
+        assert!(reading.is_some());
+        assert!(watch.observe(&device, &decode(T).unwrap(), at).is_none(), "no history");
     }
 
     #[test]

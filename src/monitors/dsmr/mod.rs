@@ -18,8 +18,8 @@ use super::{DeviceType, Monitor, MonitorContext, MonitorError, ServiceMetric};
 use crate::config::secret::{read_secret_file, Secret};
 use crate::config::{CommonConfig, DeviceConfig};
 use crate::protocols::dlms::{parse_key, Keys};
-use crate::protocols::dsmr::DEFAULT_MAX_TELEGRAM_SIZE;
-use crate::reading::{MetricSpec, Reading};
+use crate::protocols::dsmr::{DEFAULT_MAX_TELEGRAM_SIZE, DEFAULT_MINIMUM_PEAK_W};
+use crate::reading::{MetricSpec, MonthlyPeaks, Reading};
 use link::{Reader, ReaderSettings, Target};
 use serve::{Fanout, Serve};
 
@@ -87,6 +87,11 @@ pub struct DsmrConfig {
         deserialize_with = "crate::config::listen::deserialize_option"
     )]
     pub serve: Option<SocketAddr>,
+    /// Belgian capacity tariff: the least a month's peak counts in the rolling
+    /// 12-month average (`capacity_rolling_average`), as a power (`2.5 kW`, the
+    /// Flemish minimum; `0 W` for none).
+    #[serde(default = "default_capacity_minimum_peak", with = "crate::config::power")]
+    pub capacity_minimum_peak: f64,
 }
 
 pub fn default_timeout() -> Duration {
@@ -94,6 +99,9 @@ pub fn default_timeout() -> Duration {
 }
 pub fn default_max_telegram_size() -> usize {
     DEFAULT_MAX_TELEGRAM_SIZE
+}
+pub fn default_capacity_minimum_peak() -> f64 {
+    DEFAULT_MINIMUM_PEAK_W
 }
 
 /// `port:` is a path for serial and a number for TCP.
@@ -319,6 +327,12 @@ impl DeviceType for DsmrConfig {
                 "needs a port number clients can connect to (e.g. 127.0.0.1:2001), not 0".into(),
             ));
         }
+        if !(0.0..=100_000.0).contains(&self.capacity_minimum_peak) {
+            return Err((
+                "capacity_minimum_peak".into(),
+                "must be between 0 W and 100 kW (Flanders: 2.5 kW)".into(),
+            ));
+        }
         match &self.decryption_key_file {
             // A relative name may be a systemd credential, only there when the
             // service runs: `check` by hand cannot see it; the device reports it.
@@ -371,6 +385,9 @@ pub struct DsmrMonitor {
     clock: DeviceClock,
     /// The re-served stream (`serve:`); dropped with the monitor, which closes it.
     serve: Option<Serve>,
+    peaks: map::PeakWatch,
+    /// The newest peaks not yet taken by the supervisor.
+    pending_peaks: Option<MonthlyPeaks>,
 }
 
 impl DsmrMonitor {
@@ -403,6 +420,8 @@ impl DsmrMonitor {
             reader: None,
             watch: map::Watch::default(),
             serve,
+            peaks: map::PeakWatch::new(config.capacity_minimum_peak),
+            pending_peaks: None,
         })
     }
 
@@ -457,6 +476,10 @@ impl Monitor for DsmrMonitor {
             let Ok(telegram) = r.frame.decode() else { continue };
             self.warn_anomalies(&telegram);
             readings.extend(map::readings(&self.ctx.id, &telegram, r.at, &mut self.clock));
+            if let Some((peaks, average)) = self.peaks.observe(&self.ctx.id, &telegram, r.at) {
+                self.pending_peaks = Some(peaks);
+                readings.extend(average);
+            }
         }
         if readings.is_empty() {
             return Err(MonitorError::invalid_data("telegram without any known value"));
@@ -485,6 +508,10 @@ impl Monitor for DsmrMonitor {
 
     fn service_metrics(&self) -> Vec<ServiceMetric> {
         self.serve.as_ref().map(Serve::metrics).unwrap_or_default()
+    }
+
+    fn take_monthly_peaks(&mut self) -> Option<MonthlyPeaks> {
+        self.pending_peaks.take()
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::support::reliability::Mesura;
 use crate::support::{no_env, Setup};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use mesura::backends::sqlite::Store;
 use mesura::config::Config;
 use mesura::daemon::app::Daemon;
@@ -166,8 +166,32 @@ fn synthesize(db: &Path) {
             ));
         }
     }
+    // A capacity-tariff meter: its rolling average once a day, and a year of
+    // monthly peaks before the last month, as the dsmr monitor hands them on.
+    for day in 0..SYNTH_DAYS {
+        batch.push(g(
+            "electricity",
+            "capacity_rolling_average",
+            3000.0 + day as f64,
+            Unit::Watt,
+            end() - day * DAY,
+        ));
+    }
     store.write(&batch).expect("write");
     drop(store);
+    let last = DateTime::<Utc>::from_timestamp(end(), 0).expect("end").date_naive();
+    let months: Vec<mesura::backends::sqlite::monthly_peaks::MonthlyPeakRow> = (1..=12)
+        .map(|back| {
+            let first = last.with_day(1).expect("day one") - chrono::Months::new(back);
+            mesura::backends::sqlite::monthly_peaks::MonthlyPeakRow {
+                month: first.format("%Y-%m").to_string(),
+                peak_w: 2000.0 + 100.0 * f64::from(back),
+                peak_at: Some(end() - i64::from(back) * 30 * DAY),
+            }
+        })
+        .collect();
+    let mut conn = Connection::open(db).expect("db");
+    mesura::backends::sqlite::monthly_peaks::upsert(&mut conn, "electricity", &months).expect("peaks");
     // Rows older than 30 days become 5-minute aggregates, as in production.
     let report = mesura::backends::sqlite::downsample::run_once(
         db,
@@ -185,6 +209,8 @@ struct Query {
     title: String,
     sql: String,
     repeat: Option<String>,
+    /// The panel's own range (`timeFrom`, e.g. `400d`), in seconds before `to`.
+    time_from: Option<i64>,
 }
 
 struct Variable {
@@ -237,6 +263,10 @@ fn extract(name: &str, json: &serde_json::Value) -> (Vec<Variable>, Vec<Query>) 
                 title: p["title"].as_str().unwrap_or_default().to_owned(),
                 sql: sql.to_owned(),
                 repeat: p["repeat"].as_str().map(str::to_owned),
+                time_from: p["timeFrom"].as_str().map(|t| {
+                    let days = t.strip_suffix('d').and_then(|d| d.parse::<i64>().ok());
+                    days.unwrap_or_else(|| panic!("{name}: timeFrom {t}: write it in days")) * DAY
+                }),
             });
         }
     }
@@ -322,7 +352,8 @@ async fn every_dashboard_query_returns_time_series() {
                 if let (Some(r), Some(v)) = (&q.repeat, value) {
                     chosen.insert(r.clone(), v.clone());
                 }
-                for (range, from, to) in ranges {
+                let own = q.time_from.map(|s| [("the panel's own range", to - s, to)]);
+                for (range, from, to) in own.map_or(ranges.to_vec(), |r| r.to_vec()) {
                     let sql = substitute(&q.sql, from, to, &chosen);
                     let what = format!("{}: {:?} ({range}, {chosen:?})", q.dashboard, q.title);
                     let (names, rows) = run(&conn, &sql).unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -436,6 +467,7 @@ fn every_query_runs(db: &Path, to: i64) -> Result<Vec<BTreeMap<String, String>>,
         for chosen in combinations(&conn, &variables).map_err(|e| format!("{name}: {e}"))? {
             for q in &queries {
                 for (range, from) in [("3 hours", to - 3 * 3600), ("400 days", to - 400 * DAY)] {
+                    let from = q.time_from.map_or(from, |s| to - s);
                     run(&conn, &substitute(&q.sql, from, to, &chosen))
                         .map_err(|e| format!("{name}: {:?} ({range}, {chosen:?}): {e}", q.title))?;
                 }

@@ -329,6 +329,11 @@ async fn telegrams_after_junk_are_all_stored_and_the_junk_counted() {
     names.sort();
     let mut rng = Rng(0x0018_0003_7C9D);
     let (mut stream, mut readings, mut junk_bytes, mut telegrams) = (Vec::new(), 0, 0u64, 0);
+    // Belgian telegrams add `capacity_rolling_average` when their peak history
+    // changes (the monitor's own rule, not under test here).
+    let mut peaks = mesura::monitors::dsmr::map::PeakWatch::new(2500.0);
+    let device: mesura::reading::DeviceId = "p1".into();
+    let at = Utc::now();
     for name in &names {
         let file = load(name);
         let Some(n) = storable(&file) else { continue };
@@ -344,6 +349,12 @@ async fn telegrams_after_junk_are_all_stored_and_the_junk_counted() {
             stream.extend_from_slice(&file);
             junk_bytes += junk.iter().filter(|b| !b.is_ascii_whitespace()).count() as u64;
             readings += n;
+            if let Ok(t) = mesura::protocols::dsmr::decode(&file) {
+                readings += peaks
+                    .observe(&device, &t, at)
+                    .and_then(|(_, average)| average)
+                    .map_or(0, |_| 1);
+            }
             telegrams += 1;
         }
         // The Q3D capture ends with its gateway's own junk after the telegram.
