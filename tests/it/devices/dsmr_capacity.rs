@@ -10,7 +10,7 @@ use crate::support::dsmr::load;
 use crate::support::{no_env, Setup};
 use mesura::config::Config;
 use mesura::daemon::app::Daemon;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 const FIXTURE: &str = "dsmr5b_landisgyr_e360_2026_history_placeholder.txt";
@@ -56,24 +56,8 @@ fn count(db: &std::path::Path, sql: &str) -> i64 {
 }
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, serde_json::Value) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("read");
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    // A chunked body: the JSON is the one line that is not a chunk size.
-    let json = body
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON in {text}"));
-    (code, serde_json::from_str(json).expect("JSON"))
+    let (code, body) = crate::support::api::get(addr, path, None).await;
+    (code, crate::support::api::json(&body))
 }
 
 /// The capacity tariff's average, by the VREG rule: every month at least 2.5 kW.

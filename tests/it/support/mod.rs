@@ -2,6 +2,7 @@
 //! one name each. Each binary uses a part of them, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod broker;
 pub mod dsmr;
 pub mod homewizard;
