@@ -250,6 +250,20 @@ mod tests {
     }
 
     impl Captured {
+        /// Captures this thread's INFO and above, without colour or time, until the
+        /// guard is dropped.
+        fn install() -> (Captured, tracing::subscriber::DefaultGuard) {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::INFO)
+                .with_ansi(false)
+                .without_time()
+                .with_writer(move || writer.clone())
+                .finish();
+            (captured, tracing::subscriber::set_default(subscriber))
+        }
+
         fn lines(&self, with: &str) -> Vec<String> {
             let text = String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned();
             text.lines().filter(|l| l.contains(with)).map(str::to_owned).collect()
@@ -260,15 +274,7 @@ mod tests {
     /// once a minute with the attempts so far, and the recovery; never a line per attempt.
     #[tokio::test(start_paused = true)]
     async fn connection_failures_are_said_at_info_at_most_once_a_minute() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .without_time()
-            .with_writer(move || writer.clone())
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (captured, _guard) = Captured::install();
         let mut log = ConnectLog::new("broker.lan", 1883);
         let refused = ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         // 25 attempts 5 s apart: 120 s of outage.
@@ -302,15 +308,7 @@ mod tests {
     /// with another reason (the broker was restarted with a password file).
     #[tokio::test(start_paused = true)]
     async fn a_refused_login_is_said_at_error_once() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .without_time()
-            .with_writer(move || writer.clone())
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (captured, _guard) = Captured::install();
         let mut log = ConnectLog::new("broker.lan", 1883);
         let down = ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         let auth = ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized);
