@@ -21,14 +21,15 @@ const FIXTURE: &str = concat!(
     "/tests/fixtures/dsmr/dsmr50_iskra_am550_real.txt"
 );
 
-/// One telegram through the framer (which checks the CRC) and the decoder. The
-/// framer lives as long as the stream, as in the `dsmr` device.
+/// One telegram through the framer (which checks the CRC) and the decoder, as the
+/// `dsmr` device does it: the framer lives as long as the stream, and
+/// `Frame::decode` takes the CRC verdict from the framer.
 fn frame_and_decode(framer: &mut Framer, bytes: &[u8]) -> usize {
     framer.push(bytes);
     let mut values = 0;
     while let Some(Ok(frame)) = framer.next_frame() {
         if !matches!(frame.crc, CrcStatus::Invalid { .. }) {
-            if let Ok(t) = decode(&frame.bytes) {
+            if let Ok(t) = frame.decode() {
                 values += t.values.len();
             }
         }

@@ -45,6 +45,24 @@ impl Object<'_> {
     }
 }
 
+/// The value of each hex digit, 0x100 for any other byte (then a pair holding
+/// one is beyond a byte, whichever side it is on): one load a digit instead of a
+/// chain of range tests.
+const HEX_DIGIT: [u16; 256] = {
+    let mut table = [0x100u16; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            c @ b'0'..=b'9' => (c - b'0') as u16,
+            c @ b'a'..=b'f' => (c - b'a' + 10) as u16,
+            c @ b'A'..=b'F' => (c - b'A' + 10) as u16,
+            _ => 0x100,
+        };
+        b += 1;
+    }
+    table
+};
+
 /// Hex-encoded printable ASCII (`4B384547…` → `K8EG…`), else the raw text.
 /// Empty → `None`.
 fn decode_hex_text(raw: &str) -> Option<String> {
@@ -54,7 +72,8 @@ fn decode_hex_text(raw: &str) -> Option<String> {
     }
     let bytes = raw.as_bytes();
     let printable = |h: u8, l: u8| -> Option<char> {
-        let v = u8::try_from((crc::hex_val(h)? << 4) | crc::hex_val(l)?).ok()?;
+        let v = (HEX_DIGIT[usize::from(h)] << 4) | HEX_DIGIT[usize::from(l)];
+        let v = u8::try_from(v).ok()?;
         (0x20..=0x7E).contains(&v).then_some(char::from(v))
     };
     // An odd length is not hex text. Decoded in one pass, given up at the first
@@ -119,9 +138,20 @@ const _: () = assert!(obis::METRIC_COUNT <= 128);
 
 /// See [`super::decode`].
 pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
-    let start = crc::find_start(telegram).ok_or(DecodeError::MissingHeader)?;
-    // `locate` finds the same start again (it is `None` only without a header line).
-    let (_, bang) = crc::locate(telegram).ok_or(DecodeError::UnterminatedHeader)?;
+    decode_with_crc(telegram, None)
+}
+
+/// [`decode`], with the CRC verdict already known (`Some`) for a telegram the
+/// framer cut, which checked it over the same bytes: the daemon's path, where
+/// computing it again was a second pass over the whole telegram.
+pub fn decode_with_crc(telegram: &[u8], known_crc: Option<CrcStatus>) -> Result<Telegram, DecodeError> {
+    // `locate` is `None` only without a `/` or without a line end after it.
+    let Some((start, bang)) = crc::locate(telegram) else {
+        return Err(match crc::find_start(telegram) {
+            None => DecodeError::MissingHeader,
+            Some(_) => DecodeError::UnterminatedHeader,
+        });
+    };
     let from_start = telegram.get(start..).ok_or(DecodeError::MissingHeader)?;
     let header_len = memchr::memchr(b'\n', from_start).ok_or(DecodeError::UnterminatedHeader)?;
     let header_bytes = from_start.get(1..header_len).unwrap_or_default();
@@ -129,12 +159,13 @@ pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
     let body_start = start + header_len + 1;
     let body_end = bang.unwrap_or(telegram.len());
     let body = telegram.get(body_start..body_end).unwrap_or_default();
-    let crc = match bang {
-        Some(bang) => match (telegram.get(start..=bang), telegram.get(bang + 1..)) {
+    let crc = match (known_crc, bang) {
+        (Some(known), _) => known,
+        (None, Some(bang)) => match (telegram.get(start..=bang), telegram.get(bang + 1..)) {
             (Some(covered), Some(after)) => crc::status(covered, after),
             _ => CrcStatus::Absent,
         },
-        None => CrcStatus::Absent,
+        (None, None) => CrcStatus::Absent,
     };
     // Valid UTF-8 (always, from a meter) is borrowed; only a damaged body is copied.
     let body = match std::str::from_utf8(body) {
@@ -530,6 +561,10 @@ mod tests {
         assert_eq!(decode_hex_text("xxxx").as_deref(), Some("xxxx"));
         assert_eq!(decode_hex_text("ABC").as_deref(), Some("ABC"));
         assert_eq!(decode_hex_text(""), None);
+        // One good digit in a pair is not hex text, whichever side it is on.
+        assert_eq!(decode_hex_text("4B4Z").as_deref(), Some("4B4Z"));
+        assert_eq!(decode_hex_text("4BZ4").as_deref(), Some("4BZ4"));
+        assert_eq!(decode_hex_text("4b4f").as_deref(), Some("KO"));
     }
 
     #[test]

@@ -91,6 +91,26 @@ const U_WH: u64 = unit_key(b"wh", false);
 /// `None` when the unit does not fit the quantity.
 #[inline]
 pub fn conversion(q: Quantity, unit: &str) -> Option<Conv> {
+    // The spelling DSMR 4/5 meters send, byte for byte, first: one comparison
+    // instead of folding the case of every unit (the general match below agrees).
+    let exact = match (q, unit.as_bytes()) {
+        (Quantity::ActiveEnergy, b"kWh")
+        | (Quantity::ActivePower, b"W")
+        | (Quantity::Voltage, b"V")
+        | (Quantity::Current, b"A")
+        | (Quantity::Dimensionless, b"")
+        | (Quantity::Volume, b"m3")
+        | (Quantity::ReactiveEnergy, b"kvarh")
+        | (Quantity::Frequency, b"Hz")
+        | (Quantity::HeatEnergy, b"GJ") => Some(Conv::Shift(0)),
+        (Quantity::ActivePower, b"kW") | (Quantity::ReactivePower, b"kvar") => Some(Conv::Shift(3)),
+        _ => None,
+    };
+    exact.or_else(|| conversion_folded(q, unit))
+}
+
+/// [`conversion`] for any spelling: case-insensitive, surrounding spaces ignored.
+fn conversion_folded(q: Quantity, unit: &str) -> Option<Conv> {
     // This runs for every value of every telegram: the unit, lower-cased, is packed
     // into one integer and matched against constants, instead of comparing strings.
     let unit = unit.trim_ascii().as_bytes();
@@ -255,6 +275,33 @@ fn fast_path(mantissa: u64, exp: i32) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exact_spellings_agree_with_the_folded_match() {
+        use Quantity::*;
+        let quantities = [
+            ActiveEnergy,
+            ReactiveEnergy,
+            ActivePower,
+            ReactivePower,
+            ApparentPower,
+            Voltage,
+            Current,
+            Frequency,
+            Dimensionless,
+            Volume,
+            HeatEnergy,
+        ];
+        let units = [
+            "", "kWh", "W", "kW", "V", "A", "m3", "kvarh", "kvar", "Hz", "GJ", "Wh", "MWh", "kwh", "KW", "var", "VA",
+            "kVA", "mA", "MJ", "dm3", "l", "x",
+        ];
+        for q in quantities {
+            for unit in units {
+                assert_eq!(conversion(q, unit), conversion_folded(q, unit), "{q:?} {unit:?}");
+            }
+        }
+    }
 
     #[test]
     fn exact_decimal_shifts() {
