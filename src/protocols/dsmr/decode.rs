@@ -486,10 +486,18 @@ fn finish_mbus(t: &mut Telegram, channels: [Channel<'_>; 4]) {
             };
             let ts = r.ts.and_then(parse_timestamp);
             let conv = kind.and_then(|k| conversion(k.quantity(), r.unit));
-            let value = conv.and_then(|c| parse_scaled(r.value, c));
+            // The usual `digits.digits` read in one pass, as in `meter_value`.
+            let plain = plain_number(r.value);
+            let value = conv.and_then(|c| match plain.and_then(|(m, frac, _)| scale(m, frac, c)) {
+                Some(v) => Some(v),
+                None => parse_scaled(r.value, c),
+            });
             // Inactive / unconfigured channel: zero without unit, or zero with an
             // invalid capture time (e.g. `(632525252525W)(00000.000)`).
-            let zero = parse_scaled(r.value, Conv::Shift(0)) == Some(0.0);
+            let zero = match plain {
+                Some((mantissa, _, _)) => mantissa == 0,
+                None => parse_scaled(r.value, Conv::Shift(0)) == Some(0.0),
+            };
             if zero && (r.unit.is_empty() || ts.is_none()) {
                 continue;
             }
