@@ -363,6 +363,9 @@ fn meter_clock_in_parts<'a>(
 
 /// A meter-level (electricity / abstract) value from the table, or a tariff
 /// register, stored as `name`; `true` if taken.
+// Inlined into the decoder's loop: called for nearly every line, the call's
+// prologue and epilogue (a large frame) cost as much as reading the number.
+#[inline(always)]
 fn meter_value(t: &mut Telegram, def: &obis::MetricDef, name: Cow<'static, str>, o: Obis, obj: &Object<'_>) -> bool {
     // A time beside the value, before it (e-MUCS `1-0:1.6.0(ts)(value)`) or after
     // it (the 2025/26 Belgian firmware, `1-0:1.6.0(08.796*kW)(260102010000)`).

@@ -128,6 +128,20 @@ impl Framer {
             // before it are copied at once, and only the line it is on is walked,
             // for its parentheses. The window is cut short of the size limit, so
             // `step` still sees the byte that would exceed it.
+            // The identification line likewise: only its LF (or a `/`, which makes
+            // it junk) changes state.
+            if self.state == State::Header {
+                let room = self.max_size.saturating_sub(self.buf.len());
+                let window = data.get(..room.min(data.len())).unwrap_or_default();
+                let run = memchr::memchr2(b'\n', b'/', window).unwrap_or(window.len());
+                if let (Some(plain), Some(after)) = (data.get(..run), data.get(run..)) {
+                    if run > 0 {
+                        self.buf.extend_from_slice(plain);
+                        data = after;
+                        continue;
+                    }
+                }
+            }
             if let State::Body { in_paren } = self.state {
                 let room = self.max_size.saturating_sub(self.buf.len());
                 let window = data.get(..room.min(data.len())).unwrap_or_default();
