@@ -45,24 +45,6 @@ impl Object<'_> {
     }
 }
 
-/// The value of each hex digit, 0x100 for any other byte (then a pair holding
-/// one is beyond a byte, whichever side it is on): one load a digit instead of a
-/// chain of range tests.
-const HEX_DIGIT: [u16; 256] = {
-    let mut table = [0x100u16; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = match b as u8 {
-            c @ b'0'..=b'9' => (c - b'0') as u16,
-            c @ b'a'..=b'f' => (c - b'a' + 10) as u16,
-            c @ b'A'..=b'F' => (c - b'A' + 10) as u16,
-            _ => 0x100,
-        };
-        b += 1;
-    }
-    table
-};
-
 /// Hex-encoded printable ASCII (`4B384547…` → `K8EG…`), else the raw text.
 /// Empty → `None`.
 fn decode_hex_text(raw: &str) -> Option<String> {
@@ -72,7 +54,7 @@ fn decode_hex_text(raw: &str) -> Option<String> {
     }
     let bytes = raw.as_bytes();
     let printable = |h: u8, l: u8| -> Option<char> {
-        let v = (HEX_DIGIT[usize::from(h)] << 4) | HEX_DIGIT[usize::from(l)];
+        let v = (crc::HEX_DIGIT[usize::from(h)] << 4) | crc::HEX_DIGIT[usize::from(l)];
         let v = u8::try_from(v).ok()?;
         (0x20..=0x7E).contains(&v).then_some(char::from(v))
     };
