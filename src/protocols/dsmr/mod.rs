@@ -205,11 +205,9 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// [`decode`]`(&self.bytes)`, taking [`Telegram::crc`] from `self.crc` (which
-    /// the framer that cut the frame computed over the same bytes) instead of
-    /// computing the CRC a second time.
+    /// Shorthand for [`decode`]`(&self.bytes)`.
     pub fn decode(&self) -> Result<Telegram, DecodeError> {
-        decode::decode_with_crc(&self.bytes, Some(self.crc))
+        decode(&self.bytes)
     }
 }
 
