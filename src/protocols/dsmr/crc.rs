@@ -187,6 +187,24 @@ fn crc16_arc_bitwise(data: &[u8]) -> u16 {
     crc
 }
 
+/// The value of each hex digit, 0x100 for any other byte (then a pair holding
+/// one is beyond a byte, whichever side it is on): one load a digit instead of a
+/// chain of range tests.
+pub(super) const HEX_DIGIT: [u16; 256] = {
+    let mut table = [0x100u16; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            c @ b'0'..=b'9' => (c - b'0') as u16,
+            c @ b'a'..=b'f' => (c - b'a' + 10) as u16,
+            c @ b'A'..=b'F' => (c - b'A' + 10) as u16,
+            _ => 0x100,
+        };
+        b += 1;
+    }
+    table
+};
+
 /// Value of one ASCII hex digit.
 pub(super) fn hex_val(b: u8) -> Option<u16> {
     match b {

@@ -54,7 +54,8 @@ fn decode_hex_text(raw: &str) -> Option<String> {
     }
     let bytes = raw.as_bytes();
     let printable = |h: u8, l: u8| -> Option<char> {
-        let v = u8::try_from((crc::hex_val(h)? << 4) | crc::hex_val(l)?).ok()?;
+        let v = (crc::HEX_DIGIT[usize::from(h)] << 4) | crc::HEX_DIGIT[usize::from(l)];
+        let v = u8::try_from(v).ok()?;
         (0x20..=0x7E).contains(&v).then_some(char::from(v))
     };
     // An odd length is not hex text. Decoded in one pass, given up at the first
@@ -119,9 +120,20 @@ const _: () = assert!(obis::METRIC_COUNT <= 128);
 
 /// See [`super::decode`].
 pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
-    let start = crc::find_start(telegram).ok_or(DecodeError::MissingHeader)?;
-    // `locate` finds the same start again (it is `None` only without a header line).
-    let (_, bang) = crc::locate(telegram).ok_or(DecodeError::UnterminatedHeader)?;
+    decode_with_crc(telegram, None)
+}
+
+/// [`decode`], with the CRC verdict already known (`Some`) for a telegram the
+/// framer cut, which checked it over the same bytes: the daemon's path, where
+/// computing it again was a second pass over the whole telegram.
+pub fn decode_with_crc(telegram: &[u8], known_crc: Option<CrcStatus>) -> Result<Telegram, DecodeError> {
+    // `locate` is `None` only without a `/` or without a line end after it.
+    let Some((start, bang)) = crc::locate(telegram) else {
+        return Err(match crc::find_start(telegram) {
+            None => DecodeError::MissingHeader,
+            Some(_) => DecodeError::UnterminatedHeader,
+        });
+    };
     let from_start = telegram.get(start..).ok_or(DecodeError::MissingHeader)?;
     let header_len = memchr::memchr(b'\n', from_start).ok_or(DecodeError::UnterminatedHeader)?;
     let header_bytes = from_start.get(1..header_len).unwrap_or_default();
@@ -129,12 +141,13 @@ pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
     let body_start = start + header_len + 1;
     let body_end = bang.unwrap_or(telegram.len());
     let body = telegram.get(body_start..body_end).unwrap_or_default();
-    let crc = match bang {
-        Some(bang) => match (telegram.get(start..=bang), telegram.get(bang + 1..)) {
+    let crc = match (known_crc, bang) {
+        (Some(known), _) => known,
+        (None, Some(bang)) => match (telegram.get(start..=bang), telegram.get(bang + 1..)) {
             (Some(covered), Some(after)) => crc::status(covered, after),
             _ => CrcStatus::Absent,
         },
-        None => CrcStatus::Absent,
+        (None, None) => CrcStatus::Absent,
     };
     // Valid UTF-8 (always, from a meter) is borrowed; only a damaged body is copied.
     let body = match std::str::from_utf8(body) {
@@ -332,6 +345,9 @@ fn meter_clock_in_parts<'a>(
 
 /// A meter-level (electricity / abstract) value from the table, or a tariff
 /// register, stored as `name`; `true` if taken.
+// Inlined into the decoder's loop: called for nearly every line, the call's
+// prologue and epilogue (a large frame) cost as much as reading the number.
+#[inline(always)]
 fn meter_value(t: &mut Telegram, def: &obis::MetricDef, name: Cow<'static, str>, o: Obis, obj: &Object<'_>) -> bool {
     // A time beside the value, before it (e-MUCS `1-0:1.6.0(ts)(value)`) or after
     // it (the 2025/26 Belgian firmware, `1-0:1.6.0(08.796*kW)(260102010000)`).
@@ -455,10 +471,18 @@ fn finish_mbus(t: &mut Telegram, channels: [Channel<'_>; 4]) {
             };
             let ts = r.ts.and_then(parse_timestamp);
             let conv = kind.and_then(|k| conversion(k.quantity(), r.unit));
-            let value = conv.and_then(|c| parse_scaled(r.value, c));
+            // The usual `digits.digits` read in one pass, as in `meter_value`.
+            let plain = plain_number(r.value);
+            let value = conv.and_then(|c| match plain.and_then(|(m, frac, _)| scale(m, frac, c)) {
+                Some(v) => Some(v),
+                None => parse_scaled(r.value, c),
+            });
             // Inactive / unconfigured channel: zero without unit, or zero with an
             // invalid capture time (e.g. `(632525252525W)(00000.000)`).
-            let zero = parse_scaled(r.value, Conv::Shift(0)) == Some(0.0);
+            let zero = match plain {
+                Some((mantissa, _, _)) => mantissa == 0,
+                None => parse_scaled(r.value, Conv::Shift(0)) == Some(0.0),
+            };
             if zero && (r.unit.is_empty() || ts.is_none()) {
                 continue;
             }
@@ -530,6 +554,10 @@ mod tests {
         assert_eq!(decode_hex_text("xxxx").as_deref(), Some("xxxx"));
         assert_eq!(decode_hex_text("ABC").as_deref(), Some("ABC"));
         assert_eq!(decode_hex_text(""), None);
+        // One good digit in a pair is not hex text, whichever side it is on.
+        assert_eq!(decode_hex_text("4B4Z").as_deref(), Some("4B4Z"));
+        assert_eq!(decode_hex_text("4BZ4").as_deref(), Some("4BZ4"));
+        assert_eq!(decode_hex_text("4b4f").as_deref(), Some("KO"));
     }
 
     #[test]

@@ -122,35 +122,56 @@ impl Framer {
     /// Appends received bytes (any chunking).
     pub fn push(&mut self, mut data: &[u8]) {
         while let Some((&b, rest)) = data.split_first() {
-            // Inside a telegram's data lines most bytes change no state: copy a run of
-            // them at once (found with a SIMD search) instead of stepping each one. The
-            // run is cut short of the size limit, so `step` still sees the byte that
-            // would exceed it.
-            if let State::Body { in_paren } = self.state {
+            // Inside a telegram's data lines only a `/` or `!` outside parentheses
+            // changes state (parentheses close by each LF). One SIMD search for the
+            // next `/` or `!` over the rest of the input, not one per line; the bytes
+            // before it are copied at once, and only the line it is on is walked,
+            // for its parentheses. The window is cut short of the size limit, so
+            // `step` still sees the byte that would exceed it.
+            // The identification line likewise: only its LF (or a `/`, which makes
+            // it junk) changes state.
+            if self.state == State::Header {
                 let room = self.max_size.saturating_sub(self.buf.len());
-                // The common case first: the rest of the line holds no `/` or `!`,
-                // so nothing in it changes state but the parentheses, which close
-                // by its LF. One search per line copies it whole.
-                if let Some(lf) = memchr::memchr3(b'\n', b'/', b'!', data).filter(|&i| i < room) {
-                    if let (Some(b'\n'), Some(line), Some(after)) = (data.get(lf), data.get(..=lf), data.get(lf + 1..))
-                    {
-                        self.buf.extend_from_slice(line);
-                        self.state = State::Body { in_paren: false };
-                        data = after;
-                        continue;
-                    }
-                }
-                let special = if in_paren {
-                    memchr::memchr2(b')', b'\n', data)
-                } else {
-                    memchr::memchr3(b'/', b'!', b'(', data)
-                };
-                let run = special.unwrap_or(data.len()).min(room);
+                let window = data.get(..room.min(data.len())).unwrap_or_default();
+                let run = memchr::memchr2(b'\n', b'/', window).unwrap_or(window.len());
                 if let (Some(plain), Some(after)) = (data.get(..run), data.get(run..)) {
                     if run > 0 {
                         self.buf.extend_from_slice(plain);
                         data = after;
                         continue;
+                    }
+                }
+            }
+            if let State::Body { in_paren } = self.state {
+                let room = self.max_size.saturating_sub(self.buf.len());
+                let window = data.get(..room.min(data.len())).unwrap_or_default();
+                if !window.is_empty() {
+                    let special = memchr::memchr2(b'/', b'!', window);
+                    let plain = window.get(..special.unwrap_or(window.len())).unwrap_or_default();
+                    // Parentheses open at the end of `plain`: those of its last line,
+                    // or, when it holds no LF, those carried in from before it.
+                    let (line, open) = match memchr::memrchr(b'\n', plain) {
+                        Some(lf) => (plain.get(lf + 1..).unwrap_or_default(), false),
+                        None => (plain, in_paren),
+                    };
+                    let open = line.iter().fold(open, |open, &c| match c {
+                        b'(' => true,
+                        b')' => false,
+                        _ => open,
+                    });
+                    // A `/` or `!` inside parentheses is data: copied with the rest,
+                    // and the search goes on after it (each byte searched once).
+                    let copied = match special {
+                        Some(at) if open => at + 1,
+                        _ => plain.len(),
+                    };
+                    if let (Some(run), Some(after)) = (data.get(..copied), data.get(copied..)) {
+                        if copied > 0 {
+                            self.buf.extend_from_slice(run);
+                            self.state = State::Body { in_paren: open };
+                            data = after;
+                            continue;
+                        }
                     }
                 }
             }

@@ -111,34 +111,28 @@ fn group_end(bytes: &[u8]) -> Option<usize> {
 /// general path then reads, so both paths agree on every line this one accepts.
 pub(super) fn fast_line<'a>(body: &'a str, start: usize, groups: &mut Vec<&'a str>) -> Option<(&'a str, Obis, usize)> {
     let b = body.as_bytes();
-    // The five numbers and their separators in one loop: a digit is added, any
-    // other byte must be the next separator (at most three digits a number, so the
-    // value cannot overflow; above 255 is refused there).
+    // The five numbers, each one to three digits then its separator, read field by
+    // field with the digits unrolled: a loop over the bytes mispredicted its way
+    // through every field of every line. Above 255 is refused.
     let mut nums = [0u8; 5];
-    let (mut field, mut value, mut digits) = (0usize, 0u32, 0u32);
     let mut i = start;
-    for (&ch, at) in b.get(start..).unwrap_or_default().iter().zip(start..) {
-        let digit = ch.wrapping_sub(b'0');
-        if digit < 10 && digits < 3 {
-            value = value * 10 + u32::from(digit);
-            digits += 1;
-            continue;
+    let digit = |at: usize| b.get(at).map(|&ch| ch.wrapping_sub(b'0')).filter(|&d| d < 10);
+    for (num, &sep) in nums.iter_mut().zip(b"-:..(") {
+        let mut value = u32::from(digit(i)?);
+        i += 1;
+        if let Some(d) = digit(i) {
+            value = value * 10 + u32::from(d);
+            i += 1;
+            if let Some(d) = digit(i) {
+                value = value * 10 + u32::from(d);
+                i += 1;
+            }
         }
-        let (Some(&sep), Some(num)) = (b"-:..(".get(field), nums.get_mut(field)) else {
-            return None;
-        };
-        if ch != sep || digits == 0 {
+        if b.get(i) != Some(&sep) {
             return None;
         }
         *num = u8::try_from(value).ok()?;
-        (field, value, digits) = (field + 1, 0, 0);
-        if field == 5 {
-            i = at + 1;
-            break;
-        }
-    }
-    if field != 5 {
-        return None;
+        i += 1;
     }
     let [a, bb, c, d, e] = nums;
     let id = body.get(start..i - 1)?;

@@ -205,9 +205,11 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// Shorthand for [`decode`]`(&self.bytes)`.
+    /// [`decode`]`(&self.bytes)`, taking [`Telegram::crc`] from `self.crc` (which
+    /// the framer that cut the frame computed over the same bytes) instead of
+    /// computing the CRC a second time.
     pub fn decode(&self) -> Result<Telegram, DecodeError> {
-        decode(&self.bytes)
+        decode::decode_with_crc(&self.bytes, Some(self.crc))
     }
 }
 

@@ -242,7 +242,7 @@ pub fn lookup_index(o: &Obis) -> Option<(usize, &'static MetricDef)> {
     let e = if o.e == 255 { 0 } else { o.e };
     // The first row with this C and D, then the (at most five) rows after it that
     // share them: a table lookup per line of every telegram instead of a scan.
-    let first = usize::from(*index.get(usize::from(o.c))?.get(d_slot(o.d)?)?);
+    let first = usize::from(*index.get(usize::from(o.c))?.get(slot_of_d(o.d)?)?);
     let rows = table.get(first.checked_sub(1)?..)?;
     let i = rows
         .iter()
@@ -263,6 +263,27 @@ const fn d_slot(d: u8) -> Option<usize> {
         36 => Some(6),
         _ => None,
     }
+}
+
+/// [`d_slot`] as a table, for the lookup: the `match` compiled to a jump table,
+/// an indirect branch on every line.
+const D_SLOTS: [u8; 64] = {
+    let mut slots = [u8::MAX; 64];
+    let mut d = 0;
+    while d < 64 {
+        if let Some(slot) = d_slot(d as u8) {
+            slots[d] = slot as u8;
+        }
+        d += 1;
+    }
+    slots
+};
+
+fn slot_of_d(d: u8) -> Option<usize> {
+    D_SLOTS
+        .get(usize::from(d))
+        .filter(|&&slot| slot != u8::MAX)
+        .map(|&slot| usize::from(slot))
 }
 
 type CdIndex = [[u8; 7]; 128];

@@ -234,3 +234,47 @@ fn reset_counts_partial() {
     ));
     assert_eq!(f.stats().truncated, 1);
 }
+
+#[test]
+fn bulk_copy_equals_stepping_on_random_input_in_random_chunks() {
+    // Every byte that means something to the framer, often; parentheses spanning
+    // lines, `/` and `!` inside and outside them, telegrams at every size limit.
+    let alphabet = b"/!()\r\n\n1A:*.  00ISK5\\";
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..3000 {
+        let len = (next() % 400) as usize;
+        let mut data: Vec<u8> = (0..len)
+            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+            .collect();
+        // Now and then a real header, so that bodies are reached often.
+        if next() % 2 == 0 {
+            let at = (next() % (len as u64 + 1)) as usize;
+            data.splice(at..at, b"\n/ISK5\\2M550T-1011\r\n\r\n".iter().copied());
+        }
+        for max in [16, 64, 300, DEFAULT_MAX_TELEGRAM_SIZE] {
+            let (mut bulk, mut step) = (Framer::new(max), Framer::new(max));
+            let mut rest = &data[..];
+            while !rest.is_empty() {
+                let n = 1 + (next() % 64) as usize;
+                let (chunk, after) = rest.split_at(n.min(rest.len()));
+                bulk.push(chunk);
+                rest = after;
+            }
+            step.push_stepwise(&data);
+            assert_eq!(
+                drain(&mut bulk),
+                drain(&mut step),
+                "max {max}, {:?}",
+                String::from_utf8_lossy(&data)
+            );
+            assert_eq!(bulk.stats(), step.stats());
+            assert_eq!(bulk.pending_len(), step.pending_len());
+        }
+    }
+}
