@@ -21,11 +21,11 @@ use super::{bad_request, ApiState};
 use crate::backends::sqlite::monthly_peaks::{self, MonthlyPeakRow};
 
 #[derive(Deserialize)]
-pub struct CapacityQuery {
+pub(super) struct CapacityQuery {
     device: Option<String>,
 }
 
-pub async fn capacity(State(state): State<Arc<ApiState>>, ApiQuery(q): ApiQuery<CapacityQuery>) -> Response {
+pub(super) async fn capacity(State(state): State<Arc<ApiState>>, ApiQuery(q): ApiQuery<CapacityQuery>) -> Response {
     let Some(device) = q.device else {
         return bad_request(StatusCode::BAD_REQUEST, "`device` is required".into());
     };

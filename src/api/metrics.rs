@@ -60,7 +60,7 @@ fn resident_bytes() -> Option<f64> {
     Some(kib * 1024.0)
 }
 
-pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
+pub(super) async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
     let devices = state.status.devices();
     let backends = state.status.backends();
     let outbox = super::readings::outbox_depths(&state.outbox).await;

@@ -40,7 +40,7 @@ pub enum ApiError {
     Token { path: PathBuf, source: std::io::Error },
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ApiState {
     pub status: SharedStatus,
     /// The SQLite database, when that backend is configured.

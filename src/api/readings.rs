@@ -23,7 +23,7 @@ const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 10_000;
 
 #[derive(Deserialize)]
-pub struct ReadingsQuery {
+pub(super) struct ReadingsQuery {
     device: Option<String>,
     metric: Option<String>,
     from: Option<String>,
@@ -64,7 +64,7 @@ fn parse_time(text: &str) -> Result<i64, String> {
     })
 }
 
-pub async fn readings(State(state): State<Arc<ApiState>>, ApiQuery(q): ApiQuery<ReadingsQuery>) -> Response {
+pub(super) async fn readings(State(state): State<Arc<ApiState>>, ApiQuery(q): ApiQuery<ReadingsQuery>) -> Response {
     let Some(device) = q.device.clone() else {
         return bad_request(StatusCode::BAD_REQUEST, "`device` is required".into());
     };
@@ -194,7 +194,7 @@ fn query(
 
 /// What the durable outbox holds for one backend.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct OutboxState {
+pub(super) struct OutboxState {
     /// Undelivered readings.
     pub depth: u64,
     /// When the reading waiting longest entered the outbox.
@@ -205,9 +205,9 @@ pub struct OutboxState {
 }
 
 /// The outbox's state, per durable backend.
-pub type OutboxDepths = BTreeMap<String, OutboxState>;
+pub(super) type OutboxDepths = BTreeMap<String, OutboxState>;
 
-pub async fn outbox_depths(path: &Path) -> OutboxDepths {
+pub(super) async fn outbox_depths(path: &Path) -> OutboxDepths {
     let path: PathBuf = path.to_path_buf();
     tokio::task::spawn_blocking(move || -> rusqlite::Result<OutboxDepths> {
         if !path.exists() {

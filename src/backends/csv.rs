@@ -51,6 +51,7 @@ impl Default for CsvConfig {
     }
 }
 
+#[derive(Debug)]
 pub struct CsvBackend {
     files: Arc<Mutex<CsvFiles>>,
     policy: BatchPolicy,
@@ -105,6 +106,7 @@ fn io_error(path: &Path, e: std::io::Error) -> BackendError {
     BackendError::transient(format!("csv: {}: {e}", path.display())).caused_by(e)
 }
 
+#[derive(Debug)]
 struct DayFile {
     date: NaiveDate,
     path: PathBuf,
@@ -112,6 +114,7 @@ struct DayFile {
     writer: BufWriter<File>,
 }
 
+#[derive(Debug)]
 struct CsvFiles {
     dir: PathBuf,
     open: HashMap<String, DayFile>,

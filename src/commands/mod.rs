@@ -11,6 +11,7 @@ use crate::config::{self, Config, ConfigError, DeviceKind};
 use crate::host::clock;
 use crate::monitors::{self, MonitorContext};
 
+#[derive(Debug)]
 pub struct Outcome {
     pub text: String,
     pub ok: bool,
@@ -201,6 +202,7 @@ pub fn env_lookup(name: &str) -> Option<String> {
 /// What `mesura decode dsmr` prints: the decoded telegrams for stdout, the reasons
 /// and a summary for stderr, and whether every telegram was one the `dsmr` device
 /// would store.
+#[derive(Debug)]
 pub struct Decoded {
     pub stdout: String,
     pub stderr: String,

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use crate::config::BaseConfig;
 
 /// One line per section: logging, watch, api, retention, disk guard.
-pub fn describe(base: &BaseConfig) -> String {
+pub(super) fn describe(base: &BaseConfig) -> String {
     let mut text = String::new();
     let _ = writeln!(
         text,

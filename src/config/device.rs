@@ -43,22 +43,22 @@ pub struct CommonConfig {
     pub breaker_cooldown: Option<Duration>,
 }
 
-pub fn default_enabled() -> bool {
+pub(super) fn default_enabled() -> bool {
     true
 }
-pub fn default_failure_threshold() -> u32 {
+pub(super) fn default_failure_threshold() -> u32 {
     5
 }
 /// A meter on a serial line, TCP, I2C, Modbus or the host: nothing to spare, so a
 /// device that comes back is read again soon.
-pub fn default_max_backoff_local() -> Duration {
+pub(super) fn default_max_backoff_local() -> Duration {
     Duration::from_secs(30)
 }
 /// A cloud API rate-limits and may bill: a failing one is asked again slowly.
-pub fn default_max_backoff_cloud() -> Duration {
+pub(super) fn default_max_backoff_cloud() -> Duration {
     default_breaker_cooldown_cloud()
 }
-pub fn default_breaker_cooldown_cloud() -> Duration {
+pub(super) fn default_breaker_cooldown_cloud() -> Duration {
     Duration::from_secs(300)
 }
 
@@ -240,7 +240,7 @@ pub fn parse_device(file: &Path, src: &str, backends: &[&str]) -> Result<DeviceC
 
 /// SQLite keeps one row per device per second (`ts` in whole seconds), so two
 /// polls inside one second overwrite each other there.
-pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why `poll` cannot be a device's poll interval, if it cannot. A device that
 /// pushes may also have `0s`: each message it sends, as it arrives.

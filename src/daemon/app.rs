@@ -26,6 +26,7 @@ pub enum AppError {
     Backend(#[from] BackendError),
 }
 
+#[derive(Debug)]
 pub struct Daemon {
     config_path: PathBuf,
     base: BaseConfig,
@@ -112,7 +113,7 @@ async fn stop_guard(guard: Option<(CancellationToken, JoinHandle<()>)>) {
 }
 
 /// A way to reach a running daemon: its status, and reload requests (SIGHUP).
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct DaemonHandle {
     pub status: SharedStatus,
     reload: mpsc::Sender<()>,

@@ -37,7 +37,20 @@ pub struct Prepared {
     pub api: PreparedApi,
 }
 
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backends: Vec<_> = self.backends.iter().map(|(name, b)| (name, b.is_some())).collect();
+        f.debug_struct("Prepared")
+            .field("base", &self.base)
+            .field("diff", &self.diff)
+            .field("backends (name, open)", &backends)
+            .field("api", &self.api)
+            .finish()
+    }
+}
+
 /// What becomes of the status API once the reload applies.
+#[derive(Debug)]
 pub enum PreparedApi {
     Keep,
     Stop,

@@ -29,7 +29,7 @@ enum Item {
     DeviceRemoved(DeviceId),
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 struct Route {
     name: &'static str,
     tx: mpsc::Sender<Item>,
@@ -40,7 +40,7 @@ struct Route {
 /// Hands readings to the backends' queues. Cheap to clone: every device task holds
 /// one. Routes can be swapped while devices run, so a backend whose settings
 /// changed is rebuilt without stopping anything else.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Router {
     routes: Arc<RwLock<Vec<Route>>>,
 }

@@ -20,7 +20,7 @@ use crate::monitors::{self, Monitor, MonitorContext, MonitorError};
 use crate::reading::DeviceId;
 
 /// What every device task needs from the daemon.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Shared {
     pub router: Router,
     pub status: SharedStatus,
@@ -28,6 +28,7 @@ pub struct Shared {
     pub data_dir: PathBuf,
 }
 
+#[derive(Debug)]
 struct Running {
     config: DeviceConfig,
     token: CancellationToken,
@@ -35,6 +36,7 @@ struct Running {
     done: oneshot::Receiver<()>,
 }
 
+#[derive(Debug)]
 pub struct Supervisor {
     root: CancellationToken,
     shared: Shared,

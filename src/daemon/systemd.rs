@@ -5,6 +5,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
+#[derive(Debug)]
 pub struct Notifier {
     socket: Option<(UnixDatagram, std::os::unix::net::SocketAddr)>,
 }

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::config::is_device_file;
 
+#[derive(Debug)]
 pub struct ConfigWatcher {
     // Kept alive for as long as we want events.
     _watcher: notify::RecommendedWatcher,

@@ -180,6 +180,7 @@ pub enum DriverError {
 }
 
 /// The register protocol over any embedded-hal 1.x I2C bus.
+#[derive(Debug)]
 pub struct Driver<I, D> {
     i2c: I,
     delay: D,
@@ -317,6 +318,12 @@ type LinuxDriver = Driver<LinuxBus, linux_embedded_hal::Delay>;
 /// maps only ENXIO to `NoAcknowledge` and EREMOTEIO to `Other`.
 pub struct LinuxBus(linux_embedded_hal::I2cdev);
 
+impl std::fmt::Debug for LinuxBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinuxBus")
+    }
+}
+
 #[derive(Debug)]
 pub struct LinuxBusError {
     errno: Option<i32>,
@@ -369,6 +376,16 @@ pub struct Bme280Monitor {
     /// The open bus, kept between polls; dropped after an error so the next poll
     /// reopens it (a USB I2C adapter may have come back under the same name).
     driver: Option<LinuxDriver>,
+}
+
+impl std::fmt::Debug for Bme280Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bme280Monitor")
+            .field("config", &self.config)
+            .field("settings", &self.settings)
+            .field("bus_open", &self.driver.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Bme280Monitor {

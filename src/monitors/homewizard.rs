@@ -184,6 +184,7 @@ impl DeviceType for HomewizardConfig {
     }
 }
 
+#[derive(Debug)]
 pub struct HomewizardMonitor {
     client: reqwest::Client,
     base_url: String,

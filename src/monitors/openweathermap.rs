@@ -221,6 +221,7 @@ fn number(v: &Json) -> Option<f64> {
     }
 }
 
+#[derive(Debug)]
 pub struct OpenWeatherMapMonitor {
     config: OpenWeatherMapConfig,
     ctx: MonitorContext,

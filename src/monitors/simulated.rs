@@ -151,6 +151,7 @@ const ROOM_HUMIDITY: Curve = Curve {
     phase: 9.0 * 3600.0,
 };
 
+#[derive(Debug)]
 pub struct SimulatedMonitor {
     config: SimulatedConfig,
     ctx: MonitorContext,

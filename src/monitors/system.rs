@@ -264,6 +264,7 @@ struct Disk {
     free: MetricSpec,
 }
 
+#[derive(Debug)]
 pub struct SystemMonitor {
     config: SystemConfig,
     ctx: MonitorContext,

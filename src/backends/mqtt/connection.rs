@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 /// What the event loop did, in the order it did it.
 #[derive(Debug)]
-pub enum Update {
+pub(super) enum Update {
     /// A connection attempt starts.
     Connecting,
     Event(Event),
@@ -32,14 +32,14 @@ pub enum Update {
 /// waits for it (never drops an update).
 const UPDATES: usize = 128;
 
-pub struct Driver {
+pub(super) struct Driver {
     updates: mpsc::Receiver<Update>,
     reconnect: mpsc::Sender<()>,
     task: JoinHandle<()>,
 }
 
 impl Driver {
-    pub fn spawn(eventloop: EventLoop) -> Driver {
+    pub(super) fn spawn(eventloop: EventLoop) -> Driver {
         let (updates_tx, updates) = mpsc::channel(UPDATES);
         let (reconnect, reconnect_rx) = mpsc::channel(1);
         let task = tokio::spawn(drive(eventloop, updates_tx, reconnect_rx));
@@ -51,13 +51,13 @@ impl Driver {
     }
 
     /// The next update; `None` once the event loop task has ended. Safe to cancel.
-    pub async fn next(&mut self) -> Option<Update> {
+    pub(super) async fn next(&mut self) -> Option<Update> {
         self.updates.recv().await
     }
 
     /// Lets the event loop connect again after [`Update::Failed`]. Requests the
     /// client issued before this are dropped: the outbox has them.
-    pub fn reconnect(&self) {
+    pub(super) fn reconnect(&self) {
         let _ = self.reconnect.try_send(());
     }
 }
@@ -98,7 +98,7 @@ async fn drive(mut eventloop: EventLoop, updates: mpsc::Sender<Update>, mut reco
 /// broker is away for hours: the start of an outage once, at WARN (at ERROR when the
 /// broker refused the login: only the user can fix that), then at most one INFO line
 /// per [`FAILURE_LOG_INTERVAL`] with the number of attempts so far, and the end.
-pub struct ConnectLog {
+pub(super) struct ConnectLog {
     broker: String,
     attempts: u64,
     last_logged: Option<Instant>,
@@ -106,10 +106,10 @@ pub struct ConnectLog {
     said_refused: bool,
 }
 
-pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+pub(super) const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 impl ConnectLog {
-    pub fn new(host: &str, port: u16) -> ConnectLog {
+    pub(super) fn new(host: &str, port: u16) -> ConnectLog {
         ConnectLog {
             broker: format!("{host}:{port}"),
             attempts: 0,
@@ -118,7 +118,7 @@ impl ConnectLog {
         }
     }
 
-    pub fn attempt(&mut self) {
+    pub(super) fn attempt(&mut self) {
         self.attempts += 1;
         if self.attempts == 1 {
             tracing::info!(backend = "mqtt", broker = %self.broker, "connecting to the broker");
@@ -128,7 +128,7 @@ impl ConnectLog {
     }
 
     /// Connected; `outage`: how long delivery had failed, if it had.
-    pub fn connected(&mut self, outage: Option<Duration>) {
+    pub(super) fn connected(&mut self, outage: Option<Duration>) {
         match outage {
             Some(outage) => tracing::info!(
                 backend = "mqtt",
@@ -144,7 +144,7 @@ impl ConnectLog {
         self.said_refused = false;
     }
 
-    pub fn lost(&mut self, e: &ConnectionError) {
+    pub(super) fn lost(&mut self, e: &ConnectionError) {
         self.last_logged = Some(Instant::now());
         tracing::warn!(
             backend = "mqtt",
@@ -156,7 +156,7 @@ impl ConnectLog {
 
     /// An attempt failed; the next one comes after `retry_in`. `starts_outage`: the
     /// backend was delivering until now.
-    pub fn failed(&mut self, e: &ConnectionError, retry_in: Duration, starts_outage: bool) {
+    pub(super) fn failed(&mut self, e: &ConnectionError, retry_in: Duration, starts_outage: bool) {
         let now = Instant::now();
         let retry_in = format!("{:.1}s", retry_in.as_secs_f64());
         if login_refused(e) && !self.said_refused {
@@ -202,7 +202,7 @@ impl ConnectLog {
 }
 
 /// The broker refused our user name or password (or this client).
-pub fn login_refused(e: &ConnectionError) -> bool {
+pub(super) fn login_refused(e: &ConnectionError) -> bool {
     matches!(
         e,
         ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized)
@@ -210,7 +210,7 @@ pub fn login_refused(e: &ConnectionError) -> bool {
 }
 
 /// The failure in words a user can act on.
-pub fn reason(e: &ConnectionError) -> String {
+pub(super) fn reason(e: &ConnectionError) -> String {
     match e {
         e if login_refused(e) => {
             "the broker refused the login: username or password refused (backends.mqtt.username, password)".into()

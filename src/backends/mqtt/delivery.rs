@@ -33,7 +33,7 @@ const FETCH: usize = 200;
 /// How long a clean shutdown keeps delivering what is left.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn options(config: &MqttConfig, password: Option<&Secret>) -> Result<MqttOptions, BackendError> {
+pub(super) fn options(config: &MqttConfig, password: Option<&Secret>) -> Result<MqttOptions, BackendError> {
     let port = config.port.unwrap_or(if config.tls.is_some() { 8883 } else { 1883 });
     let mut options = MqttOptions::new(&config.client_id, &config.host, port);
     options.set_keep_alive(config.keep_alive.max(Duration::from_secs(5)));
@@ -51,7 +51,7 @@ pub fn options(config: &MqttConfig, password: Option<&Secret>) -> Result<MqttOpt
     Ok(options)
 }
 
-pub fn status_topic(config: &MqttConfig) -> String {
+pub(super) fn status_topic(config: &MqttConfig) -> String {
     format!("{}/status", config.topic_prefix)
 }
 
@@ -59,7 +59,7 @@ pub fn status_topic(config: &MqttConfig) -> String {
 /// discovery and state messages).
 type Issued = VecDeque<Vec<i64>>;
 
-pub struct Delivery {
+pub(super) struct Delivery {
     config: MqttConfig,
     options: MqttOptions,
     outbox: Arc<Mutex<Outbox>>,
@@ -81,7 +81,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(
+    pub(super) fn new(
         config: MqttConfig,
         options: MqttOptions,
         outbox: Arc<Mutex<Outbox>>,
@@ -114,7 +114,7 @@ impl Delivery {
         }
     }
 
-    pub async fn run(mut self, stop: CancellationToken) {
+    pub(super) async fn run(mut self, stop: CancellationToken) {
         let (client, eventloop) = AsyncClient::new(self.options.clone(), 2 * WINDOW);
         let (host, port) = self.options.broker_address();
         let mut log = ConnectLog::new(&host, port);

@@ -169,6 +169,7 @@ enum Control {
     DeviceRemoved(String),
 }
 
+#[derive(Debug)]
 pub struct MqttBackend {
     durable: Durable,
     policy: BatchPolicy,

@@ -60,6 +60,7 @@ async fn open_outbox(path: PathBuf, backend: &'static str, bounds: OutboxConfig)
 }
 
 /// A durable backend's outbox, opened, before its delivery task starts.
+#[derive(Debug)]
 pub struct Opening {
     backend: &'static str,
     path: PathBuf,
@@ -125,6 +126,7 @@ impl Opening {
 }
 
 /// A running durable backend: its outbox and its delivery task.
+#[derive(Debug)]
 pub struct Durable {
     backend: &'static str,
     outbox: Arc<Mutex<Outbox>>,

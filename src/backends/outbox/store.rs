@@ -53,6 +53,7 @@ pub struct OutboxRow {
     pub timestamp: DateTime<Utc>,
 }
 
+#[derive(Debug)]
 pub struct Outbox {
     conn: Connection,
     backend: &'static str,

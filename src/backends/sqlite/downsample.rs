@@ -83,7 +83,7 @@ impl Default for RetentionConfig {
 mod forever {
     use super::*;
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
         let text = String::deserialize(de)?;
         if text.trim() == "forever" {
             return Ok(None);
@@ -95,7 +95,7 @@ mod forever {
         })
     }
 
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
             Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
             None => s.serialize_str("forever"),

@@ -73,6 +73,7 @@ impl Default for SqliteConfig {
     }
 }
 
+#[derive(Debug)]
 pub struct SqliteBackend {
     store: Arc<Mutex<Store>>,
     policy: BatchPolicy,
@@ -196,6 +197,7 @@ impl Backend for SqliteBackend {
 }
 
 /// The connection and what we know of its schema.
+#[derive(Debug)]
 pub struct Store {
     conn: Connection,
     columns: HashMap<String, HashSet<String>>,

@@ -17,7 +17,7 @@ use crate::reading::{Kind, Value};
 
 /// The start of the window holding `t`: windows are aligned on the Unix epoch, so
 /// `5m` windows start at :00, :05, …
-pub fn window_start(t: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
+pub(super) fn window_start(t: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
     let w = (window.as_millis() as i64).max(1);
     let ms = t.timestamp_millis();
     DateTime::<Utc>::from_timestamp_millis(ms - ms.rem_euclid(w)).unwrap_or(t)
@@ -27,7 +27,7 @@ pub fn window_start(t: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
 /// ones that can be aggregated now. A full page may end in the middle of a
 /// window, whose rest is on the next page: that window waits for the next round,
 /// unless it alone fills the page (then it has to be split).
-pub fn whole_windows(rows: &[OutboxRow], page_full: bool, window: Duration) -> &[OutboxRow] {
+pub(super) fn whole_windows(rows: &[OutboxRow], page_full: bool, window: Duration) -> &[OutboxRow] {
     let Some(last) = rows.last() else { return rows };
     if !page_full {
         return rows;
@@ -43,7 +43,7 @@ pub fn whole_windows(rows: &[OutboxRow], page_full: bool, window: Duration) -> &
 
 /// The points of one window of one device's metric, and the outbox rows they stand for.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Group {
+pub(super) struct Group {
     pub points: Vec<OutboxRow>,
     pub ids: Vec<i64>,
 }
@@ -51,7 +51,7 @@ pub struct Group {
 /// Groups rows by device, metric and window. Gauges give `<metric>_mean`, `_min`,
 /// `_max` and `_last`; counters and text values give `<metric>` = the last value.
 /// Points are stamped with the window's start.
-pub fn aggregate(rows: &[OutboxRow], window: Duration) -> Vec<Group> {
+pub(super) fn aggregate(rows: &[OutboxRow], window: Duration) -> Vec<Group> {
     struct Acc<'a> {
         first: &'a OutboxRow,
         last: &'a OutboxRow,
@@ -121,7 +121,7 @@ pub fn aggregate(rows: &[OutboxRow], window: Duration) -> Vec<Group> {
 
 /// Splits groups into requests of at most `batch_size` points (a group is never
 /// split; one bigger than `batch_size` goes alone).
-pub fn take_batch(groups: Vec<Group>, batch_size: usize) -> (Vec<OutboxRow>, Vec<i64>) {
+pub(super) fn take_batch(groups: Vec<Group>, batch_size: usize) -> (Vec<OutboxRow>, Vec<i64>) {
     let mut points = Vec::new();
     let mut ids = Vec::new();
     for group in groups {
@@ -136,7 +136,7 @@ pub fn take_batch(groups: Vec<Group>, batch_size: usize) -> (Vec<OutboxRow>, Vec
 
 /// Rows stamped before this are in windows that have ended (it is the start of
 /// the window `now` is in).
-pub fn cutoff(now: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
+pub(super) fn cutoff(now: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
     window_start(now, window)
 }
 

@@ -180,7 +180,7 @@ struct Batch {
 }
 
 impl Delivery {
-    pub async fn run(mut self, wake: Arc<Notify>, stop: CancellationToken) {
+    pub(super) async fn run(mut self, wake: Arc<Notify>, stop: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_secs(1), self.max_backoff);
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -24,7 +24,7 @@ struct JsonReading<'a> {
 }
 
 /// A JSON array of readings, oldest first as given.
-pub fn json(rows: &[OutboxRow]) -> Result<Vec<u8>, serde_json::Error> {
+pub(super) fn json(rows: &[OutboxRow]) -> Result<Vec<u8>, serde_json::Error> {
     let items: Vec<JsonReading<'_>> = rows
         .iter()
         .map(|r| JsonReading {
@@ -43,7 +43,7 @@ pub fn json(rows: &[OutboxRow]) -> Result<Vec<u8>, serde_json::Error> {
 /// (omitted when empty), one field per metric, nanosecond timestamps. Readings of
 /// one device, unit and instant share a line. NaN and infinity cannot be written
 /// and are left out (a line left with no field is left out too).
-pub fn line_protocol(rows: &[OutboxRow]) -> String {
+pub(super) fn line_protocol(rows: &[OutboxRow]) -> String {
     type Key<'a> = (&'a str, &'a str, &'a str, i64);
     let mut lines: Vec<(Key<'_>, Vec<(&str, &Value)>)> = Vec::new();
     let mut index: HashMap<Key<'_>, usize> = HashMap::new();
@@ -119,7 +119,7 @@ fn escape(text: &str, special: &[char]) -> String {
     out
 }
 
-pub fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+pub(super) fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::default());
     encoder.write_all(body)?;
     encoder.finish()

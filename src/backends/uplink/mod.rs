@@ -241,6 +241,7 @@ impl BackendType for UplinkConfig {
     }
 }
 
+#[derive(Debug)]
 pub struct UplinkBackend {
     durable: Durable,
     policy: BatchPolicy,

@@ -52,12 +52,12 @@ impl std::fmt::Display for Target {
     }
 }
 
-pub type Stream = Box<dyn AsyncRead + Send + Unpin>;
+pub(super) type Stream = Box<dyn AsyncRead + Send + Unpin>;
 
 /// Opens the link. A missing port or a refused connection is a `Link` error (a USB
 /// cable may be plugged back in, a dongle may reboot); a path that exists but is no
 /// serial device is a `Config` error.
-pub async fn open(target: &Target, timeout: Duration) -> Result<Stream, MonitorError> {
+pub(super) async fn open(target: &Target, timeout: Duration) -> Result<Stream, MonitorError> {
     match target {
         Target::Serial {
             path,
@@ -108,7 +108,7 @@ pub async fn open(target: &Target, timeout: Duration) -> Result<Stream, MonitorE
 
 /// A good telegram and when it arrived.
 #[derive(Debug, Clone)]
-pub struct Received {
+pub(super) struct Received {
     pub frame: Frame,
     pub at: DateTime<Utc>,
 }
@@ -168,7 +168,7 @@ impl Inbox {
 
 /// Settings of a reader task.
 #[derive(Debug, Clone)]
-pub struct ReaderSettings {
+pub(super) struct ReaderSettings {
     pub device: DeviceId,
     pub target: String,
     pub clock: SharedClock,
@@ -187,7 +187,7 @@ pub struct ReaderSettings {
 
 /// Cumulative counts of dropped telegrams and skipped junk, for /metrics.
 #[derive(Debug, Default)]
-pub struct BadTotals {
+pub(super) struct BadTotals {
     pub crc: std::sync::atomic::AtomicU64,
     pub framing: std::sync::atomic::AtomicU64,
     /// Non-whitespace bytes between telegrams (see `FramerStats::junk_bytes`). A
@@ -288,7 +288,7 @@ impl P1Framer {
 
 /// A running reader task; aborting it on drop closes the port.
 #[derive(Debug)]
-pub struct Reader {
+pub(super) struct Reader {
     inbox: Arc<Inbox>,
     task: JoinHandle<()>,
 }
@@ -300,7 +300,7 @@ impl Drop for Reader {
 }
 
 impl Reader {
-    pub fn spawn(stream: Stream, settings: ReaderSettings) -> Reader {
+    pub(super) fn spawn(stream: Stream, settings: ReaderSettings) -> Reader {
         let inbox = Arc::new(Inbox {
             state: Mutex::new(InboxState::default()),
             capacity: settings.keep.max(1),
@@ -312,7 +312,7 @@ impl Reader {
 
     /// The telegrams received since the last call, oldest first, waiting for the
     /// next one if there are none; a link error once the link is gone.
-    pub async fn next(&self) -> Result<(Vec<Received>, u64), MonitorError> {
+    pub(super) async fn next(&self) -> Result<(Vec<Received>, u64), MonitorError> {
         loop {
             {
                 let mut state = self.inbox.lock();

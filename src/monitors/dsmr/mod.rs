@@ -376,6 +376,7 @@ pub fn all_metrics() -> Vec<MetricSpec> {
 /// At one telegram a second this is minutes of slack for a stalled store.
 const KEEP_ALL: usize = 256;
 
+#[derive(Debug)]
 pub struct DsmrMonitor {
     target: Target,
     settings: ReaderSettings,

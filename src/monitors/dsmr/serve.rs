@@ -30,7 +30,7 @@ use crate::reading::DeviceId;
 
 /// Bytes a client may fall behind, beyond what the kernel buffers for its socket,
 /// before it is disconnected: over a minute of DSMR 5 telegrams.
-pub const CLIENT_BACKLOG: usize = 64 * 1024;
+pub(super) const CLIENT_BACKLOG: usize = 64 * 1024;
 /// Clients served at once; more are refused (each holds a socket and a task).
 const MAX_CLIENTS: usize = 64;
 /// A port that could not be bound is tried again this often (quietly, after the
@@ -79,7 +79,7 @@ impl Drop for Client {
 
 /// The clients of one device's re-served stream.
 #[derive(Debug)]
-pub struct Fanout {
+pub(super) struct Fanout {
     device: DeviceId,
     /// Plain telegrams are served from their `/`; encrypted frames from the end of
     /// the frame before.
@@ -90,7 +90,7 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    pub fn new(device: DeviceId, plain: bool, backlog: usize) -> Arc<Fanout> {
+    pub(super) fn new(device: DeviceId, plain: bool, backlog: usize) -> Arc<Fanout> {
         Arc::new(Fanout {
             device,
             plain,
@@ -107,13 +107,13 @@ impl Fanout {
 
     /// Whether a client waits for a frame boundary: the reader then finds where
     /// the next frame ends in the chunk it reads.
-    pub fn waiting(&self) -> bool {
+    pub(super) fn waiting(&self) -> bool {
         self.lock().iter().any(|c| c.start == Start::Boundary)
     }
 
     /// A (re)opened link starts anywhere in a telegram: every client waits for
     /// the next boundary again.
-    pub fn link_opened(&self) {
+    pub(super) fn link_opened(&self) {
         for client in self.lock().iter_mut() {
             client.start = Start::Boundary;
         }
@@ -123,7 +123,7 @@ impl Fanout {
     /// one starts. `boundary`: the offset in `chunk` after the first frame the
     /// framer completed in it, if it completed one (only looked for while a client
     /// waits for one).
-    pub fn forward(&self, chunk: &[u8], boundary: Option<usize>) {
+    pub(super) fn forward(&self, chunk: &[u8], boundary: Option<usize>) {
         let mut clients = self.lock();
         if clients.is_empty() {
             return;
@@ -187,14 +187,14 @@ impl Fanout {
     }
 
     /// Clients connected now.
-    pub fn clients(&self) -> usize {
+    pub(super) fn clients(&self) -> usize {
         let mut clients = self.lock();
         clients.retain(|c| !c.queue.is_closed());
         clients.len()
     }
 
     /// Clients disconnected for falling behind, since the device started.
-    pub fn dropped(&self) -> u64 {
+    pub(super) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
@@ -271,7 +271,8 @@ async fn accept(listener: TcpListener, fanout: Arc<Fanout>) {
 
 /// A device's `serve:` listener and its clients. Dropping it closes the port and
 /// disconnects the clients.
-pub struct Serve {
+#[derive(Debug)]
+pub(super) struct Serve {
     addr: SocketAddr,
     fanout: Arc<Fanout>,
     listener: Option<JoinHandle<()>>,
@@ -280,7 +281,7 @@ pub struct Serve {
 }
 
 impl Serve {
-    pub fn new(addr: SocketAddr, fanout: Arc<Fanout>) -> Serve {
+    pub(super) fn new(addr: SocketAddr, fanout: Arc<Fanout>) -> Serve {
         Serve {
             addr,
             fanout,
@@ -289,14 +290,14 @@ impl Serve {
         }
     }
 
-    pub fn fanout(&self) -> &Arc<Fanout> {
+    pub(super) fn fanout(&self) -> &Arc<Fanout> {
         &self.fanout
     }
 
     /// Opens the port if it is not open yet. A port that cannot be bound is an
     /// error once (the device's error in /health; the meter is read on all the
     /// same) and is then retried quietly every [`BIND_RETRY`].
-    pub async fn listen(&mut self) -> Result<(), MonitorError> {
+    pub(super) async fn listen(&mut self) -> Result<(), MonitorError> {
         if self.listener.is_some() || self.retry_at.is_some_and(|t| Instant::now() < t) {
             return Ok(());
         }
@@ -330,7 +331,7 @@ impl Serve {
         }
     }
 
-    pub fn metrics(&self) -> Vec<ServiceMetric> {
+    pub(super) fn metrics(&self) -> Vec<ServiceMetric> {
         vec![
             ServiceMetric {
                 name: "mesura_p1_serve_clients",

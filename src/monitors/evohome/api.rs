@@ -10,10 +10,10 @@ use super::decode::is_rate_limit_body;
 use crate::monitors::http_client as http;
 use crate::monitors::MonitorError;
 
-pub const SERVICE: &str = "Resideo TCC";
+pub(super) const SERVICE: &str = "Resideo TCC";
 
 #[derive(Debug)]
-pub enum Answer {
+pub(super) enum Answer {
     Ok(Vec<u8>),
     /// HTTP 401: the token (or, at the token endpoint, the credentials) refused.
     Unauthorized(String),
@@ -31,7 +31,7 @@ pub enum Answer {
 
 /// Sends `request`; transport failures (refused connection, timeout) are link
 /// errors, every HTTP answer is an [`Answer`].
-pub async fn send(
+pub(super) async fn send(
     request: reqwest::RequestBuilder,
     what: &str,
     timeout: Duration,
@@ -53,7 +53,7 @@ pub async fn send(
 }
 
 /// The decision, apart from the I/O so it is tested on its own.
-pub fn classify(status: StatusCode, wait: Option<Duration>, body: Vec<u8>) -> Answer {
+pub(super) fn classify(status: StatusCode, wait: Option<Duration>, body: Vec<u8>) -> Answer {
     if status == StatusCode::TOO_MANY_REQUESTS || (!status.is_success() && is_rate_limit_body(&body)) {
         return Answer::RateLimited {
             wait,

@@ -36,7 +36,7 @@ const RENEW_MARGIN: TimeDelta = TimeDelta::seconds(120);
 const DEFAULT_LIFETIME: i64 = 1800;
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-pub struct Tokens {
+pub(super) struct Tokens {
     pub access_token: String,
     #[serde(default)]
     pub refresh_token: Option<String>,
@@ -56,7 +56,7 @@ impl fmt::Debug for Tokens {
 }
 
 /// A token endpoint answer → tokens. Pure.
-pub fn decode_tokens(body: &[u8], now: DateTime<Utc>, account: u64) -> Result<Tokens, AnswerError> {
+pub(super) fn decode_tokens(body: &[u8], now: DateTime<Utc>, account: u64) -> Result<Tokens, AnswerError> {
     let json = json_answer(body)?;
     let access_token = json
         .get("access_token")
@@ -89,7 +89,8 @@ fn fingerprint(username: &str) -> u64 {
     h.finish()
 }
 
-pub struct Auth {
+#[derive(Debug)]
+pub(super) struct Auth {
     client: reqwest::Client,
     auth_url: String,
     username: Secret,
@@ -109,7 +110,7 @@ enum Grant {
 
 impl Auth {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(super) fn new(
         client: reqwest::Client,
         auth_url: &str,
         username: &Secret,
@@ -136,7 +137,7 @@ impl Auth {
     }
 
     /// A valid access token: the cached one, a refreshed one, or a new login.
-    pub async fn access_token(&mut self, suspension: &mut Suspension) -> Result<String, MonitorError> {
+    pub(super) async fn access_token(&mut self, suspension: &mut Suspension) -> Result<String, MonitorError> {
         let now = self.clock.now();
         if let Some(t) = &self.tokens {
             if t.expires_at - now > RENEW_MARGIN {
@@ -170,7 +171,7 @@ impl Auth {
 
     /// The access token was refused by the API: renew it (with the refresh token)
     /// before the next request.
-    pub fn access_refused(&mut self) {
+    pub(super) fn access_refused(&mut self) {
         if let Some(t) = &mut self.tokens {
             t.expires_at = DateTime::<Utc>::MIN_UTC;
         }

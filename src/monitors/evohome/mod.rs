@@ -202,6 +202,7 @@ pub fn select_location<'a>(
         .ok_or_else(|| format!("the account has no location `{key}`; it has {}", listed()))
 }
 
+#[derive(Debug)]
 pub struct EvohomeMonitor {
     config: EvohomeConfig,
     ctx: MonitorContext,

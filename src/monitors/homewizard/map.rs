@@ -101,6 +101,7 @@ pub(super) const CURRENT_V2: &[(&str, &str)] = &[
 ];
 
 /// Where one API version keeps each quantity; [`readings`] is the same for both.
+#[derive(Debug)]
 pub struct Fields {
     /// The path polled, for messages.
     pub path: &'static str,

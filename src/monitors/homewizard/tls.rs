@@ -22,10 +22,10 @@ use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, Error, RootC
 /// github.com/homewizard/python-homewizard-energy, homewizard_energy/v2/cacert.py
 /// (commit 9b5495339d739e919ee26f16ab8ab18242892a4b). HomeWizard recommend copying
 /// it rather than fetching it (api-documentation issue #268).
-pub const HOMEWIZARD_CA: &[u8] = include_bytes!("homewizard-ca-cert.pem");
+pub(super) const HOMEWIZARD_CA: &[u8] = include_bytes!("homewizard-ca-cert.pem");
 
 /// How the meter's certificate is checked.
-pub enum Trust<'a> {
+pub(super) enum Trust<'a> {
     /// Against the CA(s) in this PEM text (`source` names it in errors).
     Ca {
         pem: &'a [u8],
@@ -40,7 +40,7 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-pub fn client_config(trust: Trust<'_>) -> Result<ClientConfig, String> {
+pub(super) fn client_config(trust: Trust<'_>) -> Result<ClientConfig, String> {
     let provider = provider();
     let verifier: Arc<dyn ServerCertVerifier> = match trust {
         Trust::Ca { pem, source, serial } => {
@@ -75,7 +75,7 @@ pub fn client_config(trust: Trust<'_>) -> Result<ClientConfig, String> {
 }
 
 /// Reads `ca_file`.
-pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
+pub(super) fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))
 }
 

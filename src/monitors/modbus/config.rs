@@ -250,7 +250,7 @@ const UNIT_ALIASES: &[(&str, Unit)] = &[
 mod unit_symbol {
     use super::*;
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Unit, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Unit, D::Error> {
         let text = String::deserialize(de)?;
         Unit::from_symbol(&text)
             .or_else(|| UNIT_ALIASES.iter().find(|(a, _)| *a == text).map(|(_, u)| *u))
@@ -264,7 +264,7 @@ mod unit_symbol {
             })
     }
 
-    pub fn serialize<S: Serializer>(unit: &Unit, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(unit: &Unit, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(unit.symbol())
     }
 }

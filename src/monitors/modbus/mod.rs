@@ -25,6 +25,7 @@ use crate::protocols::modbus::sunspec as spec;
 use crate::reading::{intern, MetricName, MetricSpec, Reading, Value};
 
 /// A point of the map, ready to be read.
+#[derive(Debug)]
 struct Point {
     config: PointConfig,
     span: Span,
@@ -33,6 +34,7 @@ struct Point {
     scale_factor: Option<usize>,
 }
 
+#[derive(Debug)]
 pub struct ModbusMonitor {
     ctx: MonitorContext,
     transport: Transport,

@@ -13,7 +13,7 @@ const MAX_MODELS: usize = 64;
 
 /// What discovery found.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Discovery {
+pub(super) struct Discovery {
     pub base: u16,
     pub models: Vec<Model>,
     pub common: Option<Common>,
@@ -23,7 +23,7 @@ pub struct Discovery {
 
 /// Why discovery failed.
 #[derive(Debug)]
-pub enum DiscoveryError {
+pub(super) enum DiscoveryError {
     /// The link failed, or the device refused a read inside the chain.
     Read(ReadError),
     /// The device answered but is not SunSpec where it was looked for.
@@ -45,7 +45,7 @@ fn holding(address: u16, count: u16) -> Block {
 }
 
 /// Looks for the marker at `base` (or the three standard places), then walks the chain.
-pub async fn discover(transport: &mut Transport, base: Option<u16>) -> Result<Discovery, DiscoveryError> {
+pub(super) async fn discover(transport: &mut Transport, base: Option<u16>) -> Result<Discovery, DiscoveryError> {
     let candidates: Vec<u16> = match base {
         Some(b) => vec![b],
         None => spec::BASE_ADDRESSES.to_vec(),
@@ -111,13 +111,13 @@ pub async fn discover(transport: &mut Transport, base: Option<u16>) -> Result<Di
 }
 
 /// The request reading an inverter model's measurements.
-pub fn inverter_block(model: &Model) -> Block {
+pub(super) fn inverter_block(model: &Model) -> Block {
     holding(model.body, model.length.min(spec::INVERTER_BODY))
 }
 
 /// The unit a point is stored in, and the factor from its SunSpec units to it
 /// (energy is kept in kWh like every other meter's; SunSpec counts Wh).
-pub fn stored_unit(point: &spec::SunPoint) -> (Unit, f64) {
+pub(super) fn stored_unit(point: &spec::SunPoint) -> (Unit, f64) {
     match point.units {
         "A" => (Unit::Ampere, 1.0),
         "V" => (Unit::Volt, 1.0),
@@ -133,7 +133,7 @@ pub fn stored_unit(point: &spec::SunPoint) -> (Unit, f64) {
 }
 
 /// An accumulator (SunSpec's `acc32`) only grows: a counter; the rest are gauges.
-pub fn stored_kind(point: &spec::SunPoint) -> Kind {
+pub(super) fn stored_kind(point: &spec::SunPoint) -> Kind {
     match point.kind {
         spec::SunType::Acc32 => Kind::Counter,
         _ => Kind::Gauge,
@@ -141,7 +141,7 @@ pub fn stored_kind(point: &spec::SunPoint) -> Kind {
 }
 
 /// What a SunSpec inverter can report.
-pub fn metrics() -> Vec<MetricSpec> {
+pub(super) fn metrics() -> Vec<MetricSpec> {
     spec::INVERTER_POINTS
         .iter()
         .map(|p| MetricSpec {

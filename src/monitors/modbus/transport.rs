@@ -88,6 +88,7 @@ async fn call(ctx: &mut Context, block: Block, timeout: Duration) -> Result<Vec<
 
 /// A device's link, opened on first use and dropped after a link error so the
 /// next request reconnects.
+#[derive(Debug)]
 pub enum Transport {
     Tcp(TcpLink),
     Rtu(RtuLink),
@@ -139,6 +140,17 @@ pub struct TcpLink {
     ctx: Option<Context>,
 }
 
+impl std::fmt::Debug for TcpLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpLink")
+            .field("address", &self.address)
+            .field("unit", &self.unit)
+            .field("timeout", &self.timeout)
+            .field("connected", &self.ctx.is_some())
+            .finish()
+    }
+}
+
 impl TcpLink {
     async fn read(&mut self, block: Block) -> Result<Vec<u16>, ReadError> {
         if self.ctx.is_none() {
@@ -182,6 +194,7 @@ pub struct SerialSettings {
     pub stop_bits: u8,
 }
 
+#[derive(Debug)]
 pub struct RtuLink {
     settings: SerialSettings,
     unit: u8,
@@ -227,6 +240,7 @@ struct Job {
 /// One RS485 bus: a task owning the serial port, serving the devices on it one
 /// request at a time. The task ends, closing the port, when the last device
 /// drops its handle.
+#[derive(Debug)]
 pub struct Bus {
     jobs: mpsc::Sender<Job>,
 }

@@ -11,7 +11,7 @@ use crate::protocols::kmp::{self, KmpError, RegisterValue, Response};
 
 /// Why one attempt did not end with an answer.
 #[derive(Debug)]
-pub enum AttemptError {
+pub(super) enum AttemptError {
     /// Not one byte came back before the timeout.
     Silent,
     /// The port failed (unplugged USB head, closed pty): it must be reopened.
@@ -23,7 +23,7 @@ pub enum AttemptError {
 /// A frame that came back during an attempt but is not its answer. Each one is
 /// counted in /metrics by [`Rejected::kind`], even when the attempt ends well.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Rejected {
+pub(super) enum Rejected {
     /// The CRC does not match: a bit lost on the optical path.
     BadCrc(String),
     /// A well-formed answer with registers that were not asked for: it answers
@@ -36,7 +36,7 @@ pub enum Rejected {
 
 impl Rejected {
     /// The `kind` label of `mesura_protocol_errors_total`.
-    pub fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> &'static str {
         match self {
             Rejected::BadCrc(_) => "crc",
             Rejected::OtherRequest { .. } => "register_mismatch",
@@ -66,7 +66,7 @@ const MAX_ANSWER: usize = 2048;
 /// earlier request may come first and the right one right after, so it listens
 /// on until the timeout and only then reports the last bad frame. Every frame
 /// turned down is pushed to `rejected`.
-pub async fn exchange<S>(
+pub(super) async fn exchange<S>(
     io: &mut S,
     request: &[u8],
     asked: &[u16],
@@ -145,7 +145,7 @@ where
 /// Run before every request: the answer to an attempt that timed out may still
 /// be on its way, and read as the next request's answer it would put one
 /// request's values in another's place.
-pub async fn drain<S>(io: &mut S, quiet: Duration, cap: Duration) -> std::io::Result<usize>
+pub(super) async fn drain<S>(io: &mut S, quiet: Duration, cap: Duration) -> std::io::Result<usize>
 where
     S: AsyncRead + Unpin,
 {
@@ -174,7 +174,7 @@ where
 /// Splits off the bytes up to and including the first stop byte, if there is one.
 /// A stop byte never occurs inside a frame (it is stuffed), so this is one frame
 /// plus whatever noise preceded it.
-pub fn next_frame(pending: &mut Vec<u8>) -> Option<Vec<u8>> {
+pub(super) fn next_frame(pending: &mut Vec<u8>) -> Option<Vec<u8>> {
     let end = pending.iter().position(|&b| b == kmp::STOP)?;
     Some(pending.drain(..=end).collect())
 }
@@ -182,7 +182,7 @@ pub fn next_frame(pending: &mut Vec<u8>) -> Option<Vec<u8>> {
 /// What one stop-terminated chunk means: `None` for our own request echoed back
 /// (some optical heads hear their own transmitter), else the registers of the
 /// answer to `asked`, or why the chunk is not that answer.
-pub fn interpret(chunk: &[u8], request: &[u8], asked: &[u16]) -> Option<Result<Vec<RegisterValue>, Rejected>> {
+pub(super) fn interpret(chunk: &[u8], request: &[u8], asked: &[u16]) -> Option<Result<Vec<RegisterValue>, Rejected>> {
     if chunk.ends_with(request) {
         return None;
     }

@@ -234,6 +234,7 @@ impl Register {
 }
 
 /// One GetRegister frame and the registers it asks for.
+#[derive(Debug)]
 struct Request {
     registers: Vec<Register>,
     ids: Vec<u16>,
@@ -244,6 +245,7 @@ struct Request {
 /// meter stays silent or its answer does not check out.
 const ATTEMPTS: u32 = 2;
 
+#[derive(Debug)]
 pub struct MulticalMonitor {
     config: MulticalConfig,
     ctx: MonitorContext,

@@ -169,6 +169,7 @@ pub fn all_metrics() -> Vec<MetricSpec> {
     specs
 }
 
+#[derive(Debug)]
 pub struct NeasmartMonitor {
     config: NeasmartConfig,
     ctx: MonitorContext,

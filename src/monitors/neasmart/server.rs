@@ -38,7 +38,7 @@ pub fn lock(bank: &SharedBank) -> MutexGuard<'_, Bank> {
 }
 
 /// The slave's request handler.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Gateway {
     pub bank: SharedBank,
     /// The slave ids answered (240, 241).

@@ -37,7 +37,7 @@ enum Data<'a> {
 /// The telegram text (`/…` header, one line per OBIS value, `!` without CRC).
 /// `system_title` names the meter in the header (its first 3 bytes are the
 /// manufacturer's FLAG id, as in a P1 header).
-pub fn notification_to_telegram(plain: &[u8], system_title: &[u8; 8]) -> Result<Vec<u8>, CosemError> {
+pub(super) fn notification_to_telegram(plain: &[u8], system_title: &[u8; 8]) -> Result<Vec<u8>, CosemError> {
     let mut p = Parser { bytes: plain, at: 0 };
     if p.byte()? != 0x0F {
         return Err(CosemError::NotNotification);

@@ -6,7 +6,7 @@ use super::cipher::{ber_length, plausible_security_control};
 
 /// What the bytes at the start of a buffer are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Candidate {
+pub(super) enum Candidate {
     /// More bytes are needed to tell.
     Incomplete,
     /// Not the start of a frame: skip one byte and look again.
@@ -31,7 +31,7 @@ const APDU_MIN_CONTENT: usize = 5;
 /// Looks at `buf`, which starts at a 0xDB or 0x68 byte. APDUs longer than
 /// `max_apdu` are not taken for one (noise that happens to look like a header
 /// would otherwise hold everything after it).
-pub fn candidate(buf: &[u8], max_apdu: usize) -> Candidate {
+pub(super) fn candidate(buf: &[u8], max_apdu: usize) -> Candidate {
     match buf.first() {
         Some(0xDB) => apdu(buf, max_apdu),
         Some(0x68) => mbus(buf),

@@ -290,7 +290,7 @@ pub(super) fn find_start(data: &[u8]) -> Option<usize> {
 }
 
 /// See [`super::check_crc`].
-pub fn check_crc(telegram: &[u8]) -> CrcStatus {
+pub(super) fn check_crc(telegram: &[u8]) -> CrcStatus {
     let Some((start, Some(bang))) = locate(telegram) else {
         return CrcStatus::Absent;
     };

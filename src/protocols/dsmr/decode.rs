@@ -119,14 +119,14 @@ struct Channel<'a> {
 const _: () = assert!(obis::METRIC_COUNT <= 128);
 
 /// See [`super::decode`].
-pub fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
+pub(super) fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
     decode_with_crc(telegram, None)
 }
 
 /// [`decode`], with the CRC verdict already known (`Some`) for a telegram the
 /// framer cut, which checked it over the same bytes: the daemon's path, where
 /// computing it again was a second pass over the whole telegram.
-pub fn decode_with_crc(telegram: &[u8], known_crc: Option<CrcStatus>) -> Result<Telegram, DecodeError> {
+pub(super) fn decode_with_crc(telegram: &[u8], known_crc: Option<CrcStatus>) -> Result<Telegram, DecodeError> {
     // `locate` is `None` only without a `/` or without a line end after it.
     let Some((start, bang)) = crc::locate(telegram) else {
         return Err(match crc::find_start(telegram) {

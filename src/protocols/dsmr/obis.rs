@@ -41,7 +41,7 @@ impl fmt::Display for Obis {
 /// An F group other than 255 (e.g. `1.8.1*01`, the value of a previous billing
 /// period in IEC 62056-21) is *not* a current value: such codes return `None` and
 /// end up in `unknown`.
-pub fn parse_obis(id: &str) -> Option<Obis> {
+pub(super) fn parse_obis(id: &str) -> Option<Obis> {
     // Fixed arrays, not Vecs: this runs for every line of every telegram.
     let mut nums = [0u8; 6];
     let mut seps = [0u8; 5];
@@ -95,7 +95,7 @@ pub fn parse_obis(id: &str) -> Option<Obis> {
 
 /// Physical quantity of a metric; decides the canonical unit and accepted units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Quantity {
+pub(super) enum Quantity {
     /// kWh
     ActiveEnergy,
     /// kvarh
@@ -122,7 +122,7 @@ pub enum Quantity {
 
 /// One row of the electricity / meter-level table.
 #[derive(Debug, Clone, Copy)]
-pub struct MetricDef {
+pub(super) struct MetricDef {
     pub name: &'static str,
     pub quantity: Quantity,
     pub counter: bool,
@@ -132,7 +132,7 @@ pub struct MetricDef {
 
 /// A time group sent beside a value, before or after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimeGroup {
+pub(super) enum TimeGroup {
     /// None is expected: an object with two groups is not this metric's.
     No,
     /// When the value happened (`1-0:1.6.0`, the month's peak): the value's time.
@@ -227,13 +227,13 @@ const ABSTRACT: &[((u8, u8, u8), MetricDef)] = &[
 /// E = 255 ("not used") is read as E = 0: EasyMeter Q3D/Q3A firmware writes the
 /// instantaneous values as `1-0:1.7.255*255`, `1-0:21.7.255*255` ….
 #[cfg(test)]
-pub fn lookup(o: &Obis) -> Option<&'static MetricDef> {
+pub(crate) fn lookup(o: &Obis) -> Option<&'static MetricDef> {
     lookup_index(o).map(|(_, def)| def)
 }
 
 /// [`lookup`] with a number unique to the metric (below [`METRIC_COUNT`]), so the
 /// decoder can remember which metrics it has seen in a bit set.
-pub fn lookup_index(o: &Obis) -> Option<(usize, &'static MetricDef)> {
+pub(super) fn lookup_index(o: &Obis) -> Option<(usize, &'static MetricDef)> {
     let (table, index, offset) = match (o.a, o.b) {
         (1, 0 | 1) => (ELECTRICITY, &ELECTRICITY_BY_CD, 0),
         (0, 0) => (ABSTRACT, &ABSTRACT_BY_CD, ELECTRICITY.len()),
@@ -311,7 +311,7 @@ const ELECTRICITY_BY_CD: CdIndex = index_by_cd(ELECTRICITY);
 const ABSTRACT_BY_CD: CdIndex = index_by_cd(ABSTRACT);
 
 /// Number of meter-level metrics (electricity and abstract tables together).
-pub const METRIC_COUNT: usize = ELECTRICITY.len() + ABSTRACT.len();
+pub(super) const METRIC_COUNT: usize = ELECTRICITY.len() + ABSTRACT.len();
 
 /// A tariff register `1-0:C.8.E`: energy per tariff E (1 to 63, IEC 62056-61) of
 /// import (C = 1), export (2), reactive import (3) or reactive export (4). One
@@ -319,24 +319,24 @@ pub const METRIC_COUNT: usize = ELECTRICITY.len() + ABSTRACT.len();
 /// since 2026, Israeli ones 11–13, and a metric is named after its tariff number
 /// (`energy_delivered_tariff5`) whatever it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TariffRegister {
+pub(super) struct TariffRegister {
     /// 1 import, 2 export, 3 reactive import, 4 reactive export.
     pub direction: u8,
     pub tariff: u8,
 }
 
 /// The highest tariff number OBIS gives (E = 1…63).
-pub const MAX_TARIFF: u8 = 63;
+pub(super) const MAX_TARIFF: u8 = 63;
 
 impl TariffRegister {
     /// The register `o` is, if a tariff register (A = 1, B 0 or 1).
-    pub fn of(o: &Obis) -> Option<Self> {
+    pub(super) fn of(o: &Obis) -> Option<Self> {
         let tariff = if o.e == 255 { 0 } else { o.e };
         let is = matches!((o.a, o.b, o.c, o.d), (1, 0 | 1, 1..=4, 8)) && (1..=MAX_TARIFF).contains(&tariff);
         is.then_some(TariffRegister { direction: o.c, tariff })
     }
 
-    pub fn quantity(self) -> Quantity {
+    pub(super) fn quantity(self) -> Quantity {
         match self.direction {
             1 | 2 => ActiveEnergy,
             _ => ReactiveEnergy,
@@ -344,7 +344,7 @@ impl TariffRegister {
     }
 
     /// The metric name without its number (`energy_delivered_tariff`).
-    pub fn base_name(self) -> &'static str {
+    pub(super) fn base_name(self) -> &'static str {
         match self.direction {
             1 => "energy_delivered_tariff",
             2 => "energy_returned_tariff",
@@ -355,7 +355,7 @@ impl TariffRegister {
 
     /// `energy_delivered_tariff5`: borrowed for tariffs 1–9, the ones meters send
     /// in every telegram, so they cost no allocation.
-    pub fn metric_name(self) -> std::borrow::Cow<'static, str> {
+    pub(super) fn metric_name(self) -> std::borrow::Cow<'static, str> {
         macro_rules! numbered {
             ($base:literal) => {
                 [
@@ -386,7 +386,7 @@ impl TariffRegister {
     }
 
     /// A bit for this register among all of them, to notice a second object for it.
-    pub fn bit(self) -> (usize, u64) {
+    pub(super) fn bit(self) -> (usize, u64) {
         (
             usize::from(self.direction.saturating_sub(1)),
             1u64 << (self.tariff & 63),
@@ -396,7 +396,7 @@ impl TariffRegister {
 
 /// What an M-Bus device measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MbusKind {
+pub(super) enum MbusKind {
     Gas,
     Water,
     Heat,
@@ -405,7 +405,7 @@ pub enum MbusKind {
 
 impl MbusKind {
     /// Base metric name; the 2nd, 3rd … active device of a kind gets `_2`, `_3` ….
-    pub fn base_name(self) -> &'static str {
+    pub(super) fn base_name(self) -> &'static str {
         match self {
             MbusKind::Gas => "gas_delivered",
             MbusKind::Water => "water_delivered",
@@ -414,7 +414,7 @@ impl MbusKind {
         }
     }
 
-    pub fn quantity(self) -> Quantity {
+    pub(super) fn quantity(self) -> Quantity {
         match self {
             MbusKind::Gas | MbusKind::Water => Volume,
             MbusKind::Heat | MbusKind::Cooling => HeatEnergy,
@@ -423,7 +423,7 @@ impl MbusKind {
 
     /// From the M-Bus device type (EN 13757-3) given on `0-n:24.1.0`.
     /// `None` = a type we deliberately do not map (e.g. 002 electricity).
-    pub fn from_device_type(t: u16) -> Option<Self> {
+    pub(super) fn from_device_type(t: u16) -> Option<Self> {
         match t {
             0x03 => Some(MbusKind::Gas),
             0x06 | 0x07 | 0x15 | 0x16 => Some(MbusKind::Water),
@@ -434,7 +434,7 @@ impl MbusKind {
     }
 
     /// Inference from the unit when there is no device-type line.
-    pub fn from_unit(unit_lower: &str) -> Option<Self> {
+    pub(super) fn from_unit(unit_lower: &str) -> Option<Self> {
         match unit_lower {
             "m3" | "m³" => Some(MbusKind::Gas),
             "gj" | "mj" | "kwh" | "mwh" => Some(MbusKind::Heat),
@@ -445,7 +445,7 @@ impl MbusKind {
 
 /// Parses an M-Bus device type: decimal digits (`003`, `007`, `012`) or, failing
 /// that, hex (`00C`). Empty → `None`.
-pub fn parse_device_type(raw: &str) -> Option<u16> {
+pub(super) fn parse_device_type(raw: &str) -> Option<u16> {
     let raw = raw.trim();
     if raw.is_empty() {
         return None;

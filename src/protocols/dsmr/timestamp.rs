@@ -43,7 +43,7 @@ pub fn parse_timestamp(raw: &str) -> Option<DateTime<Utc>> {
 /// one DSMR time, `yymmddhhmmss` plus the season letter either carries;
 /// separators (`:`, `-`, `.`) are dropped. Whether it is a date is for
 /// [`parse_timestamp`] to say.
-pub fn date_and_time(date: &str, time: &str) -> String {
+pub(super) fn date_and_time(date: &str, time: &str) -> String {
     let season = [time, date].iter().find_map(|part| {
         part.trim()
             .chars()
@@ -60,7 +60,7 @@ pub fn date_and_time(date: &str, time: &str) -> String {
 /// meters send where no time is known (`35255255255255255S`, Landis+Gyr E360:
 /// every date byte 255), and narrow enough that no value is taken for one (a
 /// value has a point or a unit, or far fewer digits).
-pub fn is_time_group(raw: &str) -> bool {
+pub(super) fn is_time_group(raw: &str) -> bool {
     let b = raw.trim_ascii().as_bytes();
     let digits = match b.last() {
         Some(b'S' | b's' | b'W' | b'w') => b.get(..b.len() - 1).unwrap_or_default(),

@@ -9,7 +9,7 @@ use super::obis::Quantity;
 /// How to get from the unit on the wire to the canonical unit. (Two bytes, not an
 /// `f64` factor: it is returned in a register for every value of every telegram.)
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Conv {
+pub(super) enum Conv {
     /// Multiply by 10^n (done on the decimal text).
     Shift(i32),
     /// kWh → GJ (× 0.0036).
@@ -31,7 +31,7 @@ impl Conv {
 
 /// Canonical unit string for a quantity.
 #[inline]
-pub fn canonical_unit(q: Quantity) -> &'static str {
+pub(super) fn canonical_unit(q: Quantity) -> &'static str {
     match q {
         Quantity::ActiveEnergy => "kWh",
         Quantity::ReactiveEnergy => "kvarh",
@@ -90,7 +90,7 @@ const U_WH: u64 = unit_key(b"wh", false);
 /// object, i.e. kWh / kW / kvar / kVA / V / A / m3 / GJ) to the canonical unit.
 /// `None` when the unit does not fit the quantity.
 #[inline]
-pub fn conversion(q: Quantity, unit: &str) -> Option<Conv> {
+pub(super) fn conversion(q: Quantity, unit: &str) -> Option<Conv> {
     // The spelling DSMR 4/5 meters send, byte for byte, first: one comparison
     // instead of folding the case of every unit (the general match below agrees).
     let exact = match (q, unit.as_bytes()) {
@@ -151,7 +151,7 @@ fn conversion_folded(q: Quantity, unit: &str) -> Option<Conv> {
 
 /// Splits a value group `00123.456*kWh` into `("00123.456", "kWh")`.
 #[inline]
-pub fn split_unit(group: &str) -> (&str, &str) {
+pub(super) fn split_unit(group: &str) -> (&str, &str) {
     match group.bytes().position(|b| b == b'*') {
         Some(star) => (
             group.get(..star).unwrap_or_default().trim_ascii(),
@@ -163,7 +163,7 @@ pub fn split_unit(group: &str) -> (&str, &str) {
 
 /// Parses a plain decimal (`[+-]digits[.digits]`, also `.5` / `5.`) and applies `conv`.
 #[inline]
-pub fn parse_scaled(value: &str, conv: Conv) -> Option<f64> {
+pub(super) fn parse_scaled(value: &str, conv: Conv) -> Option<f64> {
     let v = value.trim_ascii();
     let (neg, body) = match v.as_bytes().first()? {
         b'-' => (true, v.get(1..)?),
@@ -214,7 +214,7 @@ pub fn parse_scaled(value: &str, conv: Conv) -> Option<f64> {
 /// integer, how many follow the point, and the unit. `None` for anything else,
 /// which [`split_unit`] and [`parse_scaled`] then read.
 #[inline]
-pub fn plain_number(group: &str) -> Option<(u64, i32, &str)> {
+pub(super) fn plain_number(group: &str) -> Option<(u64, i32, &str)> {
     let bytes = group.as_bytes();
     // Integer digits, then fraction digits, each in its own tight loop with the
     // digit test as a subtraction: one `match` over every byte compiled to a jump
@@ -252,7 +252,7 @@ pub fn plain_number(group: &str) -> Option<(u64, i32, &str)> {
 /// `mantissa` × 10^−`frac_len` in the canonical unit, when [`fast_path`] makes it
 /// exact (so the same `f64` as [`parse_scaled`] on the text); `None` otherwise.
 #[inline]
-pub fn scale(mantissa: u64, frac_len: i32, conv: Conv) -> Option<f64> {
+pub(super) fn scale(mantissa: u64, frac_len: i32, conv: Conv) -> Option<f64> {
     let (shift, factor) = conv.parts();
     let v = fast_path(mantissa, shift.checked_sub(frac_len)?)?;
     let out = match factor {
