@@ -97,6 +97,12 @@ pub enum Unit {
     Second,
     #[serde(rename = "h")]
     Hour,
+    /// A price per unit of energy (day-ahead prices; the `prices` device type).
+    #[serde(rename = "EUR/kWh")]
+    EuroPerKiloWattHour,
+    /// A money amount (energy costs).
+    #[serde(rename = "EUR")]
+    Euro,
     #[serde(rename = "")]
     None,
 }
@@ -127,6 +133,8 @@ impl Unit {
             Unit::Byte => "B",
             Unit::Second => "s",
             Unit::Hour => "h",
+            Unit::EuroPerKiloWattHour => "EUR/kWh",
+            Unit::Euro => "EUR",
             Unit::None => "",
         }
     }
@@ -159,6 +167,8 @@ impl Unit {
         Unit::Byte,
         Unit::Second,
         Unit::Hour,
+        Unit::EuroPerKiloWattHour,
+        Unit::Euro,
         Unit::None,
     ];
 }
