@@ -48,6 +48,8 @@ error_causes!(
         Kmp(KmpError),
         Bme280(Bme280Error),
         I2c(LinuxI2CError),
+        /// The SQLite file a derived device reads.
+        Sqlite(rusqlite::Error),
         /// A task the monitor ran its blocking work on panicked or was cancelled.
         Task(tokio::task::JoinError),
     }

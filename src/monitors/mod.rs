@@ -2,6 +2,7 @@
 //! the `device_types!` list below; [`build`] turns a device's config into its monitor.
 
 pub mod bme280;
+pub mod derived;
 pub mod device_time;
 mod device_type;
 pub mod dsmr;
@@ -49,6 +50,8 @@ device_type::device_types! {
     Dsmr("dsmr") => dsmr::DsmrConfig,
     /// A HomeWizard-style P1 meter's local HTTP API (v1).
     Homewizard("homewizard") => homewizard::HomewizardConfig,
+    /// Figures derived from stored counters: one's increase over another's per hour or day (a heat pump's COP).
+    Derived("derived") => derived::DerivedConfig,
 }
 
 /// A device reader: one per device, owned by its task.
