@@ -82,6 +82,33 @@ pub struct DeviceConfig {
     pub common: CommonConfig,
     #[serde(flatten)]
     pub kind: DeviceKind,
+    /// What the files the settings name (`decryption_key_file`, `token_file`…) held
+    /// when the config was loaded, as a digest: a key replaced in its file, with the
+    /// device file untouched, still makes a reload restart the device.
+    #[serde(skip)]
+    pub file_contents: Vec<(PathBuf, Option<u64>)>,
+}
+
+/// The `*_file` settings of a device and a digest of each file's content (`None`
+/// when it cannot be read; the device's own check says why). Only compared, never
+/// shown: a digest, not the secret.
+fn file_contents(kind: &DeviceKind) -> Vec<(PathBuf, Option<u64>)> {
+    use std::hash::{Hash, Hasher};
+    let Ok(serde_json::Value::Object(map)) = serde_json::to_value(kind) else {
+        return Vec::new();
+    };
+    map.iter()
+        .filter(|(key, _)| key.ends_with("_file"))
+        .filter_map(|(_, value)| value.as_str().map(PathBuf::from))
+        .map(|path| {
+            let digest = crate::config::secret::read_secret_file(&path).ok().map(|secret| {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                secret.expose().hash(&mut hasher);
+                hasher.finish()
+            });
+            (path, digest)
+        })
+        .collect()
 }
 
 impl DeviceConfig {
@@ -234,6 +261,7 @@ pub fn parse_device(file: &Path, src: &str, backends: &[&str]) -> Result<DeviceC
         id,
         file: file.to_path_buf(),
         common,
+        file_contents: file_contents(&kind),
         kind,
     })
 }

@@ -155,6 +155,30 @@ mod tests {
     }
 
     #[test]
+    fn a_key_replaced_in_its_file_restarts_the_device() {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = dir.path().join("p1.key");
+        std::fs::write(&key, "00112233445566778899AABBCCDDEEFF\n").expect("key");
+        let yaml = format!(
+            "type: dsmr\nhost: 127.0.0.1\nport: 2001\ndecryption_key_file: {}\n",
+            key.display()
+        );
+        let before = device(&yaml);
+        let old: BTreeMap<DeviceId, DeviceConfig> = [(Arc::from("p1"), before)].into();
+        let same: BTreeMap<DeviceId, DeviceConfig> = [(Arc::from("p1"), device(&yaml))].into();
+        let diff = DeviceDiff::new(&old, &same, &BTreeSet::new());
+        assert_eq!(ids(&diff.unchanged), ["p1"]);
+        // The grid operator's new key, the device file untouched.
+        std::fs::write(&key, "FFEEDDCCBBAA99887766554433221100\n").expect("key");
+        let rotated: BTreeMap<DeviceId, DeviceConfig> = [(Arc::from("p1"), device(&yaml))].into();
+        let diff = DeviceDiff::new(&old, &rotated, &BTreeSet::new());
+        assert_eq!(ids(&diff.restart), ["p1"]);
+        // Nothing of the key is kept but a digest.
+        let shown = format!("{:?}", rotated.get("p1").expect("p1"));
+        assert!(!shown.contains("FFEEDD"), "{shown}");
+    }
+
+    #[test]
     fn devices_start_restart_stop_or_stay() {
         let fast = device("type: simulated\nprofile: gas\npoll_interval: 1s\n");
         let slow = device("type: simulated\nprofile: gas\npoll_interval: 5s\n");
