@@ -5,7 +5,8 @@ Serves a register image read from a JSON file ({"holding": {"40000": 21365, ...}
 "input": {...}, "coils": {...}, "discrete": {...}}) over TCP (--port) or RTU
 (--serial). A read touching an address not in the image gets exception 2
 (illegal data address); one touching a --busy address gets exception 6 (busy);
-one asking for more than --max-registers registers gets exception 3 (illegal
+one touching an --unreachable address gets exception 11 (a gateway whose target
+does not answer); one asking for more than --max-registers registers gets exception 3 (illegal
 data value), as Eastron meters answer a read of more than 40 values.
 Every read request is printed on stdout as one JSON line, so a test can count
 them; "ready" is printed once the server listens.
@@ -26,11 +27,12 @@ class Image(ModbusServerContext):
     """A sparse image; skips the base class's set-up on purpose (see
     pymodbus/server/base.py: a context flagged old_simulator is called directly)."""
 
-    def __init__(self, image, busy, max_registers):  # pylint: disable=super-init-not-called
+    def __init__(self, image, busy, unreachable, max_registers):  # pylint: disable=super-init-not-called
         self.old_simulator = True
         self.simdevices = []
         self.image = {t: {int(a): int(v) for a, v in image.get(t, {}).items()} for t in TABLES.values()}
         self.busy = set(busy)
+        self.unreachable = set(unreachable)
         self.max_registers = max_registers
 
     def device_ids(self):
@@ -45,6 +47,8 @@ class Image(ModbusServerContext):
             return ExcCodes.ILLEGAL_VALUE
         if any(a in self.busy for a in range(address, address + count)):
             return ExcCodes.DEVICE_BUSY
+        if any(a in self.unreachable for a in range(address, address + count)):
+            return ExcCodes.GATEWAY_NO_RESPONSE
         values = []
         for a in range(address, address + count):
             if a not in self.image[table]:
@@ -63,10 +67,11 @@ async def main():
     parser.add_argument("--serial")
     parser.add_argument("--baud", type=int, default=9600)
     parser.add_argument("--busy", type=int, action="append", default=[])
+    parser.add_argument("--unreachable", type=int, action="append", default=[])
     parser.add_argument("--max-registers", type=int, default=125)
     args = parser.parse_args()
     with open(args.image, encoding="utf-8") as f:
-        context = Image(json.load(f), args.busy, args.max_registers)
+        context = Image(json.load(f), args.busy, args.unreachable, args.max_registers)
     if args.serial:
         server = ModbusSerialServer(context, port=args.serial, baudrate=args.baud, ignore_missing_devices=True)
     else:

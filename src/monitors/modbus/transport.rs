@@ -77,6 +77,15 @@ async fn call(ctx: &mut Context, block: Block, timeout: Duration) -> Result<Vec<
             Some(Cause::Io(e)),
         )),
         Ok(Err(e)) => Err(ReadError::Link(e.to_string(), Some(Cause::Modbus(e)))),
+        // A gateway (Modbus TCP to RTU) answering 0x0A/0x0B could not reach the
+        // device behind it: that is the link failing further on, not the device
+        // refusing the request, so it is retried and counted as a link error.
+        Ok(Ok(Err(code @ (ExceptionCode::GatewayPathUnavailable | ExceptionCode::GatewayTargetDevice)))) => {
+            Err(ReadError::Link(
+                format!("the gateway could not reach the device (exception {code:?})"),
+                Some(Cause::ModbusException(code)),
+            ))
+        }
         Ok(Ok(Err(code))) => Err(ReadError::Exception(code)),
         Ok(Ok(Ok(words))) if words.len() == usize::from(count) => Ok(words),
         Ok(Ok(Ok(words))) => Err(ReadError::link(format!(

@@ -220,6 +220,45 @@ async fn an_exception_is_a_refusal_and_the_link_stays_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_cannot_reach_its_device_is_a_link_error() {
+    let setup = setup();
+    let mut image = RegisterImage::default();
+    image.set("holding", 0, &[1, 2]);
+    image.write(&setup.dir.path().join("image.json"));
+    let port = free_port();
+    // A Modbus TCP gateway answering exception 11 (0x0B) for the meter behind it.
+    let _server = PyServer::start(
+        &setup.dir.path().join("image.json"),
+        &["--port", &port.to_string()],
+        &["--unreachable", "0"],
+    );
+    setup.device(
+        "behind_gateway",
+        &format!(
+            "type: modbus\nhost: 127.0.0.1\nport: {port}\npoll_interval: 1s\nmax_backoff: 200ms\nfailure_threshold: 100\n\
+             points:\n  - {{name: a, address: 0}}\n"
+        ),
+    );
+    let daemon = start(&setup).await;
+    wait_for("three failed polls", || {
+        status(&daemon, "behind_gateway").polls_failed >= 3
+    })
+    .await;
+    let s = status(&daemon, "behind_gateway");
+    daemon.shutdown().await;
+    assert_eq!(s.polls_ok, 0);
+    // Not "refused": the device never saw the request; retried as a link failure.
+    assert_eq!(
+        s.errors_by_kind.get("link"),
+        Some(&s.polls_failed),
+        "{:?}",
+        s.errors_by_kind
+    );
+    let error = s.last_error.clone().unwrap_or_default();
+    assert!(error.contains("gateway could not reach the device"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_and_restarted_is_reconnected() {
     let setup = setup();
     let mut image = RegisterImage::default();
