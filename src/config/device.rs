@@ -373,6 +373,30 @@ pub fn load_devices(dir: &Path, backends: &[&str], lookup: &dyn Fn(&str) -> Opti
     set
 }
 
+/// What device files take from config.yaml once both are loaded: a `type: mqtt`
+/// device the `mqtt` backend's broker and topic prefix. A device that cannot use
+/// them fails like a broken file (its error names the file and key); the others load.
+pub(crate) fn inherit_base(set: &mut DeviceSet, base: &super::BaseConfig) {
+    let mut failed = Vec::new();
+    for (id, device) in set.devices.iter_mut() {
+        if let DeviceKind::Mqtt(mqtt) = &mut device.kind {
+            if let Err((key, message)) = mqtt.inherit(base.backends.mqtt.as_ref()) {
+                let src = std::fs::read_to_string(&device.file).unwrap_or_default();
+                let location = Location {
+                    line: line_of_key(&src, &key).unwrap_or(1),
+                    column: 1,
+                    key: Some(key),
+                };
+                failed.push((id.clone(), ConfigError::invalid(&device.file, location, message)));
+            }
+        }
+    }
+    for (id, error) in failed {
+        set.devices.remove(&id);
+        set.errors.push(error);
+    }
+}
+
 /// Reads, interpolates and parses one device file.
 pub fn load_device_file(
     file: &Path,

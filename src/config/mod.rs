@@ -231,7 +231,9 @@ impl Config {
 
 impl BaseConfig {
     pub fn load_devices(&self, lookup: &dyn Fn(&str) -> Option<String>) -> DeviceSet {
-        load_devices(&self.devices_dir, &self.backends.names(), lookup)
+        let mut set = load_devices(&self.devices_dir, &self.backends.names(), lookup);
+        device::inherit_base(&mut set, self);
+        set
     }
 }
 

@@ -11,6 +11,7 @@ pub mod evohome;
 pub mod homewizard;
 pub mod http_client;
 pub mod modbus;
+pub mod mqtt;
 pub mod multical;
 pub mod neasmart;
 pub mod openweathermap;
@@ -52,6 +53,8 @@ device_type::device_types! {
     Homewizard("homewizard") => homewizard::HomewizardConfig,
     /// Figures derived from stored counters: one's increase over another's per hour or day (a heat pump's COP).
     Derived("derived") => derived::DerivedConfig,
+    /// Values other systems publish on MQTT (Tasmota, Zigbee2MQTT, Shelly, a BMS, any JSON).
+    Mqtt("mqtt") => mqtt::MqttDeviceConfig,
 }
 
 /// A device reader: one per device, owned by its task.

@@ -29,7 +29,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, BackendErro
     Ok(certs)
 }
 
-pub(super) fn client_config(tls: &MqttTlsConfig) -> Result<rumqttc::TlsConfiguration, BackendError> {
+pub(crate) fn client_config(tls: &MqttTlsConfig) -> Result<rumqttc::TlsConfiguration, BackendError> {
     let mut roots = RootCertStore::empty();
     match &tls.ca_file {
         Some(path) => {

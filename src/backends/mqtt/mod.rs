@@ -10,6 +10,8 @@
 mod connection;
 mod delivery;
 mod delivery_tls;
+/// The TLS set-up of an MQTT connection, shared with `type: mqtt` devices.
+pub(crate) use delivery_tls::client_config as tls_client_config;
 pub mod discovery;
 
 use std::path::{Path, PathBuf};

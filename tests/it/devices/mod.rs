@@ -18,6 +18,7 @@ mod kmp_codec;
 mod kmp_fixtures;
 mod modbus;
 mod modbus_presets;
+mod mqtt_in;
 mod multical;
 mod neasmart;
 mod openweathermap;
