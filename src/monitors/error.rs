@@ -47,6 +47,7 @@ error_causes!(
         ModbusValue(DecodeError),
         Kmp(KmpError),
         Bme280(Bme280Error),
+        Prices(crate::protocols::prices::PriceError),
         I2c(LinuxI2CError),
         /// A task the monitor ran its blocking work on panicked or was cancelled.
         Task(tokio::task::JoinError),

@@ -14,6 +14,7 @@ pub mod multical;
 pub mod neasmart;
 pub mod openweathermap;
 pub mod p1_metrics;
+pub mod prices;
 pub mod simulated;
 pub mod system;
 
@@ -49,6 +50,8 @@ device_type::device_types! {
     Dsmr("dsmr") => dsmr::DsmrConfig,
     /// A HomeWizard-style P1 meter's local HTTP API (v1).
     Homewizard("homewizard") => homewizard::HomewizardConfig,
+    /// Day-ahead electricity prices (ENTSO-E, EnergyZero, aWATTar), stored per slot.
+    Prices("prices") => prices::PricesConfig,
 }
 
 /// A device reader: one per device, owned by its task.

@@ -2,6 +2,7 @@
 pub mod bme280;
 pub mod kmp;
 pub mod modbus;
+pub mod prices;
 
 pub mod dlms;
 pub mod dsmr;
