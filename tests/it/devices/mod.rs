@@ -21,3 +21,4 @@ mod multical;
 mod neasmart;
 mod openweathermap;
 mod polling;
+mod prices;
