@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, Timelike as _, Utc};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -472,8 +472,6 @@ impl PricesMonitor {
         Ok(readings)
     }
 }
-
-use chrono::Timelike as _;
 
 #[async_trait]
 impl Monitor for PricesMonitor {
