@@ -47,6 +47,7 @@ error_causes!(
         ModbusValue(DecodeError),
         Kmp(KmpError),
         Bme280(Bme280Error),
+        Prices(crate::protocols::prices::PriceError),
         I2c(LinuxI2CError),
         /// The SQLite file a derived device reads.
         Sqlite(rusqlite::Error),

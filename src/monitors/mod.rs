@@ -16,6 +16,7 @@ pub mod multical;
 pub mod neasmart;
 pub mod openweathermap;
 pub mod p1_metrics;
+pub mod prices;
 pub mod simulated;
 pub mod system;
 
@@ -55,6 +56,8 @@ device_type::device_types! {
     Derived("derived") => derived::DerivedConfig,
     /// Values other systems publish on MQTT (Tasmota, Zigbee2MQTT, Shelly, a BMS, any JSON).
     Mqtt("mqtt") => mqtt::MqttDeviceConfig,
+    /// Day-ahead electricity prices (ENTSO-E, EnergyZero, aWATTar), stored per slot.
+    Prices("prices") => prices::PricesConfig,
 }
 
 /// A device reader: one per device, owned by its task.

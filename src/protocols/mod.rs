@@ -3,6 +3,7 @@ pub mod bme280;
 pub mod kmp;
 pub mod modbus;
 pub mod mqtt_payload;
+pub mod prices;
 
 pub mod dlms;
 pub mod dsmr;

@@ -23,3 +23,4 @@ mod multical;
 mod neasmart;
 mod openweathermap;
 mod polling;
+mod prices;
