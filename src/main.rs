@@ -83,6 +83,36 @@ enum Command {
         #[command(flatten)]
         log: LogArgs,
     },
+    /// A device's readings from the SQLite file as CSV (units in the header).
+    Export {
+        /// The device id.
+        #[arg(long)]
+        device: String,
+        /// Only these metrics (repeat the option); default: all.
+        #[arg(long = "metric", value_name = "METRIC")]
+        metrics: Vec<String>,
+        /// From this instant: a date (2026-11-24, local midnight), RFC 3339 or unix
+        /// seconds [default: 24 hours ago].
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to this instant, excluded [default: now].
+        #[arg(long)]
+        to: Option<String>,
+        /// `raw` (every reading) or `5m` (the 5-minute aggregates).
+        #[arg(long, default_value = "raw")]
+        resolution: String,
+        /// The `time` column in `utc` or in the host's zone (`local`).
+        #[arg(long, default_value = "utc")]
+        time: String,
+        /// Only `csv` for now.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Decode a saved message and print what mesura reads from it, as JSON.
     Decode {
         #[command(subcommand)]
@@ -104,7 +134,7 @@ impl Cli {
             Some(Command::Run { config, log } | Command::Read { config, log, .. }) => {
                 (config.config.as_ref(), Some(log))
             }
-            Some(Command::Check { config }) => (config.config.as_ref(), None),
+            Some(Command::Check { config } | Command::Export { config, .. }) => (config.config.as_ref(), None),
             _ => (None, None),
         };
         Options {
@@ -233,6 +263,60 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE
+                })
+            }
+            Some(Command::Export {
+                device,
+                metrics,
+                from,
+                to,
+                resolution,
+                time,
+                format,
+                out,
+                ..
+            }) => {
+                if format != "csv" {
+                    eprintln!("error: --format: `{format}` is not supported (csv)");
+                    return Ok(ExitCode::FAILURE);
+                }
+                let request = commands::export::ExportRequest {
+                    device: device.clone(),
+                    metrics: metrics.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    resolution: Some(resolution.clone()),
+                    time: Some(time.clone()),
+                };
+                let result = match out {
+                    Some(path) => std::fs::File::create(path)
+                        .map_err(|e| format!("{}: {e}", path.display()))
+                        .and_then(|file| {
+                            commands::export::export(
+                                &options.config,
+                                &commands::env_lookup,
+                                &request,
+                                std::io::BufWriter::new(file),
+                            )
+                        }),
+                    None => commands::export::export(
+                        &options.config,
+                        &commands::env_lookup,
+                        &request,
+                        std::io::stdout().lock(),
+                    ),
+                };
+                Ok(match result {
+                    Ok(rows) => {
+                        if out.is_some() {
+                            eprintln!("{rows} rows written");
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
                 })
             }
             Some(Command::Read { device, .. }) => {

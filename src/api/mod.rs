@@ -5,6 +5,7 @@
 
 mod capacity;
 mod errors;
+mod export;
 mod health;
 mod host;
 mod metrics;
@@ -116,6 +117,7 @@ pub fn serve_on(
         .route("/api/readings/latest", get(latest))
         .route("/api/readings", get(readings::readings))
         .route("/api/capacity", get(capacity::capacity))
+        .route("/api/export", get(export::export))
         .fallback(errors::not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))

@@ -1,6 +1,7 @@
-//! The one-shot subcommands: `check`, `devices`, `read`, `decode`. Each returns its text and
+//! The one-shot subcommands: `check`, `devices`, `read`, `decode`, `export`. Each returns its text and
 //! whether it succeeded; `main.rs` prints and sets the exit code.
 
+pub mod export;
 mod sections;
 
 use std::fmt::Write as _;

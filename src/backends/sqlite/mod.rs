@@ -21,6 +21,7 @@ use rusqlite::{params_from_iter, Connection, ErrorCode, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 pub mod downsample;
+pub mod export;
 pub mod guard;
 pub mod monthly_peaks;
 pub mod schema;

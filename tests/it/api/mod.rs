@@ -1,6 +1,7 @@
 //! The status API over HTTP, and the web page in a real browser.
 
 mod endpoints;
+mod export;
 mod hardening;
 mod health;
 mod page;
