@@ -1,0 +1,461 @@
+//! Costs: what a meter's energy cost, per price slot, in `<device>_cost`
+//! (docs/costs.md). A periodic job over the stored rows, like the downsampler: it
+//! reads the meter's counters (`<metric>_lifetime` where the column exists, else
+//! the raw counter) and the day-ahead prices a `prices` device stored, and writes
+//! one row per closed slot. It recomputes the last `LOOKBACK` each run (a price
+//! that arrived late, a corrected counter), so the table survives restarts and a
+//! deleted row comes back.
+//!
+//! Layout of `<device>_cost`: primary key (`ts` slot start in unix seconds UTC,
+//! `carrier` `electricity` | `gas` | `fixed`); `duration` s; `day` the local date
+//! (`YYYY-MM-DD`, for `group=day|month`); `kwh` drawn (gas: m³ × calorific value);
+//! `m3` (gas); `price` all-in EUR per kWh (gas: per m³); `cost` EUR; `returned_kwh`,
+//! `return_price`, `credit` EUR for returned energy; `fallback` 1 when `fixed_price`
+//! stood in for a missing day-ahead price; `estimated` 1 when part of the use was
+//! spread across a gap. A `fixed` row per local day holds the daily fixed costs.
+//! The net cost of anything is `sum(cost) - sum(credit)`.
+
+pub(crate) mod slots;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio_util::sync::CancellationToken;
+
+use crate::backends::sqlite::schema::{open_existing, quote};
+use crate::config::tariff::{default_counters, TariffConfig};
+use crate::host::clock::SharedClock;
+use slots::{daily_fixed, gas_price, grid, slot_price, spread, LocalTime, Slot};
+
+/// The suffix of cost tables (device ids ending in it are reserved).
+pub const SUFFIX: &str = "_cost";
+/// Each run recomputes the slots of this much time before the last written one.
+const LOOKBACK: i64 = 6 * 3600;
+/// One transaction covers at most this much time (a first run over months of rows).
+const CHUNK: i64 = 7 * 86_400;
+/// Gas meters send their counter hourly (DSMR 4) or every 5 minutes (DSMR 5), so
+/// a gas gap is only one longer than this.
+const GAS_MAX_GAP: i64 = 2 * 3600;
+/// Gas is costed per hour: its price has no day-ahead slots.
+const GAS_SLOT: i64 = 3600;
+/// How often the job runs.
+const INTERVAL: Duration = Duration::from_secs(60);
+
+/// The cost table of a device.
+pub fn cost_table(device: &str) -> String {
+    format!("{device}{SUFFIX}")
+}
+
+/// One costed meter: its id, its type (for the default counters) and its tariff.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostJob {
+    pub device: String,
+    pub device_type: String,
+    pub tariff: TariffConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("costs of {device} in {path}: {source}")]
+pub struct CostError {
+    path: PathBuf,
+    device: String,
+    source: rusqlite::Error,
+}
+
+/// Slot rows written per device by one run.
+pub type Report = BTreeMap<String, u64>;
+
+/// One run over every job. `Ok(None)` when there is no database yet.
+pub fn run_once(
+    db: &Path,
+    jobs: &[CostJob],
+    now: DateTime<Utc>,
+    cancel: &CancellationToken,
+) -> Result<Option<Report>, CostError> {
+    if !db.exists() {
+        return Ok(None);
+    }
+    let mut report = Report::new();
+    let conn = open_existing(db).map_err(|source| CostError {
+        path: db.to_path_buf(),
+        device: String::new(),
+        source,
+    })?;
+    for job in jobs {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let n = run_job(&conn, job, now.timestamp(), cancel).map_err(|source| CostError {
+            path: db.to_path_buf(),
+            device: job.device.clone(),
+            source,
+        })?;
+        if n > 0 {
+            report.insert(job.device.clone(), n);
+        }
+    }
+    Ok(Some(report))
+}
+
+/// Creates `<device>_cost` if it is not there.
+pub fn prepare_cost_table(conn: &Connection, device: &str) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {} (
+            ts INTEGER NOT NULL,
+            carrier TEXT NOT NULL,
+            duration INTEGER NOT NULL,
+            day TEXT NOT NULL,
+            kwh REAL NOT NULL DEFAULT 0,
+            m3 REAL,
+            price REAL,
+            cost REAL NOT NULL DEFAULT 0,
+            returned_kwh REAL NOT NULL DEFAULT 0,
+            return_price REAL,
+            credit REAL NOT NULL DEFAULT 0,
+            fallback INTEGER NOT NULL DEFAULT 0,
+            estimated INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (ts, carrier)
+        ) WITHOUT ROWID;",
+        quote(&cost_table(device))
+    ))
+}
+
+fn columns(conn: &Connection, table: &str) -> rusqlite::Result<HashSet<String>> {
+    conn.prepare(&format!("PRAGMA table_info({})", quote(table)))?
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect()
+}
+
+/// The stored column for counter `name`: its lifetime series when there is one.
+fn column_for(existing: &HashSet<String>, name: &str) -> Option<String> {
+    let lifetime = format!("{name}_lifetime");
+    if existing.contains(&lifetime) {
+        Some(lifetime)
+    } else {
+        existing.contains(name).then(|| name.to_owned())
+    }
+}
+
+/// `(ts, sum of columns)` of the rows where every column has a value, from the last
+/// such row before `from` to the first at or after `to`.
+fn samples(conn: &Connection, table: &str, cols: &[String], from: i64, to: i64) -> rusqlite::Result<Vec<(i64, f64)>> {
+    if cols.is_empty() {
+        return Ok(Vec::new());
+    }
+    let t = quote(table);
+    let sum = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(" + ");
+    let present = cols
+        .iter()
+        .map(|c| format!("{} IS NOT NULL", quote(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let sql = format!(
+        "SELECT ts, {sum} FROM {t} WHERE {present} AND ts >= coalesce((SELECT max(ts) FROM {t} WHERE {present} AND ts < ?1), ?1) \
+         AND ts <= coalesce((SELECT min(ts) FROM {t} WHERE {present} AND ts >= ?2), ?2) ORDER BY ts"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map([from, to], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?)))?;
+    rows.collect()
+}
+
+/// Stored day-ahead prices `start → (EUR/kWh, slot length)` of `[from, to)`.
+fn prices(conn: &Connection, device: &str, from: i64, to: i64) -> rusqlite::Result<BTreeMap<i64, (f64, i64)>> {
+    let existing = columns(conn, device)?;
+    if !existing.contains("price") {
+        return Ok(BTreeMap::new());
+    }
+    let resolution = if existing.contains("price_resolution") {
+        "coalesce(price_resolution, 3600)"
+    } else {
+        "3600"
+    };
+    let sql = format!(
+        "SELECT ts, price, {resolution} FROM {} WHERE price IS NOT NULL AND ts >= ?1 AND ts < ?2 ORDER BY ts",
+        quote(device)
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map([from - 86_400, to], |r| {
+        Ok((r.get::<_, i64>(0)?, (r.get::<_, f64>(1)?, r.get::<_, i64>(2)?)))
+    })?;
+    rows.collect()
+}
+
+/// Where the next run starts for `carrier`: `LOOKBACK` before the end of the last
+/// written slot; `None` when none is written yet.
+fn resume(conn: &Connection, table: &str, carrier: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        &format!("SELECT max(ts + duration) FROM {} WHERE carrier = ?1", quote(table)),
+        [carrier],
+        |r| r.get::<_, Option<i64>>(0),
+    )
+    .map(|end| end.map(|e| e - LOOKBACK))
+}
+
+fn first_ts(conn: &Connection, table: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(&format!("SELECT min(ts) FROM {}", quote(table)), [], |r| r.get(0))
+}
+
+fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|r| r.is_some())
+}
+
+/// Costs one device up to `now`; returns the slot rows written.
+fn run_job(conn: &Connection, job: &CostJob, now: i64, cancel: &CancellationToken) -> rusqlite::Result<u64> {
+    if !table_exists(conn, &job.device)? {
+        return Ok(0);
+    }
+    let table = cost_table(&job.device);
+    prepare_cost_table(conn, &job.device)?;
+    let existing = columns(conn, &job.device)?;
+    let (def_delivered, def_returned, def_gas) = default_counters(&job.device_type);
+    let counters = &job.tariff.counters;
+    let pick = |names: &[String]| -> Vec<String> { names.iter().filter_map(|n| column_for(&existing, n)).collect() };
+    let delivered = pick(counters.delivered.as_deref().unwrap_or(&def_delivered));
+    let returned = pick(counters.returned.as_deref().unwrap_or(&def_returned));
+    let gas = counters
+        .gas
+        .clone()
+        .or(def_gas)
+        .filter(|_| job.tariff.gas.is_some())
+        .and_then(|g| column_for(&existing, &g));
+    let Some(first) = first_ts(conn, &job.device)? else {
+        return Ok(0);
+    };
+    let mut written = 0;
+    for (carrier, cols) in [("electricity", delivered.clone()), ("gas", gas.into_iter().collect())] {
+        if cols.is_empty() {
+            continue;
+        }
+        let mut from = resume(conn, &table, carrier)?.unwrap_or(first).max(first);
+        while from < now && !cancel.is_cancelled() {
+            let to = (from + CHUNK).min(now);
+            written += if carrier == "gas" {
+                gas_chunk(conn, job, &table, &cols, from, to)?
+            } else {
+                electricity_chunk(conn, job, &table, &cols, &returned, from, to)?
+            };
+            from = to;
+        }
+    }
+    write_fixed(conn, job, &table)?;
+    Ok(written)
+}
+
+/// One row to upsert.
+struct Row {
+    slot: Slot,
+    carrier: &'static str,
+    kwh: f64,
+    m3: Option<f64>,
+    price: f64,
+    cost: f64,
+    returned_kwh: f64,
+    return_price: Option<f64>,
+    credit: f64,
+    fallback: bool,
+    estimated: bool,
+}
+
+fn electricity_chunk(
+    conn: &Connection,
+    job: &CostJob,
+    table: &str,
+    delivered: &[String],
+    returned: &[String],
+    from: i64,
+    to: i64,
+) -> rusqlite::Result<u64> {
+    let tariff = &job.tariff;
+    let local = LocalTime::of(tariff);
+    let price_rows = match &tariff.prices {
+        Some(p) if table_exists(conn, p)? => prices(conn, p, from, to)?,
+        _ => BTreeMap::new(),
+    };
+    let fallback = i64::try_from(tariff.slot.as_secs()).unwrap_or(3600);
+    let slots = grid(from, to, &price_rows, fallback);
+    let max_gap = i64::try_from(tariff.max_gap.as_secs()).unwrap_or(i64::MAX);
+    let drawn = spread(&samples(conn, &job.device, delivered, from, to)?, &slots, max_gap);
+    let back = if returned.is_empty() {
+        vec![None; slots.len()]
+    } else {
+        spread(&samples(conn, &job.device, returned, from, to)?, &slots, max_gap)
+    };
+    let mut rows = Vec::new();
+    let mut unpriced = 0;
+    for ((slot, used), back) in slots.iter().zip(drawn).zip(back) {
+        let Some(used) = used else { continue };
+        let Some(price) = slot_price(tariff, local, slot) else {
+            unpriced += 1;
+            continue;
+        };
+        let back = back.unwrap_or_default();
+        rows.push(Row {
+            slot: *slot,
+            carrier: "electricity",
+            kwh: used.amount,
+            m3: None,
+            price: price.delivered,
+            cost: used.amount * price.delivered,
+            returned_kwh: back.amount,
+            return_price: Some(price.returned),
+            credit: back.amount * price.returned,
+            fallback: price.fallback,
+            estimated: used.estimated || back.estimated,
+        });
+    }
+    if unpriced > 0 {
+        tracing::debug!(
+            device = job.device,
+            slots = unpriced,
+            "costs: slots with no day-ahead price and no `fixed_price` wait for their price"
+        );
+    }
+    upsert(conn, table, local, &rows)
+}
+
+fn gas_chunk(
+    conn: &Connection,
+    job: &CostJob,
+    table: &str,
+    cols: &[String],
+    from: i64,
+    to: i64,
+) -> rusqlite::Result<u64> {
+    let (Some(price), Some(gas)) = (gas_price(&job.tariff), job.tariff.gas.as_ref()) else {
+        return Ok(0);
+    };
+    let local = LocalTime::of(&job.tariff);
+    let slots = grid(from, to, &BTreeMap::new(), GAS_SLOT);
+    let used = spread(&samples(conn, &job.device, cols, from, to)?, &slots, GAS_MAX_GAP);
+    let rows: Vec<Row> = slots
+        .iter()
+        .zip(used)
+        .filter_map(|(slot, used)| {
+            let used = used?;
+            Some(Row {
+                slot: *slot,
+                carrier: "gas",
+                kwh: used.amount * gas.calorific_value,
+                m3: Some(used.amount),
+                price,
+                cost: used.amount * price,
+                returned_kwh: 0.0,
+                return_price: None,
+                credit: 0.0,
+                fallback: false,
+                estimated: used.estimated,
+            })
+        })
+        .collect();
+    upsert(conn, table, local, &rows)
+}
+
+fn upsert(conn: &Connection, table: &str, local: LocalTime, rows: &[Row]) -> rusqlite::Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "INSERT OR REPLACE INTO {} (ts, carrier, duration, day, kwh, m3, price, cost, returned_kwh, return_price, credit, fallback, estimated) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        quote(table)
+    );
+    immediate(conn, || {
+        let mut stmt = conn.prepare_cached(&sql)?;
+        for r in rows {
+            let day = local.day(r.slot.start).0.to_string();
+            stmt.execute(params![
+                r.slot.start,
+                r.carrier,
+                r.slot.len,
+                day,
+                r.kwh,
+                r.m3,
+                r.price,
+                r.cost,
+                r.returned_kwh,
+                r.return_price,
+                r.credit,
+                r.fallback,
+                r.estimated
+            ])?;
+        }
+        Ok(rows.len() as u64)
+    })
+}
+
+/// A `fixed` row for every local day with a costed slot.
+fn write_fixed(conn: &Connection, job: &CostJob, table: &str) -> rusqlite::Result<()> {
+    let amount = daily_fixed(&job.tariff);
+    let local = LocalTime::of(&job.tariff);
+    let t = quote(table);
+    let since: i64 = conn.query_row(
+        &format!("SELECT coalesce(max(ts), 0) FROM {t} WHERE carrier = 'fixed'"),
+        [],
+        |r| r.get(0),
+    )?;
+    let starts: BTreeSet<i64> = conn
+        .prepare(&format!(
+            "SELECT ts FROM {t} WHERE carrier != 'fixed' AND ts >= ?1 ORDER BY ts"
+        ))?
+        .query_map([since], |r| r.get::<_, i64>(0))?
+        .filter_map(|ts| ts.ok().map(|ts| local.day(ts).1))
+        .collect();
+    immediate(conn, || {
+        for start in &starts {
+            let (date, start, end) = local.day(*start);
+            conn.execute(
+                &format!(
+                    "INSERT OR REPLACE INTO {t} (ts, carrier, duration, day, cost) VALUES (?1, 'fixed', ?2, ?3, ?4)"
+                ),
+                params![start, end - start, date.to_string(), amount],
+            )?;
+        }
+        Ok(())
+    })
+}
+
+/// `BEGIN IMMEDIATE … COMMIT`: the write lock from the start (see downsample.rs).
+fn immediate<T>(conn: &Connection, work: impl FnOnce() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    match work() {
+        Ok(done) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(done)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Runs until `token` is cancelled: at start, then every minute, on the blocking pool.
+pub async fn run(db: PathBuf, jobs: Vec<CostJob>, clock: SharedClock, token: CancellationToken) {
+    let mut ticker = tokio::time::interval(INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let (db, jobs, cancel) = (db.clone(), jobs.clone(), token.clone());
+        let now = clock.now();
+        match tokio::task::spawn_blocking(move || run_once(&db, &jobs, now, &cancel)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cost run failed; retried at the next run"),
+            Err(e) => tracing::error!(error = %e, "cost task failed"),
+        }
+    }
+}
