@@ -4,6 +4,7 @@
 //! SQLite files on a blocking thread.
 
 mod capacity;
+mod costs;
 mod errors;
 mod health;
 mod host;
@@ -116,6 +117,7 @@ pub fn serve_on(
         .route("/api/readings/latest", get(latest))
         .route("/api/readings", get(readings::readings))
         .route("/api/capacity", get(capacity::capacity))
+        .route("/api/costs", get(costs::costs))
         .fallback(errors::not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))

@@ -9,7 +9,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::sqlite::cost::CostJob;
+use crate::backends::sqlite::cost::{CostJob, CostTask};
 use crate::backends::{self, BackendError};
 use crate::config::{self, BaseConfig, Config, DeviceConfig, DeviceSet};
 use crate::daemon::live::{BackendStats, SharedStatus, Status};
@@ -48,7 +48,7 @@ pub struct Daemon {
     downsampler: Option<(CancellationToken, JoinHandle<()>)>,
     /// The cost job (see `backends/sqlite/cost`) with the jobs and database it runs
     /// on, when a device has a `tariff:` and SQLite is configured.
-    costs: Option<CostTask>,
+    costs: CostTask,
     /// The status API's address and its stop switch, when it runs.
     api: Option<(std::net::SocketAddr, CancellationToken, JoinHandle<()>)>,
 }
@@ -92,24 +92,6 @@ fn start_downsampler(base: &BaseConfig, clock: &SharedClock) -> Option<(Cancella
         token.clone(),
     ));
     Some((token, task))
-}
-
-/// The running cost job: what it runs on, its stop switch and its task.
-type CostTask = (PathBuf, Vec<CostJob>, CancellationToken, JoinHandle<()>);
-
-/// The cost jobs of the enabled devices with a `tariff:`.
-fn cost_jobs(devices: &BTreeMap<DeviceId, DeviceConfig>) -> Vec<CostJob> {
-    devices
-        .values()
-        .filter(|d| d.common.enabled)
-        .filter_map(|d| {
-            Some(CostJob {
-                device: d.id.to_string(),
-                device_type: d.kind.type_name().to_owned(),
-                tariff: d.common.tariff.clone()?,
-            })
-        })
-        .collect()
 }
 
 /// Stops a status API server. Its graceful shutdown waits for open connections;
@@ -215,7 +197,7 @@ impl Daemon {
             clock,
             guard,
             downsampler,
-            costs: None,
+            costs: CostTask::default(),
             api: None,
         };
         daemon.api = daemon.start_api().await;
@@ -523,32 +505,15 @@ impl Daemon {
 
     /// (Re)starts the cost job when its devices, tariffs or database changed.
     async fn refresh_costs(&mut self) {
-        let jobs = cost_jobs(&self.known);
         let db = self
             .base
             .backends
             .sqlite
             .as_ref()
             .map(|s| self.base.data_dir.join(&s.path));
-        let wanted = db.filter(|_| !jobs.is_empty());
-        if let (Some((path, running, ..)), Some(db)) = (&self.costs, &wanted) {
-            if path == db && *running == jobs {
-                return;
-            }
-        }
-        if let Some((_, _, token, task)) = self.costs.take() {
-            stop_guard(Some((token, task))).await;
-        }
-        if let Some(db) = wanted {
-            let token = CancellationToken::new();
-            let task = tokio::spawn(crate::backends::sqlite::cost::run(
-                db.clone(),
-                jobs.clone(),
-                self.clock.clone(),
-                token.clone(),
-            ));
-            self.costs = Some((db, jobs, token, task));
-        }
+        self.costs
+            .refresh(db, CostJob::of(self.known.values()), &self.clock)
+            .await;
     }
 
     /// Stops the monitors, lets every backend write out its queue and flush, and
@@ -562,12 +527,12 @@ impl Daemon {
             status,
             guard,
             downsampler,
-            costs,
+            mut costs,
             ..
         } = self;
         stop_guard(guard).await;
         stop_guard(downsampler).await;
-        stop_guard(costs.map(|(_, _, token, task)| (token, task))).await;
+        costs.stop().await;
         supervisor.shutdown().await;
         router.close_all();
         for (name, task) in backend_tasks {

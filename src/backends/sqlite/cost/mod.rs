@@ -25,10 +25,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::sqlite::schema::{open_existing, quote};
 use crate::config::tariff::{default_counters, TariffConfig};
+use crate::config::DeviceConfig;
 use crate::host::clock::SharedClock;
 use slots::{daily_fixed, gas_price, grid, slot_price, spread, LocalTime, Slot};
 
@@ -57,6 +59,55 @@ pub struct CostJob {
     pub device: String,
     pub device_type: String,
     pub tariff: TariffConfig,
+}
+
+impl CostJob {
+    /// The jobs of the enabled devices with a `tariff:`.
+    pub fn of<'a>(devices: impl Iterator<Item = &'a DeviceConfig>) -> Vec<CostJob> {
+        devices
+            .filter(|d| d.common.enabled)
+            .filter_map(|d| {
+                Some(CostJob {
+                    device: d.id.to_string(),
+                    device_type: d.kind.type_name().to_owned(),
+                    tariff: d.common.tariff.clone()?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The running cost job, if any: the database and jobs it runs on, its stop switch.
+#[derive(Debug, Default)]
+pub struct CostTask {
+    running: Option<(PathBuf, Vec<CostJob>, CancellationToken, JoinHandle<()>)>,
+}
+
+impl CostTask {
+    /// Runs `jobs` on `db`: keeps the running task when both are the same, else
+    /// restarts it; stops it when there is no database or no job.
+    pub async fn refresh(&mut self, db: Option<PathBuf>, jobs: Vec<CostJob>, clock: &SharedClock) {
+        let wanted = db.filter(|_| !jobs.is_empty());
+        if let (Some((path, running, ..)), Some(db)) = (&self.running, &wanted) {
+            if path == db && *running == jobs {
+                return;
+            }
+        }
+        self.stop().await;
+        if let Some(db) = wanted {
+            let token = CancellationToken::new();
+            let task = tokio::spawn(run(db.clone(), jobs.clone(), clock.clone(), token.clone()));
+            self.running = Some((db, jobs, token, task));
+        }
+    }
+
+    /// Stops the task between two transactions.
+    pub async fn stop(&mut self) {
+        if let Some((_, _, token, task)) = self.running.take() {
+            token.cancel();
+            let _ = task.await;
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
