@@ -183,10 +183,8 @@ fn every_tariff_key_is_documented() {
             (_, serde_json::Value::Object(inner)) => inner.keys().map(|k| format!("{key}.{k}")).collect(),
             _ => Vec::new(),
         };
-        if nested.is_empty() || key == "grid_fees" {
-            if !page.contains(&format!("| `{key}` |")) {
-                missing.push(key.clone());
-            }
+        if (nested.is_empty() || key == "grid_fees") && !page.contains(&format!("| `{key}` |")) {
+            missing.push(key.clone());
         }
         for k in nested {
             let documented = if key == "grid_fees" {
