@@ -118,7 +118,7 @@ pub struct CostError {
     source: rusqlite::Error,
 }
 
-/// Slot rows written per device by one run.
+/// Slot rows written or changed per device by one run.
 pub type Report = BTreeMap<String, u64>;
 
 /// One run over every job. `Ok(None)` when there is no database yet.
@@ -412,20 +412,40 @@ fn gas_chunk(
     upsert(conn, table, local, &rows)
 }
 
+/// The columns a recomputation may change. Unchanged rows are not rewritten: each
+/// run recomputes `LOOKBACK`, and an SD card should not see those rows every minute.
+const COLUMNS: [&str; 11] = [
+    "duration",
+    "day",
+    "kwh",
+    "m3",
+    "price",
+    "cost",
+    "returned_kwh",
+    "return_price",
+    "credit",
+    "fallback",
+    "estimated",
+];
+
 fn upsert(conn: &Connection, table: &str, local: LocalTime, rows: &[Row]) -> rusqlite::Result<u64> {
     if rows.is_empty() {
         return Ok(0);
     }
     let sql = format!(
-        "INSERT OR REPLACE INTO {} (ts, carrier, duration, day, kwh, m3, price, cost, returned_kwh, return_price, credit, fallback, estimated) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        quote(table)
+        "INSERT INTO {} (ts, carrier, duration, day, kwh, m3, price, cost, returned_kwh, return_price, credit, fallback, estimated) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+         ON CONFLICT (ts, carrier) DO UPDATE SET {} WHERE {}",
+        quote(table),
+        COLUMNS.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", "),
+        COLUMNS.iter().map(|c| format!("{c} IS NOT excluded.{c}")).collect::<Vec<_>>().join(" OR "),
     );
     immediate(conn, || {
         let mut stmt = conn.prepare_cached(&sql)?;
+        let mut changed = 0;
         for r in rows {
             let day = local.day(r.slot.start).0.to_string();
-            stmt.execute(params![
+            changed += stmt.execute(params![
                 r.slot.start,
                 r.carrier,
                 r.slot.len,
@@ -439,9 +459,9 @@ fn upsert(conn: &Connection, table: &str, local: LocalTime, rows: &[Row]) -> rus
                 r.credit,
                 r.fallback,
                 r.estimated
-            ])?;
+            ])? as u64;
         }
-        Ok(rows.len() as u64)
+        Ok(changed)
     })
 }
 
@@ -462,12 +482,17 @@ fn write_fixed(conn: &Connection, job: &CostJob, table: &str) -> rusqlite::Resul
         .query_map([since], |r| r.get::<_, i64>(0))?
         .filter_map(|ts| ts.ok().map(|ts| local.day(ts).1))
         .collect();
+    if starts.is_empty() {
+        return Ok(());
+    }
     immediate(conn, || {
         for start in &starts {
             let (date, start, end) = local.day(*start);
             conn.execute(
                 &format!(
-                    "INSERT OR REPLACE INTO {t} (ts, carrier, duration, day, cost) VALUES (?1, 'fixed', ?2, ?3, ?4)"
+                    "INSERT INTO {t} (ts, carrier, duration, day, cost) VALUES (?1, 'fixed', ?2, ?3, ?4) \
+                     ON CONFLICT (ts, carrier) DO UPDATE SET duration = excluded.duration, day = excluded.day, \
+                     cost = excluded.cost WHERE cost IS NOT excluded.cost OR duration IS NOT excluded.duration"
                 ),
                 params![start, end - start, date.to_string(), amount],
             )?;

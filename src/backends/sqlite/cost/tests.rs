@@ -317,8 +317,15 @@ fn lifetime_columns_and_gas_and_reruns() {
         [day + 3600],
     )
     .expect("delete");
-    run_once(&path, &[j], at(day + 3 * 3600 + 60), &cancel).expect("rerun");
+    let report = run_once(&path, std::slice::from_ref(&j), at(day + 3 * 3600 + 60), &cancel).expect("rerun");
     assert_eq!(rows(&conn, "electricity"), first);
+    assert_eq!(
+        report.map(|r| r.get("p1").copied()),
+        Some(Some(1)),
+        "only the deleted row is written"
+    );
+    let report = run_once(&path, &[j], at(day + 3 * 3600 + 60), &cancel).expect("third run");
+    assert_eq!(report, Some(Report::new()), "unchanged rows are not rewritten");
 }
 
 #[test]
