@@ -371,3 +371,52 @@ fn eu_summer_time_switches_at_0100_utc() {
         .timestamp();
     assert_eq!((local.offset_at(switch - 1), local.offset_at(switch)), (3600, 7200));
 }
+
+#[test]
+fn history_older_than_retention_is_read_from_the_aggregates() {
+    let (_dir, path, conn) = db();
+    let day = past_midnight(8);
+    // Day one was downsampled: 5-minute windows holding each window's last value
+    // (1 kW, read every 10 s: the value at the window's last sample), and the
+    // prices' means. Day two is raw.
+    conn.execute_batch(
+        "CREATE TABLE p1_5m (ts INTEGER PRIMARY KEY, samples INTEGER, energy_delivered_tariff1 REAL, energy_delivered_tariff2 REAL);
+         CREATE TABLE prices_5m (ts INTEGER PRIMARY KEY, samples INTEGER, price_mean REAL, price_resolution_mean REAL);",
+    )
+    .expect("aggregate tables");
+    for w in (day..day + 86_400).step_by(300) {
+        let last = w + 300 - STEP;
+        conn.execute(
+            "INSERT INTO p1_5m VALUES (?1, 30, ?2, 1000.0)",
+            params![w, 100.0 + (last - day) as f64 / 3600.0],
+        )
+        .expect("window");
+        if (w - day) % 3600 == 0 {
+            conn.execute("INSERT INTO prices_5m VALUES (?1, 1, 0.2, 3600.0)", [w])
+                .expect("price window");
+        }
+    }
+    fill(&conn, day + 86_400, day + 2 * 86_400 + 60, 1.0, 0.0, (124.0, 0.0));
+    run_once(
+        &path,
+        &[job("prices: prices\nfixed_price: 0.5\n")],
+        at(day + 2 * 86_400 + 60),
+        &CancellationToken::new(),
+    )
+    .expect("run");
+    let slots = rows(&conn, "electricity");
+    let first_day: Vec<&CostRow> = slots.iter().filter(|r| r.0 < day + 86_400).collect();
+    // The first hour starts before the first aggregate's placed time: not costed.
+    assert_eq!(first_day.len(), 23);
+    for r in &slots {
+        // The placed times are off by the 10 s of the last sample: a few Wh.
+        assert!((r.2 - 1.0).abs() < 0.01, "slot {}: {} kWh", r.0, r.2);
+    }
+    assert!(
+        first_day.iter().all(|r| close(r.3, 0.2) && !r.7),
+        "day one priced from the aggregates"
+    );
+    assert_eq!(slots.len(), 23 + 24);
+    let total: f64 = slots.iter().map(|r| r.2).sum();
+    assert!((total - 47.0).abs() < 0.01, "{total}");
+}
