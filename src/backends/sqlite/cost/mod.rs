@@ -155,6 +155,29 @@ pub fn run_once(
     Ok(Some(report))
 }
 
+/// Drops the cost rows of `device` from slot start `from` on, so the next run
+/// computes them again from the stored rows: for a correction of the counters
+/// before the look-back (an epoch added or undone). Returns the rows dropped.
+pub fn forget_from(db: &Path, device: &str, from: i64) -> Result<u64, CostError> {
+    let sql = |source| CostError {
+        path: db.to_path_buf(),
+        device: device.to_owned(),
+        source,
+    };
+    let conn = open_existing(db).map_err(sql)?;
+    if !table_exists(&conn, &cost_table(device)).map_err(sql)? {
+        return Ok(0);
+    }
+    // A day's fixed row starts at local midnight, before `from`: it is rewritten by
+    // the next run anyway.
+    conn.execute(
+        &format!("DELETE FROM {} WHERE ts >= ?1", quote(&cost_table(device))),
+        [from],
+    )
+    .map(|n| n as u64)
+    .map_err(sql)
+}
+
 /// Creates `<device>_cost` if it is not there.
 pub fn prepare_cost_table(conn: &Connection, device: &str) -> rusqlite::Result<()> {
     conn.execute_batch(&format!(

@@ -420,3 +420,41 @@ fn history_older_than_retention_is_read_from_the_aggregates() {
     let total: f64 = slots.iter().map(|r| r.2).sum();
     assert!((total - 47.0).abs() < 0.01, "{total}");
 }
+
+#[test]
+fn a_corrected_history_is_recomputed_after_forget_from() {
+    let (_dir, path, conn) = db();
+    let day = past_midnight(9);
+    fill(&conn, day, day + 86_400 + 60, 1.0, 0.0, (100.0, 0.0));
+    let j = job("fixed_price: 0.3\n");
+    let cancel = CancellationToken::new();
+    run_once(&path, std::slice::from_ref(&j), at(day + 86_400 + 60), &cancel).expect("run");
+    // The morning's counter was 1 kWh/h too low (a wrong epoch, corrected later):
+    // from 06:00 on every value is 1 kWh higher, so 05:00–06:00 used 2 kWh.
+    conn.execute(
+        "UPDATE p1 SET energy_delivered_tariff1 = energy_delivered_tariff1 + 1.0 WHERE ts >= ?1",
+        [day + 6 * 3600],
+    )
+    .expect("correct");
+    run_once(&path, std::slice::from_ref(&j), at(day + 86_400 + 60), &cancel).expect("rerun");
+    let slot = |conn: &Connection| -> f64 {
+        conn.query_row(
+            "SELECT kwh FROM p1_cost WHERE carrier = 'electricity' AND ts = ?1",
+            [day + 5 * 3600],
+            |r| r.get(0),
+        )
+        .expect("slot")
+    };
+    assert!(
+        close(slot(&conn), 1.0),
+        "outside the look-back: unchanged until forgotten"
+    );
+    assert_eq!(forget_from(&path, "p1", day + 4 * 3600).expect("forget"), 20);
+    run_once(&path, &[j], at(day + 86_400 + 60), &cancel).expect("recompute");
+    assert!(
+        close(slot(&conn), 2.0),
+        "the step lands in 05:00–06:00: {}",
+        slot(&conn)
+    );
+    assert_eq!(rows(&conn, "electricity").len(), 24);
+}
