@@ -209,7 +209,7 @@ pub fn parse_device(file: &Path, src: &str, backends: &[&str]) -> Result<DeviceC
         ConfigError::invalid(
             file,
             Location {
-                line: line_of_key(src, key).unwrap_or(1),
+                line: line_of_key(src, key).or_else(|| line_of_path(src, key)).unwrap_or(1),
                 column: 1,
                 key: Some(key.to_owned()),
             },
@@ -245,6 +245,23 @@ pub fn parse_device(file: &Path, src: &str, backends: &[&str]) -> Result<DeviceC
         common,
         kind,
     })
+}
+
+/// The line of a nested key such as `tariff.gas.calorific_value`: each part's
+/// first line after its parent's (list items, `- key:`, included).
+fn line_of_path(src: &str, path: &str) -> Option<usize> {
+    let mut parts = path.split('.');
+    let mut line = line_of_key(src, parts.next()?)?;
+    for part in parts {
+        let prefix = format!("{part}:");
+        line = src
+            .lines()
+            .enumerate()
+            .skip(line)
+            .find(|(_, l)| l.trim_start().trim_start_matches("- ").starts_with(&prefix))
+            .map(|(i, _)| i + 1)?;
+    }
+    Some(line)
 }
 
 /// SQLite keeps one row per device per second (`ts` in whole seconds), so two

@@ -258,7 +258,7 @@ pub fn parse_offset(text: &str) -> Option<i32> {
 impl TariffConfig {
     /// Ranges and combinations serde cannot check: `Err((key, message))`.
     pub fn validate(&self) -> Result<(), (String, String)> {
-        let err = |key: &str, message: &str| Err(("tariff".to_owned(), format!("`{key}`: {message}")));
+        let err = |key: &str, message: &str| Err((format!("tariff.{key}"), message.to_owned()));
         if self.prices.is_none() && self.fixed_price.is_none() {
             return err("prices", "give a prices device (`prices:`), a `fixed_price`, or both");
         }
@@ -281,11 +281,11 @@ impl TariffConfig {
             }
         }
         if self.returned.price == ReturnPrice::Fixed && self.returned.fixed_price.is_none() {
-            return err("returned", "`price: fixed` needs `fixed_price`");
+            return err("returned.price", "`fixed` needs `returned.fixed_price`");
         }
         if let Some(gas) = &self.gas {
             if gas.calorific_value <= 0.0 || !gas.calorific_value.is_finite() {
-                return err("gas", "`calorific_value` must be above 0 (kWh/m³)");
+                return err("gas.calorific_value", "must be above 0 (kWh/m³)");
             }
         }
         Ok(())
@@ -310,7 +310,11 @@ mod tests {
     #[test]
     fn a_tariff_needs_a_price() {
         let t: TariffConfig = serde_yaml_ng::from_str("markup: 0.02\n").expect("parses");
-        assert_eq!(t.validate().map_err(|e| e.1.contains("fixed_price")), Err(true));
+        assert_eq!(
+            t.validate()
+                .map_err(|(key, message)| (key, message.contains("fixed_price"))),
+            Err(("tariff.prices".to_owned(), true))
+        );
         let t: TariffConfig = serde_yaml_ng::from_str("fixed_price: 0.1\n").expect("parses");
         assert_eq!(t.validate(), Ok(()));
         assert_eq!(t.slot, default_slot());
