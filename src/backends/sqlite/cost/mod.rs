@@ -416,7 +416,7 @@ fn upsert(conn: &Connection, table: &str, local: LocalTime, rows: &[Row]) -> rus
     })
 }
 
-/// A `fixed` row for every local day with a costed slot.
+/// A `fixed` row for every local day from the first costed slot to the last.
 fn write_fixed(conn: &Connection, job: &CostJob, table: &str) -> rusqlite::Result<()> {
     let amount = daily_fixed(&job.tariff);
     let local = LocalTime::of(&job.tariff);
@@ -426,15 +426,21 @@ fn write_fixed(conn: &Connection, job: &CostJob, table: &str) -> rusqlite::Resul
         [],
         |r| r.get(0),
     )?;
-    let starts: BTreeSet<i64> = conn
-        .prepare(&format!(
-            "SELECT ts FROM {t} WHERE carrier != 'fixed' AND ts >= ?1 ORDER BY ts"
-        ))?
-        .query_map([since], |r| r.get::<_, i64>(0))?
-        .filter_map(|ts| ts.ok().map(|ts| local.day(ts).1))
-        .collect();
-    if starts.is_empty() {
+    // From the last fixed day (or the first slot) to the last slot's day: a day
+    // with the meter down all along still has its standing charge.
+    let (first, last): (Option<i64>, Option<i64>) = conn.query_row(
+        &format!("SELECT min(ts), max(ts) FROM {t} WHERE carrier != 'fixed' AND ts >= ?1"),
+        [since],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let (Some(first), Some(last)) = (first, last) else {
         return Ok(());
+    };
+    let mut starts = BTreeSet::new();
+    let mut day = local.day(first);
+    while day.1 <= last {
+        starts.insert(day.1);
+        day = local.day(day.2);
     }
     immediate(conn, || {
         for start in &starts {

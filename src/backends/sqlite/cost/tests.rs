@@ -458,3 +458,47 @@ fn a_corrected_history_is_recomputed_after_forget_from() {
     );
     assert_eq!(rows(&conn, "electricity").len(), 24);
 }
+
+#[test]
+fn a_day_with_the_meter_down_still_has_its_fixed_costs() {
+    let (_dir, path, conn) = db();
+    let first = past_midnight(12);
+    let local = LocalTime {
+        standard: 3600,
+        summer: SummerTime::Eu,
+    };
+    let third = local.day(local.day(first).2).2;
+    // Day one until noon, nothing on day two, day three from noon.
+    fill(&conn, first, first + 12 * 3600, 1.0, 0.0, (100.0, 0.0));
+    fill(&conn, third + 12 * 3600, third + 14 * 3600, 1.0, 0.0, (200.0, 0.0));
+    run_once(
+        &path,
+        &[job("fixed_price: 0.3\ndaily_fixed: 1.0\n")],
+        at(third + 14 * 3600),
+        &CancellationToken::new(),
+    )
+    .expect("run");
+    let days: Vec<(i64, f64)> = conn
+        .prepare("SELECT ts, cost FROM p1_cost WHERE carrier = 'fixed' ORDER BY ts")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(
+        days.iter().map(|d| d.0).collect::<Vec<_>>(),
+        vec![first, local.day(first).2, third]
+    );
+    assert!(days.iter().all(|d| close(d.1, 1.0)));
+    // The slots the gap touches are estimated: they hold the rise across it (from
+    // the last row at 11:59:50) and the 11:00 slot's measured part before it.
+    let last_before = 100.0 + 12.0 - STEP as f64 / 3600.0;
+    let estimated: Vec<CostRow> = rows(&conn, "electricity").into_iter().filter(|r| r.8).collect();
+    assert_eq!(
+        estimated.len(),
+        13 + 24 + 12,
+        "day one from 11:00, day two, day three to noon"
+    );
+    let spread: f64 = estimated.iter().map(|r| r.2).sum();
+    assert!(close(spread, (200.0 - last_before) + (last_before - 111.0)), "{spread}");
+}
