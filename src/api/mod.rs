@@ -4,6 +4,7 @@
 //! SQLite files on a blocking thread.
 
 mod capacity;
+mod costs;
 mod errors;
 mod export;
 mod health;
@@ -118,6 +119,7 @@ pub fn serve_on(
         .route("/api/readings", get(readings::readings))
         .route("/api/capacity", get(capacity::capacity))
         .route("/api/export", get(export::export))
+        .route("/api/costs", get(costs::costs))
         .fallback(errors::not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))

@@ -52,7 +52,7 @@ impl Order {
 }
 
 /// RFC 3339 or unix seconds.
-fn parse_time(text: &str) -> Result<i64, String> {
+pub(super) fn parse_time(text: &str) -> Result<i64, String> {
     if let Ok(secs) = text.parse::<i64>() {
         return Ok(secs);
     }

@@ -65,6 +65,9 @@ pub fn check(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Outcome {
         for (key, message) in device.kind.warnings() {
             let _ = writeln!(text, "warning: {}: {key}: {message}", device.file.display());
         }
+        if let Some(message) = prices_warning(device, &config.devices.devices) {
+            let _ = writeln!(text, "warning: {}: tariff.prices: {message}", device.file.display());
+        }
     }
     let errors = &config.devices.errors;
     for e in errors {
@@ -80,6 +83,29 @@ pub fn check(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Outcome {
         n => writeln!(text, "{} found", count(n, "error")),
     };
     Outcome { text, ok: found == 0 }
+}
+
+/// A `tariff.prices` that names no `prices` device: the tariff works, on its
+/// `fixed_price` alone (or not at all without one), which is rarely what was meant.
+fn prices_warning(
+    device: &config::DeviceConfig,
+    devices: &std::collections::BTreeMap<crate::reading::DeviceId, config::DeviceConfig>,
+) -> Option<String> {
+    let tariff = device.common.tariff.as_ref()?;
+    let id = tariff.prices.as_deref()?;
+    let then = if tariff.fixed_price.is_some() {
+        "every slot gets `fixed_price`"
+    } else {
+        "no slot is costed"
+    };
+    match devices.get(id) {
+        None => Some(format!("no device `{id}` in the devices dir: {then}")),
+        Some(d) if d.kind.type_name() != "prices" => Some(format!(
+            "`{id}` is a `{}` device, not a `prices` one: {then}",
+            d.kind.type_name()
+        )),
+        Some(_) => None,
+    }
 }
 
 /// The daemon would fail to open its database (at start, or at a reload): say so

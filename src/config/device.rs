@@ -41,6 +41,10 @@ pub struct CommonConfig {
     /// it is read again within `max_backoff` of coming back.
     #[serde(default, with = "super::duration::option", skip_serializing_if = "Option::is_none")]
     pub breaker_cooldown: Option<Duration>,
+    /// How the energy this meter counts is priced: the cost table and `/api/costs`
+    /// (docs/costs.md). None: not costed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tariff: Option<super::tariff::TariffConfig>,
 }
 
 pub(super) fn default_enabled() -> bool {
@@ -70,6 +74,7 @@ const COMMON_KEYS: &[&str] = &[
     "failure_threshold",
     "max_backoff",
     "breaker_cooldown",
+    "tariff",
 ];
 
 /// One device: its id (the file stem), where it came from, and its settings.
@@ -153,6 +158,7 @@ fn reserved_id(id: &str) -> bool {
         || id.starts_with("sqlite_")
         || id.starts_with('_')
         || id.ends_with(crate::backends::sqlite::downsample::SUFFIX)
+        || id.ends_with(crate::backends::sqlite::cost::SUFFIX)
 }
 
 /// Parses one device file's text (already interpolated). `backends` are the names
@@ -230,7 +236,7 @@ pub fn parse_device(file: &Path, src: &str, backends: &[&str]) -> Result<DeviceC
         ConfigError::invalid(
             file,
             Location {
-                line: line_of_key(src, key).unwrap_or(1),
+                line: line_of_key(src, key).or_else(|| line_of_path(src, key)).unwrap_or(1),
                 column: 1,
                 key: Some(key.to_owned()),
             },
@@ -256,6 +262,9 @@ pub fn parse_device(file: &Path, src: &str, backends: &[&str]) -> Result<DeviceC
     if let Some(message) = common.poll_interval.and_then(|p| poll_interval_error(p, kind.pushes())) {
         return Err(fail("poll_interval", message));
     }
+    if let Some(tariff) = &common.tariff {
+        tariff.validate().map_err(|(key, message)| fail(&key, message))?;
+    }
     kind.validate(&common).map_err(|(key, message)| fail(&key, message))?;
     Ok(DeviceConfig {
         id,
@@ -264,6 +273,23 @@ pub fn parse_device(file: &Path, src: &str, backends: &[&str]) -> Result<DeviceC
         file_contents: file_contents(&kind),
         kind,
     })
+}
+
+/// The line of a nested key such as `tariff.gas.calorific_value`: each part's
+/// first line after its parent's (list items, `- key:`, included).
+fn line_of_path(src: &str, path: &str) -> Option<usize> {
+    let mut parts = path.split('.');
+    let mut line = line_of_key(src, parts.next()?)?;
+    for part in parts {
+        let prefix = format!("{part}:");
+        line = src
+            .lines()
+            .enumerate()
+            .skip(line)
+            .find(|(_, l)| l.trim_start().trim_start_matches("- ").starts_with(&prefix))
+            .map(|(i, _)| i + 1)?;
+    }
+    Some(line)
 }
 
 /// SQLite keeps one row per device per second (`ts` in whole seconds), so two
@@ -305,7 +331,7 @@ fn device_id(file: &Path) -> Result<DeviceId, ConfigError> {
         return Err(ConfigError::invalid(
             file,
             at_start,
-            format!("`{stem}` cannot be a device id (the file stem): no control characters or quotes, and not `metrics`, `outbox*`, `sqlite_*`, `_*` or `*_5m`"),
+            format!("`{stem}` cannot be a device id (the file stem): no control characters or quotes, and not `metrics`, `outbox*`, `sqlite_*`, `_*`, `*_5m` or `*_cost`"),
         ));
     }
     Ok(Arc::from(stem))

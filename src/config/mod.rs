@@ -9,6 +9,7 @@ pub mod listen;
 pub mod parse;
 pub mod power;
 pub mod secret;
+pub mod tariff;
 
 use std::path::{Path, PathBuf};
 

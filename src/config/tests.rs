@@ -386,3 +386,22 @@ fn a_push_device_may_have_zero_but_not_a_sub_second_poll() {
         assert!(text.contains("below 1s"), "{text}");
     }
 }
+
+#[test]
+fn tariff_errors_name_the_nested_key_and_its_line() {
+    let src = "type: simulated\nprofile: electricity\ntariff:\n  fixed_price: 0.25\n  grid_fees:\n    - {from: '09:00', to: '08:00', per_kwh: 0.05}\n  gas:\n    price_per_m3: 1.0\n    calorific_value: 0\n";
+    let (line, key, text) = located(device(src).expect_err("from after to"));
+    assert_eq!((line, key.as_deref()), (5, Some("tariff.grid_fees")), "{text}");
+    let src = src.replace("'09:00'", "'07:00'");
+    let (line, key, text) = located(device(&src).expect_err("no calorific value"));
+    assert_eq!(
+        (line, key.as_deref()),
+        (9, Some("tariff.gas.calorific_value")),
+        "{text}"
+    );
+    assert!(text.contains("must be above 0"), "{text}");
+    let d = device(&src.replace("calorific_value: 0", "calorific_value: 11.0")).expect("valid");
+    let tariff = d.common.tariff.expect("tariff");
+    assert_eq!(tariff.gas.map(|g| g.calorific_value), Some(11.0));
+    assert_eq!(tariff.max_gap, crate::config::tariff::default_max_gap());
+}

@@ -9,6 +9,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::backends::sqlite::cost::{CostJob, CostTask};
 use crate::backends::{self, BackendError};
 use crate::config::{self, BaseConfig, Config, DeviceConfig, DeviceSet};
 use crate::daemon::live::{BackendStats, SharedStatus, Status};
@@ -45,6 +46,9 @@ pub struct Daemon {
     guard: Option<(CancellationToken, JoinHandle<()>)>,
     /// The downsampling task (see `downsample.rs`), when enabled with SQLite.
     downsampler: Option<(CancellationToken, JoinHandle<()>)>,
+    /// The cost job (see `backends/sqlite/cost`) with the jobs and database it runs
+    /// on, when a device has a `tariff:` and SQLite is configured.
+    costs: CostTask,
     /// The status API's address and its stop switch, when it runs.
     api: Option<(std::net::SocketAddr, CancellationToken, JoinHandle<()>)>,
 }
@@ -193,6 +197,7 @@ impl Daemon {
             clock,
             guard,
             downsampler,
+            costs: CostTask::default(),
             api: None,
         };
         daemon.api = daemon.start_api().await;
@@ -411,6 +416,7 @@ impl Daemon {
             stop_guard(self.downsampler.take()).await;
             self.downsampler = start_downsampler(&self.base, &self.clock);
         }
+        self.refresh_costs().await;
         self.apply_api(api).await;
         rebuilt
     }
@@ -493,7 +499,21 @@ impl Daemon {
             self.known.insert(id, new);
         }
         self.status.set_config_errors(shown);
+        self.refresh_costs().await;
         summary
+    }
+
+    /// (Re)starts the cost job when its devices, tariffs or database changed.
+    async fn refresh_costs(&mut self) {
+        let db = self
+            .base
+            .backends
+            .sqlite
+            .as_ref()
+            .map(|s| self.base.data_dir.join(&s.path));
+        self.costs
+            .refresh(db, CostJob::of(self.known.values()), &self.clock)
+            .await;
     }
 
     /// Stops the monitors, lets every backend write out its queue and flush, and
@@ -507,10 +527,12 @@ impl Daemon {
             status,
             guard,
             downsampler,
+            mut costs,
             ..
         } = self;
         stop_guard(guard).await;
         stop_guard(downsampler).await;
+        costs.stop().await;
         supervisor.shutdown().await;
         router.close_all();
         for (name, task) in backend_tasks {

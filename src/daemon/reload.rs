@@ -43,13 +43,30 @@ impl DeviceDiff {
         };
         for (id, config) in new {
             match old.get(id) {
-                Some(previous) if previous == config => diff.unchanged.push(id.clone()),
+                Some(previous) if same_monitor(previous, config) => diff.unchanged.push(id.clone()),
                 Some(_) => diff.restart.push(id.clone()),
                 None => diff.start.push(id.clone()),
             }
         }
         diff
     }
+}
+
+/// Whether `a` and `b` run the same monitor: all but the `tariff:` alike. The
+/// tariff is the cost job's (restarted by `app.rs` when any tariff changes), so a
+/// new price does not reopen a meter's serial port.
+fn same_monitor(a: &DeviceConfig, b: &DeviceConfig) -> bool {
+    a.id == b.id
+        && a.file == b.file
+        && a.kind == b.kind
+        && a.file_contents == b.file_contents
+        && crate::config::CommonConfig {
+            tariff: None,
+            ..a.common.clone()
+        } == crate::config::CommonConfig {
+            tariff: None,
+            ..b.common.clone()
+        }
 }
 
 /// The base config (config.yaml) of a reload.
@@ -206,6 +223,22 @@ mod tests {
         // Once the file is removed for good, the device stops.
         let diff = DeviceDiff::new(&old, &new, &BTreeSet::new());
         assert_eq!(ids(&diff.stop), ["broken", "deleted"]);
+    }
+
+    #[test]
+    fn a_tariff_change_leaves_the_monitor_running() {
+        let priced = |price: &str| {
+            device(&format!(
+                "type: simulated\nprofile: gas\ntariff:\n  fixed_price: {price}\n"
+            ))
+        };
+        let old: BTreeMap<DeviceId, DeviceConfig> = [(Arc::from("meter"), priced("0.25"))].into();
+        let new: BTreeMap<DeviceId, DeviceConfig> = [(Arc::from("meter"), priced("0.30"))].into();
+        let diff = DeviceDiff::new(&old, &new, &BTreeSet::new());
+        assert_eq!((ids(&diff.unchanged), diff.restart.len()), (vec!["meter"], 0));
+        let polled = device("type: simulated\nprofile: gas\npoll_interval: 5s\ntariff:\n  fixed_price: 0.30\n");
+        let new: BTreeMap<DeviceId, DeviceConfig> = [(Arc::from("meter"), polled)].into();
+        assert_eq!(ids(&DeviceDiff::new(&old, &new, &BTreeSet::new()).restart), ["meter"]);
     }
 
     #[test]

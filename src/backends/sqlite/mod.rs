@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use rusqlite::{params_from_iter, Connection, ErrorCode, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+pub mod cost;
 pub mod downsample;
 pub mod export;
 pub mod guard;

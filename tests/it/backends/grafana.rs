@@ -309,6 +309,7 @@ async fn every_dashboard_query_returns_time_series() {
     simulate(&setup).await;
     let db = setup.db_path();
     synthesize(&db);
+    cost(&db);
     let conn = Connection::open(&db).expect("db");
 
     // `to` just after the last poll (at `end()`): the queries take `ts < to`.
@@ -423,6 +424,34 @@ async fn every_dashboard_query_returns_time_series() {
     let samples = SYNTH_DAYS * DAY / SYNTH_STEP;
     let heat = sums["Heat per day/heat"];
     assert_eq!(heat, (samples - 2) as f64, "sum of positive steps across the reset");
+    // The cost dashboard: the simulated meter at a fixed all-in 0.25 × 1.21 EUR/kWh.
+    let drawn = sums["Energy per day/electricity drawn"];
+    let cost = sums["Cost per day/electricity"];
+    assert!(
+        drawn > 0.0 && close(cost, drawn * 0.25 * 1.21),
+        "{cost} for {drawn} kWh"
+    );
+    let net = sums["Cost per day/net"];
+    let credit = sums["Cost per day/returned (credit)"];
+    let fixed = sums["Cost per day/fixed"];
+    assert!(close(net, cost + credit + fixed), "{net} = {cost} + {credit} + {fixed}");
+}
+
+/// The cost table of the simulated electricity meter, as the daemon's cost job
+/// writes it for a meter with this tariff.
+fn cost(db: &Path) {
+    let tariff =
+        serde_yaml_ng::from_str("fixed_price: 0.25\nvat_percent: 21\ndaily_fixed: 0.5\nslot: 15m\n").expect("tariff");
+    let job = mesura::backends::sqlite::cost::CostJob {
+        device: "electricity".into(),
+        device_type: "simulated".into(),
+        tariff,
+    };
+    let now = DateTime::<Utc>::from_timestamp(end() + 60, 0).expect("now");
+    let report = mesura::backends::sqlite::cost::run_once(db, &[job], now, &tokio_util::sync::CancellationToken::new())
+        .expect("cost run")
+        .expect("the database exists");
+    assert!(report["electricity"] >= 4 * HOURS as u64 - 1, "{report:?}");
 }
 
 /// Every combination of the variables' values, each variable's query run with the

@@ -170,3 +170,34 @@ fn check_prints_a_line_for_every_section_it_validated() {
         assert!(text.contains(off), "{off}: {text}");
     }
 }
+
+#[test]
+fn a_tariff_naming_no_prices_device_is_a_warning_not_an_error() {
+    let setup = Setup::new("backends:\n  sqlite: {}\n");
+    setup.device("room", "type: simulated\nprofile: climate\n");
+    setup.device(
+        "meter",
+        "type: simulated\nprofile: electricity\ntariff:\n  prices: day_ahaed\n  fixed_price: 0.25\n",
+    );
+    setup.device("gas", "type: simulated\nprofile: gas\ntariff:\n  prices: room\n");
+    let (code, text) = check(&setup);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(
+            "meter.yaml: tariff.prices: no device `day_ahaed` in the devices dir: every slot gets `fixed_price`"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("gas.yaml: tariff.prices: `room` is a `simulated` device, not a `prices` one: no slot is costed"),
+        "{text}"
+    );
+    // A tariff key that does not exist is an error with its line.
+    setup.device(
+        "meter",
+        "type: simulated\nprofile: electricity\ntariff:\n  fixed_price: 0.25\n  markupp: 0.01\n",
+    );
+    let (code, text) = check(&setup);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("markupp"), "{text}");
+}
