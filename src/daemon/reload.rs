@@ -109,7 +109,8 @@ impl BaseDiff {
             downsampler: db_changed || new.retention != old.retention,
             // The API reads the database and the outbox: it follows them.
             api: db_changed || new.api != old.api,
-            needs_restart: new.logging != old.logging,
+            // Every device task holds the counter settings it started with.
+            needs_restart: new.logging != old.logging || new.counters != old.counters,
         }
     }
 

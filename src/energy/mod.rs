@@ -4,6 +4,8 @@
 
 pub mod cleaner;
 pub mod counters;
+pub mod epochs;
+pub mod ingest;
 
 #[cfg(test)]
 mod tests;
