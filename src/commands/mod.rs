@@ -1,7 +1,10 @@
-//! The one-shot subcommands: `check`, `devices`, `read`, `decode`. Each returns its text and
+//! The one-shot subcommands: `check`, `devices`, `read`, `decode`, `epochs`. Each returns its text and
 //! whether it succeeded; `main.rs` prints and sets the exit code.
 
+mod epochs;
 mod sections;
+
+pub use epochs::{epochs, EpochsAction};
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -6,6 +6,7 @@ pub mod cleaner;
 pub mod counters;
 pub mod epochs;
 pub mod ingest;
+pub mod recompute;
 
 #[cfg(test)]
 mod tests;
