@@ -1,6 +1,7 @@
 //! One module per device type (and per transport where a type has several).
 
 mod dsmr_capacity;
+mod dsmr_counters;
 mod dsmr_edge_cases;
 mod dsmr_encrypted;
 mod dsmr_fixtures_decode;
