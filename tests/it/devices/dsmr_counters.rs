@@ -44,6 +44,9 @@ async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// start, end, offset, reason, identity.
+type EpochRow = (i64, Option<i64>, f64, String, Option<String>);
+
 /// (ts, raw, lifetime) of the tariff-1 counter, oldest first.
 fn rows(db: &std::path::Path) -> Vec<(i64, f64, f64)> {
     let Ok(conn) = rusqlite::Connection::open(db) else {
@@ -151,7 +154,7 @@ async fn a_glitch_is_dropped_and_a_meter_swap_keeps_the_lifetime_series() {
     );
     assert!(list.ok, "{}", list.text);
     let conn = rusqlite::Connection::open(setup.dir.path().join("data/epochs.db")).expect("epochs.db");
-    let epoch_rows: Vec<(i64, Option<i64>, f64, String, Option<String>)> = conn
+    let epoch_rows: Vec<EpochRow> = conn
         .prepare(r#"SELECT start, "end", "offset", reason, identity FROM epochs WHERE device = 'p1' AND metric = ?1 ORDER BY start"#)
         .expect("query")
         .query_map([METRIC], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
