@@ -90,25 +90,25 @@ pub(super) async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResp
         );
     }
     f.header(
-        "mesura_counter_glitches_total",
+        "mesura_glitches_dropped_total",
         "counter",
         "Counter readings held back as glitches and never published (docs/counters.md), by device.",
     );
     for (id, d) in &devices {
         f.sample(
-            "mesura_counter_glitches_total",
+            "mesura_glitches_dropped_total",
             &[("device", id)],
             d.counter_glitches as f64,
         );
     }
     f.header(
-        "mesura_counter_epochs_total",
+        "mesura_meter_epochs_total",
         "counter",
         "Counter epochs started by a meter swap or reset since the start, by device.",
     );
     for (id, d) in &devices {
         f.sample(
-            "mesura_counter_epochs_total",
+            "mesura_meter_epochs_total",
             &[("device", id)],
             d.counter_epochs as f64,
         );

@@ -131,11 +131,11 @@ async fn a_glitch_is_dropped_and_a_meter_swap_keeps_the_lifetime_series() {
     let (code, metrics) = crate::support::api::get(addr, "/metrics", None).await;
     assert_eq!(code, 200);
     assert!(
-        metrics.contains("mesura_counter_glitches_total{device=\"p1\"} 1"),
+        metrics.contains("mesura_glitches_dropped_total{device=\"p1\"} 1"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("mesura_counter_epochs_total{device=\"p1\"}"),
+        metrics.contains("mesura_meter_epochs_total{device=\"p1\"}"),
         "{metrics}"
     );
 
