@@ -107,11 +107,7 @@ pub(super) async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResp
         "Counter epochs started by a meter swap or reset since the start, by device.",
     );
     for (id, d) in &devices {
-        f.sample(
-            "mesura_meter_epochs_total",
-            &[("device", id)],
-            d.counter_epochs as f64,
-        );
+        f.sample("mesura_meter_epochs_total", &[("device", id)], d.counter_epochs as f64);
     }
     f.header(
         "mesura_poll_errors_total",
