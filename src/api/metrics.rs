@@ -92,7 +92,7 @@ pub(super) async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResp
     f.header(
         "mesura_glitches_dropped_total",
         "counter",
-        "Counter readings held back as glitches and never published (docs/counters.md), by device.",
+        "Counter readings judged glitches, left out of the lifetime series (docs/counters.md), by device.",
     );
     for (id, d) in &devices {
         f.sample(

@@ -1,6 +1,7 @@
-//! One device's counters, cleaned as its readings arrive (pure): every counter of
-//! energy, gas, water or heat goes through its [`Track`]; what is released is
-//! published raw as sent plus a `<metric>_lifetime` reading; glitches are kept out.
+//! One device's counters, cleaned as its readings arrive (pure): every reading is
+//! published as sent at once (mesura keeps every stamped reading); every counter of
+//! energy, gas, water or heat also goes through its [`Track`], and what the track
+//! releases becomes a `<metric>_lifetime` reading. A glitch gets no lifetime value.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,9 +26,9 @@ pub fn is_cleaned(reading: &Reading) -> bool {
 /// What one poll's readings became.
 #[derive(Debug, Default)]
 pub struct Cleaned {
-    /// To publish: every reading that is not held back, plus the lifetime readings.
+    /// To publish: every reading as sent, plus the lifetime readings released.
     pub readings: Vec<Reading>,
-    /// Readings judged glitches (never published).
+    /// Counter readings judged glitches: published raw, never in the lifetime series.
     pub glitches: Vec<Reading>,
     /// Epochs started, by metric, with the meter identity at their start.
     pub epochs: Vec<(MetricName, NewEpoch)>,
@@ -110,6 +111,7 @@ impl DeviceCounters {
                     continue;
                 }
             };
+            out.readings.push(reading.clone());
             let metric = reading.metric.clone();
             let counter = self.counters.entry(metric.clone()).or_insert_with(|| Counter {
                 lifetime_name: lifetime_name(&metric),
@@ -129,13 +131,11 @@ impl DeviceCounters {
             }
             out.glitches.extend(step.glitches.into_iter().map(|s| s.payload));
             for (sample, lifetime) in step.released {
-                let lifetime = Reading {
+                out.readings.push(Reading {
                     metric: counter.lifetime_name.clone(),
                     value: Value::Number(lifetime),
-                    ..sample.payload.clone()
-                };
-                out.readings.push(sample.payload);
-                out.readings.push(lifetime);
+                    ..sample.payload
+                });
             }
         }
         out

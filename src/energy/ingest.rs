@@ -77,7 +77,7 @@ impl CounterIngest {
         let mut counted = Counted::default();
         for g in &glitches {
             counted.glitches += 1;
-            tracing::warn!(device = %self.device, metric = %g.metric, value = %g.value, at = %g.timestamp, "counter glitch held back and dropped: a reading off the counter's track, followed by one back on it");
+            tracing::warn!(device = %self.device, metric = %g.metric, value = %g.value, at = %g.timestamp, "counter glitch: a reading off the counter's track, followed by one back on it; stored raw as sent, left out of the lifetime series");
         }
         for (metric, epoch) in &epochs {
             if epoch.reason != Reason::First {

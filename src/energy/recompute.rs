@@ -11,7 +11,8 @@ use crate::energy::cleaner::lifetime_name;
 use crate::energy::epochs::EpochRow;
 
 /// Rewrites the lifetime column of `device`'s rows covered by `epochs` (the
-/// counter's epochs, any order) in the SQLite file `db`, in one transaction.
+/// counter's epochs, any order) in the SQLite file `db`, in one transaction. Rows
+/// without a lifetime value (glitches) stay without one.
 /// Returns the rows rewritten; none when the table or the column does not exist
 /// (yet): the daemon creates them with the first lifetime reading.
 pub fn recompute(db: &Path, device: &str, metric: &str, epochs: &[EpochRow]) -> rusqlite::Result<usize> {
@@ -26,7 +27,7 @@ pub fn recompute(db: &Path, device: &str, metric: &str, epochs: &[EpochRow]) -> 
         return Ok(0);
     }
     let sql = format!(
-        "UPDATE {table} SET {life} = {raw} + ?1 WHERE ts >= ?2 AND (?3 IS NULL OR ts < ?3) AND {raw} IS NOT NULL",
+        "UPDATE {table} SET {life} = {raw} + ?1 WHERE ts >= ?2 AND (?3 IS NULL OR ts < ?3) AND {raw} IS NOT NULL AND {life} IS NOT NULL",
         table = quote(device),
         life = quote(&lifetime),
         raw = quote(metric),

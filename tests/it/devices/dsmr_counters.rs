@@ -2,8 +2,8 @@
 //! TCP server) sends the real Iskra AM550 telegram (tests/fixtures/dsmr/) with its
 //! tariff-1 counter climbing, one telegram reading 0 in between, then the meter is
 //! swapped for the Kaifa of `dsmr42_kaifa_real.txt` (its equipment id and its
-//! 4726.494 kWh). SQLite keeps the raw values as sent without the glitch, the
-//! lifetime column carries on across the swap, the epochs table records it, and
+//! 4726.494 kWh). SQLite keeps every raw value as sent, the glitch has no lifetime
+//! value, the lifetime column carries on across the swap, the epochs table records it, and
 //! `mesura epochs add|undo` recompute the stored rows.
 
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
 type EpochRow = (i64, Option<i64>, f64, String, Option<String>);
 
 /// (ts, raw, lifetime) of the tariff-1 counter, oldest first.
-fn rows(db: &std::path::Path) -> Vec<(i64, f64, f64)> {
+fn rows(db: &std::path::Path) -> Vec<(i64, f64, Option<f64>)> {
     let Ok(conn) = rusqlite::Connection::open(db) else {
         return vec![];
     };
@@ -67,7 +67,7 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_glitch_is_dropped_and_a_meter_swap_keeps_the_lifetime_series() {
+async fn a_glitch_stays_out_of_the_lifetime_series_and_a_meter_swap_continues_it() {
     let setup = Setup::new(
         "backends:\n  sqlite:\n    flush_interval: 100ms\nwatch:\n  enabled: false\napi:\n  listen: 127.0.0.1:0\n",
     );
@@ -110,22 +110,32 @@ async fn a_glitch_is_dropped_and_a_meter_swap_keeps_the_lifetime_series() {
         .expect("start");
     let addr = daemon.api_addr().expect("the API runs");
 
-    wait_for("the six good telegrams", || rows(&db).len() == 6).await;
+    wait_for("the seven telegrams", || {
+        let r = rows(&db);
+        r.len() == 7 && r.iter().filter(|r| r.2.is_some()).count() == 6
+    })
+    .await;
     let stored = rows(&db);
-    // Raw as sent, without the glitch; each at its telegram's time.
-    let expected_raw = [3808.351, 3808.352, 3808.353, 4726.494, 4726.495, 4726.497];
-    let expected_at = [0, 1, 3, 4, 5, 6].map(|i| at(i).timestamp());
+    // Raw as sent, the glitch too; each at its telegram's time.
+    let expected_at: Vec<i64> = (0..7).map(|i| at(i).timestamp()).collect();
     assert_eq!(stored.iter().map(|r| r.0).collect::<Vec<_>>(), expected_at);
-    assert!(
-        stored.iter().zip(expected_raw).all(|(r, e)| close(r.1, e)),
-        "{stored:?}"
-    );
-    // The lifetime carries on across the swap: no drop, no spike.
-    let expected_lifetime = [3808.351, 3808.352, 3808.353, 3808.353, 3808.354, 3808.356];
-    assert!(
-        stored.iter().zip(expected_lifetime).all(|(r, e)| close(r.2, e)),
-        "{stored:?}"
-    );
+    assert!(stored.iter().zip(&sent).all(|(r, e)| close(r.1, e.0)), "{stored:?}");
+    // The lifetime carries on across the swap: no drop, no spike, nothing for the glitch.
+    let expected_lifetime = [
+        Some(3808.351),
+        Some(3808.352),
+        None,
+        Some(3808.353),
+        Some(3808.353),
+        Some(3808.354),
+        Some(3808.356),
+    ];
+    for (r, e) in stored.iter().zip(expected_lifetime) {
+        match (r.2, e) {
+            (Some(got), Some(e)) => assert!(close(got, e), "{stored:?}"),
+            (got, e) => assert_eq!(got, e, "{stored:?}"),
+        }
+    }
 
     // The glitch is counted on /metrics, the swap too.
     let (code, metrics) = crate::support::api::get(addr, "/metrics", None).await;
@@ -194,13 +204,19 @@ async fn a_glitch_is_dropped_and_a_meter_swap_keeps_the_lifetime_series() {
     let undone = epochs(&setup.config_path(), &undo, &no_env, Utc::now());
     assert!(undone.ok, "{}", undone.text);
     // Without the swap, the lifetime is the raw value again (offset 0 from the start).
-    assert!(rows(&db).iter().all(|r| close(r.1, r.2)), "{:?}", rows(&db));
+    let undone_rows = rows(&db);
+    assert!(
+        undone_rows.iter().all(|r| r.2.is_none_or(|l| close(r.1, l))),
+        "{undone_rows:?}"
+    );
+    assert_eq!(undone_rows[2].2, None, "the glitch stays out of the lifetime series");
     let added = epochs(&setup.config_path(), &add, &no_env, Utc::now());
     assert!(added.ok, "{}", added.text);
     assert!(added.text.contains("recomputed"), "{}", added.text);
     let after = rows(&db);
-    for (ts, raw, lifetime) in &after {
-        let offset = if *ts >= at(4).timestamp() { 3808.353 } else { 0.0 };
-        assert!(close(*lifetime, raw + offset), "{ts} {raw} {lifetime} ({swap_at})");
+    for (ts, raw, lifetime) in after.iter().filter_map(|r| Some((r.0, r.1, r.2?))) {
+        let offset = if ts >= at(4).timestamp() { 3808.353 } else { 0.0 };
+        assert!(close(lifetime, raw + offset), "{ts} {raw} {lifetime} ({swap_at})");
     }
+    assert_eq!(after.iter().filter(|r| r.2.is_some()).count(), 6);
 }
