@@ -92,8 +92,6 @@ enum Command {
     Epochs {
         #[command(subcommand)]
         what: EpochsCommand,
-        #[command(flatten)]
-        config: ConfigArg,
     },
 }
 
@@ -104,6 +102,8 @@ enum EpochsCommand {
         /// Only this device.
         #[arg(long)]
         device: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Start a manual epoch: the counter's lifetime is raw + OFFSET from --start on.
     Add {
@@ -117,6 +117,8 @@ enum EpochsCommand {
         /// Added to the raw value.
         #[arg(long, allow_negative_numbers = true)]
         offset: f64,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Remove the counter's newest epoch; the one before runs on in its place.
     Undo {
@@ -124,25 +126,36 @@ enum EpochsCommand {
         device: String,
         /// The counter metric.
         metric: String,
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
 impl EpochsCommand {
+    fn config(&self) -> &ConfigArg {
+        match self {
+            EpochsCommand::List { config, .. }
+            | EpochsCommand::Add { config, .. }
+            | EpochsCommand::Undo { config, .. } => config,
+        }
+    }
+
     fn action(&self) -> commands::EpochsAction {
         match self {
-            EpochsCommand::List { device } => commands::EpochsAction::List { device: device.clone() },
+            EpochsCommand::List { device, .. } => commands::EpochsAction::List { device: device.clone() },
             EpochsCommand::Add {
                 device,
                 metric,
                 start,
                 offset,
+                ..
             } => commands::EpochsAction::Add {
                 device: device.clone(),
                 metric: metric.clone(),
                 start: start.clone(),
                 offset: *offset,
             },
-            EpochsCommand::Undo { device, metric } => commands::EpochsAction::Undo {
+            EpochsCommand::Undo { device, metric, .. } => commands::EpochsAction::Undo {
                 device: device.clone(),
                 metric: metric.clone(),
             },
@@ -164,7 +177,8 @@ impl Cli {
             Some(Command::Run { config, log } | Command::Read { config, log, .. }) => {
                 (config.config.as_ref(), Some(log))
             }
-            Some(Command::Check { config } | Command::Epochs { config, .. }) => (config.config.as_ref(), None),
+            Some(Command::Check { config }) => (config.config.as_ref(), None),
+            Some(Command::Epochs { what }) => (what.config().config.as_ref(), None),
             _ => (None, None),
         };
         Options {

@@ -99,6 +99,11 @@ impl EpochStore {
             path: path.to_owned(),
             source,
         };
+        // The data directory may not exist yet (no SQLite backend, a first start):
+        // a failure shows up as SQLite's own error just below.
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
