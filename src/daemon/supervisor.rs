@@ -214,7 +214,10 @@ impl DeviceTask {
                     for r in &mut readings {
                         r.device_type = device_type;
                     }
-                    let (readings, counted) = counters.apply(readings, monitor.identity().as_deref());
+                    let identity = monitor
+                        .identity()
+                        .or_else(|| crate::energy::cleaner::identity_in(&readings));
+                    let (readings, counted) = counters.apply(readings, identity.as_deref());
                     let failed_reads = breaker.consecutive_failures();
                     let transition = breaker.on_success();
                     self.log_transition(transition, None);

@@ -142,6 +142,19 @@ impl DeviceCounters {
     }
 }
 
+/// Metric names that carry a meter's identity where a device reports it as a reading
+/// (a Modbus point map's `serial` string register).
+pub const IDENTITY_METRICS: &[&str] = &["serial", "serial_number", "equipment_id"];
+
+/// The meter identity a poll's readings carry, if one of them is an identity metric.
+pub fn identity_in(readings: &[Reading]) -> Option<String> {
+    readings
+        .iter()
+        .find(|r| IDENTITY_METRICS.contains(&&*r.metric))
+        .map(|r| r.value.to_string())
+        .filter(|id| !id.trim().is_empty())
+}
+
 pub fn lifetime_name(metric: &str) -> MetricName {
     Arc::from(format!("{metric}{LIFETIME_SUFFIX}"))
 }

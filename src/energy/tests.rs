@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::cleaner::{is_cleaned, DeviceCounters};
+use super::cleaner::{identity_in, is_cleaned, DeviceCounters};
 use super::counters::{CounterSettings, Reason};
 use crate::reading::{Kind, Reading, Unit, Value};
 
@@ -302,4 +302,21 @@ fn out_of_range_settings_name_their_key() {
         ..CounterSettings::default()
     };
     assert_eq!(s.out_of_range().map(|e| e.0), Some("counters.max_rise_per_hour"));
+}
+
+#[test]
+fn a_modbus_serial_point_is_the_meter_identity() {
+    let at = t0();
+    let mut serial = kwh(0.0, at);
+    serial.metric = Arc::from("serial");
+    serial.kind = Kind::Gauge;
+    serial.unit = Unit::None;
+    serial.value = Value::Text(Arc::from("SDM630-0012345"));
+    assert_eq!(
+        identity_in(&[kwh(1.0, at), serial.clone()]).as_deref(),
+        Some("SDM630-0012345")
+    );
+    assert_eq!(identity_in(&[kwh(1.0, at)]), None);
+    serial.value = Value::Text(Arc::from("  "));
+    assert_eq!(identity_in(&[serial]), None, "a blank register is no identity");
 }
