@@ -244,6 +244,11 @@ mod tests {
         let logging = base(&dir, "backends:\n  sqlite: {}\nlogging:\n  level: debug\n");
         let diff = BaseDiff::new(&old, &logging);
         assert!(diff.needs_restart && !diff.api);
+
+        // Every device task holds the counter settings it started with.
+        let counters = base(&dir, "backends:\n  sqlite: {}\ncounters:\n  glitch_hold: 5\n");
+        let diff = BaseDiff::new(&old, &counters);
+        assert!(diff.needs_restart && diff.backends.is_empty() && !diff.api);
     }
 
     #[test]
