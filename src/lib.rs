@@ -60,6 +60,7 @@ pub mod backends;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod energy;
 pub mod host;
 pub mod monitors;
 pub mod protocols;

@@ -118,6 +118,79 @@ enum Command {
         #[command(subcommand)]
         what: DecodeCommand,
     },
+    /// List and correct the counters' epochs (meter swaps, resets; docs/counters.md).
+    Epochs {
+        #[command(subcommand)]
+        what: EpochsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EpochsCommand {
+    /// Every epoch of every counter (or of one device).
+    List {
+        /// Only this device.
+        #[arg(long)]
+        device: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Start a manual epoch: the counter's lifetime is raw + OFFSET from --start on.
+    Add {
+        /// The device id.
+        device: String,
+        /// The counter metric (`energy_delivered_tariff1`).
+        metric: String,
+        /// When it starts, RFC 3339 (`2026-03-01T10:00:00Z`) [default: now].
+        #[arg(long)]
+        start: Option<String>,
+        /// Added to the raw value.
+        #[arg(long, allow_negative_numbers = true)]
+        offset: f64,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Remove the counter's newest epoch; the one before runs on in its place.
+    Undo {
+        /// The device id.
+        device: String,
+        /// The counter metric.
+        metric: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+impl EpochsCommand {
+    fn config(&self) -> &ConfigArg {
+        match self {
+            EpochsCommand::List { config, .. }
+            | EpochsCommand::Add { config, .. }
+            | EpochsCommand::Undo { config, .. } => config,
+        }
+    }
+
+    fn action(&self) -> commands::EpochsAction {
+        match self {
+            EpochsCommand::List { device, .. } => commands::EpochsAction::List { device: device.clone() },
+            EpochsCommand::Add {
+                device,
+                metric,
+                start,
+                offset,
+                ..
+            } => commands::EpochsAction::Add {
+                device: device.clone(),
+                metric: metric.clone(),
+                start: start.clone(),
+                offset: *offset,
+            },
+            EpochsCommand::Undo { device, metric, .. } => commands::EpochsAction::Undo {
+                device: device.clone(),
+                metric: metric.clone(),
+            },
+        }
+    }
 }
 
 /// The options in force: a subcommand's own `--config`, `--log-level` and
@@ -135,6 +208,7 @@ impl Cli {
                 (config.config.as_ref(), Some(log))
             }
             Some(Command::Check { config } | Command::Export { config, .. }) => (config.config.as_ref(), None),
+            Some(Command::Epochs { what }) => (what.config().config.as_ref(), None),
             _ => (None, None),
         };
         Options {
@@ -319,6 +393,12 @@ fn main() -> ExitCode {
                     }
                 })
             }
+            Some(Command::Epochs { what, .. }) => Ok(print(commands::epochs(
+                &options.config,
+                &what.action(),
+                &commands::env_lookup,
+                chrono::Utc::now(),
+            ))),
             Some(Command::Read { device, .. }) => {
                 init_tracing(&options, "warn", LogFormat::Text);
                 Ok(print(

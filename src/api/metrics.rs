@@ -90,6 +90,26 @@ pub(super) async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResp
         );
     }
     f.header(
+        "mesura_glitches_dropped_total",
+        "counter",
+        "Counter readings judged glitches, left out of the lifetime series (docs/counters.md), by device.",
+    );
+    for (id, d) in &devices {
+        f.sample(
+            "mesura_glitches_dropped_total",
+            &[("device", id)],
+            d.counter_glitches as f64,
+        );
+    }
+    f.header(
+        "mesura_meter_epochs_total",
+        "counter",
+        "Counter epochs started by a meter swap or reset since the start, by device.",
+    );
+    for (id, d) in &devices {
+        f.sample("mesura_meter_epochs_total", &[("device", id)], d.counter_epochs as f64);
+    }
+    f.header(
         "mesura_poll_errors_total",
         "counter",
         "Failed reads, by device and kind (link, refused, invalid_data, config).",

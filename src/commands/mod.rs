@@ -1,8 +1,11 @@
-//! The one-shot subcommands: `check`, `devices`, `read`, `decode`, `export`. Each returns its text and
-//! whether it succeeded; `main.rs` prints and sets the exit code.
+//! The one-shot subcommands: `check`, `devices`, `read`, `decode`, `epochs`, `export`. Each returns its
+//! text and whether it succeeded; `main.rs` prints and sets the exit code.
 
+mod epochs;
 pub mod export;
 mod sections;
+
+pub use epochs::{epochs, EpochsAction};
 
 use std::fmt::Write as _;
 use std::path::Path;

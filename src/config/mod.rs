@@ -56,6 +56,10 @@ pub struct BaseConfig {
     /// (see docs/configuration.md).
     #[serde(default)]
     pub retention: crate::backends::sqlite::downsample::RetentionConfig,
+    /// How energy, gas, water and heat counters are cleaned at ingest: swaps,
+    /// resets and glitches, and the `<metric>_lifetime` series (docs/counters.md).
+    #[serde(default)]
+    pub counters: crate::energy::counters::CounterSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -292,6 +296,14 @@ pub fn load_base(
         return Err(ConfigError::invalid(path, location, message));
     }
     if let Some((key, message)) = base.api.out_of_range() {
+        let location = Location {
+            line: parse::position_of_path(text, key).map_or(1, |p| p.0),
+            column: 1,
+            key: Some(key.into()),
+        };
+        return Err(ConfigError::invalid(path, location, message));
+    }
+    if let Some((key, message)) = base.counters.out_of_range() {
         let location = Location {
             line: parse::position_of_path(text, key).map_or(1, |p| p.0),
             column: 1,

@@ -182,6 +182,7 @@ impl Daemon {
             status: status.clone(),
             clock: clock.clone(),
             data_dir: config.base.data_dir.clone(),
+            counters: config.base.counters.clone(),
         };
         let mut daemon = Daemon {
             config_path: config.path,

@@ -41,6 +41,10 @@ pub struct DeviceStatus {
     /// The meter's newest monthly peaks (capacity tariff), for /api/capacity.
     #[serde(skip)]
     pub monthly_peaks: Option<std::sync::Arc<crate::reading::MonthlyPeaks>>,
+    /// Counter readings judged glitches: stored raw, left out of the lifetime series (src/energy/).
+    pub counter_glitches: u64,
+    /// Counter epochs started by a swap or a reset (not the first of a counter).
+    pub counter_epochs: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +74,8 @@ impl DeviceStatus {
             protocol_errors: BTreeMap::new(),
             service_metrics: Vec::new(),
             monthly_peaks: None,
+            counter_glitches: 0,
+            counter_epochs: 0,
         }
     }
 }

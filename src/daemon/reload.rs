@@ -126,7 +126,8 @@ impl BaseDiff {
             downsampler: db_changed || new.retention != old.retention,
             // The API reads the database and the outbox: it follows them.
             api: db_changed || new.api != old.api,
-            needs_restart: new.logging != old.logging,
+            // Every device task holds the counter settings it started with.
+            needs_restart: new.logging != old.logging || new.counters != old.counters,
         }
     }
 
@@ -300,6 +301,11 @@ mod tests {
         let logging = base(&dir, "backends:\n  sqlite: {}\nlogging:\n  level: debug\n");
         let diff = BaseDiff::new(&old, &logging);
         assert!(diff.needs_restart && !diff.api);
+
+        // Every device task holds the counter settings it started with.
+        let counters = base(&dir, "backends:\n  sqlite: {}\ncounters:\n  glitch_hold: 5\n");
+        let diff = BaseDiff::new(&old, &counters);
+        assert!(diff.needs_restart && diff.backends.is_empty() && !diff.api);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::config::DeviceConfig;
 use crate::daemon::live::SharedStatus;
 use crate::daemon::retry::{Backoff, BreakerState, CircuitBreaker, Transition};
 use crate::daemon::router::Router;
+use crate::energy::ingest::CounterIngest;
 use crate::host::clock::SharedClock;
 use crate::monitors::{self, Monitor, MonitorContext, MonitorError};
 use crate::reading::DeviceId;
@@ -26,6 +27,8 @@ pub struct Shared {
     pub status: SharedStatus,
     pub clock: SharedClock,
     pub data_dir: PathBuf,
+    /// How counters are cleaned before the router (`counters:` in config.yaml).
+    pub counters: crate::energy::counters::CounterSettings,
 }
 
 #[derive(Debug)]
@@ -173,6 +176,7 @@ impl DeviceTask {
         let wants = |backend: &str| self.config.sends_to(backend);
         // When the current run of failed reads began, for the recovery line.
         let mut failing_since: Option<Instant> = None;
+        let mut counters = CounterIngest::open(id.clone(), &self.shared.data_dir, self.shared.counters.clone());
 
         loop {
             tokio::select! {
@@ -210,6 +214,10 @@ impl DeviceTask {
                     for r in &mut readings {
                         r.device_type = device_type;
                     }
+                    let identity = monitor
+                        .identity()
+                        .or_else(|| crate::energy::cleaner::identity_in(&readings));
+                    let (readings, counted) = counters.apply(readings, identity.as_deref());
                     let failed_reads = breaker.consecutive_failures();
                     let transition = breaker.on_success();
                     self.log_transition(transition, None);
@@ -239,6 +247,8 @@ impl DeviceTask {
                         s.consecutive_failures = 0;
                         s.breaker = BreakerState::Closed;
                         s.last_reading = last.or(s.last_reading);
+                        s.counter_glitches += counted.glitches;
+                        s.counter_epochs += counted.epochs;
                     });
                     self.shared.router.dispatch(readings, wants);
                     if let Some(peaks) = monitor.take_monthly_peaks() {
@@ -379,6 +389,10 @@ mod tests {
                 status: status.clone(),
                 clock: crate::host::clock::system(),
                 data_dir: std::path::PathBuf::new(),
+                counters: crate::energy::counters::CounterSettings {
+                    enabled: false,
+                    ..Default::default()
+                },
             },
             token: token.clone(),
         };

@@ -83,6 +83,12 @@ pub trait Monitor: Send {
     fn service_metrics(&self) -> Vec<ServiceMetric> {
         Vec::new()
     }
+    /// The meter's identity as of the last read (a DSMR equipment id, a Multical
+    /// serial), when the device reports one: a change means another meter, so its
+    /// counters start a new epoch (src/energy/).
+    fn identity(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One sample of a monitor's own service, shown in /metrics as `name{device="…"}`.

@@ -24,6 +24,7 @@ use crate::backends::outbox::{Outbox, OutboxRow};
 use crate::backends::{blocking, BackendError};
 use crate::config::secret::Secret;
 use crate::daemon::retry::Backoff;
+use crate::energy::cleaner::LIFETIME_SUFFIX;
 use crate::reading::Value;
 
 /// Publishes handed to rumqttc and not yet acknowledged, at most.
@@ -359,7 +360,9 @@ impl Delivery {
                 .map_or(rows.len(), |n| start + n);
             let group = &rows[start..end];
             for row in group {
-                self.ensure_announced(client, row);
+                let lifetime = format!("{}{LIFETIME_SUFFIX}", row.metric);
+                let lifetime_beside = group.iter().any(|r| r.metric == lifetime);
+                self.ensure_announced(client, row, lifetime_beside);
             }
             if self.config.state_message {
                 let topic =
@@ -408,7 +411,19 @@ impl Delivery {
         true
     }
 
-    fn ensure_announced(&mut self, client: &AsyncClient, row: &OutboxRow) {
+    fn ensure_announced(&mut self, client: &AsyncClient, row: &OutboxRow, lifetime_beside: bool) {
+        // A lifetime series whose raw counter was announced alone (the two fell in
+        // two fetches): the raw one leaves the statistics to it from now on.
+        if let Some(raw) = row.metric.strip_suffix(LIFETIME_SUFFIX) {
+            let raw_key = (row.device.clone(), raw.to_owned());
+            if let Some(raw) = self.announced.get_mut(&raw_key).filter(|e| !e.lifetime_beside) {
+                raw.lifetime_beside = true;
+                let raw = raw.clone();
+                if self.config.homeassistant.enabled {
+                    self.announce(client, &raw);
+                }
+            }
+        }
         let key = (row.device.clone(), row.metric.clone());
         if self.announced.contains_key(&key) {
             return;
@@ -420,6 +435,7 @@ impl Delivery {
             unit: row.unit.clone(),
             kind: row.kind,
             text: matches!(row.value, Value::Text(_)),
+            lifetime_beside,
         };
         if self.config.homeassistant.enabled {
             self.announce(client, &entity);

@@ -20,6 +20,11 @@ pub struct Entity {
     pub kind: Kind,
     /// Whether the metric carries text rather than numbers (no unit, no class).
     pub text: bool,
+    /// A counter whose `<metric>_lifetime` series is published beside it
+    /// (docs/counters.md): the lifetime one is the `total_increasing` entity, this
+    /// raw one gets no state class, so Home Assistant's statistics never see the
+    /// raw counter's drop at a meter swap.
+    pub lifetime_beside: bool,
 }
 
 /// Topic-safe and entity-id-safe: lower-case ASCII letters, digits, `_`.
@@ -125,7 +130,7 @@ pub fn config_payload(
             if let Some(class) = class {
                 map.insert("device_class".into(), json!(class));
             }
-            if let Some(state) = state_class(entity.kind, class) {
+            if let Some(state) = state_class(entity.kind, class).filter(|_| !entity.lifetime_beside) {
                 map.insert("state_class".into(), json!(state));
             }
         }
@@ -145,7 +150,29 @@ mod tests {
             unit: unit.into(),
             kind,
             text: false,
+            lifetime_beside: false,
         }
+    }
+
+    #[test]
+    fn beside_its_lifetime_series_a_raw_counter_leaves_the_statistics_to_it() {
+        let mut raw = entity("energy_delivered_tariff1", "kWh", Kind::Counter);
+        raw.lifetime_beside = true;
+        let raw = config_payload(&raw, "m", "n", "m/status", "1");
+        assert_eq!(raw["device_class"], "energy");
+        assert!(raw.get("state_class").is_none(), "{raw}");
+        let lifetime = config_payload(
+            &entity("energy_delivered_tariff1_lifetime", "kWh", Kind::Counter),
+            "m",
+            "n",
+            "m/status",
+            "1",
+        );
+        assert_eq!(
+            (lifetime["device_class"].as_str(), lifetime["state_class"].as_str()),
+            (Some("energy"), Some("total_increasing"))
+        );
+        assert_eq!(lifetime["name"], "energy delivered tariff1 lifetime");
     }
 
     #[test]

@@ -112,6 +112,11 @@ pub enum Anomaly {
 }
 
 impl Watch {
+    /// The equipment id of the last telegram that carried one.
+    pub fn equipment_id(&self) -> Option<&str> {
+        self.equipment_id.as_deref()
+    }
+
     /// Compares `telegram` with what came before and remembers it.
     pub fn observe(&mut self, telegram: &Telegram) -> Vec<Anomaly> {
         let mut found = Vec::new();

@@ -514,6 +514,10 @@ impl Monitor for DsmrMonitor {
     fn take_monthly_peaks(&mut self) -> Option<MonthlyPeaks> {
         self.pending_peaks.take()
     }
+
+    fn identity(&self) -> Option<String> {
+        self.watch.equipment_id().map(str::to_owned)
+    }
 }
 
 #[cfg(test)]

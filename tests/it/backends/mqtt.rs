@@ -148,7 +148,24 @@ async fn topics_payloads_and_home_assistant_discovery() {
     assert_eq!(discovery["availability_topic"], "meters/status");
     assert_eq!(discovery["unit_of_measurement"], "kWh");
     assert_eq!(discovery["device_class"], "energy");
-    assert_eq!(discovery["state_class"], "total_increasing");
+    // The raw counter leaves the statistics to its lifetime series (docs/counters.md).
+    assert!(discovery.get("state_class").is_none(), "{discovery}");
+    let lifetime: serde_json::Value = serde_json::from_str(&value(
+        "homeassistant/sensor/mesura/electricity_energy_delivered_tariff1_lifetime/config",
+    ))
+    .expect("discovery JSON");
+    assert_eq!(
+        (lifetime["device_class"].as_str(), lifetime["state_class"].as_str()),
+        (Some("energy"), Some("total_increasing"))
+    );
+    assert_eq!(
+        lifetime["state_topic"],
+        "meters/simulated/electricity/energy_delivered_tariff1_lifetime"
+    );
+    let lifetime_kwh: f64 = value("meters/simulated/electricity/energy_delivered_tariff1_lifetime")
+        .parse()
+        .expect("a plain number");
+    assert_eq!(lifetime_kwh, kwh, "the first epoch has no offset");
     assert_eq!(discovery["device"]["identifiers"][0], "mesura_electricity");
     assert_eq!(discovery["device"]["model"], "simulated");
     assert_eq!(discovery["device"]["manufacturer"], "mesura");

@@ -323,3 +323,59 @@ fn check_refuses_an_sqlite_path_it_cannot_write() {
         "check must not create the data directory"
     );
 }
+
+#[test]
+fn epochs_are_listed_added_and_undone_from_the_command_line() {
+    let setup = Setup::new("backends:\n  sqlite: {}\n");
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let list = mesura(&setup, &["epochs", "list"]);
+    assert!(list.status.success(), "{}", text(&list));
+    assert!(text(&list).contains("no epochs yet"), "{}", text(&list));
+
+    let t1 = (chrono::Utc::now() - chrono::TimeDelta::days(2))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let t2 = (chrono::Utc::now() - chrono::TimeDelta::days(1))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let add = |start: &str, offset: &str| {
+        mesura(
+            &setup,
+            &[
+                "epochs",
+                "add",
+                "p1",
+                "gas_delivered",
+                "--start",
+                start,
+                "--offset",
+                offset,
+            ],
+        )
+    };
+    let first = add(&t1, "10");
+    assert!(first.status.success(), "{}", text(&first));
+    // No database yet: nothing stored to recompute, and it says so.
+    assert!(text(&first).contains("no stored rows"), "{}", text(&first));
+    let second = add(&t2, "-2.5");
+    assert!(second.status.success(), "{}", text(&second));
+    let list = text(&mesura(&setup, &["epochs", "list", "--device", "p1"]));
+    assert_eq!(list.matches("manual").count(), 2, "{list}");
+    assert!(list.contains("-2.500") && list.contains(&t1), "{list}");
+
+    let undo = mesura(&setup, &["epochs", "undo", "p1", "gas_delivered"]);
+    assert!(undo.status.success(), "{}", text(&undo));
+    let list = text(&mesura(&setup, &["epochs", "list"]));
+    assert_eq!(list.matches("manual").count(), 1, "{list}");
+    assert!(list.contains("(running)") && !list.contains("-2.500"), "{list}");
+
+    let bad = add("yesterday", "1");
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("--start yesterday"), "{}", text(&bad));
+}

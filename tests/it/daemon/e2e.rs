@@ -41,10 +41,12 @@ async fn every_reading_produced_is_stored_after_a_clean_shutdown() {
     assert_eq!(summary.polls["electricity"], 61);
     assert_eq!(summary.polls["gas"], 61);
     assert_eq!(summary.polls["living_room"], 7);
-    assert_eq!(summary.readings["electricity"], 61 * 8);
+    // 8 metrics, and a `_lifetime` reading beside each of the 4 energy counters
+    // (docs/counters.md); gas: its counter and its lifetime.
+    assert_eq!(summary.readings["electricity"], 61 * (8 + 4));
     // sqlite gets electricity + gas; csv gets all three.
-    assert_eq!(summary.written["sqlite"], 61 * 8 + 61);
-    assert_eq!(summary.written["csv"], 61 * 8 + 61 + 7 * 2);
+    assert_eq!(summary.written["sqlite"], 61 * 12 + 61 * 2);
+    assert_eq!(summary.written["csv"], 61 * 12 + 61 * 2 + 7 * 2);
     assert_eq!(summary.dropped.values().sum::<u64>(), 0);
 
     let db = setup.db_path();
@@ -72,13 +74,19 @@ async fn every_reading_produced_is_stored_after_a_clean_shutdown() {
         "tariff 2 counter went backwards"
     );
     let units: Vec<(String, String)> = conn
-        .prepare("SELECT metric, unit FROM metrics WHERE device = 'gas'")
+        .prepare("SELECT metric, unit FROM metrics WHERE device = 'gas' ORDER BY metric")
         .expect("query")
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .expect("rows")
         .collect::<Result<_, _>>()
         .expect("values");
-    assert_eq!(units, vec![("gas_delivered".to_string(), "m³".to_string())]);
+    assert_eq!(
+        units,
+        vec![
+            ("gas_delivered".to_string(), "m³".to_string()),
+            ("gas_delivered_lifetime".to_string(), "m³".to_string())
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -2,6 +2,7 @@
 
 mod derived;
 mod dsmr_capacity;
+mod dsmr_counters;
 mod dsmr_edge_cases;
 mod dsmr_encrypted;
 mod dsmr_fixtures_decode;

@@ -342,6 +342,8 @@ async fn every_register_goes_through_the_daemon_into_sqlite() {
         [
             expect("flow", "l/h", "gauge"),
             expect("heat_energy", "kWh", "counter"),
+            // The lifetime series beside each energy and volume counter (docs/counters.md).
+            expect("heat_energy_lifetime", "kWh", "counter"),
             expect("hour_counter", "h", "counter"),
             expect("info_code", "", "gauge"),
             expect("power", "W", "gauge"),
@@ -349,6 +351,7 @@ async fn every_register_goes_through_the_daemon_into_sqlite() {
             expect("temp_flow", "°C", "gauge"),
             expect("temp_return", "°C", "gauge"),
             expect("volume", "m³", "counter"),
+            expect("volume_lifetime", "m³", "counter"),
         ]
     );
 }

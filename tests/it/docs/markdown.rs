@@ -29,6 +29,7 @@ const BASE_KEYS: &[&str] = &[
     "api",
     "disk_guard",
     "retention",
+    "counters",
 ];
 
 /// Gives every `${VAR}` a value that parses wherever it is used (a string field
