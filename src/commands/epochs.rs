@@ -110,7 +110,7 @@ pub fn epochs(
             match store.add(device, metric, start, *offset) {
                 Ok(row) => {
                     let mut text = format!("added:\n{}", table(&[row]));
-                    text.push_str(&recomputed(&base, &store, device, metric));
+                    text.push_str(&recomputed(&base, &store, device, metric, start));
                     Outcome { text, ok: true }
                 }
                 Err(e) => fail(format!("error: {e}\n")),
@@ -118,8 +118,9 @@ pub fn epochs(
         }
         EpochsAction::Undo { device, metric } => match store.undo(device, metric) {
             Ok((removed, runs_on)) => {
+                let from = removed.start;
                 let mut text = format!("removed:\n{}runs on:\n{}", table(&[removed]), table(&[runs_on]));
-                text.push_str(&recomputed(&base, &store, device, metric));
+                text.push_str(&recomputed(&base, &store, device, metric, from));
                 Outcome { text, ok: true }
             }
             Err(e) => fail(format!("error: {e}\n")),
@@ -127,8 +128,10 @@ pub fn epochs(
     }
 }
 
-/// Recomputes the stored lifetime rows of the counter; says what it did.
-fn recomputed(base: &BaseConfig, store: &EpochStore, device: &str, metric: &str) -> String {
+/// Recomputes the stored lifetime rows of the counter, and has the cost job
+/// recompute the device's costs from `from` on (its own look-back covers only the
+/// last hours); says what it did.
+fn recomputed(base: &BaseConfig, store: &EpochStore, device: &str, metric: &str, from: DateTime<Utc>) -> String {
     let Some(sqlite) = &base.backends.sqlite else {
         return "no SQLite backend: no stored rows to recompute\n".into();
     };
@@ -140,8 +143,16 @@ fn recomputed(base: &BaseConfig, store: &EpochStore, device: &str, metric: &str)
         Ok(rows) => rows,
         Err(e) => return format!("warning: stored rows not recomputed: {e}\n"),
     };
-    match recompute(&db, device, metric, &rows) {
+    let mut text = match recompute(&db, device, metric, &rows) {
         Ok(n) => format!("recomputed {metric}_lifetime in {n} stored rows of {device}\n"),
         Err(e) => format!("warning: stored rows not recomputed ({}): {e}\n", db.display()),
+    };
+    match crate::backends::sqlite::cost::forget_from(&db, device, from.timestamp()) {
+        Ok(0) => {}
+        Ok(n) => text.push_str(&format!(
+            "{n} cost rows from {from} on are computed again by the running daemon\n"
+        )),
+        Err(e) => text.push_str(&format!("warning: cost rows not reset: {e}\n")),
     }
+    text
 }

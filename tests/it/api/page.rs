@@ -55,6 +55,67 @@ fn value_of(dom: &str, device: &str, metric: &str) -> Option<String> {
     Some(cell[..cell.find('<')?].to_owned())
 }
 
+/// Writes the simulated electricity meter `device`'s readings of the last `secs`
+/// seconds, one a minute, into the database as the SQLite backend lays them out
+/// (the simulation's counters are a function of the wall clock, so the running
+/// daemon's readings continue them), with the lifetime columns equal to the raw ones.
+fn stored_history(db: &Path, device: &str, secs: i64) {
+    use mesura::host::clock::JumpingClock;
+    use mesura::monitors::Monitor;
+    std::fs::create_dir_all(db.parent().expect("dir")).expect("dir");
+    let config: mesura::monitors::simulated::SimulatedConfig =
+        serde_yaml_ng::from_str("profile: electricity").expect("config");
+    let clock = std::sync::Arc::new(JumpingClock::starting_at(
+        chrono::Utc::now() - chrono::TimeDelta::seconds(secs),
+    ));
+    let ctx = mesura::monitors::MonitorContext {
+        id: device.into(),
+        clock: clock.clone(),
+        data_dir: db.parent().expect("dir").to_path_buf(),
+    };
+    let mut monitor = mesura::monitors::simulated::SimulatedMonitor::new(&config, ctx);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut conn = rusqlite::Connection::open(db).expect("db");
+    let tx = conn.transaction().expect("tx");
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS metrics (device TEXT NOT NULL, metric TEXT NOT NULL, unit TEXT NOT NULL, kind TEXT NOT NULL, PRIMARY KEY (device, metric)) WITHOUT ROWID;
+         CREATE TABLE \"{device}\" (ts INTEGER PRIMARY KEY NOT NULL);"
+    ))
+    .expect("tables");
+    let mut columns = std::collections::BTreeSet::new();
+    for _ in 0..secs / 60 {
+        let readings = runtime.block_on(monitor.read()).expect("read");
+        for r in &readings {
+            let Some(value) = r.value.as_f64() else { continue };
+            let mut names = vec![(r.metric.to_string(), r.kind.as_str())];
+            if r.kind.as_str() == "counter" {
+                names.push((format!("{}_lifetime", r.metric), "counter"));
+            }
+            for (name, kind) in names {
+                if columns.insert(name.clone()) {
+                    tx.execute(&format!("ALTER TABLE \"{device}\" ADD COLUMN \"{name}\" REAL"), [])
+                        .expect("column");
+                    tx.execute(
+                        "INSERT OR REPLACE INTO metrics VALUES (?1, ?2, ?3, ?4)",
+                        (device, &name, r.unit.symbol(), kind),
+                    )
+                    .expect("catalogue");
+                }
+                tx.execute(
+                    &format!("INSERT INTO \"{device}\" (ts, \"{name}\") VALUES (?1, ?2) ON CONFLICT(ts) DO UPDATE SET \"{name}\" = excluded.\"{name}\""),
+                    (r.timestamp.timestamp(), value),
+                )
+                .expect("row");
+            }
+        }
+        clock.jump(chrono::TimeDelta::seconds(60));
+    }
+    tx.commit().expect("commit");
+}
+
 struct Daemon(Child);
 
 impl Drop for Daemon {
@@ -73,9 +134,12 @@ fn the_page_shows_devices_and_values_and_updates_them() {
     setup
         .device(
             "electricity",
-            "type: simulated\nprofile: electricity\npoll_interval: 1s\n",
+            "type: simulated\nprofile: electricity\npoll_interval: 1s\ntariff:\n  fixed_price: 0.30\n  daily_fixed: 0.50\n",
         )
         .device("living_room", "type: simulated\nprofile: climate\npoll_interval: 1s\n");
+    // The meter's last two hours, as the daemon would have stored them: the cost
+    // job has closed slots to cost at once.
+    stored_history(&setup.db_path(), "electricity", 2 * 3600);
     let _daemon = Daemon(
         Command::new(env!("CARGO_BIN_EXE_mesura"))
             .arg("--config")
@@ -103,6 +167,47 @@ fn the_page_shows_devices_and_values_and_updates_them() {
     ] {
         assert!(first.contains(needle), "{needle} not on the page:\n{first}");
     }
+    // Today so far: the meter with a tariff shows what the cost job summed for the
+    // running day, as /api/costs says (asked before and after: costs only grow as
+    // slots close), daily fixed costs included.
+    let today_total = || -> f64 {
+        let midnight = chrono::Local::now()
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .and_then(|t| t.and_local_timezone(chrono::Local).earliest())
+            .expect("midnight")
+            .timestamp()
+            - 86_400;
+        let answer = http_get(
+            port,
+            &format!("/api/costs?device=electricity&group=day&from={midnight}"),
+        );
+        let Some((_, body)) = answer.split_once("\r\n\r\n") else {
+            return 0.0;
+        };
+        let json = crate::support::api::json(body);
+        json["periods"]
+            .as_array()
+            .and_then(|p| p.last())
+            .and_then(|p| p["total"].as_f64())
+            .unwrap_or(0.0)
+    };
+    let mut page = first.clone();
+    wait_until(Duration::from_secs(30), "today's cost on the page", || {
+        let before = today_total();
+        page = render(&url, &profile, &["--dump-dom"]);
+        let after = today_total();
+        let shown = page
+            .find("data-cost=\"")
+            .and_then(|i| page[i + 11..].split('"').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        shown.is_some_and(|v| v >= before - 1e-9 && v <= after + 1e-9 && v >= 0.5)
+    });
+    assert!(page.contains(" so far: "), "{page}");
+    assert!(
+        !first.contains("data-today=\"living_room\""),
+        "a device without counters has no cost block"
+    );
     let power = value_of(&first, "electricity", "power_delivered").expect("a power value");
     assert!(power.chars().any(|c| c.is_ascii_digit()), "{power}");
     assert!(first.contains("<polyline"), "a sparkline is drawn");
