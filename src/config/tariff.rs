@@ -185,6 +185,32 @@ pub struct GasTariff {
     /// table's `kwh` of gas is m³ × this.
     #[serde(default = "default_calorific_value")]
     pub calorific_value: f64,
+    /// Calorific values that change by period, as the grid operator publishes them
+    /// (German bills use a monthly Brennwert): each applies from its local date on;
+    /// before the first, `calorific_value` applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calorific_values: Vec<CalorificValue>,
+}
+
+/// A calorific value from a date on.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalorificValue {
+    /// The first local day it applies to (`2026-01-01`).
+    pub from: chrono::NaiveDate,
+    /// kWh per m³.
+    pub value: f64,
+}
+
+impl GasTariff {
+    /// The kWh per m³ of gas used on local day `day`.
+    pub fn calorific_value_on(&self, day: chrono::NaiveDate) -> f64 {
+        self.calorific_values
+            .iter()
+            .filter(|c| c.from <= day)
+            .max_by_key(|c| c.from)
+            .map_or(self.calorific_value, |c| c.value)
+    }
 }
 
 pub(crate) fn default_zero() -> f64 {
@@ -287,6 +313,13 @@ impl TariffConfig {
             if gas.calorific_value <= 0.0 || !gas.calorific_value.is_finite() {
                 return err("gas.calorific_value", "must be above 0 (kWh/m³)");
             }
+            if gas
+                .calorific_values
+                .iter()
+                .any(|c| c.value <= 0.0 || !c.value.is_finite())
+            {
+                return err("gas.calorific_values", "every `value` must be above 0 (kWh/m³)");
+            }
         }
         Ok(())
     }
@@ -295,6 +328,19 @@ impl TariffConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_calorific_value_of_a_day_is_the_latest_that_began() {
+        let gas: GasTariff = serde_yaml_ng::from_str(
+            "price_per_m3: 1.2\ncalorific_value: 9.769\ncalorific_values:\n  - {from: 2026-02-01, value: 11.3}\n  - {from: 2026-01-01, value: 11.1}\n",
+        )
+        .expect("gas");
+        let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date");
+        assert_eq!(gas.calorific_value_on(day("2025-12-31")), 9.769);
+        assert_eq!(gas.calorific_value_on(day("2026-01-01")), 11.1);
+        assert_eq!(gas.calorific_value_on(day("2026-01-31")), 11.1);
+        assert_eq!(gas.calorific_value_on(day("2026-03-15")), 11.3);
+    }
 
     #[test]
     fn times_and_offsets_parse() {

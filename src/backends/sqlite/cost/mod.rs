@@ -348,7 +348,7 @@ fn gas_chunk(
             Some(Row {
                 slot: *slot,
                 carrier: "gas",
-                kwh: used.amount * gas.calorific_value,
+                kwh: used.amount * gas.calorific_value_on(local.local(slot.start).date()),
                 m3: Some(used.amount),
                 price,
                 cost: used.amount * price,

@@ -299,7 +299,13 @@ fn lifetime_columns_and_gas_and_reruns() {
         [day + 3600, day],
     )
     .expect("update");
-    let j = job("fixed_price: 0.3\ngas:\n  price_per_m3: 1.0\n  energy_tax_per_m3: 0.5\n  calorific_value: 9.769\n");
+    // A calorific value for the day before: the day's own (the last that began) applies.
+    let yesterday = chrono::DateTime::from_timestamp(day - 86_400, 0)
+        .expect("day")
+        .date_naive();
+    let j = job(&format!(
+        "fixed_price: 0.3\ngas:\n  price_per_m3: 1.0\n  energy_tax_per_m3: 0.5\n  calorific_value: 10.5\n  calorific_values: [{{from: {yesterday}, value: 9.769}}]\n"
+    ));
     let cancel = CancellationToken::new();
     run_once(&path, std::slice::from_ref(&j), at(day + 3 * 3600 + 60), &cancel).expect("run");
     let first = rows(&conn, "electricity");
