@@ -5,9 +5,9 @@
 //! 64 KiB around each page first touched ("fault-around"), so the whole start-up
 //! path, and much around it, stays counted in the process's RSS for good
 //! (docs/benchmarks.md, memory). Once settled, [`drop_startup_code`] unmaps the
-//! binary's read-only pages and asks for no fault-around on them (`MADV_RANDOM`):
-//! from then on only the 4 KiB pages the steady state runs come back, from the page
-//! cache. `MADV_PAGEOUT` would not do: the kernel pages out file pages only for a
+//! binary's read-only pages, asks for no fault-around or read-ahead on them
+//! (`MADV_RANDOM`) and drops them from the page cache: from then on only the 4 KiB
+//! pages the steady state runs come back. `MADV_PAGEOUT` would not do: the kernel pages out file pages only for a
 //! process that owns the file or may write it, and the packaged daemon runs as
 //! user `mesura` on a root-owned `/usr/bin/mesura`.
 
@@ -89,6 +89,13 @@ pub fn drop_startup_code() -> std::io::Result<usize> {
         }
         dropped += len;
     }
+    // The unmapped pages are still in the page cache, read ahead at start-up in
+    // 16–64 KiB folios, and a fault maps a whole folio back: drop them from the
+    // cache too (the kernel keeps any page another process maps), so that each
+    // page the steady state runs is read back alone (MADV_RANDOM: no read-ahead).
+    let exe = std::fs::File::open("/proc/self/exe")?;
+    nix::fcntl::posix_fadvise(&exe, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED)
+        .map_err(std::io::Error::from)?;
     Ok(dropped)
 }
 
