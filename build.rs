@@ -11,18 +11,19 @@
 
 fn main() {
     println!("cargo::rerun-if-changed=scripts/symbol-order.txt");
-    println!("cargo::rerun-if-env-changed=MESURA_NO_SYMBOL_ORDER");
-    println!("cargo::rerun-if-env-changed=MESURA_KEEP_SYMBOLS");
+    // Not MESURA_*: the daemon reads those as config overrides.
+    println!("cargo::rerun-if-env-changed=BUILD_NO_SYMBOL_ORDER");
+    println!("cargo::rerun-if-env-changed=BUILD_KEEP_SYMBOLS");
     let target = std::env::var("TARGET").unwrap_or_default();
     let release = std::env::var("PROFILE").is_ok_and(|p| p == "release");
     // The release profile's `strip`, done here: a build with symbols for the
-    // profiler (MESURA_KEEP_SYMBOLS=1) then differs from the shipped one only in
+    // profiler (BUILD_KEEP_SYMBOLS=1) then differs from the shipped one only in
     // this link argument, not in the profile that every symbol name hashes.
     let linux = std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux");
-    if release && linux && std::env::var_os("MESURA_KEEP_SYMBOLS").is_none() {
+    if release && linux && std::env::var_os("BUILD_KEEP_SYMBOLS").is_none() {
         println!("cargo::rustc-link-arg-bins=-Wl,--strip-all");
     }
-    let wanted = std::env::var_os("MESURA_NO_SYMBOL_ORDER").is_none();
+    let wanted = std::env::var_os("BUILD_NO_SYMBOL_ORDER").is_none();
     let order = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/symbol-order.txt");
     if target == "x86_64-unknown-linux-gnu" && release && wanted && order.exists() && links_with_lld() {
         println!(

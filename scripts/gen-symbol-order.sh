@@ -17,7 +17,7 @@ n=${1:-50}; secs=${2:-60}; settle=${SETTLE:-20}
 # GEN_BIN=path profiles that (unstripped) release binary instead of building one.
 bin=${GEN_BIN:-}
 if [ -z "$bin" ]; then
-  MESURA_KEEP_SYMBOLS=1 cargo build --release --quiet
+  BUILD_KEEP_SYMBOLS=1 cargo build --release --quiet
   bin=target/release/mesura
 fi
 dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
