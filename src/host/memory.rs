@@ -5,11 +5,13 @@
 //! 64 KiB around each page first touched ("fault-around"), so the whole start-up
 //! path, and much around it, stays counted in the process's RSS for good
 //! (docs/benchmarks.md, memory). Once settled, [`drop_startup_code`] unmaps the
-//! binary's read-only pages, asks for no fault-around or read-ahead on them
-//! (`MADV_RANDOM`) and drops them from the page cache: from then on only the 4 KiB
-//! pages the steady state runs come back. `MADV_PAGEOUT` would not do: the kernel pages out file pages only for a
-//! process that owns the file or may write it, and the packaged daemon runs as
-//! user `mesura` on a root-owned `/usr/bin/mesura`.
+//! binary's read-only pages, asks for no read-ahead on them (`MADV_RANDOM`) and
+//! drops them from the page cache; fault-around maps only pages already cached,
+//! so from then on each 4 KiB page the steady state runs comes back alone.
+//! `MADV_PAGEOUT` would not do: the kernel pages out file pages only for a process
+//! that owns the file or may write it, and the packaged daemon runs as user
+//! `mesura` on a root-owned `/usr/bin/mesura`. The pages another process maps (a
+//! `mesura check` running at that moment) stay cached.
 
 use std::ops::Range;
 
