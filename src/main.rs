@@ -274,10 +274,19 @@ const STARTUP_SETTLED_AFTER: std::time::Duration = std::time::Duration::from_sec
 /// stopped (see `main`).
 const BLOCKING_TASKS_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Hands back the heap that only start-up needed (parsing the config files,
-/// opening the backends) to the kernel.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// Hands back what only start-up needed: the heap that parsing the config files
+/// and opening the backends freed, and the binary's code pages that only start-up
+/// ran (`host::memory`; docs/benchmarks.md, memory).
 fn release_startup_memory() {
+    trim_heap();
+    match mesura::host::memory::drop_startup_code() {
+        Ok(bytes) => tracing::debug!(bytes, "start-up code unmapped"),
+        Err(e) => tracing::debug!(error = %e, "start-up code stays mapped"),
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
     // SAFETY: malloc_trim only returns free memory of glibc's heap to the kernel.
     unsafe {
         libc::malloc_trim(0);
@@ -285,7 +294,7 @@ fn release_startup_memory() {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_startup_memory() {}
+fn trim_heap() {}
 
 fn main() -> ExitCode {
     limit_malloc_arenas();

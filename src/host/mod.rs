@@ -3,6 +3,7 @@
 //! disk guard acts on it).
 
 pub mod clock;
+pub mod memory;
 
 use std::path::Path;
 
