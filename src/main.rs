@@ -359,10 +359,6 @@ fn main() -> ExitCode {
                 out,
                 ..
             }) => {
-                if format != "csv" {
-                    eprintln!("error: --format: `{format}` is not supported (csv)");
-                    return Ok(ExitCode::FAILURE);
-                }
                 let request = commands::export::ExportRequest {
                     device: device.clone(),
                     metrics: metrics.clone(),
@@ -371,29 +367,11 @@ fn main() -> ExitCode {
                     resolution: Some(resolution.clone()),
                     time: Some(time.clone()),
                 };
-                let result = match out {
-                    Some(path) => std::fs::File::create(path)
-                        .map_err(|e| format!("{}: {e}", path.display()))
-                        .and_then(|file| {
-                            commands::export::export(
-                                &options.config,
-                                &commands::env_lookup,
-                                &request,
-                                std::io::BufWriter::new(file),
-                            )
-                        }),
-                    None => commands::export::export(
-                        &options.config,
-                        &commands::env_lookup,
-                        &request,
-                        std::io::stdout().lock(),
-                    ),
-                };
+                let result =
+                    commands::export::run(&options.config, &commands::env_lookup, &request, format, out.as_deref());
                 Ok(match result {
-                    Ok(rows) => {
-                        if out.is_some() {
-                            eprintln!("{rows} rows written");
-                        }
+                    Ok(told) => {
+                        eprint!("{told}");
                         ExitCode::SUCCESS
                     }
                     Err(e) => {

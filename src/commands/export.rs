@@ -21,6 +21,28 @@ pub struct ExportRequest {
     pub time: Option<String>,
 }
 
+/// `mesura export` as the command line runs it: CSV (the only `format` so far) to
+/// the file `out`, or to stdout; what to tell on stderr, or what is wrong.
+pub fn run(
+    config: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    request: &ExportRequest,
+    format: &str,
+    out: Option<&Path>,
+) -> Result<String, String> {
+    if format != "csv" {
+        return Err(format!("--format: `{format}` is not supported (csv)"));
+    }
+    match out {
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let rows = export(config, lookup, request, std::io::BufWriter::new(file))?;
+            Ok(format!("{rows} rows written to {}\n", path.display()))
+        }
+        None => export(config, lookup, request, std::io::stdout().lock()).map(|_| String::new()),
+    }
+}
+
 /// Writes the export to `out`; the number of rows, or what is wrong.
 pub fn export(
     config: &Path,
