@@ -150,6 +150,7 @@ pub(super) struct Delivery {
     pub client: reqwest::Client,
     pub endpoint: reqwest::Url,
     pub format: Format,
+    pub tags: std::collections::BTreeMap<String, String>,
     pub token: Option<Secret>,
     pub token_scheme: &'static str,
     pub gzip: bool,
@@ -279,7 +280,7 @@ impl Delivery {
     /// POSTs one batch and classifies the answer.
     async fn send(&self, batch: &Batch) -> Outcome {
         let (body, content_type) = match self.format {
-            Format::Json => match encode::json(&batch.rows) {
+            Format::Json => match encode::json(&batch.rows, &self.tags) {
                 Ok(body) => (body, "application/json"),
                 Err(e) => {
                     return Outcome::Rejected {
@@ -288,7 +289,7 @@ impl Delivery {
                 }
             },
             Format::Influx => (
-                encode::line_protocol(&batch.rows).into_bytes(),
+                encode::line_protocol(&batch.rows, &self.tags).into_bytes(),
                 "text/plain; charset=utf-8",
             ),
         };

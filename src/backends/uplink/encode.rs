@@ -1,6 +1,6 @@
 //! Request bodies: JSON and InfluxDB line protocol. Pure functions, no I/O.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::Write as _;
 
@@ -21,10 +21,13 @@ struct JsonReading<'a> {
     value: &'a Value,
     unit: &'a str,
     timestamp: String,
+    /// The uplink's `tags` (`site`…), when it has any.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    tags: &'a BTreeMap<String, String>,
 }
 
 /// A JSON array of readings, oldest first as given.
-pub(super) fn json(rows: &[OutboxRow]) -> Result<Vec<u8>, serde_json::Error> {
+pub(super) fn json(rows: &[OutboxRow], tags: &BTreeMap<String, String>) -> Result<Vec<u8>, serde_json::Error> {
     let items: Vec<JsonReading<'_>> = rows
         .iter()
         .map(|r| JsonReading {
@@ -34,16 +37,22 @@ pub(super) fn json(rows: &[OutboxRow]) -> Result<Vec<u8>, serde_json::Error> {
             value: &r.value,
             unit: &r.unit,
             timestamp: r.timestamp.to_rfc3339_opts(SecondsFormat::Millis, true),
+            tags,
         })
         .collect();
     serde_json::to_vec(&items)
 }
 
 /// InfluxDB line protocol: measurement = device type, tags `device` and `unit`
-/// (omitted when empty), one field per metric, nanosecond timestamps. Readings of
+/// (omitted when empty) and the uplink's own `tags`, one field per metric,
+/// nanosecond timestamps. Readings of
 /// one device, unit and instant share a line. NaN and infinity cannot be written
 /// and are left out (a line left with no field is left out too).
-pub(super) fn line_protocol(rows: &[OutboxRow]) -> String {
+pub(super) fn line_protocol(rows: &[OutboxRow], tags: &BTreeMap<String, String>) -> String {
+    let extra: String = tags
+        .iter()
+        .map(|(k, v)| format!(",{}={}", escape(k, &[',', '=', ' ']), escape(v, &[',', '=', ' '])))
+        .collect();
     type Key<'a> = (&'a str, &'a str, &'a str, i64);
     let mut lines: Vec<(Key<'_>, Vec<(&str, &Value)>)> = Vec::new();
     let mut index: HashMap<Key<'_>, usize> = HashMap::new();
@@ -82,6 +91,7 @@ pub(super) fn line_protocol(rows: &[OutboxRow]) -> String {
             out.push_str(",unit=");
             out.push_str(&escape(unit, &[',', '=', ' ']));
         }
+        out.push_str(&extra);
         for (i, (metric, value)) in fields.iter().enumerate() {
             out.push(if i == 0 { ' ' } else { ',' });
             out.push_str(&escape(metric, &[',', '=', ' ']));
@@ -146,6 +156,30 @@ mod tests {
     }
 
     #[test]
+    fn the_uplinks_tags_go_on_every_point_and_reading() {
+        let rows = [row(
+            "p1",
+            "power_delivered",
+            Value::Number(230.0),
+            "W",
+            "2026-11-24T12:00:00Z",
+        )];
+        let tags: BTreeMap<String, String> = [
+            ("site".to_owned(), "north farm".to_owned()),
+            ("owner".to_owned(), "a=b".to_owned()),
+        ]
+        .into();
+        assert_eq!(
+            line_protocol(&rows, &tags),
+            "dsmr,device=p1,unit=W,owner=a\\=b,site=north\\ farm power_delivered=230 1795521600000000000\n"
+        );
+        let tagged: serde_json::Value = serde_json::from_slice(&json(&rows, &tags).unwrap()).unwrap();
+        assert_eq!(tagged[0]["tags"]["site"], "north farm");
+        let untagged: serde_json::Value = serde_json::from_slice(&json(&rows, &BTreeMap::new()).unwrap()).unwrap();
+        assert!(untagged[0].get("tags").is_none());
+    }
+
+    #[test]
     fn json_has_the_documented_schema() {
         let rows = [
             row(
@@ -164,7 +198,7 @@ mod tests {
             ),
             row("p1", "broken", Value::Number(f64::NAN), "", "2026-11-24T12:00:01.250Z"),
         ];
-        let json: serde_json::Value = serde_json::from_slice(&json(&rows).unwrap()).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&json(&rows, &BTreeMap::new()).unwrap()).unwrap();
         assert_eq!(
             json,
             serde_json::json!([
@@ -207,7 +241,7 @@ mod tests {
         ];
         let nanos = 1_795_521_600_001_000_000i64;
         assert_eq!(
-            line_protocol(&rows),
+            line_protocol(&rows, &BTreeMap::new()),
             format!(
                 "dsmr,device=meter\\ east\\,\\ 2,unit=W power_delivered=1234.5,power_returned=0 {nanos}\n\
                  dsmr,device=meter\\ east\\,\\ 2,unit=kWh energy\\=a\\ b=-2.25 {nanos}\n\

@@ -68,6 +68,11 @@ pub struct UplinkConfig {
     /// InfluxDB write API: builds the write path from `url` and sends `Token` auth.
     #[serde(default)]
     pub influx: Option<InfluxConfig>,
+    /// Extra tags on every point (line protocol) or reading (JSON `tags`), e.g.
+    /// `site: home`, so readings of many mesura instances stay apart in one
+    /// database.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
     /// Send one point per window, device and metric instead of every reading
     /// (`5m`): mean/min/max/last of gauges, last of counters.
     #[serde(default, with = "crate::config::duration::option")]
@@ -274,6 +279,7 @@ impl UplinkBackend {
             client,
             endpoint,
             format: config.format,
+            tags: config.tags.clone(),
             token,
             token_scheme: if config.influx.is_some() { "Token" } else { "Bearer" },
             gzip: config.gzip,

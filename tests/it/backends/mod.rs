@@ -5,3 +5,4 @@ mod grafana;
 mod mqtt;
 mod uplink_influx;
 mod uplink_json;
+mod victoriametrics;
