@@ -55,6 +55,10 @@ pub struct BaseConfig {
     /// (see docs/configuration.md).
     #[serde(default)]
     pub retention: crate::backends::sqlite::downsample::RetentionConfig,
+    /// Alert rules and where alerts go (see docs/alerts.md); more rules in
+    /// `config.d/alerts/*.yaml`.
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -230,6 +234,12 @@ impl Config {
 }
 
 impl BaseConfig {
+    /// The alert rules of config.yaml and of `<devices_dir>/alerts/*.yaml`.
+    pub fn load_alerts(&self, lookup: &dyn Fn(&str) -> Option<String>) -> crate::alerts::AlertSet {
+        let dir = crate::alerts::config::alerts_dir(&self.devices_dir);
+        crate::alerts::config::load_alerts(&self.alerts, &dir, &self.backends.names(), lookup)
+    }
+
     pub fn load_devices(&self, lookup: &dyn Fn(&str) -> Option<String>) -> DeviceSet {
         let mut set = load_devices(&self.devices_dir, &self.backends.names(), lookup);
         device::inherit_base(&mut set, self);
@@ -296,6 +306,10 @@ pub fn load_base(
             column: 1,
             key: Some(key.into()),
         };
+        return Err(ConfigError::invalid(path, location, message));
+    }
+    if let Some((key, message)) = base.alerts.validate(&base.backends.names()) {
+        let location = crate::alerts::config::location_in(text, &key);
         return Err(ConfigError::invalid(path, location, message));
     }
     if let Some((key, message)) = base.disk_guard.out_of_range() {

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backends::{self, BackendError};
 use crate::config::{self, BaseConfig, Config, DeviceConfig, DeviceSet};
+use crate::daemon::alerts::{AlertSetup, Alerts};
 use crate::daemon::live::{BackendStats, SharedStatus, Status};
 use crate::daemon::prepare::{prepare, Prepared, PreparedApi, ReloadError};
 use crate::daemon::reload::DeviceDiff;
@@ -47,6 +48,11 @@ pub struct Daemon {
     downsampler: Option<(CancellationToken, JoinHandle<()>)>,
     /// The status API's address and its stop switch, when it runs.
     api: Option<(std::net::SocketAddr, CancellationToken, JoinHandle<()>)>,
+    /// The alert evaluator (`alerts.rs`).
+    alerts: Alerts,
+    /// Rule files that failed at the last apply, with their error, so a catch-up
+    /// does not log them again.
+    alert_errors: Vec<String>,
 }
 
 /// Starts the disk guard for the SQLite database of `base`, if it is enabled.
@@ -173,6 +179,14 @@ impl Daemon {
         }
         let guard = start_guard(&config.base, &clock, &status);
         let downsampler = start_downsampler(&config.base, &clock);
+        let alert_set = config.base.load_alerts(&config::process_env);
+        let alert_errors = log_alert_errors(&alert_set, &[]);
+        let alerts = Alerts::start(
+            AlertSetup::new(&config.base, &alert_set),
+            &router,
+            status.clone(),
+            clock.clone(),
+        );
         let shared = Shared {
             router: router.clone(),
             status: status.clone(),
@@ -194,6 +208,8 @@ impl Daemon {
             guard,
             downsampler,
             api: None,
+            alerts,
+            alert_errors,
         };
         daemon.api = daemon.start_api().await;
         daemon.apply_devices(config.devices, false).await;
@@ -319,6 +335,9 @@ impl Daemon {
                 summary.base_error = Some(e.to_string());
             }
         }
+        let alert_set = self.base.load_alerts(&config::process_env);
+        self.alert_errors = log_alert_errors(&alert_set, &self.alert_errors);
+        self.alerts.update(AlertSetup::new(&self.base, &alert_set));
         let set = self.base.load_devices(&config::process_env);
         let failed_before: Vec<String> = self.failed.keys().cloned().collect();
         let devices = self.apply_devices(set, quiet == Quiet::UnlessChanged).await;
@@ -507,8 +526,10 @@ impl Daemon {
             status,
             guard,
             downsampler,
+            alerts,
             ..
         } = self;
+        alerts.shutdown().await;
         stop_guard(guard).await;
         stop_guard(downsampler).await;
         supervisor.shutdown().await;
@@ -532,6 +553,16 @@ impl Daemon {
         }
         summary
     }
+}
+
+/// Logs each broken rule file once (not again while it stays broken as it was):
+/// its rule is not evaluated, the others are. Returns the errors as shown.
+fn log_alert_errors(set: &crate::alerts::AlertSet, before: &[String]) -> Vec<String> {
+    let now: Vec<String> = set.errors.iter().map(ToString::to_string).collect();
+    for error in now.iter().filter(|e| !before.contains(e)) {
+        tracing::error!("{error}; this alert rule is not evaluated, the others are");
+    }
+    now
 }
 
 /// A broken device file as /health, /api/devices and the page show it: the error
