@@ -48,3 +48,6 @@ impl Event {
         self.state == "firing"
     }
 }
+
+#[cfg(test)]
+mod tests;
