@@ -93,6 +93,8 @@ struct Tracked {
     unit: Option<String>,
     /// A failing backend's newest error.
     error: Option<String>,
+    /// The newest message sent, kept on the MQTT state when it is published again.
+    message: Option<String>,
 }
 
 #[derive(Debug)]
@@ -206,6 +208,7 @@ impl Evaluator {
                         started: now,
                         unit: None,
                         error: None,
+                        message: None,
                     },
                 );
             }
@@ -213,7 +216,7 @@ impl Evaluator {
         self.setup = new;
         if let Some(publisher) = &self.publisher {
             for (name, tracked) in &self.rules {
-                publisher.state(name, Some(state_payload(tracked, None, self.clock.now())));
+                publisher.state(name, Some(state_payload(tracked, self.clock.now())));
             }
         }
     }
@@ -293,17 +296,19 @@ impl Evaluator {
     }
 
     fn deliver(&mut self, name: &str, transition: Transition) {
-        let Some(tracked) = self.rules.get(name) else {
+        let Some(tracked) = self.rules.get_mut(name) else {
             return;
         };
         let event = event(tracked, transition, self.clock.now());
+        tracked.message = Some(event.message.clone());
+        let tracked = &*tracked;
         if event.firing() {
             tracing::warn!(rule = %name, repeat = event.repeat, "alert firing: {}", event.message);
         } else {
             tracing::info!(rule = %name, "alert resolved: {}", event.message);
         }
         if let Some(publisher) = &self.publisher {
-            publisher.state(name, Some(state_payload(tracked, Some(&event), event.at)));
+            publisher.state(name, Some(state_payload(tracked, event.at)));
         }
         let wanted = tracked.loaded.rule.webhooks.as_ref();
         for (hook, sender) in &self.webhooks {
@@ -323,11 +328,11 @@ fn step(tracked: &mut Tracked, value: f64, now: Instant) -> Option<Transition> {
 }
 
 /// The retained state message of a rule on MQTT.
-fn state_payload(tracked: &Tracked, event: Option<&Event>, at: chrono::DateTime<chrono::Utc>) -> String {
+fn state_payload(tracked: &Tracked, at: chrono::DateTime<chrono::Utc>) -> String {
     json!({
         "state": if tracked.state.firing() { "firing" } else { "ok" },
         "rule": tracked.loaded.name,
-        "message": event.map(|e| e.message.clone()),
+        "message": tracked.message,
         "value": tracked.state.value,
         "at": at,
     })

@@ -33,9 +33,10 @@ fn states(subscriber: &Subscriber, topic: &str) -> Vec<String> {
         .collect()
 }
 
+/// Retained: the device may subscribe after the test publishes.
 async fn publish(client: &rumqttc::AsyncClient, topic: &str, value: &str) {
     client
-        .publish(topic, QoS::AtLeastOnce, false, value.to_owned())
+        .publish(topic, QoS::AtLeastOnce, true, value.to_owned())
         .await
         .expect("publish");
 }
@@ -249,6 +250,70 @@ async fn a_silent_device_and_a_failing_backend_alert_and_a_rule_file_applies_liv
     // It sends again: resolved.
     publish(&publisher.client, "meter/power", "231").await;
     wait_for("the device back", || by_rule("meter_silent", "resolved") == 1).await;
+
+    shutdown.cancel();
+    run.await.expect("run");
+}
+
+/// A webhook that hangs and then fails is retried with backoff and logged, with
+/// its token masked; meanwhile the device's readings are stored as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_webhook_is_retried_without_holding_up_readings() {
+    let warnings = crate::support::logs::warnings();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = answered.clone();
+    let hooks = Server::start(move |_: &Request| {
+        match count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            // The first answer takes its time, then fails; so does the second.
+            0 => Canned::status(500, "busy").delayed(Duration::from_secs(3)),
+            1 => Canned::status(503, "still busy"),
+            _ => Canned::json("{}"),
+        }
+    })
+    .await;
+    let setup = Setup::new(&format!(
+        "backends:\n  sqlite:\n    flush_interval: 100ms\nwatch:\n  enabled: false\n\
+         alerts:\n  check_interval: 100ms\n  webhooks:\n    flaky_gotify_hook:\n      url: {}/message?token=s3cret-app-token\n      format: gotify\n      max_backoff: 1s\n\
+         \x20 rules:\n    meter_drawing:\n      device: meter\n      metric: power_delivered\n      above: -1\n",
+        hooks.url
+    ));
+    setup.device("meter", "type: simulated\nprofile: electricity\npoll_interval: 1s\n");
+    let daemon = start(&setup).await;
+    let handle = daemon.handle();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(daemon.run(shutdown.clone()));
+    let readings = || handle.status.devices().get("meter").map_or(0, |d| d.polls_ok);
+
+    wait_for("the first POST", || hooks.requests().len() == 1).await;
+    let at_first = readings();
+    // While the webhook keeps its answer, the device is read and stored.
+    wait_for("readings while the webhook hangs", || readings() >= at_first + 2).await;
+    assert_eq!(hooks.requests().len(), 1, "still the first attempt");
+    wait_for("the third attempt", || hooks.requests().len() == 3).await;
+    let requests = hooks.requests();
+    assert!(
+        requests.iter().all(|r| r.body == requests[0].body),
+        "the same message each time"
+    );
+    let body: Value = serde_json::from_str(&requests[0].body).expect("json");
+    assert_eq!(body["title"], "mesura: meter_drawing firing");
+    wait_for("the retries logged", || {
+        crate::support::logs::text(&warnings)
+            .lines()
+            .filter(|l| l.contains("flaky_gotify_hook") && l.contains("retrying"))
+            .count()
+            == 2
+    })
+    .await;
+    let logged = crate::support::logs::text(&warnings);
+    assert!(!logged.contains("s3cret-app-token"), "the token is never logged");
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains("flaky_gotify_hook") && l.contains("HTTP 503") && l.contains("token=***")),
+        "{logged}"
+    );
+    assert_eq!(hooks.requests().len(), 3, "delivered: no fourth attempt");
 
     shutdown.cancel();
     run.await.expect("run");
