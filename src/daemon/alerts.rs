@@ -31,7 +31,8 @@ pub struct AlertSetup {
     pub rules: BTreeMap<String, LoadedRule>,
     pub webhooks: BTreeMap<String, WebhookConfig>,
     pub check_interval: Duration,
-    /// The broker alert states go to (`None`: no MQTT backend, or `alerts.mqtt: false`).
+    /// The broker alert states go to (`None`: no MQTT backend, `alerts.mqtt:
+    /// false`, or no rules).
     pub mqtt: Option<MqttConfig>,
 }
 
@@ -41,7 +42,12 @@ impl AlertSetup {
             rules: set.rules.clone(),
             webhooks: base.alerts.webhooks.clone(),
             check_interval: base.alerts.check_interval,
-            mqtt: base.backends.mqtt.clone().filter(|_| base.alerts.mqtt),
+            // No rules, no connection: the broker sees mesura's one client as before.
+            mqtt: base
+                .backends
+                .mqtt
+                .clone()
+                .filter(|_| base.alerts.mqtt && !set.rules.is_empty()),
         }
     }
 }
@@ -175,18 +181,9 @@ impl Evaluator {
                 self.webhooks.insert(name.clone(), sender);
             }
         }
-        let mqtt_changed = new.mqtt != self.setup.mqtt;
-        if mqtt_changed {
-            if let Some(publisher) = self.publisher.take() {
-                publisher.stop().await;
-            }
-            self.publisher = new.mqtt.as_ref().and_then(|config| {
-                Publisher::start(config)
-                    .map_err(|e| tracing::error!("alerts: cannot publish on MQTT: {e}; webhooks still get them"))
-                    .ok()
-            });
-        }
         let now = Instant::now();
+        // Removed rules' topics are cleared on the broker they were published on,
+        // before a changed broker setting replaces the publisher.
         let old_rules = std::mem::take(&mut self.rules);
         for (name, tracked) in old_rules {
             if new.rules.get(&name) == Some(&tracked.loaded) {
@@ -197,6 +194,16 @@ impl Evaluator {
                 }
                 tracing::info!(rule = %name, "alert rule removed");
             }
+        }
+        if new.mqtt != self.setup.mqtt {
+            if let Some(publisher) = self.publisher.take() {
+                publisher.stop().await;
+            }
+            self.publisher = new.mqtt.as_ref().and_then(|config| {
+                Publisher::start(config)
+                    .map_err(|e| tracing::error!("alerts: cannot publish on MQTT: {e}; webhooks still get them"))
+                    .ok()
+            });
         }
         for (name, loaded) in &new.rules {
             if !self.rules.contains_key(name) {
