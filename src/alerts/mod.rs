@@ -13,7 +13,7 @@ pub mod webhook;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use config::{AlertRule, AlertSet, AlertsConfig, Condition, LoadedRule, WebhookConfig, WebhookFormat};
+pub use config::{AlertRule, AlertsConfig, Condition, WebhookConfig, WebhookFormat};
 
 /// What an alert says when it fires, repeats or resolves.
 #[derive(Debug, Clone, PartialEq, Serialize)]

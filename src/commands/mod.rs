@@ -85,7 +85,7 @@ pub fn check(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Outcome {
 
 /// The alert rules, where each comes from, and a warning for a rule on a device
 /// that no device file defines (it would only ever see silence).
-fn describe_alerts(text: &mut String, alerts: &crate::alerts::AlertSet, config: &Config) {
+fn describe_alerts(text: &mut String, alerts: &crate::config::alerts::AlertSet, config: &Config) {
     if alerts.rules.is_empty() {
         return;
     }

@@ -1,6 +1,7 @@
 //! Configuration: `config.yaml` (the base: data dir, backends, logging) and one file
 //! per device in `config.d/`. See docs/configuration.md for every key.
 
+pub mod alerts;
 mod device;
 pub mod duration;
 pub mod env;
@@ -235,9 +236,9 @@ impl Config {
 
 impl BaseConfig {
     /// The alert rules of config.yaml and of `<devices_dir>/alerts/*.yaml`.
-    pub fn load_alerts(&self, lookup: &dyn Fn(&str) -> Option<String>) -> crate::alerts::AlertSet {
-        let dir = crate::alerts::config::alerts_dir(&self.devices_dir);
-        crate::alerts::config::load_alerts(&self.alerts, &dir, &self.backends.names(), lookup)
+    pub fn load_alerts(&self, lookup: &dyn Fn(&str) -> Option<String>) -> alerts::AlertSet {
+        let dir = alerts::alerts_dir(&self.devices_dir);
+        alerts::load_alerts(&self.alerts, &dir, &self.backends.names(), lookup)
     }
 
     pub fn load_devices(&self, lookup: &dyn Fn(&str) -> Option<String>) -> DeviceSet {
@@ -309,7 +310,7 @@ pub fn load_base(
         return Err(ConfigError::invalid(path, location, message));
     }
     if let Some((key, message)) = base.alerts.validate(&base.backends.names()) {
-        let location = crate::alerts::config::location_in(text, &key);
+        let location = alerts::location_in(text, &key);
         return Err(ConfigError::invalid(path, location, message));
     }
     if let Some((key, message)) = base.disk_guard.out_of_range() {

@@ -557,7 +557,7 @@ impl Daemon {
 
 /// Logs each broken rule file once (not again while it stays broken as it was):
 /// its rule is not evaluated, the others are. Returns the errors as shown.
-fn log_alert_errors(set: &crate::alerts::AlertSet, before: &[String]) -> Vec<String> {
+fn log_alert_errors(set: &crate::config::alerts::AlertSet, before: &[String]) -> Vec<String> {
     let now: Vec<String> = set.errors.iter().map(ToString::to_string).collect();
     for error in now.iter().filter(|e| !before.contains(e)) {
         tracing::error!("{error}; this alert rule is not evaluated, the others are");

@@ -33,7 +33,7 @@ impl ConfigWatcher {
             .unwrap_or_else(|| PathBuf::from("/"));
         let (tx, events) = mpsc::channel(16);
         let relevant_devices_dir = devices_dir.clone();
-        let relevant_alerts_dir = crate::alerts::config::alerts_dir(&devices_dir);
+        let relevant_alerts_dir = crate::config::alerts::alerts_dir(&devices_dir);
         let relevant_config = config_file.clone();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };

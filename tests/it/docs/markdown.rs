@@ -150,7 +150,7 @@ fn check(block: &Block) -> Result<&'static str, String> {
         let alerts = dir.path().join("alerts");
         std::fs::create_dir_all(&alerts).map_err(|e| e.to_string())?;
         std::fs::write(alerts.join(name), &block.text).map_err(|e| e.to_string())?;
-        let set = mesura::alerts::config::load_alerts(&Default::default(), &alerts, BACKENDS, &lookup);
+        let set = mesura::config::alerts::load_alerts(&Default::default(), &alerts, BACKENDS, &lookup);
         match set.errors.first() {
             Some(e) => Err(format!("{at}: alert rule file: {e}")),
             None if set.rules.len() == 1 => Ok("alert rule file"),
