@@ -186,6 +186,7 @@ async fn a_metric_alert_fires_after_its_duration_repeats_and_resolves_past_its_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_device_and_a_failing_backend_alert_and_a_rule_file_applies_live() {
+    let errors = crate::support::logs::warnings();
     let setup = Setup::new("");
     let broker = Broker::start(setup.dir.path(), "allow_anonymous true", "");
     let hooks = Server::start(|_: &Request| Canned::json("{}")).await;
@@ -247,6 +248,12 @@ async fn a_silent_device_and_a_failing_backend_alert_and_a_rule_file_applies_liv
             .is_some_and(|m| m.starts_with("meter has sent no reading for")),
         "{silent}"
     );
+    wait_for("the broken rule file logged", || {
+        crate::support::logs::text(&errors)
+            .lines()
+            .any(|l| l.contains("broken.yaml:line 2") && l.contains("`silnt`") && l.contains("not evaluated"))
+    })
+    .await;
     // It sends again: resolved.
     publish(&publisher.client, "meter/power", "231").await;
     wait_for("the device back", || by_rule("meter_silent", "resolved") == 1).await;
