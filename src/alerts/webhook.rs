@@ -112,8 +112,14 @@ impl Sender {
 
     /// Ends the task once what is queued has been tried (or `stop` fires).
     pub async fn close(self) {
+        let _ = self.finish().await;
+    }
+
+    /// Takes no more messages; the task ends once what is queued has been tried
+    /// (or `stop` fires).
+    pub fn finish(self) -> JoinHandle<()> {
         drop(self.tx);
-        let _ = self.task.await;
+        self.task
     }
 }
 

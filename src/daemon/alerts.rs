@@ -61,6 +61,9 @@ pub struct Alerts {
     task: JoinHandle<()>,
 }
 
+/// How long queued webhook messages may take to go out at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// Batches the evaluator may lag behind before the router skips some for it.
 const TAP_CAPACITY: usize = 1024;
 
@@ -160,10 +163,21 @@ async fn run(
             _ = tick.tick() => evaluator.check(),
         }
     }
-    evaluator.webhooks_stop.cancel();
-    for (_, sender) in std::mem::take(&mut evaluator.webhooks) {
-        sender.close().await;
+    // What is queued for a webhook gets a short chance to go out (an alert that
+    // fired just before the stop); a webhook still retrying is not waited for.
+    let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut evaluator.webhooks)
+        .into_values()
+        .map(webhook::Sender::finish)
+        .collect();
+    let drained = async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        tracing::warn!("alerts: a webhook still retrying at shutdown; its message is given up");
     }
+    evaluator.webhooks_stop.cancel();
     if let Some(publisher) = evaluator.publisher.take() {
         publisher.stop().await;
     }
@@ -220,6 +234,10 @@ impl Evaluator {
                     },
                 );
             }
+        }
+        if new.rules != self.setup.rules {
+            let names: Vec<&str> = new.rules.keys().map(String::as_str).collect();
+            tracing::info!(rules = names.len(), "alerts: evaluating {}", names.join(", "));
         }
         self.setup = new;
         if let Some(publisher) = &self.publisher {
