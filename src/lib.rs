@@ -55,6 +55,7 @@ macro_rules! error_causes {
     };
 }
 
+pub mod alerts;
 pub mod api;
 pub mod backends;
 pub mod commands;

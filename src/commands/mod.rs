@@ -72,15 +72,17 @@ pub fn check(path: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Outcome {
             let _ = writeln!(text, "warning: {}: tariff.prices: {message}", device.file.display());
         }
     }
+    let alerts = base.load_alerts(lookup);
+    describe_alerts(&mut text, &alerts, &config);
     let errors = &config.devices.errors;
-    for e in errors {
+    for e in errors.iter().chain(&alerts.errors) {
         let _ = writeln!(text, "error: {e}");
     }
     let store_error = sqlite_not_writable(base);
     if let Some(e) = &store_error {
         let _ = writeln!(text, "error: {e}");
     }
-    let found = errors.len() + usize::from(store_error.is_some());
+    let found = errors.len() + alerts.errors.len() + usize::from(store_error.is_some());
     let _ = match found {
         0 => writeln!(text, "ok: {}, no errors", count(config.devices.devices.len(), "device")),
         n => writeln!(text, "{} found", count(n, "error")),
@@ -108,6 +110,35 @@ fn prices_warning(
             d.kind.type_name()
         )),
         Some(_) => None,
+    }
+}
+
+/// The alert rules, where each comes from, and a warning for a rule on a device
+/// that no device file defines (it would only ever see silence).
+fn describe_alerts(text: &mut String, alerts: &crate::config::alerts::AlertSet, config: &Config) {
+    if alerts.rules.is_empty() {
+        return;
+    }
+    let _ = writeln!(text, "alerts:");
+    for (name, loaded) in &alerts.rules {
+        let from = loaded
+            .file
+            .as_ref()
+            .map_or_else(|| "config.yaml".to_owned(), |f| f.display().to_string());
+        let _ = writeln!(text, "  {name} — from {from}");
+        let device = match &loaded.condition {
+            crate::alerts::Condition::Above { device, .. }
+            | crate::alerts::Condition::Below { device, .. }
+            | crate::alerts::Condition::Silent { device, .. } => Some(device),
+            crate::alerts::Condition::Failing { .. } => None,
+        };
+        if let Some(device) = device.filter(|d| !config.devices.devices.keys().any(|id| &**id == d.as_str())) {
+            let _ = writeln!(
+                text,
+                "warning: alert `{name}`: no device `{device}` in {}",
+                config.base.devices_dir.display()
+            );
+        }
     }
 }
 

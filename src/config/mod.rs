@@ -1,6 +1,7 @@
 //! Configuration: `config.yaml` (the base: data dir, backends, logging) and one file
 //! per device in `config.d/`. See docs/configuration.md for every key.
 
+pub mod alerts;
 mod device;
 pub mod duration;
 pub mod env;
@@ -60,6 +61,10 @@ pub struct BaseConfig {
     /// resets and glitches, and the `<metric>_lifetime` series (docs/counters.md).
     #[serde(default)]
     pub counters: crate::energy::counters::CounterSettings,
+    /// Alert rules and where alerts go (see docs/alerts.md); more rules in
+    /// `config.d/alerts/*.yaml`.
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -235,6 +240,12 @@ impl Config {
 }
 
 impl BaseConfig {
+    /// The alert rules of config.yaml and of `<devices_dir>/alerts/*.yaml`.
+    pub fn load_alerts(&self, lookup: &dyn Fn(&str) -> Option<String>) -> alerts::AlertSet {
+        let dir = alerts::alerts_dir(&self.devices_dir);
+        alerts::load_alerts(&self.alerts, &dir, &self.backends.names(), lookup)
+    }
+
     pub fn load_devices(&self, lookup: &dyn Fn(&str) -> Option<String>) -> DeviceSet {
         let mut set = load_devices(&self.devices_dir, &self.backends.names(), lookup);
         device::inherit_base(&mut set, self);
@@ -309,6 +320,10 @@ pub fn load_base(
             column: 1,
             key: Some(key.into()),
         };
+        return Err(ConfigError::invalid(path, location, message));
+    }
+    if let Some((key, message)) = base.alerts.validate(&base.backends.names()) {
+        let location = alerts::location_in(text, &key);
         return Err(ConfigError::invalid(path, location, message));
     }
     if let Some((key, message)) = base.disk_guard.out_of_range() {

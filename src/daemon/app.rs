@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backends::sqlite::cost::{CostJob, CostTask};
 use crate::backends::{self, BackendError};
 use crate::config::{self, BaseConfig, Config, DeviceConfig, DeviceSet};
+use crate::daemon::alerts::{AlertSetup, Alerts};
 use crate::daemon::live::{BackendStats, SharedStatus, Status};
 use crate::daemon::prepare::{prepare, Prepared, PreparedApi, ReloadError};
 use crate::daemon::reload::DeviceDiff;
@@ -51,6 +52,11 @@ pub struct Daemon {
     costs: CostTask,
     /// The status API's address and its stop switch, when it runs.
     api: Option<(std::net::SocketAddr, CancellationToken, JoinHandle<()>)>,
+    /// The alert evaluator (`alerts.rs`).
+    alerts: Alerts,
+    /// Rule files that failed at the last apply, with their error, so a catch-up
+    /// does not log them again.
+    alert_errors: Vec<String>,
 }
 
 /// Starts the disk guard for the SQLite database of `base`, if it is enabled.
@@ -177,6 +183,14 @@ impl Daemon {
         }
         let guard = start_guard(&config.base, &clock, &status);
         let downsampler = start_downsampler(&config.base, &clock);
+        let alert_set = config.base.load_alerts(&config::process_env);
+        let alert_errors = log_alert_errors(&alert_set, &[]);
+        let alerts = Alerts::start(
+            AlertSetup::new(&config.base, &alert_set),
+            &router,
+            status.clone(),
+            clock.clone(),
+        );
         let shared = Shared {
             router: router.clone(),
             status: status.clone(),
@@ -200,6 +214,8 @@ impl Daemon {
             downsampler,
             costs: CostTask::default(),
             api: None,
+            alerts,
+            alert_errors,
         };
         daemon.api = daemon.start_api().await;
         daemon.apply_devices(config.devices, false).await;
@@ -325,6 +341,9 @@ impl Daemon {
                 summary.base_error = Some(e.to_string());
             }
         }
+        let alert_set = self.base.load_alerts(&config::process_env);
+        self.alert_errors = log_alert_errors(&alert_set, &self.alert_errors);
+        self.alerts.update(AlertSetup::new(&self.base, &alert_set));
         let set = self.base.load_devices(&config::process_env);
         let failed_before: Vec<String> = self.failed.keys().cloned().collect();
         let devices = self.apply_devices(set, quiet == Quiet::UnlessChanged).await;
@@ -529,8 +548,10 @@ impl Daemon {
             guard,
             downsampler,
             mut costs,
+            alerts,
             ..
         } = self;
+        alerts.shutdown().await;
         stop_guard(guard).await;
         stop_guard(downsampler).await;
         costs.stop().await;
@@ -555,6 +576,16 @@ impl Daemon {
         }
         summary
     }
+}
+
+/// Logs each broken rule file once (not again while it stays broken as it was):
+/// its rule is not evaluated, the others are. Returns the errors as shown.
+fn log_alert_errors(set: &crate::config::alerts::AlertSet, before: &[String]) -> Vec<String> {
+    let now: Vec<String> = set.errors.iter().map(ToString::to_string).collect();
+    for error in now.iter().filter(|e| !before.contains(e)) {
+        tracing::error!("{error}; this alert rule is not evaluated, the others are");
+    }
+    now
 }
 
 /// A broken device file as /health, /api/devices and the page show it: the error

@@ -4,6 +4,7 @@
 //! the status API and the shutdown summary read (`live`), the config watcher
 //! (`watch`) and systemd's notify protocol (`systemd`).
 
+pub mod alerts;
 pub mod app;
 pub mod live;
 pub mod prepare;

@@ -172,6 +172,22 @@ mod tests {
         list.iter().map(|id| &**id).collect()
     }
 
+    /// Alert rules and webhooks change live in the evaluator (`daemon/alerts.rs`):
+    /// a change of `alerts:` alone reopens nothing.
+    #[test]
+    fn an_alerts_change_reopens_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let old = base(&dir, "backends:\n  sqlite: {}\n");
+        let new = base(
+            &dir,
+            "backends:\n  sqlite: {}\nalerts:\n  webhooks:\n    w:\n      url: http://127.0.0.1:9/x\n  rules:\n    quiet:\n      device: p1\n      silent: 5m\n",
+        );
+        assert_ne!(old, new);
+        let diff = BaseDiff::new(&old, &new);
+        assert_eq!(diff, BaseDiff::default());
+        assert_eq!(diff.targets(&old, &new), Targets::default());
+    }
+
     #[test]
     fn a_key_replaced_in_its_file_restarts_the_device() {
         let dir = tempfile::tempdir().expect("dir");

@@ -43,6 +43,8 @@ struct Route {
 #[derive(Debug, Clone, Default)]
 pub struct Router {
     routes: Arc<RwLock<Vec<Route>>>,
+    /// Where the alert evaluator sees every batch (`daemon/alerts.rs`), if it runs.
+    tap: Arc<RwLock<Option<mpsc::Sender<Batch>>>>,
 }
 
 impl Router {
@@ -56,6 +58,20 @@ impl Router {
         for route in routes.iter().filter(|r| wants(r.name)) {
             route.send(&batch);
         }
+        drop(routes);
+        if let Some(tap) = &*self.tap.read().unwrap_or_else(|p| p.into_inner()) {
+            // Alerts must never slow a device down: a full tap skips the batch,
+            // and the rules see the device's next one.
+            let _ = tap.try_send(batch);
+        }
+    }
+
+    /// Every batch dispatched from now on, on a queue of `capacity` batches
+    /// (replacing an earlier tap).
+    pub fn tap(&self, capacity: usize) -> mpsc::Receiver<Batch> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        *self.tap.write().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
     }
 
     /// Queues a meter's monthly peaks for every backend `wants` accepts. Never

@@ -1,4 +1,4 @@
-//! Watches config.yaml and the devices directory. The directories themselves are
+//! Watches config.yaml, the devices directory and its `alerts/` folder. The directories themselves are
 //! watched, not the files, so editors' atomic saves (write a temp file, rename it
 //! over the original), `cp`, `mv`, `rm` and `git checkout` are all seen. A burst of
 //! events becomes one notification once the files have been quiet for `debounce`.
@@ -33,6 +33,7 @@ impl ConfigWatcher {
             .unwrap_or_else(|| PathBuf::from("/"));
         let (tx, events) = mpsc::channel(16);
         let relevant_devices_dir = devices_dir.clone();
+        let relevant_alerts_dir = crate::config::alerts::alerts_dir(&devices_dir);
         let relevant_config = config_file.clone();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
@@ -40,14 +41,21 @@ impl ConfigWatcher {
                 return;
             }
             let relevant = event.paths.iter().any(|p| {
-                *p == relevant_config || (p.parent() == Some(relevant_devices_dir.as_path()) && is_device_file(p))
+                let parent = p.parent();
+                *p == relevant_config
+                    // The alerts folder itself appearing or going: its rules do too.
+                    || *p == relevant_alerts_dir
+                    || ((parent == Some(relevant_devices_dir.as_path()) || parent == Some(relevant_alerts_dir.as_path()))
+                        && is_device_file(p))
             });
             if relevant {
                 // Full means a notification is already pending: nothing is lost.
                 let _ = tx.try_send(());
             }
         })?;
-        watcher.watch(&devices_dir, RecursiveMode::NonRecursive)?;
+        // Recursive, for the rule files in `alerts/` (a folder that may be created
+        // later); events elsewhere below are filtered out above.
+        watcher.watch(&devices_dir, RecursiveMode::Recursive)?;
         if config_dir != devices_dir {
             watcher.watch(&config_dir, RecursiveMode::NonRecursive)?;
         }

@@ -98,6 +98,43 @@ pub fn state_class(kind: Kind, device_class: Option<&str>) -> Option<&'static st
     }
 }
 
+/// Where an alert rule's state is published: `<prefix>/alerts/<rule>`.
+pub fn alert_state_topic(prefix: &str, rule: &str) -> String {
+    format!("{prefix}/alerts/{}", topic_level(rule))
+}
+
+/// The discovery topic of an alert rule's `binary_sensor`.
+pub fn alert_config_topic(discovery_prefix: &str, node_id: &str, rule: &str) -> String {
+    format!(
+        "{discovery_prefix}/binary_sensor/{}/alert_{}/config",
+        slug(node_id),
+        slug(rule)
+    )
+}
+
+/// The retained config message announcing an alert rule as a `problem`
+/// `binary_sensor`: on while the rule fires, its message as an attribute.
+pub fn alert_config_payload(rule: &str, prefix: &str, node_id: &str, sw_version: &str) -> Json {
+    let object_id = format!("alert_{}", slug(rule));
+    json!({
+        "name": format!("alert {}", rule.replace('_', " ")),
+        "unique_id": format!("{}_{object_id}", slug(node_id)),
+        "object_id": object_id,
+        "device_class": "problem",
+        "state_topic": alert_state_topic(prefix, rule),
+        "value_template": "{{ value_json.state }}",
+        "payload_on": "firing",
+        "payload_off": "ok",
+        "json_attributes_topic": alert_state_topic(prefix, rule),
+        "device": {
+            "identifiers": [format!("{}_alerts", slug(node_id))],
+            "name": "mesura alerts",
+            "manufacturer": "mesura",
+            "sw_version": sw_version,
+        },
+    })
+}
+
 /// The retained config message announcing `entity`.
 pub fn config_payload(
     entity: &Entity,
@@ -226,6 +263,18 @@ mod tests {
         assert!(config_payload(&mode, "m", "n", "m/status", "1")
             .get("state_class")
             .is_none());
+    }
+
+    #[test]
+    fn an_alert_is_a_problem_binary_sensor_on_its_state_topic() {
+        let payload = alert_config_payload("grid_high", "meters", "Home Pi", "1.0");
+        assert_eq!(payload["state_topic"], "meters/alerts/grid_high");
+        assert_eq!(payload["device_class"], "problem");
+        assert_eq!(payload["unique_id"], "home_pi_alert_grid_high");
+        assert_eq!(
+            alert_config_topic("homeassistant", "Home Pi", "grid-high"),
+            "homeassistant/binary_sensor/home_pi/alert_grid_high/config"
+        );
     }
 
     #[test]

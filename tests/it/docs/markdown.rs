@@ -30,7 +30,11 @@ const BASE_KEYS: &[&str] = &[
     "disk_guard",
     "retention",
     "counters",
+    "alerts",
 ];
+
+/// Top-level keys that mark a block as an alert rule file (`config.d/alerts/*.yaml`).
+const RULE_KEYS: &[&str] = &["above", "below", "silent", "failing"];
 
 /// Gives every `${VAR}` a value that parses wherever it is used (a string field
 /// takes a number as well).
@@ -47,6 +51,7 @@ fn lookup(name: &str) -> Option<String> {
     )
 }
 
+#[derive(Clone)]
 struct Block {
     file: PathBuf,
     line: usize,
@@ -134,6 +139,24 @@ fn check(block: &Block) -> Result<&'static str, String> {
         let text = interpolate(&path, &block.text, &lookup).map_err(|e| format!("{at}: {e}"))?;
         parse_device(&path, &text, BACKENDS).map_err(|e| format!("{at}: device file: {e}"))?;
         Ok("device file")
+    } else if keys.iter().any(|k| RULE_KEYS.contains(k)) {
+        let name = block
+            .text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix('#'))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|l| Path::new(l).file_name())
+            .map_or_else(|| PathBuf::from("example.yaml"), PathBuf::from);
+        let alerts = dir.path().join("alerts");
+        std::fs::create_dir_all(&alerts).map_err(|e| e.to_string())?;
+        std::fs::write(alerts.join(name), &block.text).map_err(|e| e.to_string())?;
+        let set = mesura::config::alerts::load_alerts(&Default::default(), &alerts, BACKENDS, &lookup);
+        match set.errors.first() {
+            Some(e) => Err(format!("{at}: alert rule file: {e}")),
+            None if set.rules.len() == 1 => Ok("alert rule file"),
+            None => Err(format!("{at}: alert rule file: no rule loaded")),
+        }
     } else if keys.iter().any(|k| BASE_KEYS.contains(k)) {
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, &block.text).map_err(|e| e.to_string())?;
@@ -141,7 +164,8 @@ fn check(block: &Block) -> Result<&'static str, String> {
         Ok("base config")
     } else {
         Err(format!(
-            "{at}: a ```yaml block that is neither a device file (top-level `type:`) nor a base config ({}): make it one, or mark it ```yaml no-check",
+            "{at}: a ```yaml block that is neither a device file (top-level `type:`), an alert rule file ({}) nor a base config ({}): make it one, or mark it ```yaml no-check",
+            RULE_KEYS.join(", "),
             BASE_KEYS.join(", ")
         ))
     }
@@ -169,6 +193,7 @@ fn every_yaml_example_in_the_docs_is_valid() {
     // The docs have examples of both kinds: a parser that finds none would pass.
     assert!(counts.get("device file").copied().unwrap_or(0) >= 8, "{counts:?}");
     assert!(counts.get("base config").copied().unwrap_or(0) >= 4, "{counts:?}");
+    assert!(counts.get("alert rule file").copied().unwrap_or(0) >= 2, "{counts:?}");
 }
 
 #[test]
@@ -186,6 +211,14 @@ fn a_broken_example_is_caught() {
         ..block
     };
     assert!(check(&base).is_err());
+    let rule = Block {
+        text: "device: p1\nsilent: 5m\nrepaet: 1h\n".into(),
+        ..base.clone()
+    };
+    assert!(
+        check(&rule).is_err_and(|e| e.contains("repaet")),
+        "a misspelt rule key must fail"
+    );
     let fragment = Block {
         text: "sqlite:\n  path: x.db\n".into(),
         ..base
@@ -233,4 +266,24 @@ fn every_device_type_key_and_metric_is_documented() {
         }
     }
     assert!(missing.is_empty(), "undocumented:\n{}", missing.join("\n"));
+}
+
+/// docs/alerts.md names every key of a rule, a webhook and the `alerts:` section.
+#[test]
+fn every_alert_key_is_documented() {
+    use mesura::alerts::{AlertRule, AlertsConfig, WebhookConfig};
+    use mesura::config::parse::fields_of;
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/alerts.md");
+    let page = std::fs::read_to_string(&page).expect("docs/alerts.md");
+    let index = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/README.md")).expect("index");
+    let keys: Vec<&str> = [
+        fields_of::<AlertRule>(),
+        fields_of::<WebhookConfig>(),
+        fields_of::<AlertsConfig>(),
+    ]
+    .concat();
+    assert!(keys.len() > 20 && keys.contains(&"for"), "{keys:?}");
+    let missing: Vec<&&str> = keys.iter().filter(|k| !page.contains(&format!("| `{k}` |"))).collect();
+    assert!(missing.is_empty(), "docs/alerts.md has no table row for: {missing:?}");
+    assert!(index.contains("(alerts.md)"), "docs/README.md does not link alerts.md");
 }
