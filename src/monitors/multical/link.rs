@@ -76,6 +76,37 @@ pub(super) async fn exchange<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    exchange_with(io, request, timeout, rejected, |chunk| interpret(chunk, request, asked)).await
+}
+
+/// Asks the meter for its serial number (GetSerialNo), as [`exchange`] asks for
+/// registers.
+pub(super) async fn serial_number<S>(
+    io: &mut S,
+    timeout: Duration,
+    rejected: &mut Vec<Rejected>,
+) -> Result<u32, AttemptError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let request = kmp::encode_get_serial_no_request(kmp::ADDRESS_HEAT_METER);
+    exchange_with(io, &request, timeout, rejected, |chunk| {
+        interpret_serial(chunk, &request)
+    })
+    .await
+}
+
+/// [`exchange`] for any request: `interpret` says what each frame that came back is.
+async fn exchange_with<S, T>(
+    io: &mut S,
+    request: &[u8],
+    timeout: Duration,
+    rejected: &mut Vec<Rejected>,
+    interpret: impl Fn(&[u8]) -> Option<Result<T, Rejected>>,
+) -> Result<T, AttemptError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let deadline = Instant::now() + timeout;
     let write = async {
         io.write_all(request).await?;
@@ -120,7 +151,7 @@ where
         };
         pending.extend_from_slice(&chunk[..n]);
         while let Some(frame) = next_frame(&mut pending) {
-            match interpret(&frame, request, asked) {
+            match interpret(&frame) {
                 None => {}
                 Some(Ok(values)) => return Ok(values),
                 Some(Err(why)) => {
@@ -211,6 +242,31 @@ pub(super) fn interpret(chunk: &[u8], request: &[u8], asked: &[u16]) -> Option<R
         ))),
         Ok(other) => Err(Rejected::Invalid(format!(
             "unexpected answer to GetRegister: {other:?}"
+        ))),
+        Err(e @ KmpError::BadCrc { .. }) => Err(Rejected::BadCrc(format!("{e} ({})", hex_preview(&chunk[start..])))),
+        Err(e) => Err(Rejected::Invalid(format!("{e} ({})", hex_preview(&chunk[start..])))),
+    })
+}
+
+/// What one chunk means for a GetSerialNo request: the serial, our request echoed
+/// (`None`), or why it is not the answer.
+pub(super) fn interpret_serial(chunk: &[u8], request: &[u8]) -> Option<Result<u32, Rejected>> {
+    if chunk.ends_with(request) {
+        return None;
+    }
+    let Some(start) = chunk.iter().position(|&b| b == kmp::START_FROM_METER) else {
+        return Some(Err(Rejected::Invalid(format!(
+            "garbage instead of a KMP frame ({})",
+            hex_preview(chunk)
+        ))));
+    };
+    Some(match kmp::decode_response(&chunk[start..]) {
+        Ok(Response::SerialNo {
+            address: kmp::ADDRESS_HEAT_METER,
+            serial,
+        }) => Ok(serial),
+        Ok(other) => Err(Rejected::Invalid(format!(
+            "unexpected answer to GetSerialNo: {other:?}"
         ))),
         Err(e @ KmpError::BadCrc { .. }) => Err(Rejected::BadCrc(format!("{e} ({})", hex_preview(&chunk[start..])))),
         Err(e) => Err(Rejected::Invalid(format!("{e} ({})", hex_preview(&chunk[start..])))),

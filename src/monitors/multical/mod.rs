@@ -257,7 +257,16 @@ pub struct MulticalMonitor {
     /// Frames turned down since the monitor started, by [`Rejected::kind`]; a
     /// retry often saves the poll, so only these totals show that it happened.
     rejected_frames: HashMap<&'static str, u64>,
+    /// The meter's serial number (GetSerialNo) and when it was last asked for: a
+    /// new serial behind the same head is another meter (src/energy/ starts new
+    /// epochs for its counters).
+    serial: Option<u32>,
+    serial_asked: Option<tokio::time::Instant>,
 }
+
+/// How often the serial number is asked for again while the port stays open: a
+/// meter swap moves the optical head without closing a USB head's port.
+const SERIAL_EVERY: Duration = Duration::from_secs(3600);
 
 /// The `kind`s of [`Rejected`], all shown in /metrics from the start.
 const REJECTED_KINDS: [&str; 3] = ["crc", "register_mismatch", "invalid_frame"];
@@ -298,6 +307,8 @@ impl MulticalMonitor {
             port: None,
             warned_missing: HashSet::new(),
             rejected_frames: HashMap::new(),
+            serial: None,
+            serial_asked: None,
         })
     }
 
@@ -331,6 +342,10 @@ impl MulticalMonitor {
         for attempt in 1..=ATTEMPTS {
             if self.port.is_none() {
                 self.port = Some(self.open()?);
+                // Reopened after a failure (an unplugged head): maybe another meter.
+                if !self.config.close_between_polls {
+                    self.serial_asked = None;
+                }
             }
             let (Some(port), Some(request)) = (self.port.as_mut(), self.requests.get(index)) else {
                 return Err(MonitorError::link("the serial port is not open"));
@@ -381,15 +396,60 @@ impl MulticalMonitor {
         })
     }
 
+    /// Asks for the serial number when the port was just opened, or
+    /// [`SERIAL_EVERY`] after the last time. A meter that does not answer it
+    /// still has its registers read: the serial only tells swaps apart.
+    async fn refresh_serial(&mut self) {
+        let due = self.serial_asked.is_none_or(|at| at.elapsed() >= SERIAL_EVERY);
+        if !due {
+            return;
+        }
+        let Some(port) = self.port.as_mut() else { return };
+        self.serial_asked = Some(tokio::time::Instant::now());
+        let quiet = quiet_before_request(self.config.baud_rate);
+        if link::drain(port, quiet, self.config.timeout).await.is_err() {
+            return;
+        }
+        let mut rejected = Vec::new();
+        match link::serial_number(port, self.config.timeout, &mut rejected).await {
+            Ok(serial) => {
+                if self.serial.is_some_and(|old| old != serial) {
+                    tracing::warn!(device = %self.ctx.id, old = ?self.serial, new = serial, "another meter behind the optical head: its serial number changed");
+                }
+                self.serial = Some(serial);
+            }
+            Err(e) => {
+                tracing::debug!(device = %self.ctx.id, error = ?e, "no serial number from the meter");
+            }
+        }
+        for frame in &rejected {
+            *self.rejected_frames.entry(frame.kind()).or_insert(0) += 1;
+        }
+    }
+
     /// Every request of a poll; all of them must succeed, so a poll is stored
     /// whole or not at all.
     async fn poll(&mut self) -> Result<Vec<Reading>, MonitorError> {
+        if self.port.is_none() {
+            // A port opened anew (after an error: an unplugged head) may face
+            // another meter; a port closed after every poll on purpose is not news.
+            if !self.config.close_between_polls {
+                self.serial_asked = None;
+            }
+            self.port = Some(self.open()?);
+        }
+        self.refresh_serial().await;
         let mut values: HashMap<u16, RegisterValue> = HashMap::new();
         for index in 0..self.requests.len() {
             for value in self.request(index).await? {
                 // A meter repeating a register: the first one counts.
                 values.entry(value.register()).or_insert(value);
             }
+        }
+        if self.serial_asked.is_none() {
+            // The port was reopened during the poll: the serial of the meter that
+            // answered it, so the readings go with the right meter.
+            self.refresh_serial().await;
         }
         let now = self.ctx.clock.now();
         let mut readings = Vec::with_capacity(self.config.registers.len());
@@ -475,6 +535,10 @@ impl Monitor for MulticalMonitor {
             .iter()
             .map(|kind| (*kind, self.rejected_frames.get(kind).copied().unwrap_or(0)))
             .collect()
+    }
+
+    fn identity(&self) -> Option<String> {
+        self.serial.map(|s| s.to_string())
     }
 }
 

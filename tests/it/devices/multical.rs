@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -28,6 +28,13 @@ struct PtyPair {
 }
 
 impl PtyPair {
+    /// A pair again where an earlier one was (a head plugged back in).
+    fn new_at(dir: &Path) -> PtyPair {
+        let _ = std::fs::remove_file(dir.join("head"));
+        let _ = std::fs::remove_file(dir.join("meter"));
+        PtyPair::new(dir)
+    }
+
     fn new(dir: &Path) -> PtyPair {
         let daemon_end = dir.join("head");
         let meter_end = dir.join("meter");
@@ -113,9 +120,16 @@ fn with_bad_crc(values: &[RegisterValue]) -> Vec<u8> {
 }
 
 /// The simulated meter: a thread answering on the meter's end of the pair.
+/// The serial number the simulated meter answers GetSerialNo with.
+const SERIAL: u32 = 19_088_743;
+
 struct Meter {
     stop: Arc<AtomicBool>,
     requests: Arc<Mutex<Vec<Vec<u16>>>>,
+    /// What GetSerialNo and GetRegister answer: changed together, it is another
+    /// meter behind the same head.
+    serial: Arc<AtomicU32>,
+    table: Arc<Mutex<Vec<RegisterValue>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -130,6 +144,9 @@ impl Meter {
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let (stop_flag, seen) = (stop.clone(), requests.clone());
+        let serial = Arc::new(AtomicU32::new(SERIAL));
+        let table = Arc::new(Mutex::new(table));
+        let (serial_now, table_now) = (serial.clone(), table.clone());
         let thread = std::thread::spawn(move || {
             let mut pending = Vec::new();
             // An answer the meter owes, sent with the reply to the next request.
@@ -143,9 +160,24 @@ impl Meter {
                 }
                 while let Some(end) = pending.iter().position(|&b| b == kmp::STOP) {
                     let frame: Vec<u8> = pending.drain(..=end).collect();
-                    let Ok(Request::GetRegister { registers, .. }) = kmp::decode_request(&frame) else {
-                        panic!("the daemon sent something other than a GetRegister request: {frame:02x?}");
+                    let registers = match kmp::decode_request(&frame) {
+                        Ok(Request::GetRegister { registers, .. }) => registers,
+                        Ok(Request::GetSerialNo { .. }) => {
+                            let reply = match behaviour {
+                                Behaviour::Silent => continue,
+                                Behaviour::Garbage => b"this is not KMP at all\r".to_vec(),
+                                _ => kmp::encode_response(&kmp::Response::SerialNo {
+                                    address: kmp::ADDRESS_HEAT_METER,
+                                    serial: serial_now.load(Ordering::SeqCst),
+                                }),
+                            };
+                            port.write_all(&reply).expect("answer");
+                            port.flush().expect("flush");
+                            continue;
+                        }
+                        _ => panic!("the daemon sent something other than GetRegister or GetSerialNo: {frame:02x?}"),
                     };
+                    let table = table_now.lock().expect("lock").clone();
                     let count = {
                         let mut seen = seen.lock().expect("lock");
                         seen.push(registers.clone());
@@ -199,8 +231,16 @@ impl Meter {
         Meter {
             stop,
             requests,
+            serial,
+            table,
             thread: Some(thread),
         }
+    }
+
+    /// Another meter behind the head: its own serial number and registers.
+    fn replace_with(&self, serial: u32, table: Vec<RegisterValue>) {
+        *self.table.lock().expect("lock") = table;
+        self.serial.store(serial, Ordering::SeqCst);
     }
 
     fn requests(&self) -> Vec<Vec<u16>> {
@@ -569,4 +609,50 @@ async fn a_late_answer_is_never_taken_for_the_next_request() {
         log.contains("requested=0x0063 info_code returned=0x003c energy, 0x0044 volume, 0x0050 power"),
         "{log}"
     );
+}
+
+/// A meter replaced behind the same optical head: the new one answers GetSerialNo
+/// with another serial (its registers here read the same, so only the serial can
+/// tell). Its counters start a new epoch, named by the new serial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_meter_behind_the_head_starts_new_epochs() {
+    let (setup, pty) = setup("poll_interval: 1s\ntimeout: 2s\nregisters: [energy, volume]\n");
+    let meter = Meter::start(&pty.meter_end, Behaviour::Answer, table());
+    let daemon = start(&setup).await;
+    wait_for("a first poll", || heat(&daemon).polls_ok >= 1).await;
+    // The serial is asked again when the port reopens (or an hour on): the head
+    // is unplugged (the pty pair closed and made again), as moving it would.
+    drop(meter);
+    drop(pty);
+    let pty = PtyPair::new_at(setup.dir.path());
+    let meter = Meter::start(&pty.meter_end, Behaviour::Answer, table());
+    meter.replace_with(1_234_567, table());
+    let epochs = setup.dir.path().join("data/epochs.db");
+    let swapped = || -> Vec<(String, String, Option<String>)> {
+        let Ok(conn) = rusqlite::Connection::open(&epochs) else {
+            return Vec::new();
+        };
+        let Ok(mut stmt) =
+            conn.prepare("SELECT metric, reason, identity FROM epochs WHERE device = 'heat' AND reason = 'swap'")
+        else {
+            return Vec::new();
+        };
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map(|rows| rows.filter_map(Result::ok).collect())
+            .unwrap_or_default()
+    };
+    wait_for("new epochs for the new meter", || swapped().len() >= 2).await;
+    daemon.shutdown().await;
+    let rows = swapped();
+    assert!(
+        rows.iter()
+            .any(|(m, _, id)| m == "heat_energy" && id.as_deref() == Some("1234567")),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|(m, _, id)| m == "volume" && id.as_deref() == Some("1234567")),
+        "{rows:?}"
+    );
+    drop(meter);
 }
