@@ -73,6 +73,10 @@ pub struct ModbusConfig {
     /// Where the `SunS` marker is; by default 40000, 0 and 50000 are tried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sunspec_address: Option<u16>,
+    /// Lets `POST /api/devices/<id>/write` set the map's `writable` points; the
+    /// API needs a token too (docs/control.md).
+    #[serde(default)]
+    pub allow_writes: bool,
 }
 
 pub fn default_port() -> u16 {
@@ -157,6 +161,15 @@ pub struct PointConfig {
     /// What the point is, for people reading the map.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// A holding register the API may set (docs/control.md); needs `min` and `max`.
+    #[serde(default)]
+    pub writable: bool,
+    /// The lowest value a write may set, in the point's unit (after scaling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// The highest value a write may set, in the point's unit (after scaling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
 }
 
 fn default_register() -> RegisterKind {
@@ -272,6 +285,10 @@ mod unit_symbol {
 impl DeviceType for ModbusConfig {
     fn default_poll_interval() -> Duration {
         Duration::from_secs(10)
+    }
+
+    fn allows_writes(&self) -> bool {
+        self.allow_writes
     }
 
     fn validate(&self, _common: &CommonConfig) -> Result<(), (String, String)> {
@@ -390,6 +407,7 @@ pub fn validate_points(points: &[PointConfig]) -> Result<(), String> {
         if !p.scale.is_finite() || p.scale == 0.0 || !p.offset.is_finite() {
             return Err(format!("{at}: `scale` must be a non-zero number and `offset` a number"));
         }
+        super::write::check_writable(p).map_err(|m| format!("{at}: {m}"))?;
     }
     for p in points {
         if let Some(sf) = &p.scale_factor {
