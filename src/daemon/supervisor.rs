@@ -353,7 +353,7 @@ impl DeviceTask {
                 who = %command.who,
                 point = %command.point,
                 requested = command.value,
-                reason = e.kind(),
+                reason = %e.kind(),
                 error = %e,
                 "device write refused"
             ),
