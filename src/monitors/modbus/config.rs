@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::config::{CommonConfig, DeviceConfig};
 use crate::monitors::{DeviceType, Monitor, MonitorContext, MonitorError};
@@ -150,7 +150,7 @@ pub struct PointConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub invalid: Vec<u64>,
     /// The unit symbol: W, kWh, var, kvarh, VA, kVAh, V, A, Hz, °C, %, … (none by default).
-    #[serde(default = "default_unit", with = "unit_symbol")]
+    #[serde(default = "default_unit", with = "super::unit_symbol")]
     pub unit: Unit,
     /// `gauge` (default) or `counter` (a monotonic total, such as energy).
     #[serde(default = "default_kind")]
@@ -249,38 +249,6 @@ pub const PRESETS: &[(&str, &str)] = &[
         include_str!("../../../presets/modbus/sunspec_inverter.yaml"),
     ),
 ];
-
-/// Units written the way people type them, besides the canonical symbols.
-const UNIT_ALIASES: &[(&str, Unit)] = &[
-    ("C", Unit::Celsius),
-    ("degC", Unit::Celsius),
-    ("m3", Unit::CubicMetre),
-    ("VAr", Unit::Var),
-    ("kVArh", Unit::KiloVarHour),
-    ("none", Unit::None),
-];
-
-mod unit_symbol {
-    use super::*;
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Unit, D::Error> {
-        let text = String::deserialize(de)?;
-        Unit::from_symbol(&text)
-            .or_else(|| UNIT_ALIASES.iter().find(|(a, _)| *a == text).map(|(_, u)| *u))
-            .ok_or_else(|| {
-                let known: Vec<&str> = Unit::ALL.iter().map(|u| u.symbol()).filter(|s| !s.is_empty()).collect();
-                serde::de::Error::custom(format!(
-                    "unknown unit `{text}`; known units: {} (stored values use these units: scale \
-                     Wh to kWh with `scale: 0.001`)",
-                    known.join(", ")
-                ))
-            })
-    }
-
-    pub(super) fn serialize<S: Serializer>(unit: &Unit, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(unit.symbol())
-    }
-}
 
 impl DeviceType for ModbusConfig {
     fn default_poll_interval() -> Duration {

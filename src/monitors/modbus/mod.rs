@@ -7,6 +7,7 @@ pub mod config;
 mod poll;
 mod sunspec;
 pub mod transport;
+mod unit_symbol;
 mod write;
 
 use std::collections::HashSet;
