@@ -11,9 +11,10 @@ use crate::support::api::post_json;
 use crate::support::broker::free_port;
 use crate::support::logs;
 use crate::support::modbus::{
-    base_station_reads, base_station_writes, start, wait_for, PyServer, RegisterImage, SeenWrite,
+    base_station_reads, base_station_writes, start, status, wait_for, PtyPair, PyServer, RegisterImage, SeenWrite,
 };
 use crate::support::Setup;
+use mesura::protocols::modbus::point::{encode_words, DataType, WordOrder};
 
 const TOKEN: &str = "s3cret-control";
 
@@ -193,6 +194,65 @@ async fn without_an_api_token_nothing_is_written() {
     })
     .await;
     assert!(server.writes().is_empty(), "{:?}", server.writes());
+    daemon.shutdown().await;
+}
+
+/// On an RS485 bus the write takes its turn with both devices' polls (one bus
+/// task owns the port), and a two-register value goes out as function 16.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtu_write_takes_its_turn_on_the_shared_bus() {
+    let setup = Setup::new(&api(true));
+    let pty = PtyPair::new(setup.dir.path());
+    let mut image = RegisterImage::default();
+    image.set("holding", 0, &encode_words(DataType::F32, WordOrder::Little, 1500.0));
+    let path = setup.dir.path().join("image.json");
+    image.write(&path);
+    let server = PyServer::start(
+        &path,
+        &["--serial", &pty.device_end.to_string_lossy()],
+        &["--baud", "9600"],
+    );
+    for (id, unit, allow) in [("ctl_rtu_a", 1, "allow_writes: true\n"), ("ctl_rtu_b", 2, "")] {
+        setup.device(
+            id,
+            &format!(
+                "type: modbus\nserial_port: {}\nbaud_rate: 9600\nunit_id: {unit}\npoll_interval: 1s\ntimeout: 2s\n{allow}\
+                 points:\n  - {{name: export_limit, address: 0, type: f32, word_order: little, unit: W, writable: true, min: 0, max: 5000}}\n",
+                pty.daemon_end.display()
+            ),
+        );
+    }
+    let daemon = start(&setup).await;
+    wait_for("polls of both devices", || {
+        status(&daemon, "ctl_rtu_a").polls_ok >= 1 && status(&daemon, "ctl_rtu_b").polls_ok >= 1
+    })
+    .await;
+    let addr = daemon.api_addr().expect("api");
+    let (code, body) = write(addr, "ctl_rtu_a", r#"{"point": "export_limit", "value": 2500.5}"#).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        (body["old"].as_f64(), body["value"].as_f64()),
+        (Some(1500.0), Some(2500.5))
+    );
+    wait_for("the server's write line", || !server.writes().is_empty()).await;
+    assert_eq!(
+        server.writes(),
+        [SeenWrite {
+            fc: 16,
+            address: 0,
+            values: encode_words(DataType::F32, WordOrder::Little, 2500.5)
+        }]
+    );
+    // Both devices go on polling on the bus after the write.
+    let after = (
+        status(&daemon, "ctl_rtu_a").polls_ok,
+        status(&daemon, "ctl_rtu_b").polls_ok,
+    );
+    wait_for("more polls of both devices", || {
+        status(&daemon, "ctl_rtu_a").polls_ok > after.0 && status(&daemon, "ctl_rtu_b").polls_ok > after.1
+    })
+    .await;
+    assert_eq!(status(&daemon, "ctl_rtu_b").polls_failed, 0);
     daemon.shutdown().await;
 }
 

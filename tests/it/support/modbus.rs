@@ -126,6 +126,42 @@ pub struct SeenWrite {
     pub values: Vec<u16>,
 }
 
+/// Two socat-linked ptys; killed on drop.
+pub struct PtyPair {
+    socat: std::process::Child,
+    pub daemon_end: std::path::PathBuf,
+    pub device_end: std::path::PathBuf,
+}
+
+impl PtyPair {
+    pub fn new(dir: &std::path::Path) -> PtyPair {
+        let (daemon_end, device_end) = (dir.join("bus"), dir.join("meters"));
+        let socat = std::process::Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", daemon_end.display()))
+            .arg(format!("pty,raw,echo=0,link={}", device_end.display()))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("socat is installed (scripts/test.sh installs it)");
+        let start = Instant::now();
+        while !(daemon_end.exists() && device_end.exists()) {
+            assert!(start.elapsed() < LIMIT, "socat made no pty pair");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PtyPair {
+            socat,
+            daemon_end,
+            device_end,
+        }
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        let _ = self.socat.kill();
+        let _ = self.socat.wait();
+    }
+}
+
 /// A pymodbus server child process; killed on drop.
 pub struct PyServer {
     child: Child,
