@@ -62,14 +62,12 @@ pub(super) async fn write(
     };
     // Both locks are checked before the body, and named when missing.
     let control = state.status.control(&id);
-    let mut missing = Vec::new();
-    if state.token.is_none() {
-        missing.push("api.token");
-    }
-    if control.is_none() {
-        missing.push("allow_writes");
-    }
-    if !missing.is_empty() {
+    let file_allows = control.is_some();
+    let Some(control) = control.filter(|_| state.token.is_some()) else {
+        let missing: Vec<&str> = [(state.token.is_none(), "api.token"), (!file_allows, "allow_writes")]
+            .into_iter()
+            .filter_map(|(off, lock)| off.then_some(lock))
+            .collect();
         let why: Vec<&str> = missing
             .iter()
             .map(|m| match *m {
@@ -84,7 +82,7 @@ pub(super) async fn write(
             format!("writes to `{id}` are off: {}", why.join("; ")),
             &missing,
         );
-    }
+    };
     let body: WriteBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -98,9 +96,6 @@ pub(super) async fn write(
                 &[],
             )
         }
-    };
-    let Some(control) = control else {
-        return refuse(StatusCode::FORBIDDEN, "writes_off", "writes are off".into(), &[]);
     };
     // One token, so its identity is "the API token"; the address tells clients apart.
     let who = format!("api token from {client}");

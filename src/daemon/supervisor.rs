@@ -329,14 +329,19 @@ impl DeviceTask {
     /// old → new, or why it was refused. The messages are stable for log searches.
     async fn write(&self, monitor: &mut dyn Monitor, command: WriteCommand) {
         let id = &self.config.id;
-        let result = tokio::time::timeout(WRITE_TIMEOUT, monitor.write(&command.point, command.value))
-            .await
-            .unwrap_or_else(|_| {
-                Err(WriteError::Link(MonitorError::link(format!(
-                    "no answer within {}",
-                    humantime::format_duration(WRITE_TIMEOUT)
-                ))))
-            });
+        let result = tokio::select! {
+            biased;
+            // Shutdown does not wait for a slow device; the client hears why.
+            _ = self.token.cancelled() => Err(WriteError::Gone),
+            r = tokio::time::timeout(WRITE_TIMEOUT, monitor.write(&command.point, command.value)) => {
+                r.unwrap_or_else(|_| {
+                    Err(WriteError::Link(MonitorError::link(format!(
+                        "no answer within {}",
+                        humantime::format_duration(WRITE_TIMEOUT)
+                    ))))
+                })
+            }
+        };
         match &result {
             Ok(w) => tracing::info!(
                 device = %id,
