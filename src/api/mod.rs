@@ -1,9 +1,11 @@
 //! The status API (axum, 127.0.0.1:9360 by default): /health, /metrics
 //! (Prometheus), /api/devices, /api/readings/latest, /api/readings, /api/capacity, and a small
-//! web page embedded in the binary. It only reads: the live status, and the
-//! SQLite files on a blocking thread.
+//! web page embedded in the binary. It reads the live status and the SQLite files
+//! (on a blocking thread); its one write, `POST /api/devices/<id>/write`, is
+//! behind two locks (control.rs, docs/control.md).
 
 mod capacity;
+mod control;
 mod costs;
 mod errors;
 mod export;
@@ -22,7 +24,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -115,6 +117,7 @@ pub fn serve_on(
         .route("/health", get(health))
         .route("/metrics", get(metrics::metrics))
         .route("/api/devices", get(devices))
+        .route("/api/devices/{id}/write", post(control::write))
         .route("/api/readings/latest", get(latest))
         .route("/api/readings", get(readings::readings))
         .route("/api/capacity", get(capacity::capacity))

@@ -20,6 +20,10 @@ use tokio_util::sync::CancellationToken;
 /// How long open connections may take to finish their answer at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// The address a request came from.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ClientAddr(pub std::net::SocketAddr);
+
 /// The connection limits, from `api:`.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits {
@@ -39,10 +43,10 @@ pub(super) async fn run(listener: TcpListener, app: Router, limits: Limits, stop
                 Err(_) => break,
             },
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, peer)) => (stream, peer),
                 Err(e) => {
                     // Out of file descriptors, or a connection reset before it was
                     // accepted: wait a little rather than spin.
@@ -53,7 +57,8 @@ pub(super) async fn run(listener: TcpListener, app: Router, limits: Limits, stop
             },
         };
         while connections.try_join_next().is_some() {}
-        let service = TowerToHyperService::new(app.clone());
+        // The client's address, for the audit log of device writes (docs/control.md).
+        let service = TowerToHyperService::new(app.clone().layer(axum::Extension(ClientAddr(peer))));
         let stop = stop.clone();
         connections.spawn(async move {
             let _slot = slot;

@@ -231,6 +231,9 @@ pub struct Status {
     /// Device files that failed at the last reload, by device id: what is wrong and
     /// what the device does meanwhile, for /health, /api/devices and the page.
     config_errors: Mutex<BTreeMap<String, String>>,
+    /// The write channel into each running device task whose file allows writes
+    /// (docs/control.md): the API hands writes to the task that owns the link.
+    controls: Mutex<BTreeMap<DeviceId, tokio::sync::mpsc::Sender<crate::monitors::control::WriteCommand>>>,
 }
 
 impl Default for Status {
@@ -244,6 +247,7 @@ impl Default for Status {
             last_base_reload: Mutex::default(),
             started_at: Utc::now(),
             config_errors: Mutex::default(),
+            controls: Mutex::default(),
         }
     }
 }
@@ -261,6 +265,24 @@ impl Status {
 
     pub fn device_removed(&self, id: &DeviceId) {
         self.devices.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.controls.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// Registers the write channel of a device task whose file allows writes.
+    pub fn set_control(
+        &self,
+        id: &DeviceId,
+        sender: tokio::sync::mpsc::Sender<crate::monitors::control::WriteCommand>,
+    ) {
+        self.controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), sender);
+    }
+
+    /// The write channel of a running device, when its file allows writes.
+    pub fn control(&self, id: &str) -> Option<tokio::sync::mpsc::Sender<crate::monitors::control::WriteCommand>> {
+        self.controls.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
     pub fn update_device(&self, id: &DeviceId, f: impl FnOnce(&mut DeviceStatus)) {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,8 @@ use crate::daemon::retry::{Backoff, BreakerState, CircuitBreaker, Transition};
 use crate::daemon::router::Router;
 use crate::energy::ingest::CounterIngest;
 use crate::host::clock::SharedClock;
-use crate::monitors::{self, Monitor, MonitorContext, MonitorError};
+use crate::monitors::control::WriteCommand;
+use crate::monitors::{self, Monitor, MonitorContext, MonitorError, WriteError};
 use crate::reading::DeviceId;
 
 /// What every device task needs from the daemon.
@@ -77,10 +78,18 @@ impl Supervisor {
         self.shared
             .status
             .device_started(&id, config.kind.type_name(), config.poll_interval());
+        // Writes reach the task that owns the device's link, never a second
+        // connection; only a file that allows writes gets a channel.
+        let commands = config.kind.allows_writes().then(|| {
+            let (sender, commands) = mpsc::channel(WRITE_QUEUE);
+            self.shared.status.set_control(&id, sender);
+            commands
+        });
         let task = DeviceTask {
             config: config.clone(),
             shared: self.shared.clone(),
             token: token.clone(),
+            commands,
         };
         self.tasks.spawn(async move {
             let id = task.config.id.clone();
@@ -127,6 +136,21 @@ struct DeviceTask {
     config: DeviceConfig,
     shared: Shared,
     token: CancellationToken,
+    /// Writes from the API (docs/control.md), when the file allows them.
+    commands: Option<mpsc::Receiver<WriteCommand>>,
+}
+
+/// Writes waiting for a device task; more are refused as busy by the API.
+const WRITE_QUEUE: usize = 4;
+/// A write (read old value, write, read back) that takes longer is a link failure.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The next write for the task, or never when its file allows none.
+async fn next_command(commands: &mut Option<mpsc::Receiver<WriteCommand>>) -> Option<WriteCommand> {
+    match commands {
+        Some(c) => c.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A read that takes longer than this past its poll interval is abandoned as a
@@ -162,7 +186,8 @@ impl DeviceTask {
     /// open breaker waits `breaker_cooldown` where one applies (cloud services),
     /// else it keeps probing on the backoff, so a local meter that comes back is
     /// read within `max_backoff`.
-    async fn drive(self, mut monitor: Box<dyn Monitor>) {
+    async fn drive(mut self, mut monitor: Box<dyn Monitor>) {
+        let mut commands = self.commands.take();
         let id = self.config.id.clone();
         let poll = self.config.poll_interval();
         let read_timeout = poll + READ_GRACE;
@@ -178,10 +203,14 @@ impl DeviceTask {
         let mut failing_since: Option<Instant> = None;
         let mut counters = CounterIngest::open(id.clone(), &self.shared.data_dir, self.shared.counters.clone());
 
-        loop {
+        'polls: loop {
             tokio::select! {
                 biased;
                 _ = self.token.cancelled() => break,
+                Some(command) = next_command(&mut commands) => {
+                    self.write(monitor.as_mut(), command).await;
+                    continue;
+                }
                 _ = ticker.tick() => {}
             }
             let (allowed, transition) = breaker.allow(Instant::now());
@@ -278,16 +307,63 @@ impl DeviceTask {
                         tracing::debug!(device = %id, error = %e, failures, "read failed again");
                     }
                     let wait = wait_after_failure(&e, breaker.state(), cooldown, &mut backoff);
-                    tokio::select! {
-                        biased;
-                        _ = self.token.cancelled() => break,
-                        _ = tokio::time::sleep(wait) => {}
+                    let until = Instant::now() + wait;
+                    // A write is tried even while reads back off: its answer says
+                    // whether the link is still down.
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = self.token.cancelled() => break 'polls,
+                            Some(command) = next_command(&mut commands) => self.write(monitor.as_mut(), command).await,
+                            _ = tokio::time::sleep_until(until) => break,
+                        }
                     }
                     ticker.reset_immediately();
                 }
             }
         }
         tracing::debug!(device = %id, "device task ended");
+    }
+
+    /// Applies one write from the API and logs it for the audit trail: who, what,
+    /// old → new, or why it was refused. The messages are stable for log searches.
+    async fn write(&self, monitor: &mut dyn Monitor, command: WriteCommand) {
+        let id = &self.config.id;
+        let result = tokio::select! {
+            biased;
+            // Shutdown does not wait for a slow device; the client hears why.
+            _ = self.token.cancelled() => Err(WriteError::Gone),
+            r = tokio::time::timeout(WRITE_TIMEOUT, monitor.write(&command.point, command.value)) => {
+                r.unwrap_or_else(|_| {
+                    Err(WriteError::Link(MonitorError::link(format!(
+                        "no answer within {}",
+                        humantime::format_duration(WRITE_TIMEOUT)
+                    ))))
+                })
+            }
+        };
+        match &result {
+            Ok(w) => tracing::info!(
+                device = %id,
+                who = %command.who,
+                point = %w.point,
+                requested = command.value,
+                old = %w.old.map_or("none".to_owned(), |v| v.to_string()),
+                new = w.new,
+                unit = w.unit,
+                "device write applied"
+            ),
+            Err(e) => tracing::warn!(
+                device = %id,
+                who = %command.who,
+                point = %command.point,
+                requested = command.value,
+                reason = %e.kind(),
+                error = %e,
+                "device write refused"
+            ),
+        }
+        let _ = command.reply.send(result);
     }
 
     fn log_transition(&self, transition: Option<Transition>, error: Option<&MonitorError>) {
@@ -395,6 +471,7 @@ mod tests {
                 },
             },
             token: token.clone(),
+            commands: None,
         };
         let t0 = Instant::now();
         let ok_at = Arc::new(Mutex::new(Vec::new()));

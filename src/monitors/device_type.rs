@@ -35,6 +35,11 @@ pub trait DeviceType: DeserializeOwned + Serialize + Clone + PartialEq + Debug {
     /// Every metric a device of this type can report, for `mesura devices` and the
     /// docs check; a device's own monitor may report fewer.
     fn metrics() -> Vec<MetricSpec>;
+    /// Whether the device file allows writes (`allow_writes: true`, one of the two
+    /// locks of docs/control.md). Types that cannot write keep `false`.
+    fn allows_writes(&self) -> bool {
+        false
+    }
     /// Builds the monitor of `device`, the whole file whose type-specific part is
     /// `self`: the poll interval and the file's place are read from it.
     fn build(&self, device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError>;
@@ -81,6 +86,11 @@ macro_rules! device_types {
             /// Whether the device pushes its readings (see [`DeviceType::PUSHES`]).
             pub fn pushes(&self) -> bool {
                 match self { $( DeviceKind::$variant(_) => <$config as $crate::monitors::DeviceType>::PUSHES, )+ }
+            }
+
+            /// Whether the device file allows writes (see [`DeviceType::allows_writes`]).
+            pub fn allows_writes(&self) -> bool {
+                match self { $( DeviceKind::$variant(c) => $crate::monitors::DeviceType::allows_writes(c), )+ }
             }
 
             /// The type-specific keys of `type_name`.

@@ -2,6 +2,7 @@
 //! the `device_types!` list below; [`build`] turns a device's config into its monitor.
 
 pub mod bme280;
+pub mod control;
 pub mod derived;
 pub mod device_time;
 mod device_type;
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
+pub use self::control::{WriteError, Written};
 pub use self::device_type::DeviceType;
 pub use self::error::{describe_link_io, Cause, MonitorError};
 use crate::config::DeviceConfig;
@@ -88,6 +90,12 @@ pub trait Monitor: Send {
     /// counters start a new epoch (src/energy/).
     fn identity(&self) -> Option<String> {
         None
+    }
+    /// Sets `point` to the engineering `value` on the device and reads it back
+    /// (docs/control.md). Only types whose files allow writes override this; it
+    /// runs in the device's task, between polls, on the poll's own link.
+    async fn write(&mut self, _point: &str, _value: f64) -> Result<Written, WriteError> {
+        Err(WriteError::NotWritable("this device type"))
     }
 }
 

@@ -9,7 +9,11 @@ one touching an --unreachable address gets exception 11 (a gateway whose target
 does not answer); one asking for more than --max-registers registers gets exception 3 (illegal
 data value), as Eastron meters answer a read of more than 40 values.
 Every read request is printed on stdout as one JSON line, so a test can count
-them; "ready" is printed once the server listens.
+them; "ready" is printed once the server listens. Writes to holding registers
+(functions 6 and 16) land in the image and are printed too ({"write": ...});
+one touching an address not in the image gets exception 2, one touching a
+--refuse-write address exception 3 (illegal data value, as a device answers a
+value it will not take), and nothing is written.
 """
 import argparse
 import asyncio
@@ -21,24 +25,29 @@ from pymodbus.datastore import ModbusServerContext
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 TABLES = {1: "coils", 2: "discrete", 3: "holding", 4: "input"}
+# pymodbus reads the written registers back with the write's own function code.
+WRITES = {6: "holding", 16: "holding"}
 
 
 class Image(ModbusServerContext):
     """A sparse image; skips the base class's set-up on purpose (see
     pymodbus/server/base.py: a context flagged old_simulator is called directly)."""
 
-    def __init__(self, image, busy, unreachable, max_registers):  # pylint: disable=super-init-not-called
+    def __init__(self, image, busy, unreachable, max_registers, refuse_write):  # pylint: disable=super-init-not-called
         self.old_simulator = True
         self.simdevices = []
         self.image = {t: {int(a): int(v) for a, v in image.get(t, {}).items()} for t in TABLES.values()}
         self.busy = set(busy)
         self.unreachable = set(unreachable)
         self.max_registers = max_registers
+        self.refuse_write = set(refuse_write)
 
     def device_ids(self):
         return [0]
 
     async def async_getValues(self, device_id, func_code, address, count=1):
+        if func_code in WRITES:
+            return [self.image["holding"][a] for a in range(address, address + count)]
         print(json.dumps({"fc": func_code, "unit": device_id, "address": address, "count": count}), flush=True)
         table = TABLES.get(func_code)
         if table is None:
@@ -57,7 +66,20 @@ class Image(ModbusServerContext):
         return values
 
     async def async_setValues(self, device_id, func_code, address, values):
-        return ExcCodes.ILLEGAL_FUNCTION
+        if func_code not in WRITES:
+            return ExcCodes.ILLEGAL_FUNCTION
+        span = range(address, address + len(values))
+        if any(a not in self.image["holding"] for a in span):
+            return ExcCodes.ILLEGAL_ADDRESS
+        if any(a in self.refuse_write for a in span):
+            return ExcCodes.ILLEGAL_VALUE
+        for a, v in zip(span, values):
+            self.image["holding"][a] = v
+        print(
+            json.dumps({"write": True, "fc": func_code, "unit": device_id, "address": address, "values": values}),
+            flush=True,
+        )
+        return None
 
 
 async def main():
@@ -69,9 +91,10 @@ async def main():
     parser.add_argument("--busy", type=int, action="append", default=[])
     parser.add_argument("--unreachable", type=int, action="append", default=[])
     parser.add_argument("--max-registers", type=int, default=125)
+    parser.add_argument("--refuse-write", type=int, action="append", default=[])
     args = parser.parse_args()
     with open(args.image, encoding="utf-8") as f:
-        context = Image(json.load(f), args.busy, args.unreachable, args.max_registers)
+        context = Image(json.load(f), args.busy, args.unreachable, args.max_registers, args.refuse_write)
     if args.serial:
         server = ModbusSerialServer(context, port=args.serial, baudrate=args.baud, ignore_missing_devices=True)
     else:

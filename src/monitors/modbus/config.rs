@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::config::{CommonConfig, DeviceConfig};
 use crate::monitors::{DeviceType, Monitor, MonitorContext, MonitorError};
@@ -73,6 +73,10 @@ pub struct ModbusConfig {
     /// Where the `SunS` marker is; by default 40000, 0 and 50000 are tried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sunspec_address: Option<u16>,
+    /// Lets `POST /api/devices/<id>/write` set the map's `writable` points; the
+    /// API needs a token too (docs/control.md).
+    #[serde(default)]
+    pub allow_writes: bool,
 }
 
 pub fn default_port() -> u16 {
@@ -146,7 +150,7 @@ pub struct PointConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub invalid: Vec<u64>,
     /// The unit symbol: W, kWh, var, kvarh, VA, kVAh, V, A, Hz, °C, %, … (none by default).
-    #[serde(default = "default_unit", with = "unit_symbol")]
+    #[serde(default = "default_unit", with = "super::unit_symbol")]
     pub unit: Unit,
     /// `gauge` (default) or `counter` (a monotonic total, such as energy).
     #[serde(default = "default_kind")]
@@ -157,6 +161,15 @@ pub struct PointConfig {
     /// What the point is, for people reading the map.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// A holding register the API may set (docs/control.md); needs `min` and `max`.
+    #[serde(default)]
+    pub writable: bool,
+    /// The lowest value a write may set, in the point's unit (after scaling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// The highest value a write may set, in the point's unit (after scaling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
 }
 
 fn default_register() -> RegisterKind {
@@ -237,41 +250,13 @@ pub const PRESETS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Units written the way people type them, besides the canonical symbols.
-const UNIT_ALIASES: &[(&str, Unit)] = &[
-    ("C", Unit::Celsius),
-    ("degC", Unit::Celsius),
-    ("m3", Unit::CubicMetre),
-    ("VAr", Unit::Var),
-    ("kVArh", Unit::KiloVarHour),
-    ("none", Unit::None),
-];
-
-mod unit_symbol {
-    use super::*;
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Unit, D::Error> {
-        let text = String::deserialize(de)?;
-        Unit::from_symbol(&text)
-            .or_else(|| UNIT_ALIASES.iter().find(|(a, _)| *a == text).map(|(_, u)| *u))
-            .ok_or_else(|| {
-                let known: Vec<&str> = Unit::ALL.iter().map(|u| u.symbol()).filter(|s| !s.is_empty()).collect();
-                serde::de::Error::custom(format!(
-                    "unknown unit `{text}`; known units: {} (stored values use these units: scale \
-                     Wh to kWh with `scale: 0.001`)",
-                    known.join(", ")
-                ))
-            })
-    }
-
-    pub(super) fn serialize<S: Serializer>(unit: &Unit, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(unit.symbol())
-    }
-}
-
 impl DeviceType for ModbusConfig {
     fn default_poll_interval() -> Duration {
         Duration::from_secs(10)
+    }
+
+    fn allows_writes(&self) -> bool {
+        self.allow_writes
     }
 
     fn validate(&self, _common: &CommonConfig) -> Result<(), (String, String)> {
@@ -390,6 +375,7 @@ pub fn validate_points(points: &[PointConfig]) -> Result<(), String> {
         if !p.scale.is_finite() || p.scale == 0.0 || !p.offset.is_finite() {
             return Err(format!("{at}: `scale` must be a non-zero number and `offset` a number"));
         }
+        super::write::check_writable(p).map_err(|m| format!("{at}: {m}"))?;
     }
     for p in points {
         if let Some(sf) = &p.scale_factor {

@@ -7,6 +7,8 @@ pub mod config;
 mod poll;
 mod sunspec;
 pub mod transport;
+mod unit_symbol;
+mod write;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -270,5 +272,13 @@ impl Monitor for ModbusMonitor {
 
     fn protocol_errors(&self) -> Vec<(&'static str, u64)> {
         self.poll.counters()
+    }
+
+    async fn write(
+        &mut self,
+        point: &str,
+        value: f64,
+    ) -> Result<crate::monitors::Written, crate::monitors::WriteError> {
+        self.write_point(point, value).await
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::client::{Context, Reader, Writer};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{ExceptionCode, Slave};
 
@@ -49,9 +49,21 @@ impl ReadError {
     }
 }
 
+/// One request: a read of a block, or a write of holding registers (function 6
+/// for one word, 16 for more), which answers no words.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Read(Block),
+    Write { address: u16, words: Vec<u16> },
+}
+
 /// Runs one request on a client context with a deadline; the values as words
 /// (bits as 0/1).
-async fn call(ctx: &mut Context, block: Block, timeout: Duration) -> Result<Vec<u16>, ReadError> {
+async fn call(ctx: &mut Context, op: Op, timeout: Duration) -> Result<Vec<u16>, ReadError> {
+    let block = match op {
+        Op::Read(block) => block,
+        Op::Write { address, words } => return call_write(ctx, address, &words, timeout).await,
+    };
     let (address, count) = (block.address, block.count);
     let request = async {
         match block.register {
@@ -67,7 +79,32 @@ async fn call(ctx: &mut Context, block: Block, timeout: Duration) -> Result<Vec<
                 .map(|r| r.map(|bits| bits.into_iter().map(u16::from).collect())),
         }
     };
-    match tokio::time::timeout(timeout, request).await {
+    match sort_answer(tokio::time::timeout(timeout, request).await, timeout)? {
+        words if words.len() == usize::from(count) => Ok(words),
+        words => Err(ReadError::link(format!(
+            "asked for {count} values, got {}",
+            words.len()
+        ))),
+    }
+}
+
+/// Writes holding registers; the device's echo is checked by tokio-modbus.
+async fn call_write(ctx: &mut Context, address: u16, words: &[u16], timeout: Duration) -> Result<Vec<u16>, ReadError> {
+    let request = async {
+        match words {
+            [word] => ctx.write_single_register(address, *word).await,
+            _ => ctx.write_multiple_registers(address, words).await,
+        }
+    };
+    sort_answer(tokio::time::timeout(timeout, request).await, timeout).map(|()| Vec::new())
+}
+
+/// A request's outcome sorted into the link failing and the device refusing.
+fn sort_answer<T>(
+    answer: Result<Result<Result<T, ExceptionCode>, tokio_modbus::Error>, tokio::time::error::Elapsed>,
+    timeout: Duration,
+) -> Result<T, ReadError> {
+    match answer {
         Err(_) => Err(ReadError::link(format!(
             "no answer within {}",
             humantime::format_duration(timeout)
@@ -87,11 +124,7 @@ async fn call(ctx: &mut Context, block: Block, timeout: Duration) -> Result<Vec<
             ))
         }
         Ok(Ok(Err(code))) => Err(ReadError::Exception(code)),
-        Ok(Ok(Ok(words))) if words.len() == usize::from(count) => Ok(words),
-        Ok(Ok(Ok(words))) => Err(ReadError::link(format!(
-            "asked for {count} values, got {}",
-            words.len()
-        ))),
+        Ok(Ok(Ok(value))) => Ok(value),
     }
 }
 
@@ -127,9 +160,18 @@ impl Transport {
     }
 
     pub async fn read(&mut self, block: Block) -> Result<Vec<u16>, ReadError> {
+        self.run(Op::Read(block)).await
+    }
+
+    /// Writes holding registers from `address` on, on the same link as the polls.
+    pub async fn write(&mut self, address: u16, words: Vec<u16>) -> Result<(), ReadError> {
+        self.run(Op::Write { address, words }).await.map(|_| ())
+    }
+
+    async fn run(&mut self, op: Op) -> Result<Vec<u16>, ReadError> {
         match self {
-            Transport::Tcp(link) => link.read(block).await,
-            Transport::Rtu(link) => link.read(block).await,
+            Transport::Tcp(link) => link.run(op).await,
+            Transport::Rtu(link) => link.run(op).await,
         }
     }
 
@@ -161,14 +203,14 @@ impl std::fmt::Debug for TcpLink {
 }
 
 impl TcpLink {
-    async fn read(&mut self, block: Block) -> Result<Vec<u16>, ReadError> {
+    async fn run(&mut self, op: Op) -> Result<Vec<u16>, ReadError> {
         if self.ctx.is_none() {
             self.ctx = Some(connect(&self.address, self.unit, self.timeout).await?);
         }
         let Some(ctx) = self.ctx.as_mut() else {
             return Err(ReadError::link("not connected"));
         };
-        let result = call(ctx, block, self.timeout).await;
+        let result = call(ctx, op, self.timeout).await;
         if matches!(result, Err(ReadError::Link(..))) {
             // A late answer would be taken for the next request's: start afresh.
             self.ctx = None;
@@ -212,7 +254,7 @@ pub struct RtuLink {
 }
 
 impl RtuLink {
-    async fn read(&mut self, block: Block) -> Result<Vec<u16>, ReadError> {
+    async fn run(&mut self, op: Op) -> Result<Vec<u16>, ReadError> {
         let bus = match &self.bus {
             Some(bus) => bus.clone(),
             None => {
@@ -224,7 +266,7 @@ impl RtuLink {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             unit: self.unit,
-            block,
+            op,
             timeout: self.timeout,
             reply,
         };
@@ -241,7 +283,7 @@ impl RtuLink {
 /// One request waiting for its turn on a bus.
 struct Job {
     unit: u8,
-    block: Block,
+    op: Op,
     timeout: Duration,
     reply: oneshot::Sender<Result<Vec<u16>, ReadError>>,
 }
@@ -326,7 +368,7 @@ async fn run_bus(
                 return Err(ReadError::link("the port is not open"));
             };
             c.set_slave(Slave(job.unit));
-            let result = call(c, job.block, job.timeout).await;
+            let result = call(c, job.op, job.timeout).await;
             if matches!(result, Err(ReadError::Link(..))) {
                 // Reopening drops whatever half frame or late answer is left.
                 ctx = None;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use self::server::{lock, Gateway, SharedBank};
+use super::control::{check_range, WriteError, Written};
 use super::{DeviceType, Monitor, MonitorContext, MonitorError};
 use crate::config::{CommonConfig, DeviceConfig};
 use crate::protocols::modbus::neasmart::{self as map, ZoneField};
@@ -39,6 +40,11 @@ pub struct NeasmartConfig {
     /// for zone 1 of base 1; `"2.3": office` names zone 3 of base 2.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub zone_names: BTreeMap<String, String>,
+    /// Lets `POST /api/devices/<id>/write` set zone setpoints and states and the
+    /// operating mode and state, which the base reads back; the API needs a token
+    /// too (docs/control.md).
+    #[serde(default)]
+    pub allow_writes: bool,
 }
 
 pub fn default_baud_rate() -> u32 {
@@ -101,6 +107,10 @@ impl DeviceType for NeasmartConfig {
         all_metrics()
     }
 
+    fn allows_writes(&self) -> bool {
+        self.allow_writes
+    }
+
     fn build(&self, _device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
         Ok(Box::new(NeasmartMonitor::new(self, ctx)?))
     }
@@ -123,6 +133,8 @@ struct Slot {
     encoding: map::Encoding,
     metric: Arc<str>,
     unit: Unit,
+    /// What a write may set it to, for the registers the base reads back as commands.
+    command: Option<std::ops::RangeInclusive<f64>>,
 }
 
 /// The unit a global register is stored in: the map gives temperatures and plain
@@ -196,6 +208,7 @@ impl NeasmartMonitor {
                     encoding: g.encoding,
                     metric: Arc::from(format!("{prefix}{}", g.metric)),
                     unit: encoding_unit(g.encoding),
+                    command: map::global_command_range(g.address),
                 });
             }
             for base in 1..=map::BASES {
@@ -211,6 +224,7 @@ impl NeasmartMonitor {
                             encoding: field.encoding(),
                             metric: Arc::from(format!("{prefix}zone_{zone_name}_{}", field.suffix())),
                             unit: zone_unit(field),
+                            command: field.command_range(),
                         });
                     }
                 }
@@ -340,6 +354,44 @@ impl Monitor for NeasmartMonitor {
 
     fn metrics(&self) -> &[MetricSpec] {
         &self.metrics
+    }
+
+    /// Sets a command register in the bank: the base station reads it back with
+    /// function 3 and applies it. Its own later write of that register (a change
+    /// on a room unit) replaces mesura's, as with the community gateway.
+    async fn write(&mut self, point: &str, value: f64) -> Result<Written, WriteError> {
+        let Some((slot, range)) = self
+            .slots
+            .iter()
+            .find_map(|s| s.command.clone().filter(|_| &*s.metric == point).map(|r| (s, r)))
+        else {
+            return Err(WriteError::UnknownPoint {
+                point: point.to_owned(),
+                writable: "operating_mode, operating_state, and each zone's `zone_<z>_setpoint` and `zone_<z>_state`"
+                    .into(),
+            });
+        };
+        check_range(point, value, *range.start(), *range.end())?;
+        let invalid = |reason: &str| WriteError::Invalid {
+            point: point.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let raw = map::encode(slot.encoding, value).ok_or_else(|| invalid("an enum takes whole numbers"))?;
+        let mut bank = lock(&self.bank);
+        let old = bank
+            .get(slot.slave, slot.address)
+            .and_then(|r| map::decode(slot.encoding, r));
+        bank.set(slot.slave, slot.address, raw);
+        let new = bank
+            .get(slot.slave, slot.address)
+            .and_then(|r| map::decode(slot.encoding, r))
+            .ok_or_else(|| invalid("the register does not read back"))?;
+        Ok(Written {
+            point: point.to_owned(),
+            old,
+            new,
+            unit: slot.unit.symbol(),
+        })
     }
 }
 

@@ -4,7 +4,38 @@
 //! restated from the community RehauNeasmart2.0_Gateway. Pure: the monitor keeps
 //! the register bank, this module names and decodes its values.
 
+use std::ops::RangeInclusive;
+
 use super::dpt9;
+
+/// `operating_mode`: 1 auto, 2 heating, 3 cooling, 4 manual heating, 5 manual cooling.
+pub const OPERATING_MODES: RangeInclusive<f64> = 1.0..=5.0;
+/// `operating_state` and a zone's state: 1 normal, 2 reduced, 3 standby, 4 time
+/// program, 5 party, 6 holiday.
+pub const OPERATING_STATES: RangeInclusive<f64> = 1.0..=6.0;
+/// Zone setpoints a write may set, °C: the range of the Nea Smart room units.
+pub const SETPOINTS: RangeInclusive<f64> = 5.0..=30.0;
+
+/// The values a gateway may command into a global register (the map marks
+/// these two "read/write (command)").
+pub fn global_command_range(address: u16) -> Option<RangeInclusive<f64>> {
+    match address {
+        1 => Some(OPERATING_MODES),
+        2 => Some(OPERATING_STATES),
+        _ => None,
+    }
+}
+
+/// The register for a commanded value: DPT 9.001 for temperatures, the whole
+/// number for enums; `None` when it cannot be encoded (not a number, a fraction
+/// of an enum).
+pub fn encode(encoding: Encoding, value: f64) -> Option<u16> {
+    match encoding {
+        Encoding::Temperature => dpt9::encode(value),
+        Encoding::Integer if value.fract() == 0.0 && (0.0..=f64::from(u16::MAX)).contains(&value) => Some(value as u16),
+        Encoding::Integer => None,
+    }
+}
 
 /// How a register's value is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +150,16 @@ impl ZoneField {
         }
     }
 
+    /// The values a gateway may command for this field (docs/control.md): a
+    /// zone's state (the enum of `operating_state`) and its setpoint in °C.
+    pub fn command_range(self) -> Option<RangeInclusive<f64>> {
+        match self {
+            ZoneField::State => Some(OPERATING_STATES),
+            ZoneField::Setpoint => Some(SETPOINTS),
+            ZoneField::Temperature | ZoneField::Humidity => None,
+        }
+    }
+
     pub fn encoding(self) -> Encoding {
         match self {
             ZoneField::Setpoint | ZoneField::Temperature => Encoding::Temperature,
@@ -148,6 +189,19 @@ pub fn decode(encoding: Encoding, raw: u16) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commands_are_the_modes_states_and_setpoints() {
+        assert_eq!(global_command_range(1), Some(OPERATING_MODES));
+        assert_eq!(global_command_range(2), Some(OPERATING_STATES));
+        assert_eq!(global_command_range(7), None);
+        assert_eq!(ZoneField::Setpoint.command_range(), Some(SETPOINTS));
+        assert_eq!(ZoneField::Temperature.command_range(), None);
+        assert_eq!(encode(Encoding::Temperature, 21.5), Some(0x0C33));
+        assert_eq!(encode(Encoding::Integer, 3.0), Some(3));
+        assert_eq!(encode(Encoding::Integer, 2.5), None);
+        assert_eq!(decode(Encoding::Temperature, 0x0C33), Some(21.5));
+    }
 
     #[test]
     fn zone_addresses_follow_the_map() {

@@ -202,6 +202,76 @@ pub fn encode_words(data_type: DataType, order: WordOrder, value: f64) -> Vec<u1
     words
 }
 
+/// Why an engineering value cannot be written to a point.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("{0} points cannot be written")]
+    NotNumeric(&'static str),
+    #[error("{value} is not a multiple of the point's step {step} (raw {raw})")]
+    NotAStep { value: f64, step: f64, raw: f64 },
+    #[error("{value} needs the raw value {raw}, which does not fit a {data_type}")]
+    DoesNotFit {
+        value: f64,
+        raw: f64,
+        data_type: &'static str,
+    },
+}
+
+/// The registers that make a point read `value` after scaling: the inverse of
+/// [`decode_words`] followed by [`scale`]. Integer types take the raw value
+/// `(value − offset) / scale` only when it is whole (within rounding), so 21.5
+/// with `scale: 0.1` is 215 but 21.55 is refused rather than silently rounded.
+pub fn encode_value(
+    data_type: DataType,
+    order: WordOrder,
+    scale: f64,
+    offset: f64,
+    value: f64,
+) -> Result<Vec<u16>, EncodeError> {
+    let raw = (value - offset) / scale;
+    let range = match data_type {
+        DataType::String => return Err(EncodeError::NotNumeric("string")),
+        DataType::F32 | DataType::F64 => None,
+        DataType::Bool => Some((0.0, 1.0)),
+        DataType::U16 => Some((0.0, f64::from(u16::MAX))),
+        DataType::I16 => Some((f64::from(i16::MIN), f64::from(i16::MAX))),
+        DataType::U32 => Some((0.0, f64::from(u32::MAX))),
+        DataType::I32 => Some((f64::from(i32::MIN), f64::from(i32::MAX))),
+        // f64 holds integers exactly up to 2^53: beyond that a value is not a step anyway.
+        DataType::U64 => Some((0.0, 9_007_199_254_740_992.0)),
+        DataType::I64 => Some((-9_007_199_254_740_992.0, 9_007_199_254_740_992.0)),
+    };
+    let raw = match range {
+        None if raw.is_finite() && (data_type == DataType::F64 || raw.abs() <= f64::from(f32::MAX)) => raw,
+        None => {
+            return Err(EncodeError::DoesNotFit {
+                value,
+                raw,
+                data_type: data_type.as_str(),
+            })
+        }
+        Some((low, high)) => {
+            let whole = raw.round();
+            if !raw.is_finite() || (raw - whole).abs() > 1e-6 * raw.abs().max(1.0) {
+                return Err(EncodeError::NotAStep {
+                    value,
+                    step: scale,
+                    raw,
+                });
+            }
+            if whole < low || whole > high {
+                return Err(EncodeError::DoesNotFit {
+                    value,
+                    raw: whole,
+                    data_type: data_type.as_str(),
+                });
+            }
+            whole
+        }
+    };
+    Ok(encode_words(data_type, order, raw))
+}
+
 /// Encodes text into `length` registers, NUL-padded.
 pub fn encode_string(text: &str, length: u16) -> Vec<u16> {
     let mut bytes = text.as_bytes().to_vec();
@@ -295,6 +365,50 @@ mod tests {
             decode_words(DataType::F32, WordOrder::Big, &[0x7FC0, 0]),
             Err(DecodeError::NotFinite(_))
         ));
+    }
+
+    #[test]
+    fn engineering_values_encode_through_scale_and_offset() {
+        // 21.5 °C in tenths: raw 215.
+        assert_eq!(
+            encode_value(DataType::U16, WordOrder::Big, 0.1, 0.0, 21.5),
+            Ok(vec![215])
+        );
+        // −10 with offset −40 and scale 0.5: raw 60.
+        assert_eq!(
+            encode_value(DataType::I16, WordOrder::Big, 0.5, -40.0, -10.0),
+            Ok(vec![60])
+        );
+        assert_eq!(
+            encode_value(DataType::I32, WordOrder::Little, 1.0, 0.0, -2.0),
+            Ok(vec![0xFFFE, 0xFFFF])
+        );
+        assert_eq!(
+            encode_value(DataType::F32, WordOrder::Big, 1.0, 0.0, 230.5),
+            Ok(vec![0x4366, 0x8000])
+        );
+        assert!(matches!(
+            encode_value(DataType::U16, WordOrder::Big, 0.1, 0.0, 21.55),
+            Err(EncodeError::NotAStep { .. })
+        ));
+        assert!(matches!(
+            encode_value(DataType::U16, WordOrder::Big, 1.0, 0.0, -1.0),
+            Err(EncodeError::DoesNotFit { .. })
+        ));
+        assert!(matches!(
+            encode_value(DataType::I16, WordOrder::Big, 1.0, 0.0, 40_000.0),
+            Err(EncodeError::DoesNotFit { .. })
+        ));
+        assert_eq!(
+            encode_value(DataType::String, WordOrder::Big, 1.0, 0.0, 1.0),
+            Err(EncodeError::NotNumeric("string"))
+        );
+        // Round trip through the decoder and the scaling.
+        let words = encode_value(DataType::U32, WordOrder::Little, 0.01, 0.0, 1234.56).unwrap();
+        match decode_words(DataType::U32, WordOrder::Little, &words) {
+            Ok(Decoded::Number(raw)) => assert!((scale(raw, 0.01, 0.0) - 1234.56).abs() < 1e-9),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

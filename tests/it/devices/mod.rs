@@ -1,5 +1,6 @@
 //! One module per device type (and per transport where a type has several).
 
+mod control;
 mod derived;
 mod dsmr_capacity;
 mod dsmr_counters;

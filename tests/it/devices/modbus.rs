@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::broker::free_port;
 use crate::support::modbus::{
-    pysunspec2_mock_words, setup, start, status, wait_for, PyServer, RegisterImage, SeenRequest, LIMIT,
+    pysunspec2_mock_words, setup, start, status, wait_for, PtyPair, PyServer, RegisterImage, SeenRequest, LIMIT,
 };
 use mesura::protocols::modbus::point::{encode_string, encode_words, DataType, WordOrder};
 
@@ -391,42 +391,6 @@ fn the_pysunspec2_mock_common_model_decodes() {
     assert_eq!(common.model, "TestDevice-1");
     assert_eq!(common.version, "1.2.3");
     assert_eq!(common.serial, "sn-123456789");
-}
-
-/// Two socat-linked ptys; killed on drop.
-struct PtyPair {
-    socat: std::process::Child,
-    daemon_end: std::path::PathBuf,
-    device_end: std::path::PathBuf,
-}
-
-impl PtyPair {
-    fn new(dir: &std::path::Path) -> PtyPair {
-        let (daemon_end, device_end) = (dir.join("bus"), dir.join("meters"));
-        let socat = std::process::Command::new("socat")
-            .arg(format!("pty,raw,echo=0,link={}", daemon_end.display()))
-            .arg(format!("pty,raw,echo=0,link={}", device_end.display()))
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("socat is installed (scripts/test.sh installs it)");
-        let start = Instant::now();
-        while !(daemon_end.exists() && device_end.exists()) {
-            assert!(start.elapsed() < LIMIT, "socat made no pty pair");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        PtyPair {
-            socat,
-            daemon_end,
-            device_end,
-        }
-    }
-}
-
-impl Drop for PtyPair {
-    fn drop(&mut self) {
-        let _ = self.socat.kill();
-        let _ = self.socat.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,10 +118,55 @@ pub struct SeenRequest {
     pub count: u16,
 }
 
+/// One write the server took: function, address and the words written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenWrite {
+    pub fc: u8,
+    pub address: u16,
+    pub values: Vec<u16>,
+}
+
+/// Two socat-linked ptys; killed on drop.
+pub struct PtyPair {
+    socat: std::process::Child,
+    pub daemon_end: std::path::PathBuf,
+    pub device_end: std::path::PathBuf,
+}
+
+impl PtyPair {
+    pub fn new(dir: &std::path::Path) -> PtyPair {
+        let (daemon_end, device_end) = (dir.join("bus"), dir.join("meters"));
+        let socat = std::process::Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", daemon_end.display()))
+            .arg(format!("pty,raw,echo=0,link={}", device_end.display()))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("socat is installed (scripts/test.sh installs it)");
+        let start = Instant::now();
+        while !(daemon_end.exists() && device_end.exists()) {
+            assert!(start.elapsed() < LIMIT, "socat made no pty pair");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PtyPair {
+            socat,
+            daemon_end,
+            device_end,
+        }
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        let _ = self.socat.kill();
+        let _ = self.socat.wait();
+    }
+}
+
 /// A pymodbus server child process; killed on drop.
 pub struct PyServer {
     child: Child,
     pub requests: Arc<Mutex<Vec<SeenRequest>>>,
+    pub writes: Arc<Mutex<Vec<SeenWrite>>>,
     pub connects: Arc<Mutex<u32>>,
 }
 
@@ -141,8 +186,9 @@ impl PyServer {
         let stdout = child.stdout.take().expect("stdout");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let connects = Arc::new(Mutex::new(0));
+        let writes = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (seen, conns) = (requests.clone(), connects.clone());
+        let (seen, conns, written) = (requests.clone(), connects.clone(), writes.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
@@ -153,7 +199,17 @@ impl PyServer {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
                     continue;
                 };
-                if v.get("connected").and_then(|c| c.as_bool()) == Some(true) {
+                if v.get("write").is_some() {
+                    let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+                    let values = v["values"].as_array().map_or_else(Vec::new, |a| {
+                        a.iter().filter_map(|x| x.as_u64()).map(|x| x as u16).collect()
+                    });
+                    written.lock().expect("lock").push(SeenWrite {
+                        fc: n("fc") as u8,
+                        address: n("address") as u16,
+                        values,
+                    });
+                } else if v.get("connected").and_then(|c| c.as_bool()) == Some(true) {
                     *conns.lock().expect("lock") += 1;
                 } else if let Some(fc) = v.get("fc").and_then(|f| f.as_u64()) {
                     let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
@@ -169,6 +225,7 @@ impl PyServer {
         let mut server = PyServer {
             child,
             requests,
+            writes,
             connects,
         };
         if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
@@ -180,6 +237,10 @@ impl PyServer {
 
     pub fn requests(&self) -> Vec<SeenRequest> {
         self.requests.lock().expect("lock").clone()
+    }
+
+    pub fn writes(&self) -> Vec<SeenWrite> {
+        self.writes.lock().expect("lock").clone()
     }
 
     pub fn connects(&self) -> u32 {
@@ -216,4 +277,26 @@ pub fn base_station_writes(port: u16, writes: &[String]) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The base station reading command registers back (function 3), as
+/// `UNIT:ADDRESS`; each answer as the script prints it, `UNIT:ADDRESS=VALUE`.
+pub fn base_station_reads(port: u16, reads: &[&str]) -> Vec<String> {
+    let output = Command::new(python())
+        .arg(peer("neasmart_base.py"))
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--read")
+        .args(reads)
+        .output()
+        .expect("run the base station script");
+    assert!(
+        output.status.success(),
+        "the base station could not read: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
