@@ -197,6 +197,7 @@ impl Daemon {
             clock: clock.clone(),
             data_dir: config.base.data_dir.clone(),
             counters: config.base.counters.clone(),
+            epochs: crate::energy::ingest::CounterIngest::open_store(&config.base.data_dir, &config.base.counters),
         };
         let mut daemon = Daemon {
             config_path: config.path,

@@ -30,6 +30,8 @@ pub struct Shared {
     pub data_dir: PathBuf,
     /// How counters are cleaned before the router (`counters:` in config.yaml).
     pub counters: crate::energy::counters::CounterSettings,
+    /// The epochs file, one connection for every device task.
+    pub epochs: Option<crate::energy::epochs::SharedEpochs>,
 }
 
 #[derive(Debug)]
@@ -201,7 +203,7 @@ impl DeviceTask {
         let wants = |backend: &str| self.config.sends_to(backend);
         // When the current run of failed reads began, for the recovery line.
         let mut failing_since: Option<Instant> = None;
-        let mut counters = CounterIngest::open(id.clone(), &self.shared.data_dir, self.shared.counters.clone());
+        let mut counters = CounterIngest::open(id.clone(), self.shared.epochs.clone(), self.shared.counters.clone());
 
         'polls: loop {
             tokio::select! {
@@ -469,6 +471,7 @@ mod tests {
                     enabled: false,
                     ..Default::default()
                 },
+                epochs: None,
             },
             token: token.clone(),
             commands: None,

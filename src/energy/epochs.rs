@@ -56,6 +56,10 @@ pub struct EpochRow {
 /// A counter's persisted state, as [`crate::energy::cleaner::DeviceCounters::restore`] takes it.
 pub type Restored = (Option<String>, Vec<(MetricName, f64, Option<Point>)>);
 
+/// The one connection to the epochs file that every device task shares: one
+/// SQLite connection (its schema, cache and statements) instead of one per device.
+pub type SharedEpochs = std::sync::Arc<std::sync::Mutex<EpochStore>>;
+
 #[derive(Debug)]
 pub struct EpochStore {
     path: PathBuf,
@@ -108,6 +112,9 @@ impl EpochStore {
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        // A few small rows per counter: SQLite's default 2 MiB page cache would be
+        // mostly empty, but a connection's cache grows to what it touched.
+        conn.pragma_update(None, "cache_size", -128).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         let mut store = EpochStore {
             path: path.to_owned(),
@@ -123,6 +130,12 @@ impl EpochStore {
             path: self.path.clone(),
             source,
         }
+    }
+
+    /// SQLite's `data_version`: it changes when another connection (`mesura
+    /// epochs`) commits, never for this connection's own writes.
+    pub fn data_version(&self) -> Result<i64, EpochError> {
+        self.read_data_version()
     }
 
     fn read_data_version(&self) -> Result<i64, EpochError> {

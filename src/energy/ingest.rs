@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::energy::cleaner::{Cleaned, DeviceCounters};
 use crate::energy::counters::{CounterSettings, Reason};
-use crate::energy::epochs::EpochStore;
+use crate::energy::epochs::{EpochStore, SharedEpochs};
 use crate::reading::{DeviceId, Reading};
 
 /// How often the last accepted readings are saved (and always on shutdown and at a
@@ -28,23 +28,41 @@ pub struct CounterIngest {
     settings: CounterSettings,
     counters: DeviceCounters,
     /// None when the epochs file cannot be opened: cleaning goes on in memory.
-    store: Option<EpochStore>,
+    store: Option<SharedEpochs>,
+    /// The epochs file's `data_version` this device last read its offsets at: a
+    /// new one means `mesura epochs` changed something.
+    seen_version: Option<i64>,
     saved_at: Instant,
     dirty: bool,
 }
 
 impl CounterIngest {
-    /// Restores the device's epochs from `<data_dir>/epochs.db`.
-    pub fn open(device: DeviceId, data_dir: &Path, settings: CounterSettings) -> CounterIngest {
-        let store = match settings.enabled.then(|| EpochStore::open_in(data_dir)) {
-            None => None,
-            Some(Ok(store)) => Some(store),
-            Some(Err(e)) => {
-                tracing::error!(device = %device, error = %e, "cannot open the epochs file: counters are cleaned in memory only, offsets will not survive a restart");
+    /// Opens the epochs file every device shares (once, at the daemon's start):
+    /// `None` when counters are not cleaned or it cannot be opened.
+    pub fn open_store(data_dir: &Path, settings: &CounterSettings) -> Option<SharedEpochs> {
+        if !settings.enabled {
+            return None;
+        }
+        match EpochStore::open_in(data_dir) {
+            Ok(store) => Some(std::sync::Arc::new(std::sync::Mutex::new(store))),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the epochs file: counters are cleaned in memory only, offsets will not survive a restart");
                 None
             }
+        }
+    }
+
+    /// Restores the device's epochs from the shared epochs file.
+    pub fn open(device: DeviceId, store: Option<SharedEpochs>, settings: CounterSettings) -> CounterIngest {
+        let store = store.filter(|_| settings.enabled);
+        let (restored, seen_version) = match store.as_ref() {
+            Some(store) => {
+                let store = lock(store);
+                (Some(store.restore(&device)), store.data_version().ok())
+            }
+            None => (None, None),
         };
-        let counters = match store.as_ref().map(|s| s.restore(&device)) {
+        let counters = match restored {
             Some(Ok((identity, counters))) => DeviceCounters::restore(identity, counters),
             Some(Err(e)) => {
                 tracing::error!(device = %device, error = %e, "cannot read the epochs file: counters start afresh");
@@ -57,6 +75,7 @@ impl CounterIngest {
             settings,
             counters,
             store,
+            seen_version,
             saved_at: Instant::now(),
             dirty: false,
         }
@@ -89,8 +108,8 @@ impl CounterIngest {
                     "counter epoch started: the raw value is stored as sent, {metric}_lifetime carries on"
                 );
             }
-            if let Some(store) = &mut self.store {
-                if let Err(e) = store.start_epoch(&self.device, metric, epoch, identity) {
+            if let Some(store) = &self.store {
+                if let Err(e) = lock(store).start_epoch(&self.device, metric, epoch, identity) {
                     tracing::error!(device = %self.device, error = %e, "cannot record the new epoch: its offset will not survive a restart");
                 }
             }
@@ -107,8 +126,8 @@ impl CounterIngest {
         if !self.dirty {
             return;
         }
-        let Some(store) = &mut self.store else { return };
-        if let Err(e) = store.save_last(&self.device, self.counters.identity(), self.counters.state()) {
+        let Some(store) = &self.store else { return };
+        if let Err(e) = lock(store).save_last(&self.device, self.counters.identity(), self.counters.state()) {
             tracing::warn!(device = %self.device, error = %e, "cannot save the counters' last readings");
         }
         self.saved_at = Instant::now();
@@ -117,10 +136,11 @@ impl CounterIngest {
 
     /// Takes the offsets a user set with `mesura epochs add|undo` since the last poll.
     fn follow_user_epochs(&mut self) {
-        let Some(store) = &mut self.store else { return };
-        match store.changed() {
-            Ok(false) => return,
-            Ok(true) => {}
+        let Some(store) = &self.store else { return };
+        let store = lock(store);
+        match store.data_version() {
+            Ok(now) if Some(now) == self.seen_version => return,
+            Ok(now) => self.seen_version = Some(now),
             Err(e) => {
                 tracing::debug!(device = %self.device, error = %e, "cannot check the epochs file");
                 return;
@@ -151,4 +171,10 @@ impl Drop for CounterIngest {
     fn drop(&mut self) {
         self.save();
     }
+}
+
+/// The shared store; a task that panicked holding it left it consistent (each
+/// write is one SQLite statement or transaction).
+fn lock(store: &SharedEpochs) -> std::sync::MutexGuard<'_, EpochStore> {
+    store.lock().unwrap_or_else(|e| e.into_inner())
 }
