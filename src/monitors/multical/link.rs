@@ -210,10 +210,10 @@ pub(super) fn next_frame(pending: &mut Vec<u8>) -> Option<Vec<u8>> {
     Some(pending.drain(..=end).collect())
 }
 
-/// What one stop-terminated chunk means: `None` for our own request echoed back
-/// (some optical heads hear their own transmitter), else the registers of the
-/// answer to `asked`, or why the chunk is not that answer.
-pub(super) fn interpret(chunk: &[u8], request: &[u8], asked: &[u16]) -> Option<Result<Vec<RegisterValue>, Rejected>> {
+/// The meter's answer in one stop-terminated chunk: `None` for our own request
+/// echoed back (some optical heads hear their own transmitter), else the decoded
+/// response, or why the chunk is none.
+fn meter_response(chunk: &[u8], request: &[u8]) -> Option<Result<Response, Rejected>> {
     if chunk.ends_with(request) {
         return None;
     }
@@ -225,7 +225,17 @@ pub(super) fn interpret(chunk: &[u8], request: &[u8], asked: &[u16]) -> Option<R
             hex_preview(chunk)
         ))));
     };
-    Some(match kmp::decode_response(&chunk[start..]) {
+    Some(kmp::decode_response(&chunk[start..]).map_err(|e| match e {
+        KmpError::BadCrc { .. } => Rejected::BadCrc(format!("{e} ({})", hex_preview(&chunk[start..]))),
+        e => Rejected::Invalid(format!("{e} ({})", hex_preview(&chunk[start..]))),
+    }))
+}
+
+/// What one stop-terminated chunk means for a GetRegister request: `None` for
+/// our request echoed back, else the registers of the answer to `asked`, or why
+/// the chunk is not that answer.
+pub(super) fn interpret(chunk: &[u8], request: &[u8], asked: &[u16]) -> Option<Result<Vec<RegisterValue>, Rejected>> {
+    Some(match meter_response(chunk, request)? {
         Ok(Response::Registers {
             address: kmp::ADDRESS_HEAT_METER,
             registers,
@@ -243,24 +253,14 @@ pub(super) fn interpret(chunk: &[u8], request: &[u8], asked: &[u16]) -> Option<R
         Ok(other) => Err(Rejected::Invalid(format!(
             "unexpected answer to GetRegister: {other:?}"
         ))),
-        Err(e @ KmpError::BadCrc { .. }) => Err(Rejected::BadCrc(format!("{e} ({})", hex_preview(&chunk[start..])))),
-        Err(e) => Err(Rejected::Invalid(format!("{e} ({})", hex_preview(&chunk[start..])))),
+        Err(rejected) => Err(rejected),
     })
 }
 
 /// What one chunk means for a GetSerialNo request: the serial, our request echoed
 /// (`None`), or why it is not the answer.
 pub(super) fn interpret_serial(chunk: &[u8], request: &[u8]) -> Option<Result<u32, Rejected>> {
-    if chunk.ends_with(request) {
-        return None;
-    }
-    let Some(start) = chunk.iter().position(|&b| b == kmp::START_FROM_METER) else {
-        return Some(Err(Rejected::Invalid(format!(
-            "garbage instead of a KMP frame ({})",
-            hex_preview(chunk)
-        ))));
-    };
-    Some(match kmp::decode_response(&chunk[start..]) {
+    Some(match meter_response(chunk, request)? {
         Ok(Response::SerialNo {
             address: kmp::ADDRESS_HEAT_METER,
             serial,
@@ -268,8 +268,7 @@ pub(super) fn interpret_serial(chunk: &[u8], request: &[u8]) -> Option<Result<u3
         Ok(other) => Err(Rejected::Invalid(format!(
             "unexpected answer to GetSerialNo: {other:?}"
         ))),
-        Err(e @ KmpError::BadCrc { .. }) => Err(Rejected::BadCrc(format!("{e} ({})", hex_preview(&chunk[start..])))),
-        Err(e) => Err(Rejected::Invalid(format!("{e} ({})", hex_preview(&chunk[start..])))),
+        Err(rejected) => Err(rejected),
     })
 }
 
