@@ -52,21 +52,30 @@ pub(super) fn samples(
     if cols.is_empty() {
         return Ok(Vec::new());
     }
-    let sum = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(" + ");
-    let present = cols
-        .iter()
-        .map(|c| format!("{} IS NOT NULL", quote(c)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    let tables: Vec<(String, i64)> = sources(conn, device)?
+    let tables: Vec<(String, i64, Vec<String>)> = sources(conn, device)?
         .into_iter()
         .enumerate()
         .filter(|(_, (_, existing))| cols.iter().all(|c| existing.contains(c)))
-        .map(|(i, (table, _))| (quote(&table), if i == 0 { 0 } else { WINDOW - 1 }))
-        .collect();
+        .map(|(i, (table, existing))| {
+            let values = cols
+                .iter()
+                .map(|c| value_sql(conn, &table, &existing, c, from))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((quote(&table), if i == 0 { 0 } else { WINDOW - 1 }, values))
+        })
+        .collect::<rusqlite::Result<_>>()?;
+    let sum = |values: &[String]| values.join(" + ");
+    let present = |values: &[String]| {
+        values
+            .iter()
+            .map(|v| format!("{v} IS NOT NULL"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
     let mut before: Option<i64> = None;
     let mut after: Option<i64> = None;
-    for (t, shift) in &tables {
+    for (t, shift, values) in &tables {
+        let present = present(values);
         let prev: Option<i64> = conn.query_row(
             &format!("SELECT max(ts) FROM {t} WHERE {present} AND ts < ?1"),
             [from - shift],
@@ -85,7 +94,8 @@ pub(super) fn samples(
     }
     let (lo, hi) = (before.unwrap_or(from), after.unwrap_or(to));
     let mut out = Vec::new();
-    for (t, shift) in &tables {
+    for (t, shift, values) in &tables {
+        let (sum, present) = (sum(values), present(values));
         let sql = format!("SELECT ts + ?3, {sum} FROM {t} WHERE {present} AND ts >= ?1 AND ts <= ?2 ORDER BY ts");
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map([lo - shift, hi - shift, *shift], |r| {
@@ -97,6 +107,45 @@ pub(super) fn samples(
     }
     out.sort_by_key(|(ts, _)| *ts);
     Ok(out)
+}
+
+/// The SQL of counter column `column` in `table` for a window from `from`: a
+/// `<metric>_lifetime` column reads as its raw counter in the rows stored before
+/// its series began (a database from before the clean counters, or rows imported
+/// without it), never after it began: there a row without a lifetime value is a
+/// glitch, left out on purpose. Only the rows next to the window are looked at, so
+/// a long history without the column costs nothing each run.
+fn value_sql(
+    conn: &Connection,
+    table: &str,
+    existing: &HashSet<String>,
+    column: &str,
+    from: i64,
+) -> rusqlite::Result<String> {
+    let Some(raw) = column.strip_suffix("_lifetime").filter(|raw| existing.contains(*raw)) else {
+        return Ok(quote(column));
+    };
+    let (t, c) = (quote(table), quote(column));
+    // The last row before the window: with a lifetime value, the series began before.
+    let before: Option<Option<f64>> = conn
+        .query_row(
+            &format!("SELECT {c} FROM {t} WHERE ts < ?1 ORDER BY ts DESC LIMIT 1"),
+            [from],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if matches!(before, Some(Some(_))) {
+        return Ok(c);
+    }
+    let began: Option<i64> = conn.query_row(
+        &format!("SELECT min(ts) FROM {t} WHERE {c} IS NOT NULL AND ts >= ?1"),
+        [from],
+        |r| r.get(0),
+    )?;
+    Ok(match began {
+        Some(began) => format!("(CASE WHEN ts < {began} THEN {} ELSE {c} END)", quote(raw)),
+        None => quote(raw),
+    })
 }
 
 /// Stored day-ahead prices `start → (EUR/kWh, slot length)` of `[from, to)`, from

@@ -508,3 +508,37 @@ fn a_day_with_the_meter_down_still_has_its_fixed_costs() {
     let spread: f64 = estimated.iter().map(|r| r.2).sum();
     assert!(close(spread, (200.0 - last_before) + (last_before - 111.0)), "{spread}");
 }
+
+#[test]
+fn rows_from_before_the_lifetime_series_are_read_raw_and_glitches_after_it_not() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("mesura.db");
+    let conn = Connection::open(&path).expect("db");
+    // An hour of raw readings (a database from before the clean counters), then the
+    // lifetime column appears and carries the counter (offset 0), with one glitch
+    // row (raw 0, no lifetime value) in it.
+    conn.execute_batch(
+        "CREATE TABLE m (ts INTEGER PRIMARY KEY, e REAL);
+         ALTER TABLE m ADD COLUMN e_lifetime REAL;",
+    )
+    .expect("table");
+    for i in 0..120 {
+        let ts = 1_000_000 + i * 60;
+        let raw = 100.0 + i as f64 * 0.1;
+        let lifetime = (i >= 60).then_some(raw);
+        let (raw, lifetime) = if i == 90 { (0.0, None) } else { (raw, lifetime) };
+        conn.execute(
+            "INSERT INTO m VALUES (?1, ?2, ?3)",
+            rusqlite::params![ts, raw, lifetime],
+        )
+        .expect("row");
+    }
+    let got =
+        super::rows::samples(&conn, "m", &["e_lifetime".to_owned()], 1_000_000, 1_000_000 + 120 * 60).expect("samples");
+    assert_eq!(got.len(), 119, "every row but the glitch");
+    assert!(got.windows(2).all(|w| w[1].1 >= w[0].1), "no drop: {got:?}");
+    assert!(
+        (got[0].1 - 100.0).abs() < 1e-9 && (got[118].1 - 111.9).abs() < 1e-9,
+        "{got:?}"
+    );
+}
