@@ -130,9 +130,17 @@ impl CsvFiles {
                 _ => rows.push((&r.device, r.timestamp, vec![r])),
             }
         }
-        let mut touched: Vec<String> = Vec::new();
+        // Each touched file's length before this batch: a batch that fails half-way
+        // (a full disk) is cut back to it, so the retry does not write its first
+        // rows twice.
+        let mut touched: Vec<(String, PathBuf, Option<u64>)> = Vec::new();
         let result = rows.iter().try_for_each(|(device, ts, readings)| {
             let file = self.day_file(device, ts.date_naive(), readings)?;
+            if !touched.iter().any(|(d, _, _)| d == device) {
+                let length = file.writer.get_ref().metadata().ok().map(|m| m.len());
+                let length = length.map(|l| l + file.writer.buffer().len() as u64);
+                touched.push(((*device).to_owned(), file.path.clone(), length));
+            }
             let mut cells = vec![String::new(); file.columns.len()];
             cells[0] = ts.to_rfc3339_opts(SecondsFormat::Millis, true);
             for r in readings {
@@ -141,17 +149,43 @@ impl CsvFiles {
                 }
             }
             write_record(&mut file.writer, &cells).map_err(|e| io_error(&file.path, e))?;
-            if !touched.iter().any(|d| d == device) {
-                touched.push((*device).to_owned());
-            }
             Ok(())
         });
-        for device in touched {
-            if let Some(file) = self.open.get_mut(&device) {
-                file.writer.flush().map_err(|e| io_error(&file.path, e))?;
+        let result = result.and_then(|()| {
+            touched
+                .iter()
+                .try_for_each(|(device, _, _)| match self.open.get_mut(device) {
+                    Some(file) => file.writer.flush().map_err(|e| io_error(&file.path, e)),
+                    None => Ok(()),
+                })
+        });
+        if result.is_err() {
+            for (device, path, length) in &touched {
+                self.undo(device, path, *length);
             }
         }
         result
+    }
+
+    /// Forgets what a failed batch left of `device`'s file: the buffered rows are
+    /// dropped unwritten and the file is cut back to `length`, its size before the
+    /// batch (a row half-written to a full disk included). The file is opened anew
+    /// by the retry.
+    fn undo(&mut self, device: &str, path: &Path, length: Option<u64>) {
+        if let Some(file) = self.open.remove(device) {
+            // into_parts hands the buffer back instead of writing it.
+            let (inner, _unwritten) = file.writer.into_parts();
+            drop(inner);
+        }
+        if let Some(length) = length {
+            let cut = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(length));
+            if let Err(e) = cut {
+                tracing::warn!(file = %path.display(), error = %e, "csv: cannot cut back a half-written batch; its first rows may appear twice");
+            }
+        }
     }
 
     /// The open file for this device and day, with every metric of `readings` in its header.

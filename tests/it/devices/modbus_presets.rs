@@ -211,6 +211,15 @@ async fn a_point_the_meter_refuses_is_named_left_out_for_a_while_and_the_rest_ar
         crate::support::sqlite_rows(&setup.db_path(), "meter") >= 2
     })
     .await;
+    // The server sees the second refusal's request before the poll that made it
+    // has returned and counted it.
+    wait_for("the second refusal counted", || {
+        status(&daemon, "meter")
+            .protocol_errors
+            .get("modbus_point_refused")
+            .is_some_and(|n| *n >= 2)
+    })
+    .await;
     let meter = status(&daemon, "meter");
     daemon.shutdown().await;
     assert_eq!(meter.polls_failed, 0, "{:?}", meter.last_error);
