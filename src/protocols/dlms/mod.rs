@@ -341,6 +341,7 @@ impl EncryptedFramer {
                     self.out.push_back(Ok(Frame {
                         bytes,
                         crc: CrcStatus::Absent,
+                        bang: None,
                     }));
                 }
                 Err(e) => self.drop_frame(EncryptedError::Undecodable(e)),

@@ -401,7 +401,11 @@ impl Framer {
             CrcStatus::Invalid { .. } => self.stats.crc_invalid += 1,
             CrcStatus::Absent => self.stats.crc_absent += 1,
         }
-        self.out.push_back(Ok(Frame { bytes, crc }));
+        self.out.push_back(Ok(Frame {
+            bytes,
+            crc,
+            bang: Some(self.bang),
+        }));
         self.state = State::Hunting;
         self.line_start = true;
     }

@@ -13,6 +13,15 @@ pub(super) enum Line<'a> {
     Malformed,
 }
 
+/// `s.trim()`, without the Unicode tables in the usual case: a text that begins and
+/// ends with a visible ASCII character has nothing to trim.
+pub(super) fn trim_text(s: &str) -> &str {
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => s,
+        _ => s.trim(),
+    }
+}
+
 /// Appends the groups of `(a)(b*u) (c)` to `out`; `false` (and `out` unchanged) if
 /// unbalanced, nested or followed by junk.
 fn parse_groups<'a>(mut s: &'a str, out: &mut Vec<&'a str>) -> bool {
@@ -265,6 +274,28 @@ mod tests {
         assert_eq!(group_end(b"003808.351*kWh)\r\n"), Some(14));
         assert_eq!(group_end(b"\x00\x00(\x00"), Some(2));
         assert_eq!(group_end(b""), None);
+    }
+
+    #[test]
+    fn trim_text_is_trim() {
+        for s in [
+            "",
+            " ",
+            "a",
+            " a ",
+            "\u{b}a\u{b}",
+            "\u{a0}x\u{a0}",
+            "x\u{85}",
+            "\u{2003}y",
+            "ab\u{0}",
+            "\u{0}ab",
+            "é",
+            " é ",
+            "ISk5\\2MT382-1000",
+            "4B384547\r",
+        ] {
+            assert_eq!(trim_text(s), s.trim(), "{s:?}");
+        }
     }
 
     #[test]

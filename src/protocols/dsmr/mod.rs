@@ -202,14 +202,25 @@ pub struct Frame {
     /// From `/` through the end of the CRC line (including its CR LF when sent).
     pub bytes: Vec<u8>,
     pub crc: CrcStatus,
+    /// Offset of the terminating `!` in `bytes`, as the framer found it; `None` for
+    /// a frame made elsewhere (the DLMS decrypter), whose `!` the decoder locates.
+    pub(crate) bang: Option<usize>,
 }
 
 impl Frame {
     /// [`decode`]`(&self.bytes)`, taking [`Telegram::crc`] from `self.crc` (which
     /// the framer that cut the frame computed over the same bytes) instead of
-    /// computing the CRC a second time.
+    /// computing the CRC a second time, and the `!` from where the framer found it
+    /// instead of searching the telegram for it again.
     pub fn decode(&self) -> Result<Telegram, DecodeError> {
-        decode::decode_with_crc(&self.bytes, Some(self.crc))
+        // The framer's frames start at their `/`; a frame whose bytes were changed
+        // since (the fields are public) no longer shows `/` … `!` there and is
+        // located from scratch, as `decode` does.
+        let located = self
+            .bang
+            .filter(|&bang| self.bytes.first() == Some(&b'/') && self.bytes.get(bang) == Some(&b'!'))
+            .map(|bang| (0, Some(bang)));
+        decode::decode_with_crc(&self.bytes, Some(self.crc), located)
     }
 }
 
@@ -359,5 +370,40 @@ mod tests {
         assert_eq!(t.number("energy_delivered_tariff1"), Some(123.456));
         assert_eq!(t.number("power_delivered"), Some(1193.0));
         assert!(framer.next_frame().is_none());
+    }
+
+    /// The framer's frames decode with the `!` the framer found (`Frame::decode`)
+    /// exactly as the same bytes do located from scratch (`decode`), and a frame
+    /// whose bytes were changed after framing is located again. Every fixture, in
+    /// every order the decoder sees them in (it keeps a vector between telegrams).
+    #[test]
+    fn frames_decode_as_their_bytes_do() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dsmr");
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+            .collect();
+        files.sort();
+        assert!(files.len() > 40, "fixtures not found: {}", files.len());
+        let mut frames = 0;
+        for path in files.iter().chain(files.iter().rev()) {
+            let mut framer = Framer::default();
+            framer.push(&std::fs::read(path).unwrap());
+            while let Some(frame) = framer.next_frame() {
+                let Ok(mut frame) = frame else { continue };
+                frames += 1;
+                assert_eq!(frame.bang.map(|b| frame.bytes[b]), Some(b'!'), "{path:?}");
+                let mut whole = decode(&frame.bytes).unwrap();
+                // `decode` computes the CRC; the framer computed it over the same bytes.
+                assert_eq!(whole.crc, frame.crc, "{path:?}");
+                whole.crc = frame.crc;
+                assert_eq!(frame.decode().unwrap(), whole, "{path:?}");
+                // Junk in front: the `!` is no longer where the framer found it.
+                frame.bytes.insert(0, b'x');
+                assert_eq!(frame.decode().unwrap(), whole, "{path:?}: bytes changed after framing");
+            }
+        }
+        assert!(frames > 80, "only {frames} frames");
     }
 }
