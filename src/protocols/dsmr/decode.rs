@@ -1,7 +1,6 @@
 //! Telegram decoder: one framed telegram → [`Telegram`].
 
 use std::borrow::Cow;
-use std::cell::Cell;
 
 use super::capacity::parse_peak_history;
 use super::lines::{fast_line, parse_line, trim_text, Line};
@@ -116,32 +115,6 @@ struct Channel<'a> {
     more: Vec<MbusReading<'a>>,
 }
 
-/// One object found by pass 1, by offsets: its identifier in the body, its groups
-/// in the group vector (continuation lines merged). Offsets and not borrows, so
-/// the vector of them can outlive one telegram and serve the next.
-#[derive(Clone, Copy)]
-struct Span {
-    id: (usize, usize),
-    obis: Option<Obis>,
-    groups: (usize, usize),
-}
-
-/// Above this many spans (a telegram of thousands of lines) the vector is not kept
-/// for the next telegram, so one odd input does not hold its memory for good.
-const KEPT_SPANS: usize = 256;
-
-thread_local! {
-    /// Pass 1's spans, kept between telegrams on the decoding thread: at ~1.5 KB for
-    /// a DSMR 5 telegram the vector is above glibc's per-thread cache of small
-    /// blocks, and was a full `malloc` and `free` every telegram.
-    static SPANS: Cell<Vec<Span>> = const { Cell::new(Vec::new()) };
-}
-
-/// Where `part`, a slice of `whole`, starts in it.
-fn offset_in(whole: &str, part: &str) -> usize {
-    (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize)
-}
-
 // The decoder keeps the meter-level metrics it has seen in a u128.
 const _: () = assert!(obis::METRIC_COUNT <= 128);
 
@@ -209,8 +182,7 @@ pub(super) fn decode_with_crc(
     // Pass 1: lines → objects (continuation lines appended to the previous object).
     // (identifier, OBIS code, first group, end of groups) into one shared group vector.
     let mut all_groups: Vec<&str> = Vec::with_capacity(64);
-    let mut spans = SPANS.with(Cell::take);
-    spans.clear();
+    let mut spans: Vec<(&str, Option<Obis>, usize, usize)> = Vec::with_capacity(48);
     let bytes = body.as_bytes();
     let mut at = 0;
     while let Some(&first) = bytes.get(at) {
@@ -222,11 +194,7 @@ pub(super) fn decode_with_crc(
         let start = all_groups.len();
         if first.is_ascii_digit() {
             if let Some((id, o, next)) = fast_line(&body, at, &mut all_groups) {
-                spans.push(Span {
-                    id: (at, at + id.len()),
-                    obis: Some(o),
-                    groups: (start, all_groups.len()),
-                });
+                spans.push((id, Some(o), start, all_groups.len()));
                 at = next;
                 continue;
             }
@@ -240,17 +208,10 @@ pub(super) fn decode_with_crc(
         };
         at = end + 1;
         match parse_line(line, &mut all_groups) {
-            Line::Object(id) => {
-                let id_at = offset_in(&body, id);
-                spans.push(Span {
-                    id: (id_at, id_at + id.len()),
-                    obis: obis::parse_obis(id),
-                    groups: (start, all_groups.len()),
-                });
-            }
+            Line::Object(id) => spans.push((id, obis::parse_obis(id), start, all_groups.len())),
             // The previous object's groups end where these begin, so it just grows.
             Line::Continuation => match spans.last_mut() {
-                Some(prev) => prev.groups.1 = all_groups.len(),
+                Some(prev) => prev.3 = all_groups.len(),
                 None => {
                     all_groups.truncate(start);
                     t.malformed.push(line.to_string());
@@ -271,57 +232,67 @@ pub(super) fn decode_with_crc(
                                       // `1-0:0.9.2` date and `1-0:0.9.1` time: the clock of meters without `0-0:1.0.0`.
     let mut clock_parts: (Option<Object<'_>>, Option<Object<'_>>) = (None, None);
     let mut clock_sent = false;
-    for span in &spans {
-        let (from, to) = span.groups;
+    'objects: for &(id, o, from, to) in &spans {
         let obj = Object {
-            id: body.get(span.id.0..span.id.1).unwrap_or_default(),
+            id,
             groups: all_groups.get(from..to).unwrap_or_default(),
         };
-        let o = span.obis;
         let obj = &obj;
         let Some(o) = o else {
             t.unknown.push((obj.id.to_string(), obj.raw()));
             continue;
         };
         let first = obj.groups.first().copied().unwrap_or("");
-        if o.cde(0, 2, 8) {
-            t.version = Some(trim_text(first).to_string()).filter(|v| !v.is_empty());
-        } else if o.a == 0 && o.b == 0 && o.cde(1, 0, 0) {
-            clock_sent = true;
-            t.meter_time = parse_timestamp(first);
-            if t.meter_time.is_none() {
-                t.unreadable_times.push((o, first.to_string()));
+        // Every object taken apart from the tables is `0-n:…` or has C = 0: nearly
+        // every line, an electricity register `1-0:C.D.E` with C ≠ 0, goes straight
+        // to the tables on one test instead of through each of these.
+        'apart: {
+            if o.a == 1 && o.c != 0 {
+                break 'apart;
             }
-        } else if o.a <= 1 && o.b == 0 && o.c == 0 && o.d == 9 && matches!(o.e, 1 | 2) {
-            let part = if o.e == 2 {
-                &mut clock_parts.0
-            } else {
-                &mut clock_parts.1
-            };
-            match part {
-                None => *part = Some(*obj),
-                Some(_) => push_unknown(&mut t, obj),
-            }
-        } else if o.a == 0 && o.b == 0 && o.cde(98, 1, 0) {
-            match (&t.monthly_peaks, parse_peak_history(obj.groups)) {
-                (None, Ok(history)) => t.monthly_peaks = Some(history),
-                _ => push_unknown(&mut t, obj),
-            }
-        } else if o.a == 0 && o.b == 0 && o.cde(96, 13, 0) {
-            t.text_message = decode_hex_text(first);
-        } else if let Some(rank) = equipment_rank(&o) {
-            match (decode_hex_text(first), &equipment) {
-                (Some(id), Some((best, _, _))) if rank < *best => {
-                    if let Some((_, _, displaced)) = equipment.replace((rank, id, *obj)) {
-                        t.unknown.push((displaced.id.to_string(), displaced.raw()));
-                    }
+            if o.cde(0, 2, 8) {
+                t.version = Some(trim_text(first).to_string()).filter(|v| !v.is_empty());
+            } else if o.a == 0 && o.b == 0 && o.cde(1, 0, 0) {
+                clock_sent = true;
+                t.meter_time = parse_timestamp(first);
+                if t.meter_time.is_none() {
+                    t.unreadable_times.push((o, first.to_string()));
                 }
-                (Some(id), None) => equipment = Some((rank, id, *obj)),
-                _ => t.unknown.push((obj.id.to_string(), obj.raw())),
+            } else if o.a <= 1 && o.b == 0 && o.c == 0 && o.d == 9 && matches!(o.e, 1 | 2) {
+                let part = if o.e == 2 {
+                    &mut clock_parts.0
+                } else {
+                    &mut clock_parts.1
+                };
+                match part {
+                    None => *part = Some(*obj),
+                    Some(_) => push_unknown(&mut t, obj),
+                }
+            } else if o.a == 0 && o.b == 0 && o.cde(98, 1, 0) {
+                match (&t.monthly_peaks, parse_peak_history(obj.groups)) {
+                    (None, Ok(history)) => t.monthly_peaks = Some(history),
+                    _ => push_unknown(&mut t, obj),
+                }
+            } else if o.a == 0 && o.b == 0 && o.cde(96, 13, 0) {
+                t.text_message = decode_hex_text(first);
+            } else if let Some(rank) = equipment_rank(&o) {
+                match (decode_hex_text(first), &equipment) {
+                    (Some(id), Some((best, _, _))) if rank < *best => {
+                        if let Some((_, _, displaced)) = equipment.replace((rank, id, *obj)) {
+                            t.unknown.push((displaced.id.to_string(), displaced.raw()));
+                        }
+                    }
+                    (Some(id), None) => equipment = Some((rank, id, *obj)),
+                    _ => t.unknown.push((obj.id.to_string(), obj.raw())),
+                }
+            } else if let (0, Some(ch)) = (o.a, channels.get_mut(usize::from(o.b).wrapping_sub(1))) {
+                mbus_object(&mut t, ch, o, *obj);
+            } else {
+                break 'apart;
             }
-        } else if let (0, Some(ch)) = (o.a, channels.get_mut(usize::from(o.b).wrapping_sub(1))) {
-            mbus_object(&mut t, ch, o, *obj);
-        } else if let Some(register) = TariffRegister::of(&o) {
+            continue 'objects;
+        }
+        if let Some(register) = TariffRegister::of(&o) {
             let (row, bit) = register.bit();
             let def = obis::MetricDef {
                 name: register.base_name(),
@@ -352,9 +323,6 @@ pub(super) fn decode_with_crc(
     t.equipment_id = equipment.map(|(_, id, _)| id);
     meter_clock_in_parts(&mut t, clock_parts, clock_sent);
     finish_mbus(&mut t, channels);
-    if spans.capacity() <= KEPT_SPANS {
-        SPANS.with(|kept| kept.set(spans));
-    }
     Ok(t)
 }
 
