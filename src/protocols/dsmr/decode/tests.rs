@@ -1,0 +1,48 @@
+//! Unit tests of the decoder; the fixture-based ones are in tests/it/devices/ and `super::super::tests`.
+use super::*;
+
+#[test]
+fn hex_text() {
+    assert_eq!(
+        decode_hex_text("4B384547303034303436333935353037").as_deref(),
+        Some("K8EG004046395507")
+    );
+    assert_eq!(decode_hex_text("00000000000000").as_deref(), Some("00000000000000"));
+    assert_eq!(decode_hex_text("xxxx").as_deref(), Some("xxxx"));
+    assert_eq!(decode_hex_text("ABC").as_deref(), Some("ABC"));
+    assert_eq!(decode_hex_text(""), None);
+    // One good digit in a pair is not hex text, whichever side it is on.
+    assert_eq!(decode_hex_text("4B4Z").as_deref(), Some("4B4Z"));
+    assert_eq!(decode_hex_text("4BZ4").as_deref(), Some("4BZ4"));
+    assert_eq!(decode_hex_text("4b4f").as_deref(), Some("KO"));
+}
+
+#[test]
+fn times_that_are_no_date_are_listed_where_they_were() {
+    let t = decode(
+        b"/ISk5\\2MT382-1000\r\n\r\n0-0:1.0.0(000000000000W)\r\n1-0:1.8.1(000123.456*kWh)\r\n\
+          0-1:24.1.0(003)\r\n0-1:24.2.1(991399999999W)(00012.345*m3)\r\n\
+          0-2:24.2.1(632525252525W)(00000.000)\r\n!\r\n",
+    )
+    .expect("telegram");
+    assert_eq!(t.meter_time, None);
+    let gas = t.get("gas_delivered").expect("gas kept, its time unknown");
+    assert_eq!(gas.timestamp, None);
+    let listed: Vec<(String, &str)> = t
+        .unreadable_times
+        .iter()
+        .map(|(o, raw)| (o.to_string(), raw.as_str()))
+        .collect();
+    // The idle channel 2 (zero, placeholder time) is dropped, not listed.
+    assert_eq!(
+        listed,
+        [
+            ("0-0:1.0.0".to_string(), "000000000000W"),
+            ("0-1:24.2.1".to_string(), "991399999999W")
+        ]
+    );
+    // A meter with a good clock lists nothing.
+    let fine = decode(b"/ISk5\\2MT382-1000\r\n\r\n0-0:1.0.0(181106140429W)\r\n1-0:1.8.1(000123.456*kWh)\r\n!\r\n")
+        .expect("telegram");
+    assert!(fine.unreadable_times.is_empty());
+}
