@@ -106,12 +106,28 @@ fn io_error(path: &Path, e: std::io::Error) -> BackendError {
     BackendError::transient(format!("csv: {}: {e}", path.display())).caused_by(e)
 }
 
+/// A device's open day file. Rows are encoded into `pending` during a batch and
+/// written in one call at its end; between batches `pending` holds no memory, so
+/// 50 devices do not keep 50 write buffers (8 KiB each with a `BufWriter`) for the
+/// seconds between flushes (docs/benchmarks.md, memory).
 #[derive(Debug)]
 struct DayFile {
     date: NaiveDate,
     path: PathBuf,
     columns: Vec<String>,
-    writer: BufWriter<File>,
+    file: File,
+    pending: Vec<u8>,
+}
+
+impl DayFile {
+    /// Writes the rows encoded so far and gives their buffer back to the allocator.
+    fn write_pending(&mut self) -> Result<(), BackendError> {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(&pending).map_err(|e| io_error(&self.path, e))
+    }
 }
 
 #[derive(Debug)]
@@ -137,8 +153,7 @@ impl CsvFiles {
         let result = rows.iter().try_for_each(|(device, ts, readings)| {
             let file = self.day_file(device, ts.date_naive(), readings)?;
             if !touched.iter().any(|(d, _, _)| d == device) {
-                let length = file.writer.get_ref().metadata().ok().map(|m| m.len());
-                let length = length.map(|l| l + file.writer.buffer().len() as u64);
+                let length = file.file.metadata().ok().map(|m| m.len());
                 touched.push(((*device).to_owned(), file.path.clone(), length));
             }
             let mut cells = vec![String::new(); file.columns.len()];
@@ -148,14 +163,14 @@ impl CsvFiles {
                     cells[i] = r.value.to_string();
                 }
             }
-            write_record(&mut file.writer, &cells).map_err(|e| io_error(&file.path, e))?;
+            write_record(&mut file.pending, &cells).map_err(|e| io_error(&file.path, e))?;
             Ok(())
         });
         let result = result.and_then(|()| {
             touched
                 .iter()
                 .try_for_each(|(device, _, _)| match self.open.get_mut(device) {
-                    Some(file) => file.writer.flush().map_err(|e| io_error(&file.path, e)),
+                    Some(file) => file.write_pending(),
                     None => Ok(()),
                 })
         });
@@ -167,16 +182,13 @@ impl CsvFiles {
         result
     }
 
-    /// Forgets what a failed batch left of `device`'s file: the buffered rows are
-    /// dropped unwritten and the file is cut back to `length`, its size before the
+    /// Forgets what a failed batch left of `device`'s file: the rows not yet
+    /// written are dropped and the file is cut back to `length`, its size before the
     /// batch (a row half-written to a full disk included). The file is opened anew
     /// by the retry.
     fn undo(&mut self, device: &str, path: &Path, length: Option<u64>) {
-        if let Some(file) = self.open.remove(device) {
-            // into_parts hands the buffer back instead of writing it.
-            let (inner, _unwritten) = file.writer.into_parts();
-            drop(inner);
-        }
+        // Dropping the day file drops its pending rows unwritten.
+        self.open.remove(device);
         if let Some(length) = length {
             let cut = OpenOptions::new()
                 .write(true)
@@ -193,7 +205,7 @@ impl CsvFiles {
         let stale = self.open.get(device).is_some_and(|f| f.date != date);
         if stale {
             if let Some(mut old) = self.open.remove(device) {
-                old.writer.flush().map_err(|e| io_error(&old.path, e))?;
+                old.write_pending()?;
             }
         }
         if !self.open.contains_key(device) {
@@ -214,16 +226,14 @@ impl CsvFiles {
                 acc
             });
         if !new.is_empty() {
-            file.writer.flush().map_err(|e| io_error(&file.path, e))?;
+            file.write_pending()?;
             let mut columns = file.columns.clone();
             columns.extend(new);
             rewrite_with_header(&file.path, &columns)?;
-            file.writer = BufWriter::new(
-                OpenOptions::new()
-                    .append(true)
-                    .open(&file.path)
-                    .map_err(|e| io_error(&file.path, e))?,
-            );
+            file.file = OpenOptions::new()
+                .append(true)
+                .open(&file.path)
+                .map_err(|e| io_error(&file.path, e))?;
             file.columns = columns;
         }
         Ok(file)
@@ -231,18 +241,19 @@ impl CsvFiles {
 
     fn sync(&mut self) -> Result<(), BackendError> {
         for file in self.open.values_mut() {
-            file.writer.flush().map_err(|e| io_error(&file.path, e))?;
-            file.writer.get_ref().sync_data().map_err(|e| io_error(&file.path, e))?;
+            file.write_pending()?;
+            file.file.sync_data().map_err(|e| io_error(&file.path, e))?;
         }
         Ok(())
     }
 }
 
+/// Encodes one row (quoting as CSV needs) and appends it to `w`.
 fn write_record(w: &mut impl Write, cells: &[String]) -> std::io::Result<()> {
-    let mut out = csv::WriterBuilder::new().from_writer(Vec::new());
+    // A row is short: a small encoder buffer, not csv's default 8 KiB a row.
+    let mut out = csv::WriterBuilder::new().buffer_capacity(256).from_writer(w);
     out.write_record(cells).map_err(std::io::Error::other)?;
-    let bytes = out.into_inner().map_err(|e| std::io::Error::other(e.to_string()))?;
-    w.write_all(&bytes)
+    out.flush()
 }
 
 fn open_day_file(dir: &Path, device: &str, date: NaiveDate) -> Result<DayFile, BackendError> {
@@ -268,17 +279,16 @@ fn open_day_file(dir: &Path, device: &str, date: NaiveDate) -> Result<DayFile, B
     } else {
         columns
     };
-    let writer = BufWriter::new(
-        OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|e| io_error(&path, e))?,
-    );
+    let file = OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| io_error(&path, e))?;
     Ok(DayFile {
         date,
         path,
         columns,
-        writer,
+        file,
+        pending: Vec::new(),
     })
 }
 

@@ -203,7 +203,10 @@ async fn run_backend(
     stats: Arc<BackendStats>,
 ) {
     let name = backend.name();
-    let mut pending: Vec<Reading> = Vec::with_capacity(policy.batch_size);
+    // Grown as readings arrive, not sized for `batch_size` up front: a batch of a
+    // small installation is a fraction of it, and the reserve would be 400 KB a
+    // backend (docs/benchmarks.md, memory).
+    let mut pending: Vec<Reading> = Vec::new();
     let mut ticker = tokio::time::interval(policy.flush_interval.max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticker.tick().await;

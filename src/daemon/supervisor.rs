@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -36,7 +37,10 @@ pub struct Shared {
 
 #[derive(Debug)]
 struct Running {
-    config: DeviceConfig,
+    /// Shared with the device's task: one copy of a config per device, and the
+    /// task's future (alive for as long as the device runs) holds a pointer, not
+    /// the whole enum of every device type's settings.
+    config: Arc<DeviceConfig>,
     token: CancellationToken,
     /// Resolves (with an error) when the task has ended and dropped its resources.
     done: oneshot::Receiver<()>,
@@ -61,7 +65,7 @@ impl Supervisor {
     }
 
     pub fn running(&self) -> impl Iterator<Item = &DeviceConfig> {
-        self.running.values().map(|r| &r.config)
+        self.running.values().map(|r| &*r.config)
     }
 
     pub fn is_running(&self, id: &str) -> bool {
@@ -87,6 +91,7 @@ impl Supervisor {
             self.shared.status.set_control(&id, sender);
             commands
         });
+        let config = Arc::new(config);
         let task = DeviceTask {
             config: config.clone(),
             shared: self.shared.clone(),
@@ -135,7 +140,7 @@ impl Supervisor {
 }
 
 struct DeviceTask {
-    config: DeviceConfig,
+    config: Arc<DeviceConfig>,
     shared: Shared,
     token: CancellationToken,
     /// Writes from the API (docs/control.md), when the file allows them.
@@ -461,7 +466,7 @@ mod tests {
         status.device_started(&config.id, config.kind.type_name(), config.poll_interval());
         let token = CancellationToken::new();
         let task = DeviceTask {
-            config: config.clone(),
+            config: Arc::new(config.clone()),
             shared: Shared {
                 router: Router::default(),
                 status: status.clone(),
