@@ -2,7 +2,9 @@
 //! in UTC and local time, over the API and from the command line, read back by an
 //! independent reader (pyarrow, tests/peers/parquet_compare.py) and compared value
 //! by value with what SQLite holds. The raw window is longer than a row group
-//! (65,536 rows), so the files have more than one.
+//! (65,536 rows), so the files have more than one. Built without the cargo feature
+//! `parquet`, the test checks that asking for Parquet is a clear error instead.
+#![cfg_attr(not(feature = "parquet"), allow(dead_code, unused_imports))]
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -201,6 +203,7 @@ fn mesura_export(config: &Path, args: &[&str], zone: &str) -> std::process::Outp
         .expect("mesura export")
 }
 
+#[cfg(feature = "parquet")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parquet_exports_read_by_pyarrow_hold_what_sqlite_holds() {
     let setup = Setup::new("backends:\n  sqlite: {}\nwatch:\n  enabled: false\napi:\n  listen: 127.0.0.1:0\n");
@@ -342,4 +345,30 @@ async fn parquet_exports_read_by_pyarrow_hold_what_sqlite_holds() {
         "error: --format: `xlsx` is neither `csv` nor `parquet`\n"
     );
     assert!(!out.exists());
+}
+
+#[cfg(not(feature = "parquet"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_feature_parquet_is_a_clear_error() {
+    let setup = Setup::new("backends:\n  sqlite: {}\nwatch:\n  enabled: false\napi:\n  listen: 127.0.0.1:0\n");
+    let db = setup.db_path();
+    fill(&db, chrono::Utc::now().timestamp() - ROWS);
+    let config = Config::load(&setup.config_path(), &no_env).expect("config");
+    let daemon = Daemon::start(config, mesura::host::clock::system())
+        .await
+        .expect("start");
+    let addr = daemon.api_addr().expect("api");
+    let response = reqwest::get(format!("http://{addr}/api/export?device=p1&format=parquet"))
+        .await
+        .expect("export");
+    assert_eq!(response.status(), 400);
+    let error: Json = response.json().await.expect("json");
+    assert_eq!(
+        error["error"],
+        "format: `parquet` is not built into this mesura (it was built without the cargo feature `parquet`)"
+    );
+    daemon.shutdown().await;
+    let failed = mesura_export(&setup.config_path(), &["--device", "p1", "--format", "parquet"], "UTC");
+    assert!(!failed.status.success());
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("built without the cargo feature `parquet`"));
 }

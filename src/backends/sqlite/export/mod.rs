@@ -205,6 +205,8 @@ pub(super) struct Column {
     pub name: String,
     /// The metric's unit (`""`: none).
     pub unit: String,
+    /// Parquet's column type (CSV writes every cell as text).
+    #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
     pub ty: ColumnType,
 }
 
