@@ -31,20 +31,22 @@ need adduser adduser  # the .deb's postinst, and a dependency of the package (sc
 need dash dash  # Debian's /bin/sh parses the .deb's maintainer scripts (scripts/test-deb.sh)
 
 # pymodbus, the independent Modbus peer of tests/it/devices/modbus.rs (server, base station),
-# in a venv under target/ so nothing system-wide changes. Pinned for repeatable runs.
+# and pyarrow, the independent Parquet reader of tests/it/api/export_parquet.rs
+# (tests/peers/parquet_compare.py), in a venv under target/ so nothing system-wide
+# changes. Pinned for repeatable runs.
 # (Not MESURA_*: the config loader reads those as overrides.)
 PYVENV="$PWD/target/pyvenv"
-if ! "$PYVENV/bin/python" -c 'import pymodbus, serial, sys; sys.exit(pymodbus.__version__ != "3.16.1")' 2>/dev/null; then
-  echo "installing pymodbus 3.16.1 into $PYVENV" >&2
+if ! "$PYVENV/bin/python" -c 'import pymodbus, serial, pyarrow, sys; sys.exit(pymodbus.__version__ != "3.16.1" or pyarrow.__version__ != "21.0.0")' 2>/dev/null; then
+  echo "installing pymodbus 3.16.1 and pyarrow 21.0.0 into $PYVENV" >&2
   need python3 python3
   # Debian's python3 lacks venv until python3-venv is installed.
   if ! python3 -m venv --clear "$PYVENV" >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
     else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; fi
-    python3 -m venv --clear "$PYVENV" || { echo "FAILED: cannot create a Python venv for pymodbus" >&2; exit 1; }
+    python3 -m venv --clear "$PYVENV" || { echo "FAILED: cannot create a Python venv for pymodbus and pyarrow" >&2; exit 1; }
   fi
-  "$PYVENV/bin/pip" install -q "pymodbus[serial]==3.16.1" \
-    || { echo "FAILED: pymodbus is required by the Modbus tests and could not be installed" >&2; exit 1; }
+  "$PYVENV/bin/pip" install -q "pymodbus[serial]==3.16.1" "pyarrow==21.0.0" \
+    || { echo "FAILED: pymodbus (the Modbus tests) and pyarrow (the Parquet export tests) are required and could not be installed" >&2; exit 1; }
 fi
 export PYMODBUS_PYTHON="$PYVENV/bin/python"
 

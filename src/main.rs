@@ -83,7 +83,7 @@ enum Command {
         #[command(flatten)]
         log: LogArgs,
     },
-    /// A device's readings from the SQLite file as CSV (units in the header).
+    /// A device's readings from the SQLite file as CSV (units in the header) or Parquet.
     Export {
         /// The device id.
         #[arg(long)]
@@ -104,7 +104,7 @@ enum Command {
         /// The `time` column in `utc` or in the host's zone (`local`).
         #[arg(long, default_value = "utc")]
         time: String,
-        /// Only `csv` for now.
+        /// `csv` or `parquet` (units in the file's metadata; docs/export.md).
         #[arg(long, default_value = "csv")]
         format: String,
         /// Write to this file instead of stdout.

@@ -1,9 +1,9 @@
-//! `mesura export`: a device's readings from the SQLite file as CSV.
+//! `mesura export`: a device's readings from the SQLite file as CSV or Parquet.
 
 use std::io::Write;
 use std::path::Path;
 
-use crate::backends::sqlite::export::{parse_instant, write_csv, ExportSpec, Resolution, TimeZone};
+use crate::backends::sqlite::export::{parse_instant, write, ExportSpec, Format, Resolution, TimeZone};
 use crate::config::Config;
 
 /// The options of `mesura export`, as given.
@@ -21,7 +21,7 @@ pub struct ExportRequest {
     pub time: Option<String>,
 }
 
-/// `mesura export` as the command line runs it: CSV (the only `format` so far) to
+/// `mesura export` as the command line runs it: `format` (`csv` or `parquet`) to
 /// the file `out`, or to stdout; what to tell on stderr, or what is wrong.
 pub fn run(
     config: &Path,
@@ -30,16 +30,22 @@ pub fn run(
     format: &str,
     out: Option<&Path>,
 ) -> Result<String, String> {
-    if format != "csv" {
-        return Err(format!("--format: `{format}` is not supported (csv)"));
-    }
+    let format = Format::parse(format).map_err(|e| format!("--{e}"))?;
     match out {
         Some(path) => {
             let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let rows = export(config, lookup, request, std::io::BufWriter::new(file))?;
+            let rows = export(config, lookup, request, format, std::io::BufWriter::new(file))?;
             Ok(format!("{rows} rows written to {}\n", path.display()))
         }
-        None => export(config, lookup, request, std::io::stdout().lock()).map(|_| String::new()),
+        // Not `stdout().lock()`: the writer must be `Send` (Parquet's is).
+        None => export(
+            config,
+            lookup,
+            request,
+            format,
+            std::io::BufWriter::new(std::io::stdout()),
+        )
+        .map(|_| String::new()),
     }
 }
 
@@ -48,7 +54,8 @@ pub fn export(
     config: &Path,
     lookup: &dyn Fn(&str) -> Option<String>,
     request: &ExportRequest,
-    out: impl Write,
+    format: Format,
+    out: impl Write + Send,
 ) -> Result<u64, String> {
     let config = Config::load(config, lookup).map_err(|e| e.to_string())?;
     let sqlite = config
@@ -73,9 +80,10 @@ pub fn export(
         to: instant(request.to.as_ref(), now + 1, "to")?,
         resolution: Resolution::parse(request.resolution.as_deref().unwrap_or("raw"))?,
         time: TimeZone::parse(request.time.as_deref().unwrap_or("utc"))?,
+        format,
     };
     if spec.to < spec.from {
         return Err("--to is before --from".into());
     }
-    write_csv(&db, &spec, out).map_err(|e| e.to_string())
+    write(&db, &spec, out).map_err(|e| e.to_string())
 }

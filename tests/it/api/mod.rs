@@ -3,6 +3,7 @@
 mod costs;
 mod endpoints;
 mod export;
+mod export_parquet;
 mod hardening;
 mod health;
 mod page;
