@@ -293,7 +293,8 @@ impl Delivery {
                 self.announce_all(client);
                 self.resend_states_at = Some(Instant::now() + STATES_AFTER_BIRTH);
                 if let Some((_, schedule)) = &mut self.backfill {
-                    schedule.resumed();
+                    let lookback = schedule.lookback;
+                    schedule.came_online(chrono::Utc::now().timestamp(), lookback);
                 }
             }
             Event::Incoming(Incoming::Publish(p))

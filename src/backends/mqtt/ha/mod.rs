@@ -293,6 +293,10 @@ pub fn spawn(settings: Settings, stop: CancellationToken) -> (mpsc::UnboundedSen
 }
 
 const RETRY: Duration = Duration::from_secs(60);
+/// How long a pass waits after it is asked for: Home Assistant creates an entity
+/// (and its entity id, which names the statistic) from the discovery config sent
+/// at its birth or with a device's first reading, within a second or two.
+const SETTLE: Duration = Duration::from_secs(10);
 
 async fn run(settings: Settings, mut rx: mpsc::UnboundedReceiver<(i64, i64)>, stop: CancellationToken) {
     let mut pending: Option<(i64, i64)> = None;
@@ -303,7 +307,7 @@ async fn run(settings: Settings, mut rx: mpsc::UnboundedReceiver<(i64, i64)>, st
             period = rx.recv() => match period {
                 Some((from, to)) => {
                     pending = Some(pending.map_or((from, to), |(f, t)| (f.min(from), t.max(to))));
-                    retry_at = Some(tokio::time::Instant::now());
+                    retry_at = Some(tokio::time::Instant::now() + SETTLE);
                 }
                 None => return,
             },

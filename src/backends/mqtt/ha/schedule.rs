@@ -16,6 +16,8 @@ pub const COMPILED_AFTER: i64 = 5 * 60;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
+    /// How far back a pass looks when nothing says since when (seconds).
+    pub lookback: i64,
     /// Since when states may not have reached Home Assistant.
     since: Option<i64>,
     /// Delivery runs again: a pass once the outbox is drained.
@@ -29,6 +31,7 @@ impl Schedule {
     /// was down, may be missing; look back `lookback` seconds.
     pub fn new(now: i64, lookback: i64) -> Schedule {
         Schedule {
+            lookback,
             since: Some(now - lookback),
             resumed: false,
             again: None,
@@ -40,6 +43,16 @@ impl Schedule {
     pub fn lost(&mut self, now: i64) {
         self.since.get_or_insert(now);
         self.resumed = false;
+    }
+
+    /// Home Assistant said `online`: it (re)started, and what it missed while down
+    /// is unknown when it said no `offline` before (a crash, or a stop whose last
+    /// word the broker did not pass on), so the pass looks back `lookback` seconds;
+    /// hours it has right cost a comparison, never a rewrite.
+    pub fn came_online(&mut self, now: i64, lookback: i64) {
+        let back = now - lookback;
+        self.since = Some(self.since.map_or(back, |since| since.min(back)));
+        self.resumed = true;
     }
 
     /// Delivery runs again (connected, or Home Assistant said `online`).
@@ -113,6 +126,20 @@ mod tests {
         // The backlog drains at 15:30.
         assert_eq!(s.drained(H0 + 15 * HOUR + 1800), Some((H0 + 10 * HOUR, H0 + 15 * HOUR)));
         assert_eq!(s.due(H0 + 16 * HOUR + 300), Some((H0 + 10 * HOUR, H0 + 16 * HOUR)));
+    }
+
+    #[test]
+    fn home_assistant_coming_online_passes_over_the_lookback() {
+        let mut s = Schedule::new(H0, 0);
+        s.resumed();
+        let _ = s.drained(H0);
+        assert!(!s.waiting());
+        s.came_online(H0 + 5 * HOUR + 10, 3 * HOUR);
+        assert_eq!(s.drained(H0 + 5 * HOUR + 20), Some((H0 + 2 * HOUR, H0 + 5 * HOUR)));
+        // An `offline` before: the earlier of the two.
+        s.lost(H0 + 6 * HOUR);
+        s.came_online(H0 + 12 * HOUR, HOUR);
+        assert_eq!(s.drained(H0 + 12 * HOUR), Some((H0 + 6 * HOUR, H0 + 12 * HOUR)));
     }
 
     #[test]
