@@ -35,9 +35,9 @@ const WINDOW: usize = 400;
 const FETCH: usize = 200;
 /// How long a clean shutdown keeps delivering what is left.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long after Home Assistant's birth message the latest states are re-sent: it
-/// subscribes to an entity's state topic only once it has set up the entity from
-/// the discovery config sent at the birth.
+/// How long after Home Assistant's birth message (or a new entity's discovery
+/// config) the latest states are re-sent: it subscribes to an entity's state topic
+/// only once it has set up the entity from the discovery config.
 const STATES_AFTER_BIRTH: Duration = Duration::from_secs(3);
 
 pub(super) fn options(config: &MqttConfig, password: Option<&Secret>) -> Result<MqttOptions, BackendError> {
@@ -565,6 +565,10 @@ impl Delivery {
         };
         if self.config.homeassistant.enabled {
             self.announce(client, &entity);
+            // Home Assistant subscribes to a new entity's state topic only once it
+            // has set the entity up: the state published beside the config would be
+            // lost, and the entity `unknown` until the next poll (an hour, for gas).
+            self.resend_states_at.get_or_insert(Instant::now() + STATES_AFTER_BIRTH);
         }
         self.announced.insert(key, entity);
     }
