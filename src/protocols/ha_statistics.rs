@@ -70,16 +70,62 @@ fn iso(unix: i64) -> String {
 
 /// Hourly `state` and `sum` of `ids` for the hours starting in `[start, end)`.
 pub fn statistics_during_period(id: u64, start: i64, end: i64, ids: &[String]) -> String {
+    statistics_of_period(id, start, end, ids, "hour")
+}
+
+/// `state` and `sum` of `ids` per `period` (`5minute`: the short-term statistics
+/// Home Assistant compiles its hours from and continues its sums with).
+pub fn statistics_of_period(id: u64, start: i64, end: i64, ids: &[String], period: &str) -> String {
     json!({
         "id": id,
         "type": "recorder/statistics_during_period",
         "start_time": iso(start),
         "end_time": iso(end),
         "statistic_ids": ids,
-        "period": "hour",
+        "period": period,
         "types": ["state", "sum"],
     })
     .to_string()
+}
+
+/// The recorded states of `entity_ids` since `start`, without attributes.
+pub fn history_during_period(id: u64, start: i64, entity_ids: &[String]) -> String {
+    json!({
+        "id": id,
+        "type": "history/history_during_period",
+        "start_time": iso(start),
+        "entity_ids": entity_ids,
+        "minimal_response": true,
+        "no_attributes": true,
+        "significant_changes_only": false,
+    })
+    .to_string()
+}
+
+/// Per entity, its first numeric state in a `history_during_period` result (the
+/// websocket's compressed form, `{"s": "12.5", "lu": …}`, or the REST form
+/// `{"state": …}`): where Home Assistant's own statistics of a new entity start
+/// their sum at zero.
+pub fn first_numeric_states(result: &Json) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let Some(map) = result.as_object() else {
+        return out;
+    };
+    for (entity, states) in map {
+        let first = states.as_array().and_then(|states| {
+            states.iter().find_map(|s| {
+                s.get("s")
+                    .or_else(|| s.get("state"))
+                    .and_then(Json::as_str)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .filter(|v| v.is_finite())
+            })
+        });
+        if let Some(first) = first {
+            out.insert(entity.clone(), first);
+        }
+    }
+    out
 }
 
 /// Imports `stats` for the entity's statistic (the recorder's own, `sensor.…`).
@@ -227,6 +273,13 @@ mod tests {
                 }
             ]
         );
+        let history: Json = serde_json::from_str(
+            r#"{"sensor.a":[{"s":"unknown","lu":1.0},{"s":"10707.4","lu":2.0},{"s":"10708","lu":3.0}],"sensor.b":[{"s":"unavailable"}]}"#,
+        )
+        .expect("json");
+        let first = first_numeric_states(&history);
+        assert_eq!(first.get("sensor.a"), Some(&10707.4));
+        assert!(!first.contains_key("sensor.b"));
         let registry: Json = serde_json::from_str(
             r#"[{"entity_id":"sensor.x_2","unique_id":"mesura_x","platform":"mqtt"},{"entity_id":"sun.sun","unique_id":"s","platform":"sun"}]"#,
         )

@@ -59,6 +59,7 @@ impl HomeAssistant {
                 "homeassistant:\n  name: mesura test\n  unit_system: metric\n  time_zone: UTC\n  latitude: 52.0\n  longitude: 5.0\n  elevation: 0\n  currency: EUR\n\
                  http:\n  server_host: 127.0.0.1\n  server_port: {port}\n\
                  recorder:\n  db_url: sqlite:///{}\n  commit_interval: 0\n\
+                 history:\n\
                  logger:\n  default: warning\n",
                 dir.join("home-assistant.db").display()
             ),

@@ -201,6 +201,79 @@ fn open(path: &Path) -> Result<Connection, BackfillError> {
 /// the sums continue from).
 const BASE_LOOKBACK: i64 = 7 * 24 * backfill::HOUR;
 
+/// Where each statistic's sums continue from, so that they join the sums Home
+/// Assistant compiles itself after the pass (a counter's sum is linear in its
+/// value: `sum = base.sum + value − base.state` at any time): its latest short-term
+/// statistic, which its next hours continue; else its last hour before the period;
+/// else, for an entity it has compiled nothing of yet, its first numeric state in
+/// its history, where its own first compile will put the zero. A statistic with
+/// none of these starts at zero at mesura's first stored reading.
+async fn bases(
+    socket: &mut HaSocket,
+    ids: &[String],
+    hourly: &BTreeMap<String, Vec<HourStat>>,
+    from: i64,
+    to: i64,
+) -> Result<BTreeMap<String, Base>, HaError> {
+    let finite = |h: &&HourStat| h.state.is_finite() && h.sum.is_finite();
+    let as_base = |h: &HourStat| Base {
+        state: h.state,
+        sum: h.sum,
+    };
+    let now = chrono::Utc::now().timestamp();
+    let id = socket.id();
+    let short = socket
+        .command(
+            id,
+            "recorder/statistics_during_period",
+            &ha_statistics::statistics_of_period(id, now - 24 * backfill::HOUR, now + backfill::HOUR, ids, "5minute"),
+        )
+        .await?;
+    let short = ha_statistics::statistics_of(&short);
+    let mut out = BTreeMap::new();
+    let mut unanchored = Vec::new();
+    for statistic_id in ids {
+        let latest_short = short
+            .get(statistic_id)
+            .and_then(|rows| rows.iter().filter(finite).max_by_key(|h| h.start));
+        let hour_before = hourly.get(statistic_id).and_then(|rows| {
+            rows.iter()
+                .filter(|h| h.start < from)
+                .filter(finite)
+                .max_by_key(|h| h.start)
+        });
+        match latest_short.or(hour_before) {
+            Some(h) => {
+                out.insert(statistic_id.clone(), as_base(h));
+            }
+            None => unanchored.push(statistic_id.clone()),
+        }
+    }
+    if !unanchored.is_empty() {
+        let id = socket.id();
+        let history = socket
+            .command(
+                id,
+                "history/history_during_period",
+                &ha_statistics::history_during_period(id, from.min(to) - BASE_LOOKBACK, &unanchored),
+            )
+            .await;
+        match history {
+            Ok(history) => {
+                for (entity, first) in ha_statistics::first_numeric_states(&history) {
+                    out.insert(entity, Base { state: first, sum: 0.0 });
+                }
+            }
+            // Without the `history` integration (it comes with `default_config:`).
+            Err(HaError::Command { message, .. }) => {
+                tracing::debug!(backend = "mqtt", reason = %message, "Home Assistant's history is not available: new statistics start at mesura's first reading");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 /// One pass over the hours `[from, to)`: per counter Home Assistant has an entity
 /// for, the hours it lacks or has wrong, imported unless `dry_run`.
 pub async fn pass(settings: &Settings, from: i64, to: i64, dry_run: bool) -> Result<Vec<Imported>, BackfillError> {
@@ -240,6 +313,7 @@ pub async fn pass(settings: &Settings, from: i64, to: i64, dry_run: bool) -> Res
         )
         .await?;
     let theirs = ha_statistics::statistics_of(&theirs);
+    let bases = bases(&mut socket, &ids, &theirs, from, to).await?;
     let path = settings.database.clone();
     let counters: Vec<Counter> = known.iter().map(|(c, _)| c.clone()).collect();
     let stored: Vec<Vec<Sample>> = tokio::task::spawn_blocking(move || {
@@ -255,14 +329,8 @@ pub async fn pass(settings: &Settings, from: i64, to: i64, dry_run: bool) -> Res
     let mut report = Vec::new();
     for ((counter, statistic_id), samples) in known.iter().zip(stored) {
         let hours: &[HourStat] = theirs.get(statistic_id).map(Vec::as_slice).unwrap_or_default();
-        let base = hours
-            .iter()
-            .filter(|h| h.start < from && h.state.is_finite() && h.sum.is_finite())
-            .max_by_key(|h| h.start)
-            .map(|h| Base {
-                state: h.state,
-                sum: h.sum,
-            });
+        let base = bases.get(statistic_id).copied();
+        tracing::debug!(backend = "mqtt", statistic = %statistic_id, ?base, readings = samples.len(), "statistics pass");
         let ours = backfill::hourly(&samples, from, to, base);
         let import = backfill::to_import(&ours, hours);
         if !import.is_empty() && !dry_run {
