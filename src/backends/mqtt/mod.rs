@@ -170,6 +170,9 @@ impl MqttConfig {
             }
         }
         if let Some(statistics) = &self.homeassistant.statistics {
+            if !self.homeassistant.enabled {
+                return Err("homeassistant.statistics needs homeassistant.enabled: true (the statistics are those of the entities discovery makes)".into());
+            }
             statistics.validate().map_err(|e| format!("homeassistant.{e}"))?;
         }
         Ok(())

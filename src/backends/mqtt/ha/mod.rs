@@ -434,3 +434,76 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(yaml: &str) -> StatisticsConfig {
+        serde_yaml_ng::from_str(yaml).expect("section")
+    }
+
+    #[test]
+    fn the_section_needs_one_token_and_a_usable_url() {
+        let ok = section("url: http://ha.lan:8123\ntoken: abc\n");
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(
+            (ok.database.clone(), ok.lookback),
+            (default_database(), default_lookback())
+        );
+        assert!(section("url: http://ha.lan:8123\n")
+            .validate()
+            .unwrap_err()
+            .contains("token"));
+        assert!(section("url: http://h\ntoken: a\ntoken_file: f\n")
+            .validate()
+            .unwrap_err()
+            .contains("not both"));
+        assert!(section("url: ftp://h\ntoken: a\n")
+            .validate()
+            .unwrap_err()
+            .contains("scheme"));
+    }
+
+    #[test]
+    fn the_counters_are_the_energy_gas_and_water_ones_with_the_statistics() {
+        let conn = Connection::open_in_memory().expect("sqlite");
+        conn.execute_batch(
+            "CREATE TABLE metrics (device TEXT, metric TEXT, unit TEXT, kind TEXT);
+             INSERT INTO metrics VALUES
+               ('p1', 'energy_delivered_tariff1', 'kWh', 'counter'),
+               ('p1', 'energy_delivered_tariff1_lifetime', 'kWh', 'counter'),
+               ('p1', 'power_delivered', 'W', 'gauge'),
+               ('p1', 'gas_delivered', 'm³', 'counter'),
+               ('tap', 'water_total', 'm³', 'counter'),
+               ('host', 'uptime', 's', 'counter');
+             CREATE TABLE p1 (ts INTEGER PRIMARY KEY, gas_delivered REAL);
+             INSERT INTO p1 VALUES (100, 1.0), (3700, NULL), (3800, 2.5), (7300, 3.0);",
+        )
+        .expect("schema");
+        let found: Vec<(String, String)> = counters(&conn)
+            .expect("counters")
+            .into_iter()
+            .map(|c| (c.device, c.metric))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("p1".to_owned(), "energy_delivered_tariff1_lifetime".to_owned()),
+                ("p1".to_owned(), "gas_delivered".to_owned()),
+                ("tap".to_owned(), "water_total".to_owned()),
+            ]
+        );
+        let gas = Counter {
+            device: "p1".into(),
+            metric: "gas_delivered".into(),
+            unit: "m³".into(),
+        };
+        let got = samples(&conn, &gas, 3600, 7200).expect("samples");
+        assert_eq!(
+            got,
+            vec![Sample { ts: 100, value: 1.0 }, Sample { ts: 3800, value: 2.5 }],
+            "the last reading before the period, then the period's, without gaps"
+        );
+    }
+}
