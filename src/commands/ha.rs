@@ -81,7 +81,14 @@ pub async fn backfill(config: &Path, lookup: &dyn Fn(&str) -> Option<String>, re
         hour(ha::backfill::floor_hour(from)),
         hour(ha::backfill::floor_hour(to)),
     );
-    for r in &report {
+    for r in report.iter().filter(|r| r.waiting) {
+        let _ = writeln!(
+            text,
+            "{} ({}): waiting: Home Assistant has no statistics or numeric state of it yet (its first 5-minute statistics come within 5 minutes)",
+            r.statistic_id, r.unit
+        );
+    }
+    for r in report.iter().filter(|r| !r.waiting) {
         let _ = writeln!(
             text,
             "{} ({}): {} hours to import, {} already right",

@@ -141,6 +141,9 @@ pub struct Imported {
     pub hours: Vec<HourStat>,
     /// Hours of the period Home Assistant already had right.
     pub right: usize,
+    /// Home Assistant has nothing yet the sums could join (no statistics, no numeric
+    /// state): nothing is imported for it until it has (the next pass).
+    pub waiting: bool,
 }
 
 /// The energy, gas and water counters in the database with a state class in Home
@@ -207,7 +210,8 @@ const BASE_LOOKBACK: i64 = 7 * 24 * backfill::HOUR;
 /// statistic, which its next hours continue; else its last hour before the period;
 /// else, for an entity it has compiled nothing of yet, its first numeric state in
 /// its history, where its own first compile will put the zero. A statistic with
-/// none of these starts at zero at mesura's first stored reading.
+/// none of these (Home Assistant without its `history` integration, right after it
+/// created the entity) has no base: the pass leaves it for the next one.
 async fn bases(
     socket: &mut HaSocket,
     ids: &[String],
@@ -329,9 +333,20 @@ pub async fn pass(settings: &Settings, from: i64, to: i64, dry_run: bool) -> Res
     let mut report = Vec::new();
     for ((counter, statistic_id), samples) in known.iter().zip(stored) {
         let hours: &[HourStat] = theirs.get(statistic_id).map(Vec::as_slice).unwrap_or_default();
-        let base = bases.get(statistic_id).copied();
-        tracing::debug!(backend = "mqtt", statistic = %statistic_id, ?base, readings = samples.len(), "statistics pass");
-        let ours = backfill::hourly(&samples, from, to, base);
+        tracing::debug!(backend = "mqtt", statistic = %statistic_id, base = ?bases.get(statistic_id), readings = samples.len(), "statistics pass");
+        let Some(base) = bases.get(statistic_id).copied() else {
+            // Sums from a zero of mesura's choosing would not join the ones Home
+            // Assistant compiles once it has seen the entity: wait for it.
+            report.push(Imported {
+                statistic_id: statistic_id.clone(),
+                unit: counter.unit.clone(),
+                hours: Vec::new(),
+                right: 0,
+                waiting: true,
+            });
+            continue;
+        };
+        let ours = backfill::hourly(&samples, from, to, Some(base));
         let import = backfill::to_import(&ours, hours);
         if !import.is_empty() && !dry_run {
             let id = socket.id();
@@ -348,6 +363,7 @@ pub async fn pass(settings: &Settings, from: i64, to: i64, dry_run: bool) -> Res
             unit: counter.unit.clone(),
             right: ours.len() - import.len(),
             hours: import,
+            waiting: false,
         });
     }
     Ok(report)
@@ -411,6 +427,18 @@ fn log_report(report: &[Imported], from: i64, to: i64) {
         .map(|r| (r.statistic_id.as_str(), r.hours.len()))
         .collect();
     let hours = (to - from) / backfill::HOUR;
+    let waiting: Vec<&str> = report
+        .iter()
+        .filter(|r| r.waiting)
+        .map(|r| r.statistic_id.as_str())
+        .collect();
+    if !waiting.is_empty() {
+        tracing::info!(
+            backend = "mqtt",
+            ?waiting,
+            "Home Assistant has no statistics or numeric state of these yet: the next pass brings them up to date"
+        );
+    }
     if imported > 0 {
         tracing::info!(backend = "mqtt", statistics = report.len(), hours, imported, of = ?by_id, "Home Assistant's statistics brought up to date from mesura's readings");
     } else {
