@@ -50,6 +50,12 @@ if ! "$PYVENV/bin/python" -c 'import pymodbus, serial, pyarrow, sys; sys.exit(py
 fi
 export PYMODBUS_PYTHON="$PYVENV/bin/python"
 
+# Home Assistant core 2024.3.3 in target/ha-venv, the real peer of tests/it/backends/home_assistant.rs
+# (about 5 minutes the first time; quick once there). Not MESURA_*: HA_VENV_PYTHON.
+need python3 python3
+scripts/ha-venv.sh >/dev/null || { echo "FAILED: Home Assistant could not be installed (scripts/ha-venv.sh)" >&2; exit 1; }
+export HA_VENV_PYTHON="$PWD/target/ha-venv/bin/python"
+
 # The lint wall first: a warning anywhere (tests and benches included) fails the run
 # before any test starts.
 cargo clippy --locked --all-targets -- -D warnings

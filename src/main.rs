@@ -123,6 +123,32 @@ enum Command {
         #[command(subcommand)]
         what: EpochsCommand,
     },
+    /// Home Assistant: its long-term statistics (docs/backends/mqtt.md).
+    Ha {
+        #[command(subcommand)]
+        what: HaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HaCommand {
+    /// Import the hours of the energy, gas and water counters that Home Assistant's
+    /// statistics lack or have wrong, computed from the SQLite file (needs
+    /// backends.mqtt.homeassistant.statistics).
+    Backfill {
+        /// From this instant: a date (local midnight), RFC 3339 or unix seconds
+        /// [default: the section's lookback ago].
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to this instant, excluded; whole hours only [default: now].
+        #[arg(long)]
+        to: Option<String>,
+        /// Print what would be imported; import nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -209,6 +235,9 @@ impl Cli {
             }
             Some(Command::Check { config } | Command::Export { config, .. }) => (config.config.as_ref(), None),
             Some(Command::Epochs { what }) => (what.config().config.as_ref(), None),
+            Some(Command::Ha {
+                what: HaCommand::Backfill { config, .. },
+            }) => (config.config.as_ref(), None),
             _ => (None, None),
         };
         Options {
@@ -389,6 +418,19 @@ fn main() -> ExitCode {
                 &commands::env_lookup,
                 chrono::Utc::now(),
             ))),
+            Some(Command::Ha {
+                what: HaCommand::Backfill { from, to, dry_run, .. },
+            }) => {
+                init_tracing(&options, "warn", LogFormat::Text);
+                let request = commands::ha::BackfillRequest {
+                    from: from.clone(),
+                    to: to.clone(),
+                    dry_run: *dry_run,
+                };
+                Ok(print(
+                    commands::ha::backfill(&options.config, &commands::env_lookup, &request).await,
+                ))
+            }
             Some(Command::Read { device, .. }) => {
                 init_tracing(&options, "warn", LogFormat::Text);
                 Ok(print(

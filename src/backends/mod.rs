@@ -64,6 +64,13 @@ pub trait Backend: Send {
     async fn device_removed(&mut self, _device: &str) -> Result<(), BackendError> {
         Ok(())
     }
+    /// Every device of the configuration, at start and after each reload (devices
+    /// whose file has errors included: they exist, they only fail to start), so a
+    /// backend can forget what it published for devices removed while mesura was
+    /// down.
+    async fn devices_configured(&mut self, _devices: &[crate::reading::DeviceId]) -> Result<(), BackendError> {
+        Ok(())
+    }
     /// Readings the backend's committed writes folded over a different value of
     /// the same metric and second, per device, since the last call (SQLite's one
     /// row per second). Backends that keep every reading have none.

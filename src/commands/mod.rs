@@ -1,8 +1,9 @@
-//! The one-shot subcommands: `check`, `devices`, `read`, `decode`, `epochs`, `export`. Each returns its
+//! The one-shot subcommands: `check`, `devices`, `read`, `decode`, `epochs`, `export`, `ha`. Each returns its
 //! text and whether it succeeded; `main.rs` prints and sets the exit code.
 
 mod epochs;
 pub mod export;
+pub mod ha;
 mod sections;
 
 pub use epochs::{epochs, EpochsAction};

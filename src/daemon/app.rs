@@ -520,6 +520,13 @@ impl Daemon {
             self.known.insert(id, new);
         }
         self.status.set_config_errors(shown);
+        let configured: Vec<DeviceId> = self
+            .known
+            .keys()
+            .cloned()
+            .chain(self.failed.keys().map(|id| DeviceId::from(id.as_str())))
+            .collect();
+        self.router.devices_configured(configured);
         self.refresh_costs().await;
         summary
     }

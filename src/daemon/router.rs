@@ -27,6 +27,8 @@ enum Item {
     Readings(Batch),
     MonthlyPeaks(Arc<MonthlyPeaks>),
     DeviceRemoved(DeviceId),
+    /// Every device of the configuration (start, reload).
+    DevicesConfigured(Arc<[DeviceId]>),
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +47,8 @@ pub struct Router {
     routes: Arc<RwLock<Vec<Route>>>,
     /// Where the alert evaluator sees every batch (`daemon/alerts.rs`), if it runs.
     tap: Arc<RwLock<Option<mpsc::Sender<Batch>>>>,
+    /// The devices of the configuration as last told, for backends added later.
+    configured: Arc<RwLock<Option<Arc<[DeviceId]>>>>,
 }
 
 impl Router {
@@ -96,6 +100,22 @@ impl Router {
         }
     }
 
+    /// Tells every backend (and every one added later) which devices the
+    /// configuration holds.
+    pub fn devices_configured(&self, devices: Vec<DeviceId>) {
+        let devices: Arc<[DeviceId]> = devices.into();
+        *self.configured.write().unwrap_or_else(|p| p.into_inner()) = Some(devices.clone());
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        for route in routes.iter() {
+            if route.tx.try_send(Item::DevicesConfigured(devices.clone())).is_err() {
+                tracing::warn!(
+                    backend = route.name,
+                    "queue full: the backend is not told which devices are configured"
+                );
+            }
+        }
+    }
+
     pub fn backend_names(&self) -> Vec<&'static str> {
         self.routes
             .read()
@@ -134,6 +154,9 @@ impl Router {
             }
             run_backend(backend, rx, policy, stats).await;
         });
+        if let Some(devices) = &*self.configured.read().unwrap_or_else(|p| p.into_inner()) {
+            let _ = route.tx.try_send(Item::DevicesConfigured(devices.clone()));
+        }
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         routes.retain(|r| r.name != name);
         routes.push(route);
@@ -248,6 +271,11 @@ async fn run_backend(
                         tracing::warn!(backend = name, device = %device, error = %e, "could not process the device's removal");
                     }
                 }
+                Some(Item::DevicesConfigured(devices)) => {
+                    if let Err(e) = backend.devices_configured(&devices).await {
+                        tracing::warn!(backend = name, error = %e, "could not process the configured devices");
+                    }
+                }
                 None => break,
             },
             _ = ticker.tick() => {
@@ -272,7 +300,7 @@ async fn run_backend(
             Item::MonthlyPeaks(p) => {
                 peaks.insert(p.device.clone(), p);
             }
-            Item::DeviceRemoved(_) => {}
+            Item::DeviceRemoved(_) | Item::DevicesConfigured(_) => {}
         }
     }
     for attempt in 1..=SHUTDOWN_ATTEMPTS {

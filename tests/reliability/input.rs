@@ -223,7 +223,8 @@ fn every_key_of_the_base_config_mutated_gives_a_clear_error_or_loads() {
     let mut tree: Yaml = serde_yaml_ng::from_str(&text).expect("YAML");
     let extra: Yaml = serde_yaml_ng::from_str(
         "mqtt: {host: 127.0.0.1, port: 1883, qos: 1, flush_interval: 1s, state_message: true, \
-         outbox: {max_age: 1d, max_rows: 10}, homeassistant: {enabled: true}}\n\
+         outbox: {max_age: 1d, max_rows: 10}, homeassistant: {enabled: true, \
+         statistics: {url: 'http://127.0.0.1:1', token: t, lookback: 12h}}}\n\
          uplink: {url: 'http://127.0.0.1:1/x', format: json, batch_interval: 1s, batch_size: 10, token: t}\n",
     )
     .expect("YAML");

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::{reason, ConnectLog, Driver, Update};
 use super::discovery::{self, Entity};
+use super::ha::published::Published;
+use super::ha::schedule::Schedule;
 use super::{Control, MqttConfig};
 use crate::backends::health::Health;
 use crate::backends::outbox::{Outbox, OutboxRow};
@@ -33,6 +35,10 @@ const WINDOW: usize = 400;
 const FETCH: usize = 200;
 /// How long a clean shutdown keeps delivering what is left.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long after Home Assistant's birth message (or a new entity's discovery
+/// config) the latest states are re-sent: it subscribes to an entity's state topic
+/// only once it has set up the entity from the discovery config.
+const STATES_AFTER_BIRTH: Duration = Duration::from_secs(3);
 
 pub(super) fn options(config: &MqttConfig, password: Option<&Secret>) -> Result<MqttOptions, BackendError> {
     let port = config.port.unwrap_or(if config.tls.is_some() { 8883 } else { 1883 });
@@ -60,6 +66,13 @@ pub(super) fn status_topic(config: &MqttConfig) -> String {
 /// discovery and state messages).
 type Issued = VecDeque<Vec<i64>>;
 
+/// What delivery does for Home Assistant beyond discovery: the record of the
+/// configs published, and the statistics backfill task with its `lookback`.
+pub(super) struct HaParts {
+    pub published: Option<Published>,
+    pub backfill: Option<(mpsc::UnboundedSender<(i64, i64)>, Duration)>,
+}
+
 pub(super) struct Delivery {
     config: MqttConfig,
     options: MqttOptions,
@@ -79,6 +92,14 @@ pub(super) struct Delivery {
     retractions: Vec<String>,
     /// What /health shows of delivery.
     health: Arc<Health>,
+    /// The discovery configs published, per device (`<data_dir>/mqtt-discovery.json`).
+    published: Option<Published>,
+    /// Each entity's latest state (topic, payload), re-sent after Home Assistant's
+    /// birth so no entity waits at `unknown` for its next poll.
+    latest: BTreeMap<(String, String), (String, Vec<u8>)>,
+    resend_states_at: Option<Instant>,
+    /// When to backfill Home Assistant's statistics, and the task that does it.
+    backfill: Option<(mpsc::UnboundedSender<(i64, i64)>, Schedule)>,
 }
 
 impl Delivery {
@@ -89,7 +110,11 @@ impl Delivery {
         wake: Arc<Notify>,
         control: mpsc::UnboundedReceiver<Control>,
         health: Arc<Health>,
+        ha: HaParts,
     ) -> Self {
+        let HaParts { published, backfill } = ha;
+        let now = chrono::Utc::now().timestamp();
+        let backfill = backfill.map(|(tx, lookback)| (tx, Schedule::new(now, lookback.as_secs() as i64)));
         Delivery {
             config,
             options,
@@ -104,6 +129,10 @@ impl Delivery {
             announced: BTreeMap::new(),
             retractions: Vec::new(),
             health,
+            published,
+            latest: BTreeMap::new(),
+            resend_states_at: None,
+            backfill,
         }
     }
 
@@ -146,6 +175,9 @@ impl Delivery {
                         }
                     }
                     Some(Update::Failed(e)) => {
+                        if let Some((_, schedule)) = &mut self.backfill {
+                            schedule.lost(chrono::Utc::now().timestamp());
+                        }
                         let wait = backoff.next_delay();
                         let starts_outage = self.health.failed(reason(&e));
                         if self.connected {
@@ -170,9 +202,17 @@ impl Delivery {
                 }
                 Some(control) = self.control.recv() => self.on_control(control, &client),
                 _ = self.wake.notified() => self.pump(&client).await,
+                _ = tokio::time::sleep_until(self.resend_states_at.unwrap_or_else(Instant::now)), if self.resend_states_at.is_some() => {
+                    self.resend_states_at = None;
+                    self.resend_states(&client);
+                }
                 _ = ack_tick.tick() => {
                     self.commit_acks().await;
                     self.pump(&client).await;
+                    if let Some(published) = &mut self.published {
+                        published.save();
+                    }
+                    self.check_schedule().await;
                 }
             }
         }
@@ -215,6 +255,9 @@ impl Delivery {
                     let _ = client.try_subscribe(&self.config.homeassistant.birth_topic, QoS::AtLeastOnce);
                     self.announce_all(client);
                 }
+                if let Some((_, schedule)) = &mut self.backfill {
+                    schedule.resumed();
+                }
                 self.pump(client).await;
                 return true;
             }
@@ -243,8 +286,26 @@ impl Delivery {
                     && p.topic == self.config.homeassistant.birth_topic
                     && &p.payload[..] == b"online" =>
             {
-                tracing::info!(backend = "mqtt", "Home Assistant came online: re-sending discovery");
+                tracing::info!(
+                    backend = "mqtt",
+                    "Home Assistant came online: re-sending discovery, then the latest states"
+                );
                 self.announce_all(client);
+                self.resend_states_at = Some(Instant::now() + STATES_AFTER_BIRTH);
+                if let Some((_, schedule)) = &mut self.backfill {
+                    let lookback = schedule.lookback;
+                    schedule.came_online(chrono::Utc::now().timestamp(), lookback);
+                }
+            }
+            Event::Incoming(Incoming::Publish(p))
+                if self.config.homeassistant.enabled
+                    && p.topic == self.config.homeassistant.birth_topic
+                    && &p.payload[..] == b"offline" =>
+            {
+                tracing::info!(backend = "mqtt", "Home Assistant went offline");
+                if let Some((_, schedule)) = &mut self.backfill {
+                    schedule.lost(chrono::Utc::now().timestamp());
+                }
             }
             _ => {}
         }
@@ -270,13 +331,74 @@ impl Delivery {
                     self.announced.keys().filter(|(d, _)| *d == device).cloned().collect();
                 for key in gone {
                     self.announced.remove(&key);
+                    self.latest.remove(&key);
                     if self.config.homeassistant.enabled {
                         let ha = &self.config.homeassistant;
                         let topic = discovery::config_topic(&ha.discovery_prefix, &ha.node_id, &key.0, &key.1);
                         self.retractions.push(topic);
                     }
                 }
+                if let Some(published) = &mut self.published {
+                    for topic in published.remove(&device) {
+                        if !self.retractions.contains(&topic) {
+                            self.retractions.push(topic);
+                        }
+                    }
+                    published.save();
+                }
                 self.retract(client);
+            }
+            Control::DevicesConfigured(devices) => {
+                let Some(published) = &mut self.published else {
+                    return;
+                };
+                for (device, topics) in published.orphans(&devices) {
+                    tracing::info!(backend = "mqtt", device = %device, entities = topics.len(), "clearing the Home Assistant entities of a device no longer configured");
+                    self.announced.retain(|(d, _), _| *d != device);
+                    self.latest.retain(|(d, _), _| *d != device);
+                    for topic in topics {
+                        if !self.retractions.contains(&topic) {
+                            self.retractions.push(topic);
+                        }
+                    }
+                }
+                published.save();
+                self.retract(client);
+            }
+        }
+    }
+
+    /// Every entity's latest state again (Home Assistant restarted: its MQTT
+    /// sensors start `unknown` until a state arrives).
+    fn resend_states(&mut self, client: &AsyncClient) {
+        if !self.connected {
+            return;
+        }
+        let states: Vec<(String, Vec<u8>)> = self.latest.values().cloned().collect();
+        for (topic, payload) in states {
+            if !self.issue(client, topic, self.config.retain, payload, Vec::new()) {
+                break;
+            }
+        }
+    }
+
+    /// Hands the backfill task its period when one is due: the outbox drained after
+    /// an outage, or the second pass an hour later.
+    async fn check_schedule(&mut self) {
+        let Some((_, schedule)) = &self.backfill else {
+            return;
+        };
+        let waiting = schedule.waiting();
+        let now = chrono::Utc::now().timestamp();
+        let drained = waiting
+            && self.connected
+            && self.issued.is_empty()
+            && self.inflight.is_empty()
+            && self.outbox_empty().await;
+        if let Some((tx, schedule)) = &mut self.backfill {
+            let period = if drained { schedule.drained(now) } else { None }.or_else(|| schedule.due(now));
+            if let Some(period) = period {
+                let _ = tx.send(period);
             }
         }
     }
@@ -309,6 +431,9 @@ impl Delivery {
         let topic = discovery::config_topic(&ha.discovery_prefix, &ha.node_id, &entity.device, &entity.metric);
         // A device back before its retraction went out: the new config wins.
         self.retractions.retain(|t| *t != topic);
+        if let Some(published) = &mut self.published {
+            published.record(&entity.device, &topic);
+        }
         let payload = discovery::config_payload(
             entity,
             &self.config.topic_prefix,
@@ -395,13 +520,14 @@ impl Delivery {
             for row in group {
                 let topic =
                     discovery::state_topic(&self.config.topic_prefix, &row.device_type, &row.device, &row.metric);
-                if !self.issue(
-                    client,
-                    topic,
-                    self.config.retain,
-                    row.value.to_string().into_bytes(),
-                    vec![row.id],
-                ) {
+                let payload = row.value.to_string().into_bytes();
+                if self.config.homeassistant.enabled {
+                    self.latest.insert(
+                        (row.device.clone(), row.metric.clone()),
+                        (topic.clone(), payload.clone()),
+                    );
+                }
+                if !self.issue(client, topic, self.config.retain, payload, vec![row.id]) {
                     return false;
                 }
                 self.sent_up_to = row.id;
@@ -439,6 +565,10 @@ impl Delivery {
         };
         if self.config.homeassistant.enabled {
             self.announce(client, &entity);
+            // Home Assistant subscribes to a new entity's state topic only once it
+            // has set the entity up: the state published beside the config would be
+            // lost, and the entity `unknown` until the next poll (an hour, for gas).
+            self.resend_states_at.get_or_insert(Instant::now() + STATES_AFTER_BIRTH);
         }
         self.announced.insert(key, entity);
     }

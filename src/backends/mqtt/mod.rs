@@ -13,6 +13,7 @@ mod delivery_tls;
 /// The TLS set-up of an MQTT connection, shared with `type: mqtt` devices.
 pub(crate) use delivery_tls::client_config as tls_client_config;
 pub mod discovery;
+pub mod ha;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -108,9 +109,14 @@ pub struct HomeAssistantConfig {
     /// The node id in discovery topics and unique ids; one per mesura instance.
     #[serde(default = "default_node_id")]
     pub node_id: String,
-    /// Home Assistant's birth topic: when `online` arrives, discovery is re-sent.
+    /// Home Assistant's birth topic: when `online` arrives, discovery is re-sent,
+    /// and a few seconds later every entity's latest state.
     #[serde(default = "default_birth_topic")]
     pub birth_topic: String,
+    /// Keep Home Assistant's long-term statistics true after an outage: import the
+    /// hours it missed from mesura's own readings (off without this section).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<ha::StatisticsConfig>,
 }
 
 impl Default for HomeAssistantConfig {
@@ -120,6 +126,7 @@ impl Default for HomeAssistantConfig {
             discovery_prefix: default_discovery_prefix(),
             node_id: default_node_id(),
             birth_topic: default_birth_topic(),
+            statistics: None,
         }
     }
 }
@@ -162,6 +169,12 @@ impl MqttConfig {
                 return Err("tls: client_cert and client_key go together".into());
             }
         }
+        if let Some(statistics) = &self.homeassistant.statistics {
+            if !self.homeassistant.enabled {
+                return Err("homeassistant.statistics needs homeassistant.enabled: true (the statistics are those of the entities discovery makes)".into());
+            }
+            statistics.validate().map_err(|e| format!("homeassistant.{e}"))?;
+        }
         Ok(())
     }
 }
@@ -169,6 +182,9 @@ impl MqttConfig {
 /// Messages from the backend to its delivery task.
 enum Control {
     DeviceRemoved(String),
+    /// Every device in the configuration (at start and after a reload): discovery
+    /// configs recorded for any other are cleared.
+    DevicesConfigured(std::collections::BTreeSet<String>),
 }
 
 #[derive(Debug)]
@@ -177,6 +193,8 @@ pub struct MqttBackend {
     policy: BatchPolicy,
     control: mpsc::UnboundedSender<Control>,
     health: Arc<Health>,
+    /// The statistics backfill task, stopped with the backend.
+    statistics: Option<(tokio_util::sync::CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
 #[async_trait]
@@ -205,6 +223,22 @@ impl MqttBackend {
         let delivery_outbox = opening.own_connection().await?;
         let (control, control_rx) = mpsc::unbounded_channel();
         let health = Arc::new(Health::default());
+        let mut statistics = None;
+        let mut backfill = None;
+        if let (true, Some(section)) = (config.homeassistant.enabled, &config.homeassistant.statistics) {
+            let settings = ha::Settings::resolve(section, &config.homeassistant.node_id, data_dir).map_err(|e| {
+                let message = format!("mqtt: homeassistant.statistics: {}", ha::chain(&e));
+                match e {
+                    ha::BackfillError::Token { source, .. } => BackendError::permanent(message).caused_by(source),
+                    _ => BackendError::permanent(message),
+                }
+            })?;
+            let lookback = settings.lookback;
+            let stop = tokio_util::sync::CancellationToken::new();
+            let (tx, task) = ha::spawn(settings, stop.clone());
+            statistics = Some((stop, task));
+            backfill = Some((tx, lookback));
+        }
         let delivery = delivery::Delivery::new(
             config.clone(),
             options,
@@ -212,6 +246,13 @@ impl MqttBackend {
             opening.wake(),
             control_rx,
             health.clone(),
+            delivery::HaParts {
+                published: config
+                    .homeassistant
+                    .enabled
+                    .then(|| ha::published::Published::load(data_dir)),
+                backfill,
+            },
         )
         .run(opening.stop());
         Ok(MqttBackend {
@@ -223,6 +264,7 @@ impl MqttBackend {
             },
             control,
             health,
+            statistics,
         })
     }
 }
@@ -246,11 +288,21 @@ impl Backend for MqttBackend {
     /// The delivery task gets a bounded last chance to deliver; what remains
     /// stays in the outbox for the next start.
     async fn flush(&mut self) -> Result<(), BackendError> {
+        if let Some((stop, task)) = self.statistics.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
         self.durable.stop().await
     }
 
     async fn device_removed(&mut self, device: &str) -> Result<(), BackendError> {
         let _ = self.control.send(Control::DeviceRemoved(device.to_owned()));
+        Ok(())
+    }
+
+    async fn devices_configured(&mut self, devices: &[crate::reading::DeviceId]) -> Result<(), BackendError> {
+        let set = devices.iter().map(|d| d.to_string()).collect();
+        let _ = self.control.send(Control::DevicesConfigured(set));
         Ok(())
     }
 

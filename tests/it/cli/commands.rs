@@ -379,3 +379,51 @@ fn epochs_are_listed_added_and_undone_from_the_command_line() {
     assert!(!bad.status.success());
     assert!(text(&bad).contains("--start yesterday"), "{}", text(&bad));
 }
+
+/// `mesura ha backfill` as a user meets it before it can work: without the
+/// statistics section it names the section (exit 1), with no database yet it says
+/// so; `mesura check` shows the section with the token hidden.
+#[test]
+fn ha_backfill_says_what_is_missing_and_check_hides_the_token() {
+    let setup = Setup::new("backends:\n  mqtt:\n    host: 127.0.0.1\n    homeassistant:\n      enabled: true\n");
+    let out = mesura(&setup, &["ha", "backfill", "--dry-run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("backends.mqtt.homeassistant.statistics is not configured"),
+        "{stderr}"
+    );
+
+    let port = crate::support::broker::free_port();
+    std::fs::write(
+        setup.config_path(),
+        format!(
+            "backends:\n  mqtt:\n    host: 127.0.0.1\n    homeassistant:\n      enabled: true\n      statistics:\n        url: http://127.0.0.1:{port}\n        token: secret-ha-token\n"
+        ),
+    )
+    .expect("config");
+    let out = mesura(
+        &setup,
+        &[
+            "ha",
+            "backfill",
+            "--from",
+            "2020-01-01T00:00:00Z",
+            "--to",
+            "2020-01-02T00:00:00Z",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("cannot read mesura's database"), "{stderr}");
+    assert!(!stderr.contains("secret-ha-token"), "{stderr}");
+
+    let out = mesura(&setup, &["check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains(&format!("url: http://127.0.0.1:{port}")), "{stdout}");
+    assert!(
+        !stdout.contains("secret-ha-token") && stdout.contains("token: '***'"),
+        "{stdout}"
+    );
+}

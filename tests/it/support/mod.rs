@@ -5,6 +5,7 @@
 pub mod api;
 pub mod broker;
 pub mod dsmr;
+pub mod home_assistant;
 pub mod homewizard;
 pub mod http_server;
 pub mod kmp;
