@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod app;
+mod jobs;
 pub mod live;
 pub mod prepare;
 pub mod reload;
