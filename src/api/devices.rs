@@ -4,7 +4,7 @@
 //! `<metric>_lifetime` series, so a meter swap or a reset does not count as use;
 //! docs/counters.md).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::{json, Value};
 
 use super::ApiState;
+use crate::backends::sqlite::cost::cost_table;
 use crate::backends::sqlite::schema::quote;
 use crate::daemon::live::DeviceStatus;
 
@@ -65,13 +66,16 @@ pub(super) async fn devices(State(state): State<Arc<ApiState>>) -> Json<Value> {
             (id.to_string(), lifetimes)
         })
         .collect();
-    let today = match state.db.clone() {
-        Some(db) if counters.iter().any(|(_, c)| !c.is_empty()) => {
-            tokio::task::spawn_blocking(move || today(&db, &counters, midnight.timestamp()))
-                .await
-                .unwrap_or_default()
-        }
-        _ => BTreeMap::new(),
+    let (today, costed) = match state.db.clone() {
+        Some(db) if !devices.is_empty() => tokio::task::spawn_blocking(move || {
+            let Some(conn) = open(&db) else {
+                return (BTreeMap::new(), BTreeSet::new());
+            };
+            (today(&conn, &counters, midnight.timestamp()), costed(&conn))
+        })
+        .await
+        .unwrap_or_default(),
+        _ => (BTreeMap::new(), BTreeSet::new()),
     };
     let list: Vec<Value> = devices
         .iter()
@@ -80,6 +84,8 @@ pub(super) async fn devices(State(state): State<Arc<ApiState>>) -> Json<Value> {
             if let Some(energy) = today.get(&**id) {
                 e["today"] = json!({"since": midnight, "energy": energy});
             }
+            // Whether /api/costs has its costs (its file has a `tariff:`).
+            e["costs"] = json!(costed.contains(&cost_table(id)));
             e
         })
         .collect();
@@ -98,19 +104,34 @@ pub(super) fn local_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(now - chrono::TimeDelta::hours(24))
 }
 
+/// The database, read-only; `None` when it cannot be read (no "today" then).
+fn open(db: &Path) -> Option<Connection> {
+    if !db.exists() {
+        return None;
+    }
+    let conn =
+        Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).ok()?;
+    conn.busy_timeout(std::time::Duration::from_secs(2)).ok()?;
+    Some(conn)
+}
+
+/// The cost tables the cost job keeps (one per meter with a `tariff:`).
+fn costed(conn: &Connection) -> BTreeSet<String> {
+    conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
+        .unwrap_or_default()
+}
+
 /// Per device, per counter (its raw name): how much it counted since `midnight`:
 /// the newest lifetime value less the last one before midnight (or, for a counter
 /// first seen today, the first one after it). Counters without rows are left out;
 /// a database that cannot be read gives nothing (the page shows no "today").
-fn today(db: &Path, counters: &[(String, Lifetimes)], midnight: i64) -> BTreeMap<String, BTreeMap<String, Value>> {
+fn today(
+    conn: &Connection,
+    counters: &[(String, Lifetimes)],
+    midnight: i64,
+) -> BTreeMap<String, BTreeMap<String, Value>> {
     let mut out = BTreeMap::new();
-    let Ok(conn) = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-    else {
-        return out;
-    };
-    if conn.busy_timeout(std::time::Duration::from_secs(2)).is_err() {
-        return out;
-    }
     for (device, lifetimes) in counters {
         let mut energy = BTreeMap::new();
         for (metric, newest, unit) in lifetimes {
@@ -154,7 +175,8 @@ mod tests {
         let db = dir.path().join("m.db");
         let conn = Connection::open(&db).expect("db");
         conn.execute_batch(
-            "CREATE TABLE meter (ts INTEGER PRIMARY KEY, e_lifetime REAL, gas_lifetime REAL);
+            "CREATE TABLE meter_cost (ts INTEGER PRIMARY KEY);
+             CREATE TABLE meter (ts INTEGER PRIMARY KEY, e_lifetime REAL, gas_lifetime REAL);
              INSERT INTO meter VALUES (900, 10.0, NULL), (990, 12.5, NULL), (1010, 13.0, 4.0), (1100, 14.0, 4.5);",
         )
         .expect("rows");
@@ -166,7 +188,7 @@ mod tests {
                 ("water_lifetime".to_owned(), 1.0, "m³"),
             ],
         )];
-        let today = today(&db, &counters, 1000);
+        let today = today(&open(&db).expect("open"), &counters, 1000);
         let meter = &today["meter"];
         // 15.25 now, 12.5 the last before midnight.
         assert_eq!(meter["e"], json!({"value": 2.75, "unit": "kWh"}));
@@ -174,6 +196,8 @@ mod tests {
         assert_eq!(meter["gas"], json!({"value": 1.0, "unit": "m³"}));
         // No such column: left out.
         assert!(!meter.contains_key("water"));
+        let costed = costed(&open(&db).expect("open"));
+        assert!(costed.contains(&cost_table("meter")) && !costed.contains(&cost_table("other")));
     }
 
     #[test]

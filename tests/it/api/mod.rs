@@ -2,6 +2,7 @@
 
 mod costs;
 mod endpoints;
+mod events;
 mod export;
 mod hardening;
 mod health;
