@@ -145,7 +145,7 @@ fn render(state: &ApiState, event: Event) -> Option<SseEvent> {
 }
 
 /// Sends a `backend` event when a backend begins or stops failing, or fails
-/// otherwise, while anybody listens. Runs with the API.
+/// otherwise, while anybody listens. Runs with the API, checking every second.
 pub(super) async fn watch_backends(status: SharedStatus, stop: CancellationToken) {
     let mut known: BTreeMap<&'static str, (bool, Option<String>)> = BTreeMap::new();
     let mut ticker = tokio::time::interval(BACKEND_CHECK);
@@ -154,10 +154,8 @@ pub(super) async fn watch_backends(status: SharedStatus, stop: CancellationToken
             _ = stop.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        if !status.events.listened() {
-            known.clear();
-            continue;
-        }
+        // Tracked while nobody listens too, so a listener hears of changes, not
+        // of the state backends were in when it came.
         for (name, stats) in status.backends() {
             let health = stats.health();
             let now = (health.healthy(), health.last_error);

@@ -26,9 +26,13 @@ struct EventStream {
 
 /// Opens `/api/events`; for a refusal, returns the status and the body.
 async fn open(addr: SocketAddr) -> Result<EventStream, (u16, String)> {
+    open_path(addr, "/api/events").await
+}
+
+async fn open_path(addr: SocketAddr, path: &str) -> Result<EventStream, (u16, String)> {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream
-        .write_all(b"GET /api/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n").as_bytes())
         .await
         .expect("write");
     let mut reader = BufReader::new(stream);
@@ -243,5 +247,60 @@ async fn a_device_that_starts_or_stops_failing_is_a_device_event() {
     let last = answering.expect("answering");
     let rate = last["success_rate"].as_f64().expect("a success rate");
     assert!(rate > 0.0 && rate < 1.0, "{last}");
+    daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_starts_failing_is_a_backend_event() {
+    // Nothing listens there: every delivery fails.
+    let nobody = crate::support::broker::free_port();
+    let setup = Setup::new(&format!(
+        "backends:\n  sqlite:\n    flush_interval: 100ms\n  uplink:\n    url: http://127.0.0.1:{nobody}/ingest\n    \
+         batch_interval: 200ms\n    max_backoff: 1s\n    timeout: 1s\nwatch:\n  enabled: false\napi:\n  listen: 127.0.0.1:0\n"
+    ));
+    setup.device("meter", "type: simulated\nprofile: electricity\npoll_interval: 1s\n");
+    let daemon = Daemon::start(
+        Config::load(&setup.config_path(), &no_env).expect("config"),
+        mesura::host::clock::system(),
+    )
+    .await
+    .expect("start");
+    let addr = daemon.api_addr().expect("the API runs");
+    let mut events = open(addr).await.expect("a stream");
+    let backend = events.next("backend", Duration::from_secs(30)).await;
+    assert_eq!(backend["name"], "uplink", "{backend}");
+    assert_eq!(backend["healthy"], false, "{backend}");
+    assert!(backend["last_error"].is_string(), "{backend}");
+    daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_the_stream_takes_it_in_the_query() {
+    let setup = Setup::new(&format!("{BASE}  token: s3cret-token\n"));
+    setup.device("meter", "type: simulated\nprofile: climate\npoll_interval: 1s\n");
+    let daemon = Daemon::start(
+        Config::load(&setup.config_path(), &no_env).expect("config"),
+        mesura::host::clock::system(),
+    )
+    .await
+    .expect("start");
+    let addr = daemon.api_addr().expect("the API runs");
+    let Err((code, _)) = open(addr).await else {
+        panic!("a stream without the token")
+    };
+    assert_eq!(code, 401);
+    let Err((code, _)) = open_path(addr, "/api/events?token=wrong").await else {
+        panic!("a stream with a wrong token")
+    };
+    assert_eq!(code, 401);
+    let mut stream = open_path(addr, "/api/events?token=s3cret-token")
+        .await
+        .expect("a stream with the token");
+    stream.next("reading", Duration::from_secs(10)).await;
+    // The page and its script stay public.
+    let (code, _) = crate::support::api::get(addr, "/assets/uPlot.iife.min.js", None).await;
+    assert_eq!(code, 200);
+    let (code, _) = crate::support::api::get(addr, "/api/devices?token=s3cret-token", None).await;
+    assert_eq!(code, 401, "only the event stream takes the token in the query");
     daemon.shutdown().await;
 }

@@ -1,5 +1,6 @@
 //! The status API over HTTP, and the web page in a real browser.
 
+mod charts;
 mod costs;
 mod endpoints;
 mod events;
