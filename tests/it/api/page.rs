@@ -229,7 +229,11 @@ fn the_page_is_live_and_readable_on_a_phone_and_a_desktop() {
         )
         .device("gas", "type: simulated\nprofile: gas\npoll_interval: 1s\n")
         .device("living_room", "type: simulated\nprofile: climate\npoll_interval: 1s\n")
-        .device("host", "type: system\npoll_interval: 2s\n");
+        .device("host", "type: system\npoll_interval: 2s\n")
+        .device(
+            "broken",
+            "type: simulated\nprofile: climate\npoll_interval: 1s\nfailure_rate: 1.0\n",
+        );
     stored_history(&setup.db_path(), "electricity", 3600);
     let _daemon = Daemon(
         Command::new(env!("CARGO_BIN_EXE_mesura"))
@@ -306,6 +310,17 @@ fn the_page_is_live_and_readable_on_a_phone_and_a_desktop() {
         "{dom}"
     );
     assert!(dom.contains("data-energy=\"delivered\""), "energy today: {dom}");
+    // A device whose every read fails: a red dot, its error, none of its reads ok.
+    page.wait_for(
+        Duration::from_secs(10),
+        "document.querySelector('[data-device=\"broken\"] .dot.bad') && document.querySelector('[data-success=\"broken\"]')",
+    );
+    let broken = page.eval("document.querySelector('[data-device=\"broken\"]').textContent");
+    let broken = broken.as_str().unwrap_or_default();
+    assert!(
+        broken.contains("failing: ") && broken.contains("0 % of reads ok"),
+        "{broken}"
+    );
 
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
     for (width, height) in [(390, 844), (1280, 800)] {
@@ -341,6 +356,24 @@ fn the_page_is_live_and_readable_on_a_phone_and_a_desktop() {
             path.display()
         );
     }
+    // Dark mode follows the system: the phone page in dark is mostly dark.
+    page.viewport(390, 844);
+    page.call(
+        "Emulation.setEmulatedMedia",
+        serde_json::json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
+    );
+    page.wait_for(
+        Duration::from_secs(10),
+        "getComputedStyle(document.body).backgroundColor === 'rgb(18, 21, 25)'",
+    );
+    let png = page.screenshot();
+    std::fs::write(target.join("page-390x844-dark.png"), &png).expect("write the screenshot");
+    let (_, _, pixels) = png_pixels(&png);
+    let dark = pixels
+        .iter()
+        .filter(|p| u32::from(p[0]) + u32::from(p[1]) + u32::from(p[2]) < 3 * 60)
+        .count();
+    assert!(dark * 2 > pixels.len(), "{dark} of {} pixels dark", pixels.len());
     let errors = page.errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
