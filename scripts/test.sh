@@ -20,7 +20,7 @@ need mosquitto mosquitto
 need mosquitto_passwd mosquitto-clients
 need openssl openssl
 need promtool prometheus  # promtool check metrics (tests/it/api/endpoints.rs)
-need chromium chromium  # the web page in a real browser (tests/it/api/page.rs)
+need chromium chromium  # the web page in a real browser, driven over the DevTools protocol (tests/it/api/page.rs, tests/it/support/cdp.rs)
 need socat socat  # pty pairs for the simulated serial meters (tests/it/devices/multical.rs)
 need influxd influxdb  # a real InfluxDB 1.x for the uplink's line protocol (tests/it/backends/uplink_influx.rs)
 need victoria-metrics victoria-metrics  # a fleet into a real VictoriaMetrics (tests/it/backends/victoriametrics.rs)

@@ -1,19 +1,24 @@
 //! The status API (axum, 127.0.0.1:9360 by default): /health, /metrics
-//! (Prometheus), /api/devices, /api/readings/latest, /api/readings, /api/capacity, and a small
-//! web page embedded in the binary. It reads the live status and the SQLite files
+//! (Prometheus), /api/devices, /api/readings/latest, /api/readings, /api/capacity,
+//! /api/events (server-sent events), and the web page with its chart library
+//! (/assets/), embedded in the binary. It reads the live status and the SQLite files
 //! (on a blocking thread); its one write, `POST /api/devices/<id>/write`, is
 //! behind two locks (control.rs, docs/control.md).
 
+mod assets;
 mod capacity;
 mod control;
 mod costs;
+mod devices;
 mod errors;
+mod events;
 mod export;
 mod health;
 mod host;
 mod metrics;
 mod readings;
 mod server;
+mod windows;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,6 +61,11 @@ pub struct ApiState {
     /// `api.allowed_hosts`, `api.header_read_timeout`, `api.max_connections`.
     allowed_hosts: Vec<String>,
     limits: server::Limits,
+    /// `api.max_event_streams`: a permit per open `GET /api/events`.
+    event_streams: Arc<tokio::sync::Semaphore>,
+    max_event_streams: usize,
+    /// Cancelled when the API stops: open event streams end with it.
+    stop: CancellationToken,
 }
 
 impl ApiState {
@@ -79,6 +89,9 @@ impl ApiState {
                 header_read_timeout: base.api.header_read_timeout,
                 max_connections: base.api.max_connections,
             },
+            event_streams: Arc::new(tokio::sync::Semaphore::new(base.api.max_event_streams)),
+            max_event_streams: base.api.max_event_streams,
+            stop: CancellationToken::new(),
         })
     }
 }
@@ -111,12 +124,17 @@ pub fn serve_on(
     })?;
     let limits = state.limits;
     let hosts = Arc::new(host::HostPolicy::new(addr.ip(), &state.allowed_hosts));
+    let mut state = state;
+    state.stop = stop.child_token();
     let state = Arc::new(state);
+    tokio::spawn(events::watch_backends(state.status.clone(), stop.clone()));
     let app = Router::new()
         .route("/", get(page))
+        .route("/assets/{name}", get(assets::asset))
+        .route("/api/events", get(events::events))
         .route("/health", get(health))
         .route("/metrics", get(metrics::metrics))
-        .route("/api/devices", get(devices))
+        .route("/api/devices", get(devices::devices))
         .route("/api/devices/{id}/write", post(control::write))
         .route("/api/readings/latest", get(latest))
         .route("/api/readings", get(readings::readings))
@@ -149,8 +167,24 @@ async fn authorize(State(state): State<Arc<ApiState>>, request: Request, next: N
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    // The page itself is public (it holds no data); it asks for the token.
-    if request.uri().path() == "/" || same(given.as_bytes(), token.expose().as_bytes()) {
+    // The page and its script are public (they hold no data); the page asks for
+    // the token. An EventSource cannot send headers: the event stream takes it in
+    // the query (`?token=`) as well.
+    let path = request.uri().path();
+    let in_query = (path == "/api/events")
+        .then(|| {
+            request
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
+        })
+        .flatten()
+        .unwrap_or_default();
+    if path == "/"
+        || path.starts_with("/assets/")
+        || same(given.as_bytes(), token.expose().as_bytes())
+        || same(in_query.as_bytes(), token.expose().as_bytes())
+    {
         return next.run(request).await;
     }
     let mut headers = HeaderMap::new();
@@ -169,7 +203,7 @@ async fn page() -> Html<&'static str> {
 
 /// A device is healthy when it produced a reading within three poll intervals (at
 /// least a minute), or is still within that time of starting.
-fn device_healthy(d: &crate::daemon::live::DeviceStatus, now: DateTime<Utc>) -> bool {
+pub(super) fn device_healthy(d: &crate::daemon::live::DeviceStatus, now: DateTime<Utc>) -> bool {
     let allowance = chrono::TimeDelta::from_std(d.poll_interval * 3)
         .unwrap_or(chrono::TimeDelta::MAX)
         .max(chrono::TimeDelta::seconds(60));
@@ -253,33 +287,6 @@ fn reload_health(status: &crate::daemon::live::Status) -> (serde_json::Value, bo
     let last = status.last_base_reload();
     let ok = last.as_ref().is_none_or(|r| r.ok);
     (json!(last), ok)
-}
-
-async fn devices(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
-    let now = Utc::now();
-    let config_errors = state.status.config_errors();
-    let list: Vec<_> = state
-        .status
-        .devices()
-        .into_iter()
-        .map(|(id, d)| {
-            json!({
-                "id": &*id,
-                "type": d.device_type,
-                "healthy": device_healthy(&d, now),
-                "poll_interval_seconds": d.poll_interval.as_secs_f64(),
-                "polls_ok": d.polls_ok,
-                "polls_failed": d.polls_failed,
-                "readings": d.readings,
-                "breaker": d.breaker,
-                "last_reading": d.last_reading,
-                "last_error": d.last_error,
-                "config_error": config_errors.get(&*id),
-                "metrics": d.latest.iter().map(|(m, l)| json!({"name": m, "unit": l.unit, "kind": l.kind})).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    Json(json!({ "devices": list, "config_errors": config_errors }))
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,6 @@
-//! `GET /api/readings?device=&metric=&from=&to=&limit=&order=`: history from
-//! SQLite, on a blocking thread, bounded and paged; and outbox depths for /health
+//! `GET /api/readings?device=&metric=&from=&to=&limit=&order=&resolution=`: history
+//! from SQLite (raw rows or 5-minute windows, `windows.rs`), on a blocking thread,
+//! bounded and paged; and outbox depths for /health
 //! and /metrics.
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::errors::{echo, ApiQuery};
+use super::windows::Resolution;
 use super::{bad_request, ApiState};
 use crate::backends::sqlite::schema::quote;
 
@@ -30,6 +32,7 @@ pub(super) struct ReadingsQuery {
     to: Option<String>,
     limit: Option<String>,
     order: Option<String>,
+    resolution: Option<String>,
 }
 
 /// Which rows of the window come first, and so which a `limit` keeps.
@@ -91,12 +94,18 @@ pub(super) async fn readings(State(state): State<Arc<ApiState>>, ApiQuery(q): Ap
         Ok(order) => order,
         Err(e) => return bad_request(StatusCode::BAD_REQUEST, e),
     };
+    let resolution = match Resolution::choose(q.resolution.as_deref(), from, to) {
+        Ok(r) => r,
+        Err(e) => return bad_request(StatusCode::BAD_REQUEST, e),
+    };
     let Some(db) = state.db.clone() else {
         return bad_request(StatusCode::NOT_FOUND, "the sqlite backend is not configured".into());
     };
     let metric = q.metric.clone();
-    let result =
-        tokio::task::spawn_blocking(move || query(&db, &device, metric.as_deref(), (from, to), limit, order)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        query(&db, &device, metric.as_deref(), (from, to), (limit, order, resolution))
+    })
+    .await;
     match result {
         Ok(Ok(body)) => Json(body).into_response(),
         Ok(Err((code, message))) => bad_request(code, message),
@@ -111,8 +120,7 @@ fn query(
     device: &str,
     metric: Option<&str>,
     (from, to): (i64, i64),
-    limit: usize,
-    order: Order,
+    (limit, order, resolution): (usize, Order, Resolution),
 ) -> Result<serde_json::Value, QueryError> {
     let unavailable = |e: rusqlite::Error| (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}"));
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
@@ -141,6 +149,53 @@ fn query(
             ));
         }
     }
+    let rows = match resolution {
+        Resolution::Raw => raw_rows(&conn, device, &catalogue, (from, to), limit, order).map_err(unavailable)?,
+        Resolution::FiveMinutes => {
+            super::windows::windows(&conn, device, &catalogue, (from, to), limit, order == Order::Desc)
+                .map_err(unavailable)?
+        }
+    };
+    // The next page starts after the last row of this one (ascending), or ends
+    // before it (descending; `to` is exclusive).
+    let step = if resolution == Resolution::Raw {
+        1
+    } else {
+        crate::backends::sqlite::downsample::WINDOW
+    };
+    let last = (rows.len() == limit)
+        .then(|| rows.last().and_then(|r| r["ts"].as_i64()))
+        .flatten();
+    let (next_from, next_to) = match order {
+        Order::Asc => (last.map(|t| t + step), None),
+        Order::Desc => (None, last),
+    };
+    let units: serde_json::Map<String, serde_json::Value> = catalogue
+        .iter()
+        .map(|(m, u, k)| (m.clone(), json!({"unit": u, "kind": k})))
+        .collect();
+    Ok(json!({
+        "device": device,
+        "from": from,
+        "to": to,
+        "order": if order == Order::Desc { "desc" } else { "asc" },
+        "resolution": resolution.name(),
+        "metrics": units,
+        "rows": rows,
+        "next_from": next_from,
+        "next_to": next_to,
+    }))
+}
+
+/// The stored rows of `[from, to)`.
+fn raw_rows(
+    conn: &Connection,
+    device: &str,
+    catalogue: &[(String, String, String)],
+    (from, to): (i64, i64),
+    limit: usize,
+    order: Order,
+) -> rusqlite::Result<Vec<serde_json::Value>> {
     let columns: Vec<String> = catalogue.iter().map(|(m, _, _)| quote(m)).collect();
     let sql = format!(
         "SELECT ts, {} FROM {} WHERE ts >= ?1 AND ts < ?2 ORDER BY ts {} LIMIT ?3",
@@ -148,7 +203,7 @@ fn query(
         quote(device),
         if order == Order::Desc { "DESC" } else { "ASC" }
     );
-    let mut stmt = conn.prepare(&sql).map_err(unavailable)?;
+    let mut stmt = conn.prepare(&sql)?;
     let rows = stmt
         .query_map(rusqlite::params![from, to, limit as i64], |row| {
             let ts: i64 = row.get(0)?;
@@ -163,33 +218,9 @@ fn query(
                 values.insert(metric.clone(), v);
             }
             Ok(json!({ "ts": ts, "time": DateTime::<Utc>::from_timestamp(ts, 0), "values": values }))
-        })
-        .map_err(unavailable)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(unavailable)?;
-    // The next page starts after the last row of this one (ascending), or ends
-    // before it (descending; `to` is exclusive).
-    let last = (rows.len() == limit)
-        .then(|| rows.last().and_then(|r| r["ts"].as_i64()))
-        .flatten();
-    let (next_from, next_to) = match order {
-        Order::Asc => (last.map(|t| t + 1), None),
-        Order::Desc => (None, last),
-    };
-    let units: serde_json::Map<String, serde_json::Value> = catalogue
-        .iter()
-        .map(|(m, u, k)| (m.clone(), json!({"unit": u, "kind": k})))
-        .collect();
-    Ok(json!({
-        "device": device,
-        "from": from,
-        "to": to,
-        "order": if order == Order::Desc { "desc" } else { "asc" },
-        "metrics": units,
-        "rows": rows,
-        "next_from": next_from,
-        "next_to": next_to,
-    }))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }
 
 /// What the durable outbox holds for one backend.

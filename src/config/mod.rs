@@ -101,6 +101,11 @@ pub struct ApiConfig {
     /// Connections served at once; more wait until one closes.
     #[serde(default = "default_api_max_connections")]
     pub max_connections: usize,
+    /// Live event streams (`GET /api/events`, the page's live updates) served at
+    /// once; each holds one of `max_connections` for as long as its page is open.
+    /// More are answered 503 (the page then polls).
+    #[serde(default = "default_api_max_event_streams")]
+    pub max_event_streams: usize,
 }
 
 pub fn default_api_enabled() -> bool {
@@ -117,6 +122,9 @@ pub fn default_api_header_read_timeout() -> std::time::Duration {
 }
 pub fn default_api_max_connections() -> usize {
     64
+}
+pub fn default_api_max_event_streams() -> usize {
+    8
 }
 
 impl ApiConfig {
@@ -143,6 +151,7 @@ impl Default for ApiConfig {
             allowed_hosts: Vec::new(),
             header_read_timeout: default_api_header_read_timeout(),
             max_connections: default_api_max_connections(),
+            max_event_streams: default_api_max_event_streams(),
         }
     }
 }

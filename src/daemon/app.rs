@@ -113,7 +113,7 @@ impl Daemon {
     /// errors are logged and skipped; the other devices run.
     pub async fn start(config: Config, clock: SharedClock) -> Result<Daemon, AppError> {
         let status: SharedStatus = std::sync::Arc::new(Status::default());
-        let router = Router::default();
+        let router = Router::with_events(status.events.clone());
         let mut backend_tasks = BTreeMap::new();
         for backend in backends::open_all(&config.base).await? {
             let name = backend.name();
@@ -403,7 +403,7 @@ impl Daemon {
             },
         };
         let stop = CancellationToken::new();
-        match crate::api::serve_on(listener, state, stop.clone()) {
+        match crate::api::serve_on(listener, *state, stop.clone()) {
             Ok((addr, task)) => self.api = Some((addr, stop, task)),
             Err(e) => tracing::error!("status API not restarted: {e}; the devices run regardless"),
         }

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::backends::health::{Health, Snapshot};
+use crate::daemon::events::Event;
 use crate::daemon::retry::BreakerState;
 use crate::reading::DeviceId;
 
@@ -234,6 +235,8 @@ pub struct Status {
     /// The write channel into each running device task whose file allows writes
     /// (docs/control.md): the API hands writes to the task that owns the link.
     controls: Mutex<BTreeMap<DeviceId, tokio::sync::mpsc::Sender<crate::monitors::control::WriteCommand>>>,
+    /// Readings, device and backend changes as they happen, for `GET /api/events`.
+    pub events: crate::daemon::events::Events,
 }
 
 impl Default for Status {
@@ -248,6 +251,7 @@ impl Default for Status {
             started_at: Utc::now(),
             config_errors: Mutex::default(),
             controls: Mutex::default(),
+            events: crate::daemon::events::Events::default(),
         }
     }
 }
@@ -261,11 +265,14 @@ impl Status {
             .entry(id.clone())
             .or_insert_with(|| DeviceStatus::new(device_type))
             .poll_interval = poll_interval;
+        drop(devices);
+        self.events.send_with(|| Event::Device(id.clone()));
     }
 
     pub fn device_removed(&self, id: &DeviceId) {
         self.devices.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         self.controls.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.events.send_with(|| Event::Device(id.clone()));
     }
 
     /// Registers the write channel of a device task whose file allows writes.
@@ -285,10 +292,30 @@ impl Status {
         self.controls.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
+    /// Changes a device's state; a change a user should see at once (it starts or
+    /// stops failing, another error, the breaker moves) is sent as an event.
     pub fn update_device(&self, id: &DeviceId, f: impl FnOnce(&mut DeviceStatus)) {
         let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(status) = devices.get_mut(id) {
+        let Some(status) = devices.get_mut(id) else { return };
+        if !self.events.listened() {
             f(status);
+            return;
+        }
+        let before = (
+            status.breaker,
+            status.consecutive_failures > 0,
+            status.last_error.clone(),
+        );
+        f(status);
+        let changed = before
+            != (
+                status.breaker,
+                status.consecutive_failures > 0,
+                status.last_error.clone(),
+            );
+        drop(devices);
+        if changed {
+            self.events.send_with(|| Event::Device(id.clone()));
         }
     }
 

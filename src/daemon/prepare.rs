@@ -57,7 +57,7 @@ pub enum PreparedApi {
     /// Serve with this state: on `listener`, bound already when the address is
     /// new, or else on the same address once the old server has stopped.
     Start {
-        state: ApiState,
+        state: Box<ApiState>,
         listener: Option<TcpListener>,
     },
 }
@@ -81,11 +81,11 @@ pub async fn prepare(old: &BaseConfig, new: BaseConfig, status: &SharedStatus) -
         ApiChange::Keep => PreparedApi::Keep,
         ApiChange::Stop => PreparedApi::Stop,
         ApiChange::Restart => PreparedApi::Start {
-            state: ApiState::new(&new, status.clone())?,
+            state: Box::new(ApiState::new(&new, status.clone())?),
             listener: None,
         },
         ApiChange::Listen(addr) => PreparedApi::Start {
-            state: ApiState::new(&new, status.clone())?,
+            state: Box::new(ApiState::new(&new, status.clone())?),
             listener: Some(api::bind(addr).await?),
         },
     };

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::backends::{Backend, BackendError, BatchPolicy};
+use crate::daemon::events::{Event, Events};
 use crate::daemon::live::{BackendStats, SharedStatus};
 use crate::reading::{DeviceId, MonthlyPeaks, Reading};
 
@@ -49,9 +50,19 @@ pub struct Router {
     tap: Arc<RwLock<Option<mpsc::Sender<Batch>>>>,
     /// The devices of the configuration as last told, for backends added later.
     configured: Arc<RwLock<Option<Arc<[DeviceId]>>>>,
+    /// Where listeners of `GET /api/events` see every batch once it is queued.
+    events: Events,
 }
 
 impl Router {
+    /// A router whose batches are also sent as events (the live state's `events`).
+    pub fn with_events(events: Events) -> Router {
+        Router {
+            events,
+            ..Router::default()
+        }
+    }
+
     /// Queues `readings` for every backend `wants` accepts. Never waits.
     pub fn dispatch(&self, readings: Vec<Reading>, wants: impl Fn(&str) -> bool) {
         if readings.is_empty() {
@@ -66,8 +77,10 @@ impl Router {
         if let Some(tap) = &*self.tap.read().unwrap_or_else(|p| p.into_inner()) {
             // Alerts must never slow a device down: a full tap skips the batch,
             // and the rules see the device's next one.
-            let _ = tap.try_send(batch);
+            let _ = tap.try_send(batch.clone());
         }
+        // Once handed to the backends; nothing is built when nobody listens.
+        self.events.send_with(|| Event::Readings(batch));
     }
 
     /// Every batch dispatched from now on, on a queue of `capacity` batches
@@ -208,7 +221,7 @@ impl Route {
 
 /// Starts one task per backend and returns the router that feeds them.
 pub fn start(backends: Vec<Box<dyn Backend>>, status: &SharedStatus) -> (Router, Vec<JoinHandle<()>>) {
-    let router = Router::default();
+    let router = Router::with_events(status.events.clone());
     let tasks = backends.into_iter().map(|b| router.add(b, status, None)).collect();
     (router, tasks)
 }

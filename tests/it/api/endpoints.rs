@@ -148,9 +148,22 @@ async fn every_endpoint_answers_and_bad_parameters_are_400() {
     let (code, page) = get(addr, "/", None).await;
     assert_eq!(code, 200);
     assert!(page.contains("<title>mesura</title>"));
-    let external = ["src=\"http", "href=\"http", "<link", "import("];
+    // Self-contained: the page and its chart library come from the daemon, nothing
+    // from a CDN.
+    for attribute in ["src=\"", "href=\""] {
+        for url in page.split(attribute).skip(1).filter_map(|rest| rest.split('"').next()) {
+            assert!(
+                url.starts_with("/assets/") || url.starts_with("data:"),
+                "not from the daemon: {url}"
+            );
+            if let Some(asset) = url.strip_prefix("/") {
+                let (code, _) = get(addr, &format!("/{asset}"), None).await;
+                assert_eq!(code, 200, "{url}");
+            }
+        }
+    }
     assert!(
-        external.iter().all(|e| !page.contains(e)),
+        !page.contains("http://") && !page.contains("https://") && !page.contains("import("),
         "self-contained: nothing from a CDN"
     );
     daemon.shutdown().await;

@@ -1,7 +1,9 @@
 //! The status API over HTTP, and the web page in a real browser.
 
+mod charts;
 mod costs;
 mod endpoints;
+mod events;
 mod export;
 mod export_parquet;
 mod hardening;

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod cdp;
 pub mod dsmr;
 pub mod home_assistant;
 pub mod homewizard;
