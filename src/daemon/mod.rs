@@ -7,8 +7,8 @@
 
 pub mod alerts;
 pub mod app;
-mod jobs;
 pub mod events;
+mod jobs;
 pub mod live;
 pub mod prepare;
 pub mod reload;

@@ -9,9 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::api::{get, json};
-use crate::support::{no_env, sqlite_rows, Setup};
-use mesura::config::Config;
-use mesura::daemon::app::Daemon;
+use crate::support::{sqlite_rows, Setup};
 
 const BASE: &str =
     "backends:\n  sqlite:\n    flush_interval: 100ms\nwatch:\n  enabled: false\napi:\n  listen: 127.0.0.1:0\n";
@@ -37,12 +35,7 @@ async fn head(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, usize)
 async fn windows_devices_and_assets_for_the_page() {
     let setup = Setup::new(BASE);
     setup.device("meter", "type: simulated\nprofile: electricity\npoll_interval: 1s\n");
-    let daemon = Daemon::start(
-        Config::load(&setup.config_path(), &no_env).expect("config"),
-        mesura::host::clock::system(),
-    )
-    .await
-    .expect("start");
+    let daemon = setup.start().await;
     let addr = daemon.api_addr().expect("the API runs");
     let db = setup.db_path();
     let start = tokio::time::Instant::now();

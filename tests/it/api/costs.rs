@@ -6,9 +6,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection};
 
 use crate::support::api::{get, json};
-use crate::support::{no_env, Setup};
-use mesura::config::Config;
-use mesura::daemon::app::Daemon;
+use crate::support::Setup;
 
 const BASE: &str =
     "backends:\n  sqlite:\n    flush_interval: 100ms\nwatch:\n  enabled: false\napi:\n  listen: 127.0.0.1:0\n";
@@ -60,12 +58,7 @@ async fn the_daemon_costs_a_meter_and_the_api_sums_it() {
     // simulated meter's own rows (another counter), and is left out below.
     let end = (chrono::Utc::now().timestamp() - 60).div_euclid(900) * 900;
     let from = history(&setup.db_path(), end);
-    let daemon = Daemon::start(
-        Config::load(&setup.config_path(), &no_env).expect("config"),
-        mesura::host::clock::system(),
-    )
-    .await
-    .expect("start");
+    let daemon = setup.start().await;
     let addr = daemon.api_addr().expect("the API runs");
     // The first run is at start: the history's 12 quarter hours.
     let start = tokio::time::Instant::now();

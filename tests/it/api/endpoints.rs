@@ -6,7 +6,6 @@ use std::time::Duration;
 use crate::support::api::{get, json};
 use crate::support::{no_env, sqlite_rows, Setup};
 use mesura::config::Config;
-use mesura::daemon::app::Daemon;
 
 async fn wait(what: &str, mut check: impl FnMut() -> bool) {
     let start = tokio::time::Instant::now();
@@ -27,12 +26,7 @@ async fn every_endpoint_answers_and_bad_parameters_are_400() {
     let setup = Setup::new(BASE);
     setup.device("meter", "type: simulated\nprofile: electricity\npoll_interval: 1s\n");
     setup.device("room", "type: simulated\nprofile: climate\npoll_interval: 1s\n");
-    let daemon = Daemon::start(
-        Config::load(&setup.config_path(), &no_env).expect("config"),
-        mesura::host::clock::system(),
-    )
-    .await
-    .expect("start");
+    let daemon = setup.start().await;
     let addr = daemon.api_addr().expect("the API runs");
     wait("rows", || sqlite_rows(&setup.db_path(), "meter") >= 2).await;
 
@@ -177,12 +171,7 @@ async fn a_token_guards_the_api_and_a_failing_device_shows() {
         "broken",
         "type: simulated\nprofile: gas\npoll_interval: 1s\nfailure_rate: 1.0\nfailure_threshold: 2\nbreaker_cooldown: 1h\n",
     );
-    let daemon = Daemon::start(
-        Config::load(&setup.config_path(), &no_env).expect("config"),
-        mesura::host::clock::system(),
-    )
-    .await
-    .expect("start");
+    let daemon = setup.start().await;
     let addr = daemon.api_addr().expect("the API runs");
     assert_eq!(get(addr, "/health", None).await.0, 401);
     assert_eq!(get(addr, "/metrics", Some("s3cret-tokeN")).await.0, 401);

@@ -9,9 +9,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::support::{no_env, Setup};
-use mesura::config::Config;
-use mesura::daemon::app::Daemon;
+use crate::support::Setup;
 
 const BASE: &str =
     "backends:\n  sqlite:\n    flush_interval: 100ms\nwatch:\n  enabled: false\napi:\n  listen: 127.0.0.1:0\n";
@@ -127,12 +125,7 @@ impl EventStream {
 async fn a_stored_reading_arrives_as_an_event() {
     let setup = Setup::new(BASE);
     setup.device("meter", "type: simulated\nprofile: electricity\npoll_interval: 1s\n");
-    let daemon = Daemon::start(
-        Config::load(&setup.config_path(), &no_env).expect("config"),
-        mesura::host::clock::system(),
-    )
-    .await
-    .expect("start");
+    let daemon = setup.start().await;
     let addr = daemon.api_addr().expect("the API runs");
     let mut events = open(addr).await.expect("a stream");
     // The stream opens with the browser's reconnect delay and a hello.
@@ -175,12 +168,7 @@ async fn a_stored_reading_arrives_as_an_event() {
 async fn event_streams_beyond_the_cap_get_503_until_one_closes() {
     let setup = Setup::new(&format!("{BASE}  max_event_streams: 2\n"));
     setup.device("meter", "type: simulated\nprofile: climate\npoll_interval: 1s\n");
-    let daemon = Daemon::start(
-        Config::load(&setup.config_path(), &no_env).expect("config"),
-        mesura::host::clock::system(),
-    )
-    .await
-    .expect("start");
+    let daemon = setup.start().await;
     let addr = daemon.api_addr().expect("the API runs");
     let mut one = open(addr).await.expect("the first stream");
     let mut two = open(addr).await.expect("the second stream");
@@ -219,12 +207,7 @@ async fn a_device_that_starts_or_stops_failing_is_a_device_event() {
         "flaky",
         "type: simulated\nprofile: climate\npoll_interval: 1s\nfailure_rate: 0.5\nfailure_threshold: 100\n",
     );
-    let daemon = Daemon::start(
-        Config::load(&setup.config_path(), &no_env).expect("config"),
-        mesura::host::clock::system(),
-    )
-    .await
-    .expect("start");
+    let daemon = setup.start().await;
     let addr = daemon.api_addr().expect("the API runs");
     let mut events = open(addr).await.expect("a stream");
     let (mut failing, mut answering) = (None, None);
@@ -259,12 +242,7 @@ async fn a_backend_that_starts_failing_is_a_backend_event() {
          batch_interval: 200ms\n    max_backoff: 1s\n    timeout: 1s\nwatch:\n  enabled: false\napi:\n  listen: 127.0.0.1:0\n"
     ));
     setup.device("meter", "type: simulated\nprofile: electricity\npoll_interval: 1s\n");
-    let daemon = Daemon::start(
-        Config::load(&setup.config_path(), &no_env).expect("config"),
-        mesura::host::clock::system(),
-    )
-    .await
-    .expect("start");
+    let daemon = setup.start().await;
     let addr = daemon.api_addr().expect("the API runs");
     let mut events = open(addr).await.expect("a stream");
     let backend = events.next("backend", Duration::from_secs(30)).await;
@@ -278,12 +256,7 @@ async fn a_backend_that_starts_failing_is_a_backend_event() {
 async fn with_a_token_the_stream_takes_it_in_the_query() {
     let setup = Setup::new(&format!("{BASE}  token: s3cret-token\n"));
     setup.device("meter", "type: simulated\nprofile: climate\npoll_interval: 1s\n");
-    let daemon = Daemon::start(
-        Config::load(&setup.config_path(), &no_env).expect("config"),
-        mesura::host::clock::system(),
-    )
-    .await
-    .expect("start");
+    let daemon = setup.start().await;
     let addr = daemon.api_addr().expect("the API runs");
     let Err((code, _)) = open(addr).await else {
         panic!("a stream without the token")

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use crate::support::broker::Broker;
 use crate::support::http_server::{Canned, Server};
-use crate::support::{logs, no_env, Setup};
-use mesura::config::Config;
+use crate::support::{logs, Setup};
 use mesura::daemon::app::Daemon;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -46,12 +45,7 @@ async fn health_until(
 }
 
 async fn start(setup: &Setup) -> Daemon {
-    Daemon::start(
-        Config::load(&setup.config_path(), &no_env).expect("config"),
-        mesura::host::clock::system(),
-    )
-    .await
-    .expect("start")
+    setup.start().await
 }
 
 fn sim(profile: &str) -> String {

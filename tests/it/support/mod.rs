@@ -52,6 +52,15 @@ impl Setup {
         self.dir.path().join("config.yaml")
     }
 
+    /// Starts a daemon on this set-up's config.yaml, with the real clock and no
+    /// environment.
+    pub async fn start(&self) -> mesura::daemon::app::Daemon {
+        let config = mesura::config::Config::load(&self.config_path(), &no_env).expect("config");
+        mesura::daemon::app::Daemon::start(config, mesura::host::clock::system())
+            .await
+            .expect("start")
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("data/mesura.db")
     }
