@@ -3,7 +3,6 @@
 //! is broken on disk while its device runs on. /health, /api/devices and /metrics
 //! all take it from here.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -54,58 +53,6 @@ pub(super) fn backend(
         "outbox_dropped": held.dropped_max_age + held.dropped_max_rows,
     });
     (entry, verdict)
-}
-
-/// `mesura_backend_up` and `mesura_backend_failing_seconds`.
-pub(super) fn backend_metrics(
-    f: &mut super::metrics::Family<'_>,
-    backends: &BTreeMap<&'static str, std::sync::Arc<BackendStats>>,
-) {
-    let health: Vec<(&str, Snapshot)> = backends.iter().map(|(name, b)| (*name, b.health())).collect();
-    f.header(
-        "mesura_backend_up",
-        "gauge",
-        "1 while the backend writes and delivers, 0 while it fails (see /health for why).",
-    );
-    for (name, h) in &health {
-        f.sample(
-            "mesura_backend_up",
-            &[("backend", name)],
-            f64::from(u8::from(h.healthy())),
-        );
-    }
-    f.header(
-        "mesura_backend_failing_seconds",
-        "gauge",
-        "How long the backend has been failing to write or deliver (0 while it works).",
-    );
-    for (name, h) in &health {
-        let seconds = h.failing_for.map_or(0.0, |d| d.as_secs_f64());
-        f.sample("mesura_backend_failing_seconds", &[("backend", name)], seconds);
-    }
-}
-
-/// `mesura_device_config_error`: 1 for a device whose file is broken on disk (a
-/// running device keeps its previous settings), 0 for the others.
-pub(super) fn config_error_metrics<'a>(
-    f: &mut super::metrics::Family<'_>,
-    running: impl Iterator<Item = &'a str>,
-    errors: &BTreeMap<String, String>,
-) {
-    f.header(
-        "mesura_device_config_error",
-        "gauge",
-        "1 when the device's file is broken on disk: a running device keeps its previous settings.",
-    );
-    let mut devices: BTreeMap<&str, bool> = running.map(|id| (id, false)).collect();
-    devices.extend(errors.keys().map(|id| (id.as_str(), true)));
-    for (id, broken) in devices {
-        f.sample(
-            "mesura_device_config_error",
-            &[("device", id)],
-            f64::from(u8::from(broken)),
-        );
-    }
 }
 
 #[cfg(test)]

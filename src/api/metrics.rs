@@ -1,5 +1,6 @@
 //! `GET /metrics`: the Prometheus text exposition format (version 0.0.4).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use axum::response::IntoResponse;
 use chrono::Utc;
 
 use super::ApiState;
+use crate::backends::health::Snapshot;
 use crate::daemon::live::{BackendStats, LATENCY_BUCKETS};
 use crate::daemon::retry::BreakerState;
 
@@ -149,7 +151,7 @@ pub(super) async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResp
             );
         }
     }
-    super::health::config_error_metrics(&mut f, devices.keys().map(|id| &**id), &state.status.config_errors());
+    config_error_metrics(&mut f, devices.keys().map(|id| &**id), &state.status.config_errors());
     f.each(
         ("mesura_device_consecutive_errors", "gauge", "Failed reads in a row."),
         "device",
@@ -218,7 +220,7 @@ pub(super) async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResp
         backends.iter().map(|(k, v)| (&**k, v)),
         |x| BackendStats::get(&x.queued_batches) as f64,
     );
-    super::health::backend_metrics(&mut f, &backends);
+    backend_metrics(&mut f, &backends);
     if let Some(sqlite) = backends.get("sqlite") {
         f.header(
             "mesura_sqlite_merged_total",
@@ -390,5 +392,54 @@ fn service_metrics(
         for (id, m) in samples {
             f.sample(name, &[("device", id)], m.value);
         }
+    }
+}
+
+/// `mesura_backend_up` and `mesura_backend_failing_seconds`.
+fn backend_metrics(f: &mut Family<'_>, backends: &BTreeMap<&'static str, std::sync::Arc<BackendStats>>) {
+    let health: Vec<(&str, Snapshot)> = backends.iter().map(|(name, b)| (*name, b.health())).collect();
+    f.header(
+        "mesura_backend_up",
+        "gauge",
+        "1 while the backend writes and delivers, 0 while it fails (see /health for why).",
+    );
+    for (name, h) in &health {
+        f.sample(
+            "mesura_backend_up",
+            &[("backend", name)],
+            f64::from(u8::from(h.healthy())),
+        );
+    }
+    f.header(
+        "mesura_backend_failing_seconds",
+        "gauge",
+        "How long the backend has been failing to write or deliver (0 while it works).",
+    );
+    for (name, h) in &health {
+        let seconds = h.failing_for.map_or(0.0, |d| d.as_secs_f64());
+        f.sample("mesura_backend_failing_seconds", &[("backend", name)], seconds);
+    }
+}
+
+/// `mesura_device_config_error`: 1 for a device whose file is broken on disk (a
+/// running device keeps its previous settings), 0 for the others.
+fn config_error_metrics<'a>(
+    f: &mut Family<'_>,
+    running: impl Iterator<Item = &'a str>,
+    errors: &BTreeMap<String, String>,
+) {
+    f.header(
+        "mesura_device_config_error",
+        "gauge",
+        "1 when the device's file is broken on disk: a running device keeps its previous settings.",
+    );
+    let mut devices: BTreeMap<&str, bool> = running.map(|id| (id, false)).collect();
+    devices.extend(errors.keys().map(|id| (id.as_str(), true)));
+    for (id, broken) in devices {
+        f.sample(
+            "mesura_device_config_error",
+            &[("device", id)],
+            f64::from(u8::from(broken)),
+        );
     }
 }

@@ -3,8 +3,9 @@
 use std::borrow::Cow;
 
 use super::capacity::parse_peak_history;
-use super::lines::{fast_line, parse_line, trim_text, Line};
+use super::lines::{fast_line, parse_line, Line};
 use super::obis::{self, MbusKind, Obis, TariffRegister, TimeGroup};
+use super::text::trim_text;
 use super::timestamp::{date_and_time, is_time_group, parse_timestamp};
 use super::units::{canonical_unit, conversion, parse_scaled, plain_number, scale, split_unit, Conv};
 use super::{crc, CrcStatus, DecodeError, DsmrNumberOrText, DsmrValue, MbusDevice, Telegram};

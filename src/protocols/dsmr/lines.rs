@@ -13,15 +13,6 @@ pub(super) enum Line<'a> {
     Malformed,
 }
 
-/// `s.trim()`, without the Unicode tables in the usual case: a text that begins and
-/// ends with a visible ASCII character has nothing to trim.
-pub(super) fn trim_text(s: &str) -> &str {
-    match (s.as_bytes().first(), s.as_bytes().last()) {
-        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => s,
-        _ => s.trim(),
-    }
-}
-
 /// Appends the groups of `(a)(b*u) (c)` to `out`; `false` (and `out` unchanged) if
 /// unbalanced, nested or followed by junk.
 fn parse_groups<'a>(mut s: &'a str, out: &mut Vec<&'a str>) -> bool {
@@ -277,25 +268,13 @@ mod tests {
     }
 
     #[test]
-    fn trim_text_is_trim() {
-        for s in [
-            "",
-            " ",
-            "a",
-            " a ",
-            "\u{b}a\u{b}",
-            "\u{a0}x\u{a0}",
-            "x\u{85}",
-            "\u{2003}y",
-            "ab\u{0}",
-            "\u{0}ab",
-            "é",
-            " é ",
-            "ISk5\\2MT382-1000",
-            "4B384547\r",
-        ] {
-            assert_eq!(trim_text(s), s.trim(), "{s:?}");
-        }
+    fn lines() {
+        let mut g = Vec::new();
+        assert_eq!(parse_line("(00001.001)", &mut g), Line::Continuation);
+        assert_eq!(parse_line("***NO CARIER***", &mut g), Line::Malformed);
+        assert_eq!(parse_line("1-0:1.8.1 x(1)", &mut g), Line::Malformed);
+        assert_eq!(parse_line("1-0:1.8.1(1*kWh)", &mut g), Line::Object("1-0:1.8.1"));
+        assert_eq!(g, ["00001.001", "1*kWh"]);
     }
 
     #[test]
@@ -313,15 +292,5 @@ mod tests {
         assert_eq!(groups_of("((a)b)"), None);
         assert_eq!(groups_of("(((a)))"), None);
         assert_eq!(groups_of("(00.193*kW)/ISK5\\2M550E-1012"), None);
-    }
-
-    #[test]
-    fn lines() {
-        let mut g = Vec::new();
-        assert_eq!(parse_line("(00001.001)", &mut g), Line::Continuation);
-        assert_eq!(parse_line("***NO CARIER***", &mut g), Line::Malformed);
-        assert_eq!(parse_line("1-0:1.8.1 x(1)", &mut g), Line::Malformed);
-        assert_eq!(parse_line("1-0:1.8.1(1*kWh)", &mut g), Line::Object("1-0:1.8.1"));
-        assert_eq!(g, ["00001.001", "1*kWh"]);
     }
 }

@@ -169,6 +169,7 @@ mod field_variants;
 mod framer;
 mod lines;
 mod obis;
+mod text;
 mod timestamp;
 mod units;
 

@@ -446,7 +446,7 @@ impl MbusKind {
 /// Parses an M-Bus device type: decimal digits (`003`, `007`, `012`) or, failing
 /// that, hex (`00C`). Empty → `None`.
 pub(super) fn parse_device_type(raw: &str) -> Option<u16> {
-    let raw = super::lines::trim_text(raw);
+    let raw = super::text::trim_text(raw);
     if raw.is_empty() {
         return None;
     }
