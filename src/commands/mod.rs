@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::config::{self, Config, ConfigError, DeviceKind};
 use crate::host::clock;
-use crate::monitors::{self, MonitorContext};
+use crate::monitors::{self};
 
 #[derive(Debug)]
 pub struct Outcome {
@@ -214,12 +214,7 @@ pub async fn read(path: &Path, device: &str, lookup: &dyn Fn(&str) -> Option<Str
         let _ = writeln!(text, "devices: {}", known.join(", "));
         return fail(text);
     };
-    let ctx = MonitorContext {
-        id: device_config.id.clone(),
-        clock: clock::system(),
-        data_dir: config.base.data_dir.clone(),
-    };
-    let mut monitor = match monitors::build(device_config, ctx) {
+    let mut monitor = match device_config.build_monitor(clock::system(), config.base.data_dir.clone()) {
         Ok(m) => m,
         Err(e) => return fail(format!("error: {e}\n")),
     };

@@ -120,7 +120,7 @@ fn load_rule_file(
     if let Some(message) = name_error(&name) {
         return Err(ConfigError::invalid(file, at_start, message));
     }
-    let raw = super::device::read_config_file(file)?;
+    let raw = super::parse::read_config_file(file)?;
     let src = super::env::interpolate(file, &raw, lookup)?;
     if src.trim().is_empty() {
         return Err(ConfigError::invalid(

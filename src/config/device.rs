@@ -5,54 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::common::CommonConfig;
 use super::error::{ConfigError, Location};
-use super::parse::{did_you_mean, line_of_key, parse_typed};
+use super::parse::{did_you_mean, line_of_key, parse_typed, read_config_file};
 use crate::monitors::DeviceKind;
 use crate::reading::DeviceId;
 
-/// Keys every device file may have, whatever its type.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct CommonConfig {
-    /// The device type: selects the monitor (`mesura devices` lists them).
-    #[serde(rename = "type")]
-    pub device_type: String,
-    /// How often to read the device (humantime: `10s`, `5m`). For streaming meters
-    /// (DSMR) how often a reading is kept. Default: the type's own.
-    #[serde(default, with = "super::duration::option", skip_serializing_if = "Option::is_none")]
-    pub poll_interval: Option<Duration>,
-    /// `false` keeps the file but does not run the device.
-    #[serde(default = "default_enabled")]
-    pub enabled: bool,
-    /// The configured backends that receive this device's readings (default: all).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backends: Option<Vec<String>>,
-    /// Consecutive failed reads after which the circuit breaker opens.
-    #[serde(default = "default_failure_threshold")]
-    pub failure_threshold: u32,
-    /// Longest wait between retries of a failing device (exponential backoff from
-    /// the poll interval, jittered). Default: 30s for local devices, 5m for cloud
-    /// services (see [`DeviceConfig::max_backoff`]).
-    #[serde(default, with = "super::duration::option", skip_serializing_if = "Option::is_none")]
-    pub max_backoff: Option<Duration>,
-    /// How long an open breaker waits before probing the device again. Default:
-    /// 5m for cloud services; a local device is probed on its backoff instead, so
-    /// it is read again within `max_backoff` of coming back.
-    #[serde(default, with = "super::duration::option", skip_serializing_if = "Option::is_none")]
-    pub breaker_cooldown: Option<Duration>,
-    /// How the energy this meter counts is priced: the cost table and `/api/costs`
-    /// (docs/costs.md). None: not costed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tariff: Option<super::tariff::TariffConfig>,
-}
-
-pub(super) fn default_enabled() -> bool {
-    true
-}
-pub(super) fn default_failure_threshold() -> u32 {
-    5
-}
 /// A meter on a serial line, TCP, I2C, Modbus or the host: nothing to spare, so a
 /// device that comes back is read again soon.
 pub(super) fn default_max_backoff_local() -> Duration {
@@ -117,6 +77,22 @@ fn file_contents(kind: &DeviceKind) -> Vec<(PathBuf, Option<u64>)> {
 }
 
 impl DeviceConfig {
+    /// Builds this device's monitor: its type's part of the file, with the id, the
+    /// poll interval and the file's place from the rest of it.
+    pub fn build_monitor(
+        &self,
+        clock: crate::host::clock::SharedClock,
+        data_dir: PathBuf,
+    ) -> Result<Box<dyn crate::monitors::Monitor>, crate::monitors::MonitorError> {
+        self.kind.build(crate::monitors::MonitorContext {
+            id: self.id.clone(),
+            clock,
+            data_dir,
+            poll_interval: self.poll_interval(),
+            file: self.file.clone(),
+        })
+    }
+
     pub fn poll_interval(&self) -> Duration {
         self.common
             .poll_interval
@@ -158,7 +134,7 @@ fn reserved_id(id: &str) -> bool {
         || id.starts_with("sqlite_")
         || id.starts_with('_')
         || id.ends_with(crate::backends::sqlite::downsample::SUFFIX)
-        || id.ends_with(crate::backends::sqlite::cost::SUFFIX)
+        || id.ends_with(crate::backends::sqlite::schema::COST_SUFFIX)
 }
 
 /// Parses one device file's text (already interpolated). `backends` are the names
@@ -432,44 +408,4 @@ pub fn load_device_file(
     let raw = read_config_file(file)?;
     let src = super::env::interpolate(file, &raw, lookup)?;
     parse_device(file, &src, backends)
-}
-
-/// Config files are small; anything over this is a mistake (a log file dropped
-/// into config.d), not something to parse.
-const MAX_CONFIG_FILE: u64 = 1024 * 1024;
-
-pub fn read_config_file(file: &Path) -> Result<String, ConfigError> {
-    let at_start = Location {
-        line: 1,
-        column: 1,
-        key: None,
-    };
-    let meta = std::fs::metadata(file).map_err(|source| ConfigError::Io {
-        file: file.to_path_buf(),
-        source,
-    })?;
-    if meta.len() > MAX_CONFIG_FILE {
-        return Err(ConfigError::invalid(
-            file,
-            at_start,
-            format!("the file is {} bytes; config files are limited to 1 MiB", meta.len()),
-        ));
-    }
-    let bytes = std::fs::read(file).map_err(|source| ConfigError::Io {
-        file: file.to_path_buf(),
-        source,
-    })?;
-    String::from_utf8(bytes).map_err(|e| {
-        let before = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        ConfigError::invalid(
-            file,
-            Location {
-                line,
-                column: 1,
-                key: None,
-            },
-            "the file is not valid UTF-8",
-        )
-    })
 }

@@ -2,6 +2,7 @@
 //! per device in `config.d/`. See docs/configuration.md for every key.
 
 pub mod alerts;
+pub mod common;
 mod device;
 pub mod duration;
 pub mod env;
@@ -16,11 +17,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use device::{
-    is_device_file, load_device_file, load_devices, parse_device, read_config_file, CommonConfig, DeviceConfig,
-    DeviceSet,
-};
+pub use common::CommonConfig;
+pub use device::{is_device_file, load_device_file, load_devices, parse_device, DeviceConfig, DeviceSet};
 pub use error::{ConfigError, Location};
+pub use parse::read_config_file;
 pub use secret::{read_secret_file, Secret};
 
 pub use crate::monitors::DeviceKind;

@@ -220,6 +220,46 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Config files are small; anything over this is a mistake (a log file dropped
+/// into config.d), not something to parse.
+const MAX_CONFIG_FILE: u64 = 1024 * 1024;
+
+pub fn read_config_file(file: &Path) -> Result<String, ConfigError> {
+    let at_start = Location {
+        line: 1,
+        column: 1,
+        key: None,
+    };
+    let meta = std::fs::metadata(file).map_err(|source| ConfigError::Io {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    if meta.len() > MAX_CONFIG_FILE {
+        return Err(ConfigError::invalid(
+            file,
+            at_start,
+            format!("the file is {} bytes; config files are limited to 1 MiB", meta.len()),
+        ));
+    }
+    let bytes = std::fs::read(file).map_err(|source| ConfigError::Io {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let before = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        ConfigError::invalid(
+            file,
+            Location {
+                line,
+                column: 1,
+                key: None,
+            },
+            "the file is not valid UTF-8",
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

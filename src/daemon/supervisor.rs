@@ -19,7 +19,7 @@ use crate::daemon::router::Router;
 use crate::energy::ingest::CounterIngest;
 use crate::host::clock::SharedClock;
 use crate::monitors::control::WriteCommand;
-use crate::monitors::{self, Monitor, MonitorContext, MonitorError, WriteError};
+use crate::monitors::{Monitor, MonitorError, WriteError};
 use crate::reading::DeviceId;
 
 /// What every device task needs from the daemon.
@@ -170,12 +170,10 @@ const MIN_FIRST_RETRY: Duration = Duration::from_secs(1);
 impl DeviceTask {
     async fn run(self) {
         let id = self.config.id.clone();
-        let ctx = MonitorContext {
-            id: id.clone(),
-            clock: self.shared.clock.clone(),
-            data_dir: self.shared.data_dir.clone(),
-        };
-        let monitor = match monitors::build(&self.config, ctx) {
+        let monitor = match self
+            .config
+            .build_monitor(self.shared.clock.clone(), self.shared.data_dir.clone())
+        {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(device = %id, error = %e, "device cannot start");

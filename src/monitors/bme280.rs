@@ -21,7 +21,7 @@ use embedded_hal::i2c::{Error as _, ErrorKind, I2c};
 use serde::{Deserialize, Serialize};
 
 use super::{DeviceType, Monitor, MonitorContext, MonitorError};
-use crate::config::{CommonConfig, DeviceConfig};
+use crate::config::common::CommonConfig;
 use crate::protocols::bme280::{self as proto, Calibration, Measurement, Oversampling, Raw, Settings};
 use crate::reading::{MetricSpec, Reading, Unit};
 
@@ -146,7 +146,7 @@ impl DeviceType for Bme280Config {
         all_metrics()
     }
 
-    fn build(&self, _device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+    fn build(&self, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
         Ok(Box::new(Bme280Monitor::new(self, ctx)?))
     }
 }

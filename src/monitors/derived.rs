@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{DeviceType, Monitor, MonitorContext, MonitorError};
 use crate::backends::sqlite::schema::quote;
-use crate::config::{CommonConfig, DeviceConfig};
+use crate::config::common::CommonConfig;
 use crate::reading::{Kind, MetricSpec, Reading, Unit, Value};
 
 /// `type: derived`.
@@ -117,7 +117,7 @@ impl DeviceType for DerivedConfig {
         METRICS.to_vec()
     }
 
-    fn build(&self, _device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+    fn build(&self, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
         Ok(Box::new(DerivedMonitor::new(self.clone(), ctx)))
     }
 }

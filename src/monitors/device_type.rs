@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{Monitor, MonitorContext, MonitorError};
-use crate::config::{CommonConfig, DeviceConfig};
+use crate::config::common::CommonConfig;
 use crate::reading::MetricSpec;
 
 /// A device type, implemented by its config struct (what a `type: <name>` file
@@ -42,7 +42,7 @@ pub trait DeviceType: DeserializeOwned + Serialize + Clone + PartialEq + Debug {
     }
     /// Builds the monitor of `device`, the whole file whose type-specific part is
     /// `self`: the poll interval and the file's place are read from it.
-    fn build(&self, device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError>;
+    fn build(&self, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError>;
 }
 
 /// Registers the device types, one line each: generates [`DeviceKind`](super::DeviceKind)
@@ -103,13 +103,12 @@ macro_rules! device_types {
                 match type_name { $( $name => <$config as $crate::monitors::DeviceType>::metrics(), )+ _ => Vec::new() }
             }
 
-            /// Builds the monitor of `device`, whose kind this is.
+            /// Builds the monitor of the device whose kind this is.
             pub fn build(
                 &self,
-                device: &$crate::config::DeviceConfig,
                 ctx: $crate::monitors::MonitorContext,
             ) -> Result<Box<dyn $crate::monitors::Monitor>, $crate::monitors::MonitorError> {
-                match self { $( DeviceKind::$variant(c) => $crate::monitors::DeviceType::build(c, device, ctx), )+ }
+                match self { $( DeviceKind::$variant(c) => $crate::monitors::DeviceType::build(c, ctx), )+ }
             }
 
             pub(crate) fn parse(
@@ -132,7 +131,7 @@ mod tests {
     use std::path::Path;
 
     use crate::config::parse_device;
-    use crate::monitors::{build, type_metrics, DeviceKind, MonitorContext};
+    use crate::monitors::{type_metrics, DeviceKind};
 
     #[test]
     fn every_registered_type_has_its_own_name_keys_and_metrics() {
@@ -155,12 +154,9 @@ mod tests {
         .unwrap();
         assert_eq!(device.kind.type_name(), "simulated");
         let data = tempfile::tempdir().unwrap();
-        let ctx = MonitorContext {
-            id: device.id.clone(),
-            clock: crate::host::clock::system(),
-            data_dir: data.path().to_path_buf(),
-        };
-        let monitor = build(&device, ctx).unwrap();
+        let monitor = device
+            .build_monitor(crate::host::clock::system(), data.path().to_path_buf())
+            .unwrap();
         let all: Vec<&str> = type_metrics("simulated").iter().map(|m| m.name).collect();
         assert!(!monitor.metrics().is_empty());
         for metric in monitor.metrics() {

@@ -14,8 +14,8 @@ use serde_json::Value as Json;
 use super::device_time::DeviceClock;
 use super::p1_metrics::METRICS as DSMR_METRICS;
 use super::{DeviceType, Monitor, MonitorContext, MonitorError};
+use crate::config::common::CommonConfig;
 use crate::config::secret::Secret;
-use crate::config::{CommonConfig, DeviceConfig};
 use crate::reading::{MetricSpec, Reading};
 
 mod map;
@@ -179,7 +179,7 @@ impl DeviceType for HomewizardConfig {
         all_metrics()
     }
 
-    fn build(&self, _device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+    fn build(&self, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
         Ok(Box::new(HomewizardMonitor::new(self, ctx)?))
     }
 }

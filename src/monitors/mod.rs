@@ -28,7 +28,6 @@ use async_trait::async_trait;
 pub use self::control::{WriteError, Written};
 pub use self::device_type::DeviceType;
 pub use self::error::{describe_link_io, Cause, MonitorError};
-use crate::config::DeviceConfig;
 use crate::host::clock::SharedClock;
 use crate::reading::{DeviceId, MetricSpec, MonthlyPeaks, Reading};
 
@@ -116,11 +115,11 @@ pub struct MonitorContext {
     pub clock: SharedClock,
     /// For state a monitor keeps between runs (tokens, caches).
     pub data_dir: PathBuf,
-}
-
-/// Builds the monitor for a device.
-pub fn build(config: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
-    config.kind.build(config, ctx)
+    /// The device's poll interval (its file's, else its type's default).
+    pub poll_interval: std::time::Duration,
+    /// The device's file: relative paths in it (a Modbus point map) are found
+    /// beside it.
+    pub file: PathBuf,
 }
 
 /// Every metric a device type can report, for `mesura devices`.

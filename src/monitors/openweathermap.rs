@@ -15,8 +15,8 @@ use serde_json::Value as Json;
 use super::device_time::{DeviceClock, DeviceTime, Stamps};
 use super::http_client::{self as http, check_url, json_answer, AnswerError, Suspension};
 use super::{DeviceType, Monitor, MonitorContext, MonitorError};
+use crate::config::common::CommonConfig;
 use crate::config::secret::Secret;
-use crate::config::{CommonConfig, DeviceConfig};
 use crate::reading::{MetricSpec, Reading, Unit};
 
 const SERVICE: &str = "OpenWeatherMap";
@@ -101,8 +101,8 @@ impl DeviceType for OpenWeatherMapConfig {
         all_metrics()
     }
 
-    fn build(&self, device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
-        Ok(Box::new(OpenWeatherMapMonitor::new(self, device.poll_interval(), ctx)?))
+    fn build(&self, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+        Ok(Box::new(OpenWeatherMapMonitor::new(self, ctx.poll_interval, ctx)?))
     }
 }
 

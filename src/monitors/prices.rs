@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::http_client::{self as http, check_url, Suspension};
 use super::{DeviceType, Monitor, MonitorContext, MonitorError};
+use crate::config::common::CommonConfig;
 use crate::config::secret::{read_secret_file, Secret};
-use crate::config::{CommonConfig, DeviceConfig};
 use crate::protocols::prices::{self, covers_day, market_day, market_day_of, PriceError, Slot};
 use crate::reading::{MetricSpec, Reading, Unit};
 
@@ -217,7 +217,7 @@ impl DeviceType for PricesConfig {
         METRICS.to_vec()
     }
 
-    fn build(&self, _device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+    fn build(&self, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
         Ok(Box::new(PricesMonitor::new(self, ctx)?))
     }
 }
@@ -526,6 +526,8 @@ mod tests {
             id: "prices".into(),
             clock: crate::host::clock::system(),
             data_dir: data.path().to_path_buf(),
+            poll_interval: std::time::Duration::from_secs(1),
+            file: std::path::PathBuf::new(),
         };
         let mut m = PricesMonitor::new(&config("source: energyzero\nfetch_at: '13:15'\nretry_window: 2h"), ctx)
             .unwrap_or_else(|e| panic!("{e}"));

@@ -11,7 +11,7 @@ use chrono::{DateTime, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{DeviceType, Monitor, MonitorContext, MonitorError};
-use crate::config::{CommonConfig, DeviceConfig};
+use crate::config::common::CommonConfig;
 use crate::reading::{MetricSpec, Reading, Unit};
 
 /// `type: simulated`.
@@ -56,7 +56,7 @@ impl DeviceType for SimulatedConfig {
         all_metrics()
     }
 
-    fn build(&self, _device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+    fn build(&self, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
         Ok(Box::new(SimulatedMonitor::new(self, ctx)))
     }
 }
@@ -247,6 +247,8 @@ mod tests {
             id: Arc::from("sim"),
             clock: Arc::new(MonotonicClock::starting_at(start)),
             data_dir: std::env::temp_dir(),
+            poll_interval: std::time::Duration::from_secs(1),
+            file: std::path::PathBuf::new(),
         };
         SimulatedMonitor::new(&config, ctx)
     }

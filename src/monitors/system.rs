@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{DeviceType, Monitor, MonitorContext, MonitorError};
-use crate::config::{CommonConfig, DeviceConfig};
+use crate::config::common::CommonConfig;
 use crate::host::{disk_usage, DiskUsage};
 use crate::reading::{intern, MetricSpec, Reading, Unit};
 
@@ -80,7 +80,7 @@ impl DeviceType for SystemConfig {
         all_metrics()
     }
 
-    fn build(&self, _device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+    fn build(&self, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
         Ok(Box::new(SystemMonitor::new(self, ctx)))
     }
 }

@@ -56,6 +56,9 @@ pub fn prepare_writer(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// The suffix of cost tables (`cost/`; device ids ending in it are reserved).
+pub const COST_SUFFIX: &str = "_cost";
+
 /// The suffix of aggregate tables (device ids ending in it are reserved).
 pub const AGGREGATE_SUFFIX: &str = "_5m";
 

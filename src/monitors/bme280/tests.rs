@@ -124,6 +124,8 @@ fn ctx() -> MonitorContext {
         id: Arc::from("attic"),
         clock: Arc::new(MonotonicClock::starting_at(start)),
         data_dir: std::env::temp_dir(),
+        poll_interval: std::time::Duration::from_secs(1),
+        file: std::path::PathBuf::new(),
     }
 }
 

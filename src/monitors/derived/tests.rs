@@ -92,6 +92,8 @@ fn monitor(dir: &std::path::Path, now: DateTime<Utc>) -> DerivedMonitor {
         id: Arc::from("cop"),
         clock: Arc::new(FixedClock(now)),
         data_dir: dir.to_path_buf(),
+        poll_interval: std::time::Duration::from_secs(1),
+        file: std::path::PathBuf::new(),
     };
     DerivedMonitor::new(config, ctx)
 }

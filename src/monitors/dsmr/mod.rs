@@ -15,8 +15,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::device_time::DeviceClock;
 use super::{DeviceType, Monitor, MonitorContext, MonitorError, ServiceMetric};
+use crate::config::common::CommonConfig;
 use crate::config::secret::{read_secret_file, Secret};
-use crate::config::{CommonConfig, DeviceConfig};
 use crate::protocols::dlms::{parse_key, Keys};
 use crate::protocols::dsmr::{DEFAULT_MAX_TELEGRAM_SIZE, DEFAULT_MINIMUM_PEAK_W};
 use crate::reading::{MetricSpec, MonthlyPeaks, Reading};
@@ -363,8 +363,8 @@ impl DeviceType for DsmrConfig {
         all_metrics()
     }
 
-    fn build(&self, device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
-        Ok(Box::new(DsmrMonitor::new(self, ctx, device.poll_interval())?))
+    fn build(&self, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+        Ok(Box::new(DsmrMonitor::new(self, ctx.clone(), ctx.poll_interval)?))
     }
 }
 

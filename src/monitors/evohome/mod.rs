@@ -23,8 +23,8 @@ use self::auth::Auth;
 use self::decode::{Fault, LocationInfo, MetricValue};
 use super::http_client::{self as http, check_url, Suspension};
 use super::{DeviceType, Monitor, MonitorContext, MonitorError};
+use crate::config::common::CommonConfig;
 use crate::config::secret::Secret;
-use crate::config::{CommonConfig, DeviceConfig};
 use crate::reading::{Kind, MetricSpec, Reading, Unit, Value};
 
 /// `type: evohome`.
@@ -138,7 +138,7 @@ impl DeviceType for EvohomeConfig {
         all_metrics()
     }
 
-    fn build(&self, _device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+    fn build(&self, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
         Ok(Box::new(EvohomeMonitor::new(self, ctx)?))
     }
 }

@@ -4,41 +4,11 @@
 //! offset. The old value is read first, the new one read back after, all on the
 //! device's own link so the write is serialised with its polls.
 
-use super::config::PointConfig;
 use super::transport::ReadError;
 use super::{decode_point, ModbusMonitor};
 use crate::monitors::control::{check_range, WriteError, Written};
 use crate::protocols::modbus::plan::{Block, Image};
-use crate::protocols::modbus::point::{self as codec, DataType, Decoded, RegisterKind};
-
-/// Checks a point's write keys (part of `validate_points`).
-pub(super) fn check_writable(p: &PointConfig) -> Result<(), String> {
-    if !p.writable {
-        return match (p.min, p.max) {
-            (None, None) => Ok(()),
-            _ => Err("`min` and `max` are for `writable: true` points".into()),
-        };
-    }
-    if p.register != RegisterKind::Holding {
-        return Err(format!(
-            "only holding registers can be written, not a {}",
-            p.register.as_str()
-        ));
-    }
-    if p.data_type == DataType::String {
-        return Err("a string point cannot be writable".into());
-    }
-    if p.scale_factor.is_some() {
-        // The exponent lives in another register the device may change: a write
-        // could not know which raw value it is setting.
-        return Err("a point with `scale_factor` cannot be writable".into());
-    }
-    match (p.min, p.max) {
-        (Some(min), Some(max)) if min.is_finite() && max.is_finite() && min <= max => Ok(()),
-        (Some(_), Some(_)) => Err("`min` must be a number no greater than `max`".into()),
-        _ => Err("a writable point needs `min` and `max` (the range a write may set)".into()),
-    }
-}
+use crate::protocols::modbus::point::{self as codec, Decoded};
 
 impl ModbusMonitor {
     /// Sets point `name` to `value` (its unit) and reads it back.
@@ -118,40 +88,5 @@ impl ModbusMonitor {
             point.span.address,
             point.config.name
         )))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn point(yaml: &str) -> PointConfig {
-        serde_yaml_ng::from_str(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"))
-    }
-
-    #[test]
-    fn a_writable_point_is_a_holding_register_with_a_range() {
-        assert!(check_writable(&point("{name: a, address: 0, writable: true, min: 5, max: 30}")).is_ok());
-        assert!(check_writable(&point("{name: a, address: 0}")).is_ok());
-        for (yaml, says) in [
-            ("{name: a, address: 0, writable: true}", "needs `min` and `max`"),
-            ("{name: a, address: 0, writable: true, min: 30, max: 5}", "no greater"),
-            (
-                "{name: a, address: 0, register: input, writable: true, min: 0, max: 1}",
-                "only holding",
-            ),
-            (
-                "{name: a, address: 0, type: string, length: 2, writable: true, min: 0, max: 1}",
-                "string",
-            ),
-            (
-                "{name: a, address: 0, scale_factor: b, writable: true, min: 0, max: 1}",
-                "scale_factor",
-            ),
-            ("{name: a, address: 0, min: 0, max: 1}", "for `writable: true`"),
-        ] {
-            let e = check_writable(&point(yaml)).expect_err(yaml);
-            assert!(e.contains(says), "{yaml}: {e}");
-        }
     }
 }

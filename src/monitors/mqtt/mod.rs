@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use super::device_time::{default_max_clock_skew, DeviceClock, DeviceTime, Stamps};
 use super::{DeviceType, Monitor, MonitorContext, MonitorError};
 use crate::backends::mqtt::{MqttConfig, MqttTlsConfig};
+use crate::config::common::CommonConfig;
 use crate::config::secret::Secret;
-use crate::config::{CommonConfig, DeviceConfig};
 use crate::protocols::mqtt_payload::{self, JsonPath};
 use crate::reading::{intern, Kind, MetricSpec, Reading, Unit, Value};
 pub use presets::Preset;
@@ -221,7 +221,7 @@ impl DeviceType for MqttDeviceConfig {
         presets::all_metrics()
     }
 
-    fn build(&self, _device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+    fn build(&self, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
         Ok(Box::new(MqttMonitor::new(self, ctx)?))
     }
 }

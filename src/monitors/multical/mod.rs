@@ -15,7 +15,7 @@ use tokio_serial::{DataBits, FlowControl, Parity, SerialPortBuilderExt, SerialSt
 
 use self::link::{AttemptError, Rejected};
 use super::{DeviceType, Monitor, MonitorContext, MonitorError};
-use crate::config::{CommonConfig, DeviceConfig};
+use crate::config::common::CommonConfig;
 use crate::protocols::kmp::{self, CanonicalUnit, Quantity, RegisterValue};
 use crate::reading::{DeviceId, MetricSpec, Reading, Unit};
 
@@ -103,8 +103,8 @@ impl DeviceType for MulticalConfig {
         all_metrics()
     }
 
-    fn build(&self, device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
-        Ok(Box::new(MulticalMonitor::new(self, device.poll_interval(), ctx)?))
+    fn build(&self, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+        Ok(Box::new(MulticalMonitor::new(self, ctx.poll_interval, ctx)?))
     }
 }
 

@@ -27,6 +27,8 @@ fn monitor(registers: Vec<Register>) -> MulticalMonitor {
         id: Arc::from("heat"),
         clock: Arc::new(SystemClock),
         data_dir: std::env::temp_dir(),
+        poll_interval: std::time::Duration::from_secs(1),
+        file: std::path::PathBuf::new(),
     };
     MulticalMonitor::new(&config, Duration::from_secs(900), ctx).unwrap()
 }

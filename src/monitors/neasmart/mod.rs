@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use self::server::{lock, Gateway, SharedBank};
 use super::control::{check_range, WriteError, Written};
 use super::{DeviceType, Monitor, MonitorContext, MonitorError};
-use crate::config::{CommonConfig, DeviceConfig};
+use crate::config::common::CommonConfig;
 use crate::protocols::modbus::neasmart::{self as map, ZoneField};
 use crate::reading::{intern, Kind, MetricSpec, Reading, Unit, Value};
 
@@ -111,7 +111,7 @@ impl DeviceType for NeasmartConfig {
         self.allow_writes
     }
 
-    fn build(&self, _device: &DeviceConfig, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
+    fn build(&self, ctx: MonitorContext) -> Result<Box<dyn Monitor>, MonitorError> {
         Ok(Box::new(NeasmartMonitor::new(self, ctx)?))
     }
 }

@@ -71,6 +71,8 @@ fn ctx(data_dir: &Path) -> MonitorContext {
         id: Arc::from("host"),
         clock: Arc::new(MonotonicClock::starting_at(start)),
         data_dir: data_dir.to_path_buf(),
+        poll_interval: std::time::Duration::from_secs(1),
+        file: std::path::PathBuf::new(),
     }
 }
 

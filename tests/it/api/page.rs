@@ -46,6 +46,8 @@ fn stored_history(db: &Path, device: &str, secs: i64) {
         id: device.into(),
         clock: clock.clone(),
         data_dir: db.parent().expect("dir").to_path_buf(),
+        poll_interval: std::time::Duration::from_secs(1),
+        file: std::path::PathBuf::new(),
     };
     let mut monitor = mesura::monitors::simulated::SimulatedMonitor::new(&config, ctx);
     let runtime = tokio::runtime::Builder::new_current_thread()

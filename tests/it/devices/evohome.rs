@@ -90,6 +90,8 @@ fn monitor(url: &str, clock: Arc<ManualClock>, data: &Path, extra: &str) -> Evoh
         id: device.id.clone(),
         clock,
         data_dir: data.to_path_buf(),
+        poll_interval: std::time::Duration::from_secs(1),
+        file: std::path::PathBuf::new(),
     };
     EvohomeMonitor::new(config, ctx).unwrap_or_else(|e| panic!("{e}"))
 }

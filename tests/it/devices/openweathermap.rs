@@ -34,6 +34,8 @@ fn monitor_in(data_dir: &Path, url: &str, clock: Arc<ManualClock>, extra: &str) 
         id: device.id.clone(),
         clock,
         data_dir: data_dir.to_path_buf(),
+        poll_interval: std::time::Duration::from_secs(1),
+        file: std::path::PathBuf::new(),
     };
     OpenWeatherMapMonitor::new(config, device.poll_interval(), ctx).unwrap_or_else(|e| panic!("{e}"))
 }

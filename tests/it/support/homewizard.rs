@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use mesura::config::parse_device;
-use mesura::monitors::{self, Monitor, MonitorContext, MonitorError};
+use mesura::monitors::{Monitor, MonitorError};
 use mesura::reading::{Reading, Value};
 
 pub fn fixture(name: &str) -> String {
@@ -38,12 +38,7 @@ impl mesura::host::clock::Clock for FixedClock {
 /// The monitor a device file `config.d/hw.yaml` holding `yaml` makes.
 pub fn monitor(yaml: &str) -> Result<Box<dyn Monitor>, MonitorError> {
     let config = parse_device(Path::new("config.d/hw.yaml"), yaml, &[]).expect("config");
-    let ctx = MonitorContext {
-        id: Arc::from("hw"),
-        clock: Arc::new(FixedClock),
-        data_dir: std::env::temp_dir(),
-    };
-    monitors::build(&config, ctx)
+    config.build_monitor(Arc::new(FixedClock), std::env::temp_dir())
 }
 
 #[track_caller]

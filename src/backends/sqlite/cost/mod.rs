@@ -37,7 +37,7 @@ use rows::{column_for, columns, first_ts, prices, samples, table_exists};
 use slots::{daily_fixed, gas_price, grid, slot_price, spread, LocalTime, Slot};
 
 /// The suffix of cost tables (device ids ending in it are reserved).
-pub const SUFFIX: &str = "_cost";
+pub const SUFFIX: &str = super::schema::COST_SUFFIX;
 /// Each run recomputes the slots of this much time before the last written one.
 const LOOKBACK: i64 = 6 * 3600;
 /// One transaction covers at most this much time (a first run over months of rows).
