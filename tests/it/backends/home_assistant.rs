@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::broker::Broker;
-use crate::support::home_assistant::{python_or_skip, HomeAssistant};
+use crate::support::home_assistant::{python, HomeAssistant};
 use crate::support::{no_env, Setup};
 use mesura::backends::mqtt::ha::backfill::{floor_hour, HOUR};
 use mesura::commands::ha::{backfill, BackfillRequest};
@@ -135,9 +135,7 @@ fn attribute<'a>(state: &'a Json, name: &str) -> Option<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn home_assistant_gets_its_entities_the_true_hourly_statistics_and_no_orphans() {
-    let Some(python) = python_or_skip("backends::home_assistant") else {
-        return;
-    };
+    let python = python("backends::home_assistant");
     let logs = crate::support::logs::info();
     let setup = Setup::new("");
     let broker = Broker::start(setup.dir.path(), "allow_anonymous true", "");
