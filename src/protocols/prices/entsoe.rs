@@ -352,11 +352,110 @@ mod tests {
         }
     }
 
-    /// No recorded answer for a DST day was found in public sources; this checks
-    /// the rule on a period of the 25-hour day (2025-10-26) written for the test:
-    /// slots are start + position × resolution in UTC, never local hours.
+    /// The 23-hour day (2025-03-30), recorded for DE-LU: an hourly series
+    /// (sequence 1, kept) and a quarter-hour one. Prices are those the upstream
+    /// project's test asserts; 00:00Z is 01:00 CET, 01:00Z already 03:00 CEST.
     #[test]
-    fn a_25_hour_day_gets_100_quarter_hours() {
+    fn the_recorded_23_hour_day_has_23_hours_at_their_utc_starts() {
+        let slots = decoded("entsoe_DE_dst_begin_2025-03-30.xml");
+        assert_eq!(slots.len(), 23);
+        assert!(
+            slots.iter().all(|s| s.seconds == 3600),
+            "the hourly series is sequence 1"
+        );
+        assert_eq!(slots.first().map(|s| s.start), Some(utc("2025-03-29T23:00:00Z")));
+        assert_eq!(slots.last().map(|s| s.end()), Some(utc("2025-03-30T22:00:00Z")));
+        assert!(slots.windows(2).all(|w| w[0].end() == w[1].start));
+        assert!(super::super::covers_day(&slots, day(2025, 3, 30)));
+        assert!(close(price_at(&slots, "2025-03-29T23:00:00Z"), 46.31, 3600));
+        assert!(close(price_at(&slots, "2025-03-30T00:00:00Z"), 15.89, 3600));
+        assert!(close(price_at(&slots, "2025-03-30T01:00:00Z"), 5.1, 3600));
+        assert!(close(price_at(&slots, "2025-03-30T12:00:00Z"), -26.07, 3600));
+        assert!(close(price_at(&slots, "2025-03-30T21:00:00Z"), 56.44, 3600));
+    }
+
+    /// The 25-hour day (2024-10-27), recorded for DE-LU: the quarter-hour series
+    /// comes first in the document but is sequence 2, the hourly one is kept.
+    /// 00:00Z and 01:00Z are both 02:00 local time (CEST, then CET).
+    #[test]
+    fn the_recorded_25_hour_day_has_25_hours_at_their_utc_starts() {
+        let slots = decoded("entsoe_DE_dst_end_2024-10-27.xml");
+        assert_eq!(slots.len(), 25);
+        assert!(
+            slots.iter().all(|s| s.seconds == 3600),
+            "the hourly series is sequence 1"
+        );
+        assert_eq!(slots.first().map(|s| s.start), Some(utc("2024-10-26T22:00:00Z")));
+        assert_eq!(slots.last().map(|s| s.end()), Some(utc("2024-10-27T23:00:00Z")));
+        assert!(slots.windows(2).all(|w| w[0].end() == w[1].start));
+        assert!(super::super::covers_day(&slots, day(2024, 10, 27)));
+        assert!(close(price_at(&slots, "2024-10-26T22:00:00Z"), 92.22, 3600));
+        assert!(close(price_at(&slots, "2024-10-27T00:00:00Z"), 82.23, 3600));
+        assert!(close(price_at(&slots, "2024-10-27T01:00:00Z"), 80.43, 3600));
+        assert!(close(price_at(&slots, "2024-10-27T22:00:00Z"), 102.99, 3600));
+    }
+
+    /// The recorded documents with their hourly series cut out, to read the
+    /// quarter-hour series of the same days: 92 and 100 slots, the positions
+    /// curve type A03 leaves out repeating the one before (the upstream test
+    /// counts 91 and 97 points).
+    #[test]
+    fn the_recorded_dst_days_quarter_hours_are_92_and_100() {
+        let spring = String::from_utf8(fixture("entsoe_DE_dst_begin_2025-03-30.xml")).unwrap_or_else(|e| panic!("{e}"));
+        let slots = decode(without_series(&spring, 1).as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(slots.len(), 92);
+        assert!(slots.iter().all(|s| s.seconds == 900));
+        assert!(super::super::covers_day(&slots, day(2025, 3, 30)));
+        assert!(close(price_at(&slots, "2025-03-29T23:00:00Z"), 55.1, 900));
+        // Position 54 (12:15Z) is left out: 12:00Z's price.
+        assert!(close(price_at(&slots, "2025-03-30T12:00:00Z"), 2.4, 900));
+        assert!(close(price_at(&slots, "2025-03-30T12:15:00Z"), 2.4, 900));
+        assert!(close(price_at(&slots, "2025-03-30T12:30:00Z"), -29.34, 900));
+        assert!(close(price_at(&slots, "2025-03-30T21:45:00Z"), 49.9, 900));
+
+        let autumn = String::from_utf8(fixture("entsoe_DE_dst_end_2024-10-27.xml")).unwrap_or_else(|e| panic!("{e}"));
+        let slots = decode(without_series(&autumn, 1).as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(slots.len(), 100);
+        assert!(slots.iter().all(|s| s.seconds == 900));
+        assert!(super::super::covers_day(&slots, day(2024, 10, 27)));
+        assert!(close(price_at(&slots, "2024-10-26T22:00:00Z"), 103.4, 900));
+        // Positions 16, 20 and 51 are left out.
+        assert!(close(price_at(&slots, "2024-10-27T01:45:00Z"), 57.59, 900));
+        assert!(close(price_at(&slots, "2024-10-27T02:45:00Z"), 52.59, 900));
+        assert!(close(price_at(&slots, "2024-10-27T10:30:00Z"), 40.08, 900));
+        assert!(close(price_at(&slots, "2024-10-27T22:45:00Z"), 65.05, 900));
+    }
+
+    fn day(y: i32, m: u32, d: u32) -> chrono::NaiveDate {
+        chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap_or_else(|| panic!("{y}-{m}-{d}"))
+    }
+
+    /// `doc` without the `TimeSeries` whose classificationSequence is `sequence`.
+    fn without_series(doc: &str, sequence: u32) -> String {
+        let marker = format!("<classificationSequence_AttributeInstanceComponent.position>{sequence}<");
+        let (open_tag, close_tag) = ("<TimeSeries>", "</TimeSeries>");
+        let mut out = String::new();
+        let mut rest = doc;
+        while let Some(start) = rest.find(open_tag) {
+            let end = rest[start..]
+                .find(close_tag)
+                .map(|e| start + e + close_tag.len())
+                .unwrap_or_else(|| panic!("an unclosed TimeSeries"));
+            out.push_str(&rest[..start]);
+            if !rest[start..end].contains(&marker) {
+                out.push_str(&rest[start..end]);
+            }
+            rest = &rest[end..];
+        }
+        out.push_str(rest);
+        assert!(out.len() < doc.len(), "no series {sequence} in the document");
+        out
+    }
+
+    /// Synthetic, written for the test: curve type A01 (every position sent),
+    /// which none of the recorded answers uses, on the 25-hour day 2025-10-26.
+    #[test]
+    fn a_synthetic_a01_25_hour_day_gets_100_quarter_hours() {
         let points: String = (1..=100)
             .map(|p| format!("<Point><position>{p}</position><price.amount>{p}.5</price.amount></Point>"))
             .collect();

@@ -1,6 +1,7 @@
 //! The `prices` device through a real daemon, against a local server replaying
-//! recorded ENTSO-E answers (tests/fixtures/prices/SOURCES.md): the slots land in
-//! SQLite at their own start, and "no matching data" stores nothing.
+//! recorded ENTSO-E and EnergyZero answers (tests/fixtures/prices/SOURCES.md):
+//! the slots land in SQLite at their own start, daylight-saving days included,
+//! and "no matching data" stores nothing.
 
 use std::time::{Duration, Instant};
 
@@ -183,6 +184,140 @@ async fn a_missing_tomorrow_is_asked_for_again_and_today_is_kept() {
     assert_eq!(s.readings, 48, "24 slots, price and price_resolution, sent once");
     assert_eq!(query(&db, "SELECT count(*) FROM prices"), Some(24.0));
     daemon.shutdown().await;
+}
+
+fn column(db: &std::path::Path, sql: &str) -> Vec<i64> {
+    rusqlite::Connection::open(db)
+        .and_then(|c| {
+            let mut statement = c.prepare(sql)?;
+            let rows = statement.query_map([], |r| r.get::<_, i64>(0))?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// One daylight-saving day as ENTSO-E answered it for DE-LU.
+struct DstDay {
+    fixture: &'static str,
+    /// The daemon's wall clock: that morning, before `fetch_at`, so the day is
+    /// "today" and tomorrow is not asked for.
+    now: &'static str,
+    /// The request's `periodStart` and `periodEnd` for that market day.
+    period: (&'static str, &'static str),
+    /// The first hour's start (local midnight) in UTC.
+    first: &'static str,
+    hours: i64,
+    /// Slot starts and their prices in EUR/MWh, read off the recorded document.
+    prices: &'static [(&'static str, f64)],
+}
+
+/// The recorded answer is replayed for the request that asks for that day, and
+/// "no matching data" for any other: the day's hours land in SQLite, each at its
+/// own UTC start, an hour apart, none missing or doubled around the switch.
+async fn a_recorded_dst_day_is_stored_hour_by_hour(day: DstDay) {
+    let body = fixture(&format!("prices/{}", day.fixture));
+    let none = fixture("prices/entsoe_acknowledgement_no_data.xml");
+    let (start, end) = (
+        format!("periodStart={}", day.period.0),
+        format!("periodEnd={}", day.period.1),
+    );
+    let server = Server::start(move |r| {
+        if r.target.contains(&start) && r.target.contains(&end) {
+            Canned::json(body.clone()).header("Content-Type", "text/xml")
+        } else {
+            Canned::json(none.clone())
+        }
+    })
+    .await;
+    let setup = setup_with(&format!(
+        "source: entsoe\nzone: DE-LU\ntoken: test-token\nbase_url: {}\n",
+        server.url
+    ));
+    let config = Config::load(&setup.config_path(), &no_env).expect("config");
+    assert!(config.devices.errors.is_empty(), "{:?}", config.devices.errors);
+    let daemon = Daemon::start(config, clock_at(day.now)).await.expect("start");
+    let db = setup.db_path();
+    wait_for("the day's hours", || {
+        query(&db, "SELECT count(price) FROM prices") == Some(day.hours as f64)
+    })
+    .await;
+    let requests = server.requests();
+    assert!(
+        requests[0].target.contains("in_Domain=10Y1001A1001A82H"),
+        "{:?}",
+        requests[0].target
+    );
+    for r in &requests {
+        assert!(
+            r.target.contains(&format!("periodStart={}", day.period.0)),
+            "{:?}",
+            r.target
+        );
+        assert!(
+            r.target.contains(&format!("periodEnd={}", day.period.1)),
+            "{:?}",
+            r.target
+        );
+    }
+    let first = chrono::DateTime::parse_from_rfc3339(day.first)
+        .expect("first")
+        .timestamp();
+    let expected: Vec<i64> = (0..day.hours).map(|h| first + h * 3600).collect();
+    assert_eq!(column(&db, "SELECT ts FROM prices ORDER BY ts"), expected);
+    assert_eq!(
+        column(&db, "SELECT DISTINCT CAST(price_resolution AS INTEGER) FROM prices"),
+        vec![3600],
+        "the hourly series (sequence 1), not the quarter-hour one"
+    );
+    for (at, eur_per_mwh) in day.prices {
+        let t = chrono::DateTime::parse_from_rfc3339(at).expect("t").timestamp();
+        let price = query(&db, &format!("SELECT price FROM prices WHERE ts = {t}"));
+        assert!(
+            price.is_some_and(|p| (p - eur_per_mwh / 1000.0).abs() < 1e-9),
+            "{at}: {price:?}, not {eur_per_mwh} EUR/MWh"
+        );
+    }
+    let s = status(&daemon).expect("status");
+    assert_eq!(s.polls_failed, 0, "{:?}", s.last_error);
+    daemon.shutdown().await;
+}
+
+/// 2025-03-30, 23 hours: 01:00 CET is followed by 03:00 CEST (00:00Z, 01:00Z).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorded_23_hour_day_lands_as_23_hours() {
+    a_recorded_dst_day_is_stored_hour_by_hour(DstDay {
+        fixture: "entsoe_DE_dst_begin_2025-03-30.xml",
+        now: "2025-03-30T06:00:00Z",
+        period: ("202503292300", "202503302200"),
+        first: "2025-03-29T23:00:00Z",
+        hours: 23,
+        prices: &[
+            ("2025-03-29T23:00:00Z", 46.31),
+            ("2025-03-30T00:00:00Z", 15.89),
+            ("2025-03-30T01:00:00Z", 5.1),
+            ("2025-03-30T21:00:00Z", 56.44),
+        ],
+    })
+    .await;
+}
+
+/// 2024-10-27, 25 hours: 02:00 local twice, CEST then CET (00:00Z, 01:00Z).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorded_25_hour_day_lands_as_25_hours() {
+    a_recorded_dst_day_is_stored_hour_by_hour(DstDay {
+        fixture: "entsoe_DE_dst_end_2024-10-27.xml",
+        now: "2024-10-27T07:00:00Z",
+        period: ("202410262200", "202410272300"),
+        first: "2024-10-26T22:00:00Z",
+        hours: 25,
+        prices: &[
+            ("2024-10-26T22:00:00Z", 92.22),
+            ("2024-10-27T00:00:00Z", 82.23),
+            ("2024-10-27T01:00:00Z", 80.43),
+            ("2024-10-27T22:00:00Z", 102.99),
+        ],
+    })
+    .await;
 }
 
 /// EnergyZero, token-free: one request per market day (its `date` parameter),
