@@ -104,8 +104,12 @@ async fn recorded_day_ahead_prices_land_in_sqlite_at_their_slot_start() {
         None,
         "no quarter-hours on an hourly day"
     );
-    // Both days are complete: later polls ask for nothing more.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Both days are complete: the next two polls ask for nothing more.
+    let polls = status(&daemon).map_or(0, |d| d.polls_ok + d.polls_failed);
+    wait_for("two more polls", || {
+        status(&daemon).is_some_and(|d| d.polls_ok + d.polls_failed >= polls + 2)
+    })
+    .await;
     assert_eq!(server.requests().len(), 1);
     daemon.shutdown().await;
 }
