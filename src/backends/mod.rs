@@ -71,6 +71,12 @@ pub trait Backend: Send {
     async fn devices_configured(&mut self, _devices: &[crate::reading::DeviceId]) -> Result<(), BackendError> {
         Ok(())
     }
+    /// A device's metrics, when its monitor is built (start, reload): every metric
+    /// its configuration gives, or `None` when its readings decide which it has (a
+    /// P1 meter's registers). A backend can forget what it published of others.
+    async fn device_metrics(&mut self, _device: &str, _metrics: Option<&[String]>) -> Result<(), BackendError> {
+        Ok(())
+    }
     /// Readings the backend's committed writes folded over a different value of
     /// the same metric and second, per device, since the last call (SQLite's one
     /// row per second). Backends that keep every reading have none.

@@ -21,6 +21,10 @@ use crate::reading::{DeviceId, MonthlyPeaks, Reading};
 /// One poll's readings, shared by every backend queue it goes to.
 pub type Batch = Arc<[Reading]>;
 
+/// A device's metrics as its monitor declares them: all its configuration gives,
+/// or `None` when its readings decide.
+type DeclaredMetrics = Option<Arc<[String]>>;
+
 /// What travels on a backend's queue: readings, a meter's monthly peaks, or word
 /// that a device is gone (so MQTT can retract its Home Assistant entities), in order.
 #[derive(Clone)]
@@ -30,6 +34,8 @@ enum Item {
     DeviceRemoved(DeviceId),
     /// Every device of the configuration (start, reload).
     DevicesConfigured(Arc<[DeviceId]>),
+    /// A device's metrics as its monitor declares them (`None`: its readings decide).
+    DeviceMetrics(DeviceId, DeclaredMetrics),
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +56,8 @@ pub struct Router {
     tap: Arc<RwLock<Option<mpsc::Sender<Batch>>>>,
     /// The devices of the configuration as last told, for backends added later.
     configured: Arc<RwLock<Option<Arc<[DeviceId]>>>>,
+    /// Each running device's declared metrics as last told, for backends added later.
+    metrics: Arc<RwLock<std::collections::BTreeMap<DeviceId, DeclaredMetrics>>>,
     /// Where listeners of `GET /api/events` see every batch once it is queued.
     events: Events,
 }
@@ -103,8 +111,29 @@ impl Router {
         }
     }
 
+    /// Tells every backend a device's metrics, once its monitor is built: every
+    /// metric its configuration gives, or `None` when its readings decide.
+    pub fn device_metrics(&self, device: &DeviceId, metrics: Option<Vec<String>>) {
+        let metrics: DeclaredMetrics = metrics.map(Into::into);
+        self.metrics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(device.clone(), metrics.clone());
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        for route in routes.iter() {
+            if route
+                .tx
+                .try_send(Item::DeviceMetrics(device.clone(), metrics.clone()))
+                .is_err()
+            {
+                tracing::warn!(backend = route.name, device = %device, "queue full: the backend is not told the device's metrics");
+            }
+        }
+    }
+
     /// Tells every backend that a device was removed from the configuration.
     pub fn device_removed(&self, device: &DeviceId) {
+        self.metrics.write().unwrap_or_else(|p| p.into_inner()).remove(device);
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         for route in routes.iter() {
             if route.tx.try_send(Item::DeviceRemoved(device.clone())).is_err() {
@@ -169,6 +198,9 @@ impl Router {
         });
         if let Some(devices) = &*self.configured.read().unwrap_or_else(|p| p.into_inner()) {
             let _ = route.tx.try_send(Item::DevicesConfigured(devices.clone()));
+        }
+        for (device, metrics) in self.metrics.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = route.tx.try_send(Item::DeviceMetrics(device.clone(), metrics.clone()));
         }
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         routes.retain(|r| r.name != name);
@@ -289,6 +321,11 @@ async fn run_backend(
                         tracing::warn!(backend = name, error = %e, "could not process the configured devices");
                     }
                 }
+                Some(Item::DeviceMetrics(device, metrics)) => {
+                    if let Err(e) = backend.device_metrics(&device, metrics.as_deref()).await {
+                        tracing::warn!(backend = name, device = %device, error = %e, "could not process the device's metrics");
+                    }
+                }
                 None => break,
             },
             _ = ticker.tick() => {
@@ -313,7 +350,7 @@ async fn run_backend(
             Item::MonthlyPeaks(p) => {
                 peaks.insert(p.device.clone(), p);
             }
-            Item::DeviceRemoved(_) | Item::DevicesConfigured(_) => {}
+            Item::DeviceRemoved(_) | Item::DevicesConfigured(_) | Item::DeviceMetrics(..) => {}
         }
     }
     for attempt in 1..=SHUTDOWN_ATTEMPTS {

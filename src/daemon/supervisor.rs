@@ -174,7 +174,13 @@ impl DeviceTask {
             .config
             .build_monitor(self.shared.clock.clone(), self.shared.data_dir.clone())
         {
-            Ok(m) => m,
+            Ok(m) => {
+                let declared = m
+                    .metrics_complete()
+                    .then(|| m.metrics().iter().map(|spec| spec.name.to_owned()).collect());
+                self.shared.router.device_metrics(&id, declared);
+                m
+            }
             Err(e) => {
                 tracing::error!(device = %id, error = %e, "device cannot start");
                 self.shared

@@ -454,6 +454,11 @@ impl Monitor for Bme280Monitor {
         Ok(readings(&self.ctx, &m, self.config.dew_point))
     }
 
+    /// Complete: the three readings, and `dew_point` when set.
+    fn metrics_complete(&self) -> bool {
+        true
+    }
+
     fn metrics(&self) -> &[MetricSpec] {
         if self.config.dew_point {
             METRICS

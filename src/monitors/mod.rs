@@ -68,6 +68,15 @@ pub trait Monitor: Send {
     async fn read(&mut self) -> Result<Vec<Reading>, MonitorError>;
     /// What this monitor can report.
     fn metrics(&self) -> &[MetricSpec];
+    /// Whether [`metrics`](Monitor::metrics) names every metric this monitor can
+    /// report under its configuration (its point map, its disks), so that a backend
+    /// may forget what it published of any other (MQTT's Home Assistant entities).
+    /// Types whose readings decide their metrics (a P1 meter's registers, zones a
+    /// cloud service lists, MQTT topics with placeholders) keep `false`: theirs
+    /// expire after a while without readings instead.
+    fn metrics_complete(&self) -> bool {
+        false
+    }
     /// Totals of bad frames the monitor dropped on its own (CRC, framing), by
     /// kind, since it started: they never reach `read()` as errors because the next
     /// telegram is a second away, but they belong in /metrics.

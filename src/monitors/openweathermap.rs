@@ -318,6 +318,11 @@ impl Monitor for OpenWeatherMapMonitor {
         self.poll().await
     }
 
+    /// Complete: a response lacking one leaves it out, never adds another.
+    fn metrics_complete(&self) -> bool {
+        true
+    }
+
     fn metrics(&self) -> &[MetricSpec] {
         METRICS
     }

@@ -479,6 +479,11 @@ impl Monitor for PricesMonitor {
         self.poll().await
     }
 
+    /// Complete: a price and its slot length.
+    fn metrics_complete(&self) -> bool {
+        true
+    }
+
     fn metrics(&self) -> &[MetricSpec] {
         METRICS
     }

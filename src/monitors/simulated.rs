@@ -221,6 +221,11 @@ impl Monitor for SimulatedMonitor {
         Ok(self.sample(now))
     }
 
+    /// Complete: its profile's list.
+    fn metrics_complete(&self) -> bool {
+        true
+    }
+
     fn metrics(&self) -> &[MetricSpec] {
         match self.config.profile {
             Profile::Electricity => ELECTRICITY,

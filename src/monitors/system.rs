@@ -387,6 +387,11 @@ impl Monitor for SystemMonitor {
             .collect())
     }
 
+    /// Complete: its disks are those of its config.
+    fn metrics_complete(&self) -> bool {
+        true
+    }
+
     fn metrics(&self) -> &[MetricSpec] {
         &self.metrics
     }

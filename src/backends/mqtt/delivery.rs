@@ -7,7 +7,7 @@
 //! the outbox instead, so the outbox is the single source of truth and every
 //! `Outgoing::Publish(pkid)` event matches, in order, one publish we issued.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::{reason, ConnectLog, Driver, Update};
 use super::discovery::{self, Entity};
-use super::ha::published::Published;
+use super::ha::published::{Gone, Published};
 use super::ha::schedule::Schedule;
 use super::{Control, MqttConfig};
 use crate::backends::health::Health;
@@ -39,6 +39,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// config) the latest states are re-sent: it subscribes to an entity's state topic
 /// only once it has set up the entity from the discovery config.
 const STATES_AFTER_BIRTH: Duration = Duration::from_secs(3);
+/// How often the record is looked through for metrics a device stopped sending
+/// (a walk over a few hundred entries in memory).
+const EXPIRY_CHECK: Duration = Duration::from_secs(5);
 
 pub(super) fn options(config: &MqttConfig, password: Option<&Secret>) -> Result<MqttOptions, BackendError> {
     let port = config.port.unwrap_or(if config.tls.is_some() { 8883 } else { 1883 });
@@ -100,6 +103,14 @@ pub(super) struct Delivery {
     resend_states_at: Option<Instant>,
     /// When to backfill Home Assistant's statistics, and the task that does it.
     backfill: Option<(mpsc::UnboundedSender<(i64, i64)>, Schedule)>,
+    /// The time of the newest reading handed to the broker: where an outage's
+    /// missing states start (the readings' own time, which a backlog delivered
+    /// before the connection failed may put well before now).
+    last_sent_at: Option<i64>,
+    /// Per device that said so: every metric its config gives (`Some`), or `None`
+    /// when its readings decide (those expire after `discovery_expire_after`).
+    metric_sets: BTreeMap<String, Option<BTreeSet<String>>>,
+    next_expiry_check: Instant,
 }
 
 impl Delivery {
@@ -133,6 +144,9 @@ impl Delivery {
             latest: BTreeMap::new(),
             resend_states_at: None,
             backfill,
+            last_sent_at: None,
+            metric_sets: BTreeMap::new(),
+            next_expiry_check: Instant::now() + EXPIRY_CHECK,
         }
     }
 
@@ -175,8 +189,9 @@ impl Delivery {
                         }
                     }
                     Some(Update::Failed(e)) => {
+                        let since = self.states_missed_since();
                         if let Some((_, schedule)) = &mut self.backfill {
-                            schedule.lost(chrono::Utc::now().timestamp());
+                            schedule.lost(since);
                         }
                         let wait = backoff.next_delay();
                         let starts_outage = self.health.failed(reason(&e));
@@ -209,6 +224,7 @@ impl Delivery {
                 _ = ack_tick.tick() => {
                     self.commit_acks().await;
                     self.pump(&client).await;
+                    self.expire(&client);
                     if let Some(published) = &mut self.published {
                         published.save();
                     }
@@ -303,8 +319,9 @@ impl Delivery {
                     && &p.payload[..] == b"offline" =>
             {
                 tracing::info!(backend = "mqtt", "Home Assistant went offline");
+                let since = self.states_missed_since();
                 if let Some((_, schedule)) = &mut self.backfill {
-                    schedule.lost(chrono::Utc::now().timestamp());
+                    schedule.lost(since);
                 }
             }
             _ => {}
@@ -327,6 +344,7 @@ impl Delivery {
     fn on_control(&mut self, control: Control, client: &AsyncClient) {
         match control {
             Control::DeviceRemoved(device) => {
+                self.metric_sets.remove(&device);
                 let gone: Vec<(String, String)> =
                     self.announced.keys().filter(|(d, _)| *d == device).cloned().collect();
                 for key in gone {
@@ -335,16 +353,12 @@ impl Delivery {
                     if self.config.homeassistant.enabled {
                         let ha = &self.config.homeassistant;
                         let topic = discovery::config_topic(&ha.discovery_prefix, &ha.node_id, &key.0, &key.1);
-                        self.retractions.push(topic);
+                        self.push_retraction(topic);
                     }
                 }
                 if let Some(published) = &mut self.published {
-                    for topic in published.remove(&device) {
-                        if !self.retractions.contains(&topic) {
-                            self.retractions.push(topic);
-                        }
-                    }
-                    published.save();
+                    let gone = published.remove(&device);
+                    self.clear(gone);
                 }
                 self.retract(client);
             }
@@ -352,20 +366,99 @@ impl Delivery {
                 let Some(published) = &mut self.published else {
                     return;
                 };
-                for (device, topics) in published.orphans(&devices) {
-                    tracing::info!(backend = "mqtt", device = %device, entities = topics.len(), "clearing the Home Assistant entities of a device no longer configured");
-                    self.announced.retain(|(d, _), _| *d != device);
-                    self.latest.retain(|(d, _), _| *d != device);
-                    for topic in topics {
-                        if !self.retractions.contains(&topic) {
-                            self.retractions.push(topic);
-                        }
-                    }
+                let orphans = published.orphans(&devices);
+                for (device, gone) in orphans {
+                    tracing::info!(backend = "mqtt", device = %device, entities = gone.len(), "clearing the Home Assistant entities of a device no longer configured");
+                    self.clear(gone);
                 }
-                published.save();
+                self.retract(client);
+            }
+            Control::DeviceMetrics(device, metrics) => {
+                self.metric_sets.insert(device.clone(), metrics.clone());
+                let (Some(published), Some(metrics)) = (&mut self.published, metrics) else {
+                    return;
+                };
+                let ha = &self.config.homeassistant;
+                let declared: BTreeSet<String> = metrics
+                    .iter()
+                    .flat_map(|m| [m.clone(), format!("{m}{LIFETIME_SUFFIX}")])
+                    .map(|m| discovery::config_topic(&ha.discovery_prefix, &ha.node_id, &device, &m))
+                    .collect();
+                let gone = published.undeclared(&device, &declared);
+                if !gone.is_empty() {
+                    let names: Vec<&str> = gone.iter().map(|g| g.entry.metric.as_str()).collect();
+                    tracing::info!(backend = "mqtt", device = %device, metrics = ?names, "clearing the Home Assistant entities of metrics the device's configuration no longer gives");
+                    self.clear(gone);
+                }
                 self.retract(client);
             }
         }
+    }
+
+    /// Queues the clearing of entities the record gave up (their config, and their
+    /// retained state when values are retained); the record is written at once.
+    fn clear(&mut self, gone: Vec<Gone>) {
+        for g in gone {
+            let key = (g.device.clone(), g.entry.metric.clone());
+            self.announced.remove(&key);
+            self.latest.remove(&key);
+            self.push_retraction(g.config);
+            if self.config.retain {
+                if let Some(state) = g.entry.state {
+                    self.push_retraction(state);
+                }
+            }
+        }
+        if let Some(published) = &mut self.published {
+            published.save();
+        }
+    }
+
+    fn push_retraction(&mut self, topic: String) {
+        if !self.retractions.contains(&topic) {
+            self.retractions.push(topic);
+        }
+    }
+
+    /// Clears the entities of metrics a device whose readings decide its metrics
+    /// has sent none of for `discovery_expire_after` while sending others.
+    fn expire(&mut self, client: &AsyncClient) {
+        let now = Instant::now();
+        if now < self.next_expiry_check {
+            return;
+        }
+        self.next_expiry_check = now + EXPIRY_CHECK;
+        let (Some(published), Some(after)) = (&mut self.published, self.config.homeassistant.discovery_expire_after)
+        else {
+            return;
+        };
+        let sets = &self.metric_sets;
+        let gone = published.expired(|d| matches!(sets.get(d), Some(None)), after.as_secs() as i64);
+        if gone.is_empty() {
+            return;
+        }
+        for g in &gone {
+            tracing::info!(backend = "mqtt", device = %g.device, metric = %g.entry.metric, after = %humantime::format_duration(after), "clearing the Home Assistant entity of a metric the device stopped sending");
+        }
+        self.clear(gone);
+        self.retract(client);
+    }
+
+    /// Since when states may not have reached Home Assistant: the newest reading
+    /// handed to the broker (never later than now).
+    fn states_missed_since(&self) -> i64 {
+        let now = chrono::Utc::now().timestamp();
+        self.last_sent_at.map_or(now, |t| t.min(now))
+    }
+
+    /// Whether `metric` is one `device`'s configuration no longer gives (a reading
+    /// of it still in the outbox from before): its entity is not made again.
+    fn undeclared(&self, device: &str, metric: &str) -> bool {
+        let Some(Some(metrics)) = self.metric_sets.get(device) else {
+            return false;
+        };
+        let base = metric.strip_suffix(LIFETIME_SUFFIX).unwrap_or(metric);
+        !metrics.contains(metric) && !metrics.contains(base)
     }
 
     /// Every entity's latest state again (Home Assistant restarted: its MQTT
@@ -431,8 +524,14 @@ impl Delivery {
         let topic = discovery::config_topic(&ha.discovery_prefix, &ha.node_id, &entity.device, &entity.metric);
         // A device back before its retraction went out: the new config wins.
         self.retractions.retain(|t| *t != topic);
+        let state = discovery::state_topic(
+            &self.config.topic_prefix,
+            &entity.device_type,
+            &entity.device,
+            &entity.metric,
+        );
         if let Some(published) = &mut self.published {
-            published.record(&entity.device, &topic);
+            published.record(&entity.device, &entity.metric, &topic, &state);
         }
         let payload = discovery::config_payload(
             entity,
@@ -521,6 +620,11 @@ impl Delivery {
                 let topic =
                     discovery::state_topic(&self.config.topic_prefix, &row.device_type, &row.device, &row.metric);
                 let payload = row.value.to_string().into_bytes();
+                let at = row.timestamp.timestamp();
+                self.last_sent_at = Some(self.last_sent_at.map_or(at, |t| t.max(at)));
+                if let Some(published) = &mut self.published {
+                    published.saw(&row.device, &row.metric, at);
+                }
                 if self.config.homeassistant.enabled {
                     self.latest.insert(
                         (row.device.clone(), row.metric.clone()),
@@ -551,7 +655,7 @@ impl Delivery {
             }
         }
         let key = (row.device.clone(), row.metric.clone());
-        if self.announced.contains_key(&key) {
+        if self.announced.contains_key(&key) || self.undeclared(&row.device, &row.metric) {
             return;
         }
         let entity = Entity {

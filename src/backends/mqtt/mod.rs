@@ -117,6 +117,14 @@ pub struct HomeAssistantConfig {
     /// hours it missed from mesura's own readings (off without this section).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statistics: Option<ha::StatisticsConfig>,
+    /// For a device whose readings decide its metrics (a P1 meter's registers,
+    /// `dsmr`, `homewizard`, `evohome`, `mqtt`): how long it may send readings
+    /// without one of them before that metric's entity is cleared; `off` keeps them
+    /// for good. At least `1h`; longer than the slowest metric's interval (gas:
+    /// hourly). Devices whose configuration names their metrics (a Modbus point
+    /// map) lose an entity when the metric leaves the configuration instead.
+    #[serde(default = "default_discovery_expire_after", with = "expire_after")]
+    pub discovery_expire_after: Option<Duration>,
 }
 
 impl Default for HomeAssistantConfig {
@@ -127,6 +135,7 @@ impl Default for HomeAssistantConfig {
             node_id: default_node_id(),
             birth_topic: default_birth_topic(),
             statistics: None,
+            discovery_expire_after: default_discovery_expire_after(),
         }
     }
 }
@@ -155,6 +164,33 @@ pub fn default_node_id() -> String {
 pub fn default_birth_topic() -> String {
     "homeassistant/status".into()
 }
+pub fn default_discovery_expire_after() -> Option<Duration> {
+    Some(Duration::from_secs(7 * 86_400))
+}
+
+/// `discovery_expire_after`: a duration, or `off`.
+mod expire_after {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(de)?;
+        if text.trim() == "off" {
+            return Ok(None);
+        }
+        crate::config::duration::parse(&text)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("{e}, or `off`")))
+    }
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => crate::config::duration::serialize(d, s),
+            None => s.serialize_str("off"),
+        }
+    }
+}
 
 impl MqttConfig {
     pub fn validate(&self) -> Result<(), String> {
@@ -168,6 +204,13 @@ impl MqttConfig {
             if tls.client_cert.is_some() != tls.client_key.is_some() {
                 return Err("tls: client_cert and client_key go together".into());
             }
+        }
+        if self
+            .homeassistant
+            .discovery_expire_after
+            .is_some_and(|d| d < Duration::from_secs(3600))
+        {
+            return Err("homeassistant.discovery_expire_after must be at least 1h (or `off`)".into());
         }
         if let Some(statistics) = &self.homeassistant.statistics {
             if !self.homeassistant.enabled {
@@ -185,6 +228,9 @@ enum Control {
     /// Every device in the configuration (at start and after a reload): discovery
     /// configs recorded for any other are cleared.
     DevicesConfigured(std::collections::BTreeSet<String>),
+    /// A device's metrics as its monitor declares them: every one its configuration
+    /// gives, or `None` when its readings decide.
+    DeviceMetrics(String, Option<std::collections::BTreeSet<String>>),
 }
 
 #[derive(Debug)]
@@ -250,7 +296,7 @@ impl MqttBackend {
                 published: config
                     .homeassistant
                     .enabled
-                    .then(|| ha::published::Published::load(data_dir)),
+                    .then(|| ha::published::Published::load(data_dir, chrono::Utc::now().timestamp())),
                 backfill,
             },
         )
@@ -306,7 +352,45 @@ impl Backend for MqttBackend {
         Ok(())
     }
 
+    async fn device_metrics(&mut self, device: &str, metrics: Option<&[String]>) -> Result<(), BackendError> {
+        let set = metrics.map(|m| m.iter().cloned().collect());
+        let _ = self.control.send(Control::DeviceMetrics(device.to_owned(), set));
+        Ok(())
+    }
+
     fn delivery_health(&self) -> Option<Arc<Health>> {
         Some(self.health.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(homeassistant: &str) -> Result<MqttConfig, serde_yaml_ng::Error> {
+        serde_yaml_ng::from_str(&format!("host: broker\nhomeassistant:\n{homeassistant}"))
+    }
+
+    #[test]
+    fn discovery_expire_after_is_a_duration_of_an_hour_or_more_or_off() {
+        let default = config("  enabled: true\n").expect("default");
+        assert_eq!(
+            default.homeassistant.discovery_expire_after,
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        let off = config("  discovery_expire_after: off\n").expect("off");
+        assert_eq!(off.homeassistant.discovery_expire_after, None);
+        assert_eq!(off.validate(), Ok(()));
+        let two = config("  discovery_expire_after: 2h\n").expect("2h");
+        assert_eq!(
+            two.homeassistant.discovery_expire_after,
+            Some(Duration::from_secs(7200))
+        );
+        let short = config("  discovery_expire_after: 10m\n").expect("10m");
+        assert!(short.validate().unwrap_err().contains("at least 1h"));
+        let bare = config("  discovery_expire_after: 5\n").unwrap_err().to_string();
+        assert!(bare.contains("no unit") && bare.contains("`off`"), "{bare}");
+        let written = serde_yaml_ng::to_string(&off.homeassistant).expect("yaml");
+        assert!(written.contains("discovery_expire_after: off"), "{written}");
     }
 }

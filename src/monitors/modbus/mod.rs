@@ -266,6 +266,11 @@ impl Monitor for ModbusMonitor {
         Ok(readings)
     }
 
+    /// Complete: its point map, and every SunSpec metric with `sunspec`.
+    fn metrics_complete(&self) -> bool {
+        true
+    }
+
     fn metrics(&self) -> &[MetricSpec] {
         &self.metrics
     }

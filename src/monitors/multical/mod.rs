@@ -526,6 +526,11 @@ impl Monitor for MulticalMonitor {
         result
     }
 
+    /// Complete: the registers of its config.
+    fn metrics_complete(&self) -> bool {
+        true
+    }
+
     fn metrics(&self) -> &[MetricSpec] {
         &self.metrics
     }

@@ -352,6 +352,11 @@ impl Monitor for NeasmartMonitor {
         Ok(readings)
     }
 
+    /// Complete: the zones of its config.
+    fn metrics_complete(&self) -> bool {
+        true
+    }
+
     fn metrics(&self) -> &[MetricSpec] {
         &self.metrics
     }

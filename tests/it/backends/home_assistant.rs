@@ -3,7 +3,9 @@
 //! makes from discovery, its hourly statistics after readings that reached it late
 //! (stamped hours in the past by a fake clock) equal to the sums of mesura's SQLite
 //! rows hour by hour, a backfill run twice changing nothing, no entity `unknown`
-//! after Home Assistant restarts, and a device removed while mesura was down gone.
+//! after Home Assistant restarts, and a device removed while mesura was down gone;
+//! the daemon's own backfill after a broker outage (a Mosquitto of the test's, stopped
+//! and started), and the entities of metrics a device no longer has cleared.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -355,4 +357,218 @@ async fn home_assistant_gets_its_entities_the_true_hourly_statistics_and_no_orph
         .collect();
     assert!(refused.is_empty(), "Home Assistant refused something: {refused:#?}");
     ha.stop();
+}
+
+/// Home Assistant's hours of `id` in `[from, before)`, when they equal the ones
+/// mesura's rows of `table.column` give.
+async fn hours_equal(
+    ha: &HomeAssistant,
+    db: &std::path::Path,
+    (id, table, column): (&str, &str, &str),
+    from: i64,
+    before: i64,
+) -> Option<Vec<HourStat>> {
+    let zero = first_state(ha, id, from).await;
+    let want: Vec<HourStat> = expected_hours(db, table, column, zero, before)
+        .into_iter()
+        .filter(|h| h.start >= from)
+        .collect();
+    let got: Vec<HourStat> = ha_hours(ha, id, from, before)
+        .await
+        .into_iter()
+        .filter(|h| h.start < before)
+        .collect();
+    let equal = got.len() == want.len()
+        && got
+            .iter()
+            .zip(&want)
+            .all(|(g, w)| g.start == w.start && close(g.state, w.state) && close(g.sum, w.sum));
+    equal.then_some(got)
+}
+
+/// A `type: mqtt` channel's message, stamped `at` by its publisher; retained, so
+/// the device gets it whenever it subscribes.
+async fn channel(client: &rumqttc::AsyncClient, n: u32, at: i64, watts: f64) {
+    client
+        .publish(
+            format!("plugs/{n}/state"),
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            format!("{{\"t\": {at}, \"w\": {watts}}}"),
+        )
+        .await
+        .expect("publish");
+}
+
+/// The broker goes down while readings stamped across four hours (a fake clock)
+/// pile up in the outbox, and comes back: the daemon alone brings Home Assistant's
+/// hourly statistics of those hours to the sums of mesura's SQLite rows. Then,
+/// across a restart, a `system` device loses a disk (its entities leave Home
+/// Assistant) and an MQTT device's channel silent for longer than
+/// `discovery_expire_after` while the others report is cleared, a slow one kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_broker_outage_the_daemon_backfills_and_dropped_metrics_leave_home_assistant() {
+    let python = python("backends::home_assistant");
+    let logs = crate::support::logs::info();
+    let setup = Setup::new("");
+    let mut broker = Broker::start(setup.dir.path(), "allow_anonymous true", "");
+    let ha = HomeAssistant::start(&python, &setup.dir.path().join("ha"), broker.port).await;
+    std::fs::write(
+        setup.config_path(),
+        format!(
+            "backends:\n  sqlite:\n    flush_interval: 200ms\n  mqtt:\n    host: 127.0.0.1\n    port: {}\n    flush_interval: 200ms\n    homeassistant:\n      enabled: true\n      discovery_expire_after: 2h\n      statistics:\n        url: {}\n        token: {}\n        lookback: 12h\nwatch:\n  enabled: false\n",
+            broker.port,
+            ha.url(),
+            ha.token
+        ),
+    )
+    .expect("config");
+    let spare = setup.dir.path().join("spare");
+    std::fs::create_dir_all(&spare).expect("spare dir");
+    let spare_free = format!("sensor.host_disk_free_{}", mesura::monitors::system::disk_slug(&spare));
+    let host = |disks: &str| format!("type: system\npoll_interval: 1s\ndisk_paths: [{disks}]\n");
+    setup
+        .device("feeder", "type: simulated\nprofile: electricity\npoll_interval: 1s\n")
+        .device("host", &host(&format!("\"/\", \"{}\"", spare.display())))
+        // Slow: one reading, then an hour of nothing.
+        .device("attic", "type: simulated\nprofile: climate\npoll_interval: 1h\n")
+        // Its channels are whatever publishes: `ch_1_power`, `ch_2_power`…
+        .device(
+            "plugs",
+            "type: mqtt\nsubscriptions:\n  - topic: plugs/+/state\n    timestamp: $.t\n    values:\n      - { metric: \"ch_{1}_power\", path: $.w, unit: W }\n",
+        );
+    let mut options = rumqttc::MqttOptions::new("plugs-publisher", "127.0.0.1", broker.port);
+    options.set_keep_alive(Duration::from_secs(30));
+    let (publisher, mut events) = rumqttc::AsyncClient::new(options, 16);
+    // Polled through the broker's restart: the client reconnects on the next poll.
+    let publishing = tokio::spawn(async move {
+        loop {
+            if events.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+
+    let real_start = chrono::Utc::now();
+    let t0 = real_start - chrono::TimeDelta::hours(5);
+    for n in 1..=3 {
+        channel(&publisher, n, t0.timestamp(), f64::from(n)).await;
+    }
+    let clock = Arc::new(JumpingClock::starting_at(t0));
+    let daemon = run(&setup, clock.clone()).await;
+    let energy = "sensor.feeder_energy_delivered_tariff1_lifetime";
+    until("the feeder's numeric state", || async {
+        ha.state(energy)
+            .await
+            .filter(|s| s["state"].as_str().is_some_and(|v| v.parse::<f64>().is_ok()))
+    })
+    .await;
+    for id in [
+        "sensor.plugs_ch_1_power",
+        "sensor.plugs_ch_2_power",
+        "sensor.plugs_ch_3_power",
+        spare_free.as_str(),
+        "sensor.host_disk_free_root",
+        "sensor.attic_temperature",
+    ] {
+        until(id, || ha.state(id)).await;
+    }
+    // The pass after the start (over the lookback) comes first: what follows is the
+    // outage's own.
+    until("the first statistics pass", || async {
+        crate::support::logs::text(&logs)
+            .lines()
+            .any(|l| {
+                l.contains("feeder_energy_delivered_tariff1_lifetime")
+                    && (l.contains("brought up to date") || l.contains("no statistics or numeric state"))
+            })
+            .then_some(())
+    })
+    .await;
+
+    // Four hours of readings while the broker is down.
+    broker.stop();
+    let db = setup.db_path();
+    let newest = |db: &std::path::Path| -> i64 {
+        rusqlite::Connection::open(db)
+            .and_then(|c| c.query_row("SELECT COALESCE(MAX(ts), 0) FROM feeder", [], |r| r.get(0)))
+            .unwrap_or(0)
+    };
+    for _ in 0..8 {
+        clock.jump(chrono::TimeDelta::minutes(30));
+        let at = clock.now().timestamp();
+        until("a reading after the jump", || async {
+            (newest(&db) >= at).then_some(())
+        })
+        .await;
+    }
+    // Back to the real time, whose hour is not over: the hours compared are the
+    // outage's, whose readings are all in.
+    clock.jump(chrono::Utc::now() - clock.now());
+    let from = floor_hour(t0.timestamp());
+    // Hours before the one the test started in: the later ones may still change.
+    let before = floor_hour(real_start.timestamp());
+    let counter = (energy, "feeder", "energy_delivered_tariff1_lifetime");
+    assert!(
+        hours_equal(&ha, &db, counter, from, before).await.is_none(),
+        "Home Assistant has the outage's hours right before the broker is back"
+    );
+
+    broker.restart();
+    let start = tokio::time::Instant::now();
+    let got = loop {
+        if let Some(got) = hours_equal(&ha, &db, counter, from, before).await {
+            break got;
+        }
+        assert!(
+            start.elapsed() < 2 * LIMIT,
+            "Home Assistant's hours are not mesura's after the outage; mesura's log:\n{}",
+            crate::support::logs::text(&logs)
+                .lines()
+                .filter(|l| l.contains("mqtt"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let outage: Vec<&HourStat> = got.iter().filter(|h| h.start > from).collect();
+    assert!(outage.len() >= 3, "three hours of the outage at least: {got:?}");
+    assert!(got.windows(2).all(|w| w[1].sum > w[0].sum), "{got:?}");
+
+    // While mesura is down, a disk leaves the `system` device, channel 1 reports
+    // on, channel 3 last reported 90 minutes ago and channel 2 five hours ago.
+    daemon.stop().await;
+    setup.device("host", &host("\"/\""));
+    let now = chrono::Utc::now().timestamp();
+    channel(&publisher, 1, now - 60, 11.0).await;
+    channel(&publisher, 3, now - 90 * 60, 13.0).await;
+    let daemon = run(&setup, mesura::host::clock::system()).await;
+    until("the dropped disk's entity gone", || async {
+        ha.state(&spare_free).await.is_none().then_some(())
+    })
+    .await;
+    until("the silent channel's entity gone", || async {
+        ha.state("sensor.plugs_ch_2_power").await.is_none().then_some(())
+    })
+    .await;
+    for kept in [
+        "sensor.plugs_ch_1_power",
+        "sensor.plugs_ch_3_power",
+        "sensor.host_disk_free_root",
+        "sensor.attic_temperature",
+        energy,
+    ] {
+        assert!(ha.state(kept).await.is_some(), "{kept} stays");
+    }
+    let spare_used = spare_free.replace("disk_free", "disk_used_percent");
+    assert!(ha.state(&spare_used).await.is_none(), "{spare_used} goes too");
+    daemon.stop().await;
+    publishing.abort();
+
+    let log = ha.log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("mqtt"))
+        .collect();
+    assert!(refused.is_empty(), "Home Assistant refused something: {refused:#?}");
 }

@@ -5,7 +5,8 @@
 //! while mesura is down or its outbox holds a backlog (readings delivered late are
 //! stamped by Home Assistant on arrival). So: from the moment one of those starts,
 //! once delivery runs again *and the outbox is drained*, one pass over the hours
-//! since; and one more after the hour the backlog landed in has been compiled by
+//! since (from the newest reading that had reached the broker: readings carry
+//! their own time, and a backlog may be older than the failure); and one more after the hour the backlog landed in has been compiled by
 //! Home Assistant (5 minutes past the next hour), since that hour holds the jump.
 
 use super::backfill::{floor_hour, HOUR};
@@ -39,9 +40,11 @@ impl Schedule {
     }
 
     /// States stop reaching Home Assistant (the broker connection failed, or Home
-    /// Assistant said `offline`).
-    pub fn lost(&mut self, now: i64) {
-        self.since.get_or_insert(now);
+    /// Assistant said `offline`); `since` is the time of the newest reading handed
+    /// to the broker before (delivery's, never later than now): the readings after
+    /// it may miss Home Assistant, a backlog sent late included.
+    pub fn lost(&mut self, since: i64) {
+        self.since.get_or_insert(since);
         self.resumed = false;
     }
 
