@@ -24,7 +24,7 @@
 //! file's header widens (a new file, a new metric) and at shutdown: none in steady
 //! state. The test counts WAL cycles from the WAL file's header (salt-1 goes up by
 //! one at every restart, whichever connection restarts it) and asserts at most
-//! four syncs per cycle (three, plus two where a reader cut a checkpoint short: no
+//! five syncs per cycle (three, plus two where a reader cut a checkpoint short: no
 //! checkpoint storm, no sync per commit), during the warm-up too, fewer syncs than
 //! commits for `mesura.db`, and none for CSV.
 //!
@@ -60,8 +60,12 @@ const RETENTION_EVERY: Duration = Duration::from_secs(20);
 const STALL: Duration = Duration::from_secs(5);
 /// At most this many syncs per WAL cycle: SYNCS_PER_CYCLE, plus two (WAL,
 /// database) when a reader holds a checkpoint short of the WAL's end and the next
-/// commit's checkpoint copies the rest; allowed for half the cycles.
-const MAX_SYNCS_PER_CYCLE: u64 = 4;
+/// commit's checkpoint copies the rest. On a loaded machine the outbox's reader
+/// can do that in nearly every cycle (seen: 116 syncs in 27 cycles, load average
+/// 5.7), so the bound allows it in every cycle; a storm (a sync per commit, 600
+/// commits a minute in the outbox) stays far above it, and the per-minute checks
+/// below catch it on their own.
+const MAX_SYNCS_PER_CYCLE: u64 = 5;
 /// VmRSS growth after the warm-up: two SQLite page caches fill up to their
 /// `cache_size` as the database grows (the backend connection's, 1 MiB, kept,
 /// counted here at SQLite's default of 2,000 KiB) and each retention run's (freed after the run, its
