@@ -82,7 +82,7 @@ if [ "$#" -eq 0 ]; then
   faketime_test --test it -- api::endpoints:: cli::commands:: cli::decode:: devices::dsmr_serial:: \
     devices::dsmr_tcp:: daemon::e2e:: devices::evohome:: backends::grafana:: devices::homewizard:: \
     devices::homewizard_v2:: backends::mqtt:: devices::openweathermap:: devices::polling:: \
-    daemon::reload:: daemon::router:: backends::uplink_influx:: backends::uplink_json::
+    daemon::reload:: daemon::router:: backends::uplink_influx:: backends::uplink_json:: api::events::
   faketime_test --test reliability -- clock::
 
   # The .deb built, installed on this machine, upgraded and purged (needs root or sudo).
