@@ -352,21 +352,33 @@ mod tests {
         }
     }
 
+    /// A recorded document's slots, checked to be `hours` hourly slots (the hourly
+    /// series is sequence 1) back to back from `bounds.0` to `bounds.1`, covering `local_day`.
+    fn hourly_day(file: &str, hours: usize, bounds: (&str, &str), local_day: chrono::NaiveDate) -> Vec<Slot> {
+        let slots = decoded(file);
+        assert_eq!(slots.len(), hours);
+        assert!(
+            slots.iter().all(|s| s.seconds == 3600),
+            "the hourly series is sequence 1"
+        );
+        assert_eq!(slots.first().map(|s| s.start), Some(utc(bounds.0)));
+        assert_eq!(slots.last().map(|s| s.end()), Some(utc(bounds.1)));
+        assert!(slots.windows(2).all(|w| w[0].end() == w[1].start));
+        assert!(super::super::covers_day(&slots, local_day));
+        slots
+    }
+
     /// The 23-hour day (2025-03-30), recorded for DE-LU: an hourly series
     /// (sequence 1, kept) and a quarter-hour one. Prices are those the upstream
     /// project's test asserts; 00:00Z is 01:00 CET, 01:00Z already 03:00 CEST.
     #[test]
     fn the_recorded_23_hour_day_has_23_hours_at_their_utc_starts() {
-        let slots = decoded("entsoe_DE_dst_begin_2025-03-30.xml");
-        assert_eq!(slots.len(), 23);
-        assert!(
-            slots.iter().all(|s| s.seconds == 3600),
-            "the hourly series is sequence 1"
+        let slots = hourly_day(
+            "entsoe_DE_dst_begin_2025-03-30.xml",
+            23,
+            ("2025-03-29T23:00:00Z", "2025-03-30T22:00:00Z"),
+            day(2025, 3, 30),
         );
-        assert_eq!(slots.first().map(|s| s.start), Some(utc("2025-03-29T23:00:00Z")));
-        assert_eq!(slots.last().map(|s| s.end()), Some(utc("2025-03-30T22:00:00Z")));
-        assert!(slots.windows(2).all(|w| w[0].end() == w[1].start));
-        assert!(super::super::covers_day(&slots, day(2025, 3, 30)));
         assert!(close(price_at(&slots, "2025-03-29T23:00:00Z"), 46.31, 3600));
         assert!(close(price_at(&slots, "2025-03-30T00:00:00Z"), 15.89, 3600));
         assert!(close(price_at(&slots, "2025-03-30T01:00:00Z"), 5.1, 3600));
@@ -379,16 +391,12 @@ mod tests {
     /// 00:00Z and 01:00Z are both 02:00 local time (CEST, then CET).
     #[test]
     fn the_recorded_25_hour_day_has_25_hours_at_their_utc_starts() {
-        let slots = decoded("entsoe_DE_dst_end_2024-10-27.xml");
-        assert_eq!(slots.len(), 25);
-        assert!(
-            slots.iter().all(|s| s.seconds == 3600),
-            "the hourly series is sequence 1"
+        let slots = hourly_day(
+            "entsoe_DE_dst_end_2024-10-27.xml",
+            25,
+            ("2024-10-26T22:00:00Z", "2024-10-27T23:00:00Z"),
+            day(2024, 10, 27),
         );
-        assert_eq!(slots.first().map(|s| s.start), Some(utc("2024-10-26T22:00:00Z")));
-        assert_eq!(slots.last().map(|s| s.end()), Some(utc("2024-10-27T23:00:00Z")));
-        assert!(slots.windows(2).all(|w| w[0].end() == w[1].start));
-        assert!(super::super::covers_day(&slots, day(2024, 10, 27)));
         assert!(close(price_at(&slots, "2024-10-26T22:00:00Z"), 92.22, 3600));
         assert!(close(price_at(&slots, "2024-10-27T00:00:00Z"), 82.23, 3600));
         assert!(close(price_at(&slots, "2024-10-27T01:00:00Z"), 80.43, 3600));

@@ -127,6 +127,25 @@ async fn ha_hours(ha: &HomeAssistant, id: &str, from: i64, to: i64) -> Vec<HourS
     ha_statistics::statistics_of(&result).remove(id).unwrap_or_default()
 }
 
+/// mesura's log lines of its MQTT backend, for a failure's message.
+fn mqtt_lines(logs: &crate::support::logs::Buffer) -> String {
+    crate::support::logs::text(logs)
+        .lines()
+        .filter(|l| l.contains("mqtt"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Home Assistant logged no MQTT error (a discovery config or state it refused).
+fn assert_nothing_refused(ha: &HomeAssistant) {
+    let log = ha.log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("mqtt"))
+        .collect();
+    assert!(refused.is_empty(), "Home Assistant refused something: {refused:#?}");
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-6 * a.abs().max(1.0)
 }
@@ -278,11 +297,7 @@ async fn home_assistant_gets_its_entities_the_true_hourly_statistics_and_no_orph
             assert!(
                 start.elapsed() < LIMIT,
                 "{id}: Home Assistant's hours\n{got:#?}\nare not mesura's\n{want:#?}\nmesura's log:\n{}",
-                crate::support::logs::text(&logs)
-                    .lines()
-                    .filter(|l| l.contains("mqtt"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                mqtt_lines(&logs)
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
@@ -350,12 +365,7 @@ async fn home_assistant_gets_its_entities_the_true_hourly_statistics_and_no_orph
     assert!(ha.state(energy).await.is_some(), "the meter stays");
     daemon.stop().await;
 
-    let log = ha.log();
-    let refused: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("ERROR") && l.contains("mqtt"))
-        .collect();
-    assert!(refused.is_empty(), "Home Assistant refused something: {refused:#?}");
+    assert_nothing_refused(&ha);
     ha.stop();
 }
 
@@ -523,11 +533,7 @@ async fn after_a_broker_outage_the_daemon_backfills_and_dropped_metrics_leave_ho
         assert!(
             start.elapsed() < 2 * LIMIT,
             "Home Assistant's hours are not mesura's after the outage; mesura's log:\n{}",
-            crate::support::logs::text(&logs)
-                .lines()
-                .filter(|l| l.contains("mqtt"))
-                .collect::<Vec<_>>()
-                .join("\n")
+            mqtt_lines(&logs)
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
@@ -565,10 +571,5 @@ async fn after_a_broker_outage_the_daemon_backfills_and_dropped_metrics_leave_ho
     daemon.stop().await;
     publishing.abort();
 
-    let log = ha.log();
-    let refused: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("ERROR") && l.contains("mqtt"))
-        .collect();
-    assert!(refused.is_empty(), "Home Assistant refused something: {refused:#?}");
+    assert_nothing_refused(&ha);
 }
