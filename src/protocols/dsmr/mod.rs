@@ -23,7 +23,9 @@
 //!    CRC mismatches are *not* framing errors: every frame carries its [`CrcStatus`]
 //!    and the caller decides (typically: drop `Invalid`, accept `Valid`/`Absent`).
 //! 2. [`decode`] turns one telegram into a [`Telegram`]: canonical metrics in
-//!    canonical units, meter time in UTC, unknown objects kept verbatim.
+//!    canonical units, meter time in UTC, unknown objects kept verbatim. A
+//!    [`Decoder`] does the same for telegram after telegram of one stream, into
+//!    the same buffers (the `dsmr` device keeps one).
 //!
 //! ```
 //! use mesura::protocols::dsmr::{decode, CrcStatus, Framer};
