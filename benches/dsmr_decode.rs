@@ -14,7 +14,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use mesura::protocols::dsmr::{check_crc, crc16_arc, decode, CrcStatus, Framer};
+use mesura::protocols::dsmr::{check_crc, crc16_arc, decode, CrcStatus, Decoder, Framer};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -22,14 +22,14 @@ const FIXTURE: &str = concat!(
 );
 
 /// One telegram through the framer (which checks the CRC) and the decoder, as the
-/// `dsmr` device does it: the framer lives as long as the stream, and
-/// `Frame::decode` takes the CRC verdict from the framer.
-fn frame_and_decode(framer: &mut Framer, bytes: &[u8]) -> usize {
+/// `dsmr` device does it: the framer and the decoder live as long as the stream,
+/// and the decoder takes the CRC verdict from the framer.
+fn frame_and_decode(framer: &mut Framer, decoder: &mut Decoder, bytes: &[u8]) -> usize {
     framer.push(bytes);
     let mut values = 0;
     while let Some(Ok(frame)) = framer.next_frame() {
         if !matches!(frame.crc, CrcStatus::Invalid { .. }) {
-            if let Ok(t) = frame.decode() {
+            if let Ok(t) = decoder.decode_frame(&frame) {
                 values += t.values.len();
             }
         }
@@ -100,7 +100,8 @@ fn median(mut xs: Vec<f64>) -> f64 {
 fn main() {
     let bytes = std::fs::read(FIXTURE).unwrap_or_else(|e| panic!("{FIXTURE}: {e}"));
     let mut framer = Framer::default();
-    let values = frame_and_decode(&mut framer, &bytes);
+    let mut decoder = Decoder::default();
+    let values = frame_and_decode(&mut framer, &mut decoder, &bytes);
     assert_eq!(values, 28, "the fixture should decode to 28 values");
     let (dsmr5_objects, dsmr5_sum) = dsmr5_frame_and_parse(&bytes);
     // 36 lines; dsmr5 0.4 gives up on the power-failure log line only.
@@ -117,7 +118,7 @@ fn main() {
                     black_box(dsmr5_frame_and_parse(black_box(&bytes)));
                 }
                 _ => {
-                    black_box(frame_and_decode(&mut framer, black_box(&bytes)));
+                    black_box(frame_and_decode(&mut framer, &mut decoder, black_box(&bytes)));
                 }
             }
         }
@@ -137,7 +138,7 @@ fn main() {
             black_box(dsmr5_frame_and_parse(black_box(&bytes)));
         });
         let o = rate(round, || {
-            black_box(frame_and_decode(&mut framer, black_box(&bytes)));
+            black_box(frame_and_decode(&mut framer, &mut decoder, black_box(&bytes)));
         });
         println!(
             "dsmr_decode: round {i}: dsmr5 {p:>10.0}/s   mesura {o:>10.0}/s   ratio {:.2}×",

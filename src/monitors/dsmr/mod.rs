@@ -18,7 +18,7 @@ use super::{DeviceType, Monitor, MonitorContext, MonitorError, ServiceMetric};
 use crate::config::common::CommonConfig;
 use crate::config::secret::{read_secret_file, Secret};
 use crate::protocols::dlms::{parse_key, Keys};
-use crate::protocols::dsmr::{DEFAULT_MAX_TELEGRAM_SIZE, DEFAULT_MINIMUM_PEAK_W};
+use crate::protocols::dsmr::{Decoder, Telegram, DEFAULT_MAX_TELEGRAM_SIZE, DEFAULT_MINIMUM_PEAK_W};
 use crate::reading::{MetricSpec, MonthlyPeaks, Reading};
 use link::{Reader, ReaderSettings, Target};
 use serve::{Fanout, Serve};
@@ -389,6 +389,8 @@ pub struct DsmrMonitor {
     peaks: map::PeakWatch,
     /// The newest peaks not yet taken by the supervisor.
     pending_peaks: Option<MonthlyPeaks>,
+    /// Kept between reads: it decodes each telegram into the same buffers.
+    decoder: Decoder,
 }
 
 impl DsmrMonitor {
@@ -423,21 +425,23 @@ impl DsmrMonitor {
             serve,
             peaks: map::PeakWatch::new(config.capacity_minimum_peak),
             pending_peaks: None,
+            decoder: Decoder::default(),
         })
     }
+}
 
-    fn warn_anomalies(&mut self, telegram: &crate::protocols::dsmr::Telegram) {
-        for anomaly in self.watch.observe(telegram) {
-            match anomaly {
-                map::Anomaly::EquipmentChanged { old, new } => tracing::warn!(
-                    device = %self.ctx.id, old = %old, new = %new,
-                    "the meter's equipment id changed: a new meter? counters may restart"
-                ),
-                map::Anomaly::CounterBackwards { metric, old, new } => tracing::warn!(
-                    device = %self.ctx.id, metric = %metric, old, new,
-                    "a counter went backwards: meter swapped or reset? stored as sent"
-                ),
-            }
+/// Logs what `watch` notices in `telegram` (a new meter, a counter going back).
+fn warn_anomalies(watch: &mut map::Watch, device: &str, telegram: &Telegram) {
+    for anomaly in watch.observe(telegram) {
+        match anomaly {
+            map::Anomaly::EquipmentChanged { old, new } => tracing::warn!(
+                device = %device, old = %old, new = %new,
+                "the meter's equipment id changed: a new meter? counters may restart"
+            ),
+            map::Anomaly::CounterBackwards { metric, old, new } => tracing::warn!(
+                device = %device, metric = %metric, old, new,
+                "a counter went backwards: meter swapped or reset? stored as sent"
+            ),
         }
     }
 }
@@ -474,10 +478,12 @@ impl Monitor for DsmrMonitor {
         for r in received {
             // A framed telegram always has a header line, so decode cannot fail here;
             // should it, the telegram is skipped, never stored half-read.
-            let Ok(telegram) = r.frame.decode() else { continue };
-            self.warn_anomalies(&telegram);
-            readings.extend(map::readings(&self.ctx.id, &telegram, r.at, &mut self.clock));
-            if let Some((peaks, average)) = self.peaks.observe(&self.ctx.id, &telegram, r.at) {
+            let Ok(telegram) = self.decoder.decode_frame(&r.frame) else {
+                continue;
+            };
+            warn_anomalies(&mut self.watch, &self.ctx.id, telegram);
+            readings.extend(map::readings(&self.ctx.id, telegram, r.at, &mut self.clock));
+            if let Some((peaks, average)) = self.peaks.observe(&self.ctx.id, telegram, r.at) {
                 self.pending_peaks = Some(peaks);
                 readings.extend(average);
             }

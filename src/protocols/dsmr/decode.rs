@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use super::capacity::parse_peak_history;
 use super::lines::{fast_line, parse_line, Line};
 use super::obis::{self, MbusKind, Obis, TariffRegister, TimeGroup};
-use super::text::trim_text;
+use super::text::{trim_text, utf8};
 use super::timestamp::{date_and_time, is_time_group, parse_timestamp};
 use super::units::{canonical_unit, conversion, parse_scaled, plain_number, scale, split_unit, Conv};
 use super::{crc, CrcStatus, DecodeError, DsmrNumberOrText, DsmrValue, MbusDevice, Telegram};
@@ -32,23 +32,109 @@ impl Object<'_> {
         self.groups.iter().map(|g| g.len() + 2).sum()
     }
 
-    fn raw(&self) -> String {
-        let mut out = String::with_capacity(self.raw_len());
+    fn raw(&self, texts: &mut Texts) -> String {
+        let mut out = texts.empty(self.raw_len());
         self.push_raw(&mut out);
         out
     }
 
-    fn line(&self) -> String {
-        let mut out = String::with_capacity(self.id.len() + self.raw_len());
+    fn line(&self, texts: &mut Texts) -> String {
+        let mut out = texts.empty(self.id.len() + self.raw_len());
         out.push_str(self.id);
         self.push_raw(&mut out);
         out
     }
 }
 
+/// The strings of the previous telegram, emptied, for this one's texts: a
+/// [`super::Decoder`] decodes telegram after telegram with the same few strings
+/// instead of allocating and freeing each of them every time.
+#[derive(Debug, Default)]
+pub(super) struct Texts(Vec<String>);
+
+impl Texts {
+    /// An empty string with room for `len` bytes.
+    fn empty(&mut self, len: usize) -> String {
+        match self.0.pop() {
+            Some(mut s) => {
+                s.clear();
+                s.reserve(len);
+                s
+            }
+            None => String::with_capacity(len),
+        }
+    }
+
+    /// `text` as an owned string.
+    fn copy(&mut self, text: &str) -> String {
+        let mut s = self.empty(text.len());
+        s.push_str(text);
+        s
+    }
+
+    /// Keeps `s` for a later text.
+    fn keep(&mut self, s: String) {
+        self.0.push(s);
+    }
+}
+
+/// Buffers that decoding fills and empties: kept by a [`super::Decoder`] between
+/// telegrams, so that once the first telegram has sized them, decoding one
+/// allocates nothing (the two internal vectors alone were 3 KB a telegram, above
+/// glibc's per-thread cache).
+#[derive(Debug, Default)]
+pub(super) struct Scratch {
+    groups: Vec<&'static str>,
+    spans: Vec<Span<'static>>,
+    texts: Texts,
+}
+
+/// A line's object before it is interpreted: identifier, OBIS code, and where its
+/// groups begin and end in the group vector.
+type Span<'a> = (&'a str, Option<Obis>, usize, usize);
+
+/// `v` emptied, as a vector of `U`: for a `U` of `T`'s size and alignment (the
+/// same reference with another lifetime) the standard library collects a vector's
+/// own iterator into its allocation, so the capacity outlives the borrow.
+fn emptied<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
+
+/// Empties `t` for the next telegram, its strings to `texts`.
+fn reset(t: &mut Telegram, texts: &mut Texts) {
+    t.header.clear();
+    for s in [t.version.take(), t.equipment_id.take(), t.text_message.take()]
+        .into_iter()
+        .flatten()
+    {
+        texts.keep(s);
+    }
+    t.crc = CrcStatus::Absent;
+    t.terminated = false;
+    t.meter_time = None;
+    t.values.clear();
+    for device in t.mbus_devices.drain(..) {
+        if let Some(id) = device.equipment_id {
+            texts.keep(id);
+        }
+    }
+    t.monthly_peaks = None;
+    for (id, raw) in t.unknown.drain(..) {
+        texts.keep(id);
+        texts.keep(raw);
+    }
+    for line in t.malformed.drain(..) {
+        texts.keep(line);
+    }
+    for (_, raw) in t.unreadable_times.drain(..) {
+        texts.keep(raw);
+    }
+}
+
 /// Hex-encoded printable ASCII (`4B384547…` → `K8EG…`), else the raw text.
 /// Empty → `None`.
-fn decode_hex_text(raw: &str) -> Option<String> {
+fn decode_hex_text(raw: &str, texts: &mut Texts) -> Option<String> {
     let raw = trim_text(raw);
     if raw.is_empty() {
         return None;
@@ -62,16 +148,24 @@ fn decode_hex_text(raw: &str) -> Option<String> {
     // An odd length is not hex text. Decoded in one pass, given up at the first
     // pair that is not a printable character.
     if bytes.len() % 2 != 0 {
-        return Some(raw.to_string());
+        return Some(texts.copy(raw));
     }
-    let mut out = String::with_capacity(bytes.len() / 2);
+    let mut out = texts.empty(bytes.len() / 2);
     for pair in bytes.chunks_exact(2) {
         match pair {
             [h, l] => match printable(*h, *l) {
                 Some(c) => out.push(c),
-                None => return Some(raw.to_string()),
+                None => {
+                    out.clear();
+                    out.push_str(raw);
+                    return Some(out);
+                }
             },
-            _ => return Some(raw.to_string()),
+            _ => {
+                out.clear();
+                out.push_str(raw);
+                return Some(out);
+            }
         }
     }
     Some(out)
@@ -116,8 +210,9 @@ struct Channel<'a> {
     more: Vec<MbusReading<'a>>,
 }
 
-// The decoder keeps the meter-level metrics it has seen in a u128.
-const _: () = assert!(obis::METRIC_COUNT <= 128);
+// The decoder keeps the meter-level metrics it has seen in a u64 (a u128 took
+// twice the instructions to test and set, for every value).
+const _: () = assert!(obis::METRIC_COUNT <= 64);
 
 /// See [`super::decode`].
 pub(super) fn decode(telegram: &[u8]) -> Result<Telegram, DecodeError> {
@@ -133,6 +228,20 @@ pub(super) fn decode_with_crc(
     known_crc: Option<CrcStatus>,
     located: Option<(usize, Option<usize>)>,
 ) -> Result<Telegram, DecodeError> {
+    let mut t = Telegram::empty();
+    decode_into(&mut t, &mut Scratch::default(), telegram, known_crc, located)?;
+    Ok(t)
+}
+
+/// [`decode_with_crc`] into `t`, which is emptied first (its strings and vectors
+/// reused), with the internal buffers of `scratch`.
+pub(super) fn decode_into(
+    t: &mut Telegram,
+    scratch: &mut Scratch,
+    telegram: &[u8],
+    known_crc: Option<CrcStatus>,
+    located: Option<(usize, Option<usize>)>,
+) -> Result<(), DecodeError> {
     // `locate` is `None` only without a `/` or without a line end after it.
     let Some((start, bang)) = located.or_else(|| crc::locate(telegram)) else {
         return Err(match crc::find_start(telegram) {
@@ -142,15 +251,17 @@ pub(super) fn decode_with_crc(
     };
     let from_start = telegram.get(start..).ok_or(DecodeError::MissingHeader)?;
     let header_len = memchr::memchr(b'\n', from_start).ok_or(DecodeError::UnterminatedHeader)?;
+    let texts = &mut scratch.texts;
+    reset(t, texts);
     let header_bytes = from_start.get(1..header_len).unwrap_or_default();
-    let header = match std::str::from_utf8(header_bytes) {
-        Ok(text) => trim_text(text).to_string(),
-        Err(_) => String::from_utf8_lossy(header_bytes).trim().to_string(),
-    };
+    match utf8(header_bytes) {
+        Some(text) => t.header.push_str(trim_text(text)),
+        None => t.header.push_str(String::from_utf8_lossy(header_bytes).trim()),
+    }
     let body_start = start + header_len + 1;
     let body_end = bang.unwrap_or(telegram.len());
     let body = telegram.get(body_start..body_end).unwrap_or_default();
-    let crc = match (known_crc, bang) {
+    t.crc = match (known_crc, bang) {
         (Some(known), _) => known,
         (None, Some(bang)) => match (telegram.get(start..=bang), telegram.get(bang + 1..)) {
             (Some(covered), Some(after)) => crc::status(covered, after),
@@ -158,32 +269,17 @@ pub(super) fn decode_with_crc(
         },
         (None, None) => CrcStatus::Absent,
     };
+    t.terminated = bang.is_some();
     // Valid UTF-8 (always, from a meter) is borrowed; only a damaged body is copied.
-    let body = match std::str::from_utf8(body) {
-        Ok(text) => Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(body),
-    };
-
-    let mut t = Telegram {
-        header,
-        version: None,
-        crc,
-        terminated: bang.is_some(),
-        meter_time: None,
-        equipment_id: None,
-        text_message: None,
-        values: Vec::new(),
-        mbus_devices: Vec::new(),
-        monthly_peaks: None,
-        unknown: Vec::new(),
-        malformed: Vec::new(),
-        unreadable_times: Vec::new(),
+    let body = match utf8(body) {
+        Some(text) => Cow::Borrowed(text),
+        None => String::from_utf8_lossy(body),
     };
 
     // Pass 1: lines → objects (continuation lines appended to the previous object).
     // (identifier, OBIS code, first group, end of groups) into one shared group vector.
-    let mut all_groups: Vec<&str> = Vec::with_capacity(64);
-    let mut spans: Vec<(&str, Option<Obis>, usize, usize)> = Vec::with_capacity(48);
+    let mut all_groups: Vec<&str> = std::mem::take(&mut scratch.groups);
+    let mut spans: Vec<Span<'_>> = std::mem::take(&mut scratch.spans);
     let bytes = body.as_bytes();
     let mut at = 0;
     while let Some(&first) = bytes.get(at) {
@@ -215,32 +311,38 @@ pub(super) fn decode_with_crc(
                 Some(prev) => prev.3 = all_groups.len(),
                 None => {
                     all_groups.truncate(start);
-                    t.malformed.push(line.to_string());
+                    t.malformed.push(texts.copy(line));
                 }
             },
-            Line::Malformed => t.malformed.push(line.to_string()),
+            Line::Malformed => t.malformed.push(texts.copy(line)),
         }
     }
-    let all_groups = &all_groups[..];
+    interpret(t, texts, &all_groups, &spans);
+    scratch.groups = emptied(all_groups);
+    scratch.spans = emptied(spans);
+    Ok(())
+}
+
+/// Pass 2: the objects' meaning, into `t`.
+fn interpret<'a>(t: &mut Telegram, texts: &mut Texts, all_groups: &'a [&'a str], spans: &[Span<'a>]) {
     t.values.reserve(spans.len());
 
-    // Pass 2: interpret.
     let mut equipment: Option<(u8, String, Object<'_>)> = None; // (rank, value, object)
                                                                 // M-Bus channels 1–4, by index 0–3 (a fixed array: no map per telegram).
     let mut channels: [Channel<'_>; 4] = Default::default();
-    let mut seen: u128 = 0; // meter-level metrics already taken, by table index
+    let mut seen: u64 = 0; // meter-level metrics already taken, by table index
     let mut tariffs_seen = [0u64; 4]; // tariff registers taken, by direction and tariff
                                       // `1-0:0.9.2` date and `1-0:0.9.1` time: the clock of meters without `0-0:1.0.0`.
     let mut clock_parts: (Option<Object<'_>>, Option<Object<'_>>) = (None, None);
     let mut clock_sent = false;
-    'objects: for &(id, o, from, to) in &spans {
+    'objects: for &(id, o, from, to) in spans {
         let obj = Object {
             id,
             groups: all_groups.get(from..to).unwrap_or_default(),
         };
         let obj = &obj;
         let Some(o) = o else {
-            t.unknown.push((obj.id.to_string(), obj.raw()));
+            push_unknown(t, texts, obj);
             continue;
         };
         let first = obj.groups.first().copied().unwrap_or("");
@@ -252,12 +354,13 @@ pub(super) fn decode_with_crc(
                 break 'apart;
             }
             if o.cde(0, 2, 8) {
-                t.version = Some(trim_text(first).to_string()).filter(|v| !v.is_empty());
+                let version = trim_text(first);
+                t.version = (!version.is_empty()).then(|| texts.copy(version));
             } else if o.a == 0 && o.b == 0 && o.cde(1, 0, 0) {
                 clock_sent = true;
                 t.meter_time = parse_timestamp(first);
                 if t.meter_time.is_none() {
-                    t.unreadable_times.push((o, first.to_string()));
+                    t.unreadable_times.push((o, texts.copy(first)));
                 }
             } else if o.a <= 1 && o.b == 0 && o.c == 0 && o.d == 9 && matches!(o.e, 1 | 2) {
                 let part = if o.e == 2 {
@@ -267,27 +370,27 @@ pub(super) fn decode_with_crc(
                 };
                 match part {
                     None => *part = Some(*obj),
-                    Some(_) => push_unknown(&mut t, obj),
+                    Some(_) => push_unknown(t, texts, obj),
                 }
             } else if o.a == 0 && o.b == 0 && o.cde(98, 1, 0) {
                 match (&t.monthly_peaks, parse_peak_history(obj.groups)) {
                     (None, Ok(history)) => t.monthly_peaks = Some(history),
-                    _ => push_unknown(&mut t, obj),
+                    _ => push_unknown(t, texts, obj),
                 }
             } else if o.a == 0 && o.b == 0 && o.cde(96, 13, 0) {
-                t.text_message = decode_hex_text(first);
+                t.text_message = decode_hex_text(first, texts);
             } else if let Some(rank) = equipment_rank(&o) {
-                match (decode_hex_text(first), &equipment) {
+                match (decode_hex_text(first, texts), &equipment) {
                     (Some(id), Some((best, _, _))) if rank < *best => {
                         if let Some((_, _, displaced)) = equipment.replace((rank, id, *obj)) {
-                            t.unknown.push((displaced.id.to_string(), displaced.raw()));
+                            push_unknown(t, texts, &displaced);
                         }
                     }
                     (Some(id), None) => equipment = Some((rank, id, *obj)),
-                    _ => t.unknown.push((obj.id.to_string(), obj.raw())),
+                    _ => push_unknown(t, texts, obj),
                 }
             } else if let (0, Some(ch)) = (o.a, channels.get_mut(usize::from(o.b).wrapping_sub(1))) {
-                mbus_object(&mut t, ch, o, *obj);
+                mbus_object(t, texts, ch, o, *obj);
             } else {
                 break 'apart;
             }
@@ -303,32 +406,32 @@ pub(super) fn decode_with_crc(
             };
             match tariffs_seen.get_mut(row) {
                 Some(taken) if *taken & bit == 0 => {
-                    if meter_value(&mut t, &def, register.metric_name(), o, obj) {
+                    if meter_value(t, texts, &def, register.metric_name(), o, obj) {
                         *taken |= bit;
                     }
                 }
-                _ => push_unknown(&mut t, obj),
+                _ => push_unknown(t, texts, obj),
             }
         } else if let Some((index, def)) = obis::lookup_index(&o) {
-            let bit = 1u128 << index;
+            let bit = 1u64 << index;
             if seen & bit != 0 {
                 // A second object for the same metric: the first one wins.
-                t.unknown.push((obj.id.to_string(), obj.raw()));
-            } else if meter_value(&mut t, def, Cow::Borrowed(def.name), o, obj) {
+                push_unknown(t, texts, obj);
+            } else if meter_value(t, texts, def, Cow::Borrowed(def.name), o, obj) {
                 seen |= bit;
             }
         } else {
-            t.unknown.push((obj.id.to_string(), obj.raw()));
+            push_unknown(t, texts, obj);
         }
     }
     t.equipment_id = equipment.map(|(_, id, _)| id);
-    meter_clock_in_parts(&mut t, clock_parts, clock_sent);
-    finish_mbus(&mut t, channels);
-    Ok(t)
+    meter_clock_in_parts(t, texts, clock_parts, clock_sent);
+    finish_mbus(t, texts, channels);
 }
 
-fn push_unknown(t: &mut Telegram, obj: &Object<'_>) {
-    t.unknown.push((obj.id.to_string(), obj.raw()));
+fn push_unknown(t: &mut Telegram, texts: &mut Texts, obj: &Object<'_>) {
+    let id = texts.copy(obj.id);
+    t.unknown.push((id, obj.raw(texts)));
 }
 
 /// The meter clock of meters that send date and time apart (`1-0:0.9.2(yymmdd)`,
@@ -336,6 +439,7 @@ fn push_unknown(t: &mut Telegram, obj: &Object<'_>) {
 /// under `0-0:1.0.0` when it is no date, as the meter clock it stands for.
 fn meter_clock_in_parts<'a>(
     t: &mut Telegram,
+    texts: &mut Texts,
     (date, time): (Option<Object<'a>>, Option<Object<'a>>),
     clock_sent: bool,
 ) {
@@ -352,13 +456,15 @@ fn meter_clock_in_parts<'a>(
                     d: 0,
                     e: 0,
                 };
-                t.unreadable_times
-                    .push((clock, format!("{}{} {}{}", date.id, date.raw(), time.id, time.raw())));
+                t.unreadable_times.push((
+                    clock,
+                    format!("{}{} {}{}", date.id, date.raw(texts), time.id, time.raw(texts)),
+                ));
             }
         }
         (date, time) => {
             for obj in date.iter().chain(time.iter()) {
-                push_unknown(t, obj);
+                push_unknown(t, texts, obj);
             }
         }
     }
@@ -369,7 +475,14 @@ fn meter_clock_in_parts<'a>(
 // Inlined into the decoder's loop: called for nearly every line, the call's
 // prologue and epilogue (a large frame) cost as much as reading the number.
 #[inline(always)]
-fn meter_value(t: &mut Telegram, def: &obis::MetricDef, name: Cow<'static, str>, o: Obis, obj: &Object<'_>) -> bool {
+fn meter_value(
+    t: &mut Telegram,
+    texts: &mut Texts,
+    def: &obis::MetricDef,
+    name: Cow<'static, str>,
+    o: Obis,
+    obj: &Object<'_>,
+) -> bool {
     // A time beside the value, before it (e-MUCS `1-0:1.6.0(ts)(value)`) or after
     // it (the 2025/26 Belgian firmware, `1-0:1.6.0(08.796*kW)(260102010000)`).
     let with_time = def.time != TimeGroup::No;
@@ -378,7 +491,7 @@ fn meter_value(t: &mut Telegram, def: &obis::MetricDef, name: Cow<'static, str>,
         [a, b] if with_time && is_time_group(a) && !is_time_group(b) => (Some(*a), *b),
         [a, b] if with_time && is_time_group(b) && !is_time_group(a) => (Some(*b), *a),
         _ => {
-            push_unknown(t, obj);
+            push_unknown(t, texts, obj);
             return false;
         }
     };
@@ -390,7 +503,7 @@ fn meter_value(t: &mut Telegram, def: &obis::MetricDef, name: Cow<'static, str>,
         None => split_unit(group).1,
     };
     let Some(conv) = conversion(def.quantity, unit) else {
-        push_unknown(t, obj);
+        push_unknown(t, texts, obj);
         return false;
     };
     let number = match plain.and_then(|(mantissa, frac_len, _)| scale(mantissa, frac_len, conv)) {
@@ -401,10 +514,10 @@ fn meter_value(t: &mut Telegram, def: &obis::MetricDef, name: Cow<'static, str>,
         Some(v) => DsmrNumberOrText::Number(v),
         // Tariff indicators are octet strings; keep non-numeric ones as text.
         None if def.name == "tariff" && !split_unit(group).0.is_empty() => {
-            DsmrNumberOrText::Text(split_unit(group).0.to_string())
+            DsmrNumberOrText::Text(texts.copy(split_unit(group).0))
         }
         None => {
-            t.malformed.push(obj.line());
+            t.malformed.push(obj.line(texts));
             return false;
         }
     };
@@ -422,7 +535,7 @@ fn meter_value(t: &mut Telegram, def: &obis::MetricDef, name: Cow<'static, str>,
     if let Some(ts) = ts {
         v.timestamp = parse_timestamp(ts);
         if v.timestamp.is_none() {
-            t.unreadable_times.push((o, ts.to_string()));
+            t.unreadable_times.push((o, texts.copy(ts)));
         }
     }
     t.values.push(v);
@@ -430,15 +543,15 @@ fn meter_value(t: &mut Telegram, def: &obis::MetricDef, name: Cow<'static, str>,
 }
 
 /// Objects of M-Bus channel `o.b` (1–4).
-fn mbus_object<'a>(t: &mut Telegram, ch: &mut Channel<'a>, o: Obis, obj: Object<'a>) {
+fn mbus_object<'a>(t: &mut Telegram, texts: &mut Texts, ch: &mut Channel<'a>, o: Obis, obj: Object<'a>) {
     let g = |i: usize| obj.groups.get(i).copied();
     if o.cde(24, 1, 0) {
         ch.device_type = g(0).and_then(obis::parse_device_type);
     } else if o.cde(96, 1, 0) || o.cde(96, 1, 1) {
         if ch.equipment_id.is_none() {
-            ch.equipment_id = g(0).and_then(decode_hex_text);
+            ch.equipment_id = g(0).and_then(|id| decode_hex_text(id, texts));
         } else {
-            t.unknown.push((obj.id.to_string(), obj.raw()));
+            push_unknown(t, texts, &obj);
         }
     } else if o.c == 24 && o.d == 2 {
         // DSMR 4/5: 0-n:24.2.1 (NL) / 0-n:24.2.3 (BE): (capture time)(value*unit)
@@ -453,7 +566,7 @@ fn mbus_object<'a>(t: &mut Telegram, ch: &mut Channel<'a>, o: Obis, obj: Object<
                     unit,
                 });
             }
-            _ => t.malformed.push(obj.line()),
+            _ => t.malformed.push(obj.line(texts)),
         }
     } else if o.cde(24, 3, 0) {
         // DSMR 2.2/3.0: (ts)(00)(60)(1)(0-n:24.2.1)(m3) + "(value)" continuation line.
@@ -473,14 +586,14 @@ fn mbus_object<'a>(t: &mut Telegram, ch: &mut Channel<'a>, o: Obis, obj: Object<
                     unit,
                 });
             }
-            _ => t.malformed.push(obj.line()),
+            _ => t.malformed.push(obj.line(texts)),
         }
     } else {
-        t.unknown.push((obj.id.to_string(), obj.raw()));
+        push_unknown(t, texts, &obj);
     }
 }
 
-fn finish_mbus(t: &mut Telegram, channels: [Channel<'_>; 4]) {
+fn finish_mbus(t: &mut Telegram, texts: &mut Texts, channels: [Channel<'_>; 4]) {
     // Active devices so far per kind (gas, water, heat, cooling).
     let mut counts = [0usize; 4];
     for (channel, ch) in (1u8..).zip(channels) {
@@ -508,7 +621,7 @@ fn finish_mbus(t: &mut Telegram, channels: [Channel<'_>; 4]) {
                 continue;
             }
             let (Some(kind), Some(value)) = (kind, value) else {
-                push_unknown(t, &r.obj);
+                push_unknown(t, texts, &r.obj);
                 continue;
             };
             let metric = match &named {
@@ -534,11 +647,11 @@ fn finish_mbus(t: &mut Telegram, channels: [Channel<'_>; 4]) {
                 }
             };
             let Some(metric) = metric else {
-                push_unknown(t, &r.obj);
+                push_unknown(t, texts, &r.obj);
                 continue;
             };
             if let (None, Some(raw)) = (ts, r.ts) {
-                t.unreadable_times.push((r.obis, raw.to_string()));
+                t.unreadable_times.push((r.obis, texts.copy(raw)));
             }
             t.values.push(DsmrValue {
                 metric,

@@ -23,7 +23,9 @@
 //!    CRC mismatches are *not* framing errors: every frame carries its [`CrcStatus`]
 //!    and the caller decides (typically: drop `Invalid`, accept `Valid`/`Absent`).
 //! 2. [`decode`] turns one telegram into a [`Telegram`]: canonical metrics in
-//!    canonical units, meter time in UTC, unknown objects kept verbatim.
+//!    canonical units, meter time in UTC, unknown objects kept verbatim. A
+//!    [`Decoder`] does the same for telegram after telegram of one stream, into
+//!    the same buffers (the `dsmr` device keeps one).
 //!
 //! ```
 //! use mesura::protocols::dsmr::{decode, CrcStatus, Framer};
@@ -214,14 +216,57 @@ impl Frame {
     /// computing the CRC a second time, and the `!` from where the framer found it
     /// instead of searching the telegram for it again.
     pub fn decode(&self) -> Result<Telegram, DecodeError> {
+        decode::decode_with_crc(&self.bytes, Some(self.crc), self.located())
+    }
+
+    /// `(start, bang)` for the decoder, when the framer's `!` is still where it was.
+    fn located(&self) -> Option<(usize, Option<usize>)> {
         // The framer's frames start at their `/`; a frame whose bytes were changed
         // since (the fields are public) no longer shows `/` … `!` there and is
         // located from scratch, as `decode` does.
-        let located = self
-            .bang
+        self.bang
             .filter(|&bang| self.bytes.first() == Some(&b'/') && self.bytes.get(bang) == Some(&b'!'))
-            .map(|bang| (0, Some(bang)));
-        decode::decode_with_crc(&self.bytes, Some(self.crc), located)
+            .map(|bang| (0, Some(bang)))
+    }
+}
+
+/// Decodes telegram after telegram into one [`Telegram`] that it keeps, with the
+/// same strings and vectors: once the first telegrams have sized them, decoding
+/// allocates nothing (a [`Frame::decode`] allocates and frees about a dozen
+/// buffers). What it returns is what [`Frame::decode`] and [`decode`] return for
+/// the same bytes; a stream's reader (the `dsmr` device) keeps one.
+#[derive(Debug)]
+pub struct Decoder {
+    telegram: Telegram,
+    scratch: decode::Scratch,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder {
+            telegram: Telegram::empty(),
+            scratch: decode::Scratch::default(),
+        }
+    }
+}
+
+impl Decoder {
+    /// [`Frame::decode`], into this decoder's telegram.
+    pub fn decode_frame(&mut self, frame: &Frame) -> Result<&Telegram, DecodeError> {
+        decode::decode_into(
+            &mut self.telegram,
+            &mut self.scratch,
+            &frame.bytes,
+            Some(frame.crc),
+            frame.located(),
+        )?;
+        Ok(&self.telegram)
+    }
+
+    /// [`decode`], into this decoder's telegram.
+    pub fn decode(&mut self, telegram: &[u8]) -> Result<&Telegram, DecodeError> {
+        decode::decode_into(&mut self.telegram, &mut self.scratch, telegram, None, None)?;
+        Ok(&self.telegram)
     }
 }
 
@@ -331,6 +376,25 @@ pub struct Telegram {
 }
 
 impl Telegram {
+    /// No header, no values: what the decoder fills.
+    fn empty() -> Self {
+        Telegram {
+            header: String::new(),
+            version: None,
+            crc: CrcStatus::Absent,
+            terminated: false,
+            meter_time: None,
+            equipment_id: None,
+            text_message: None,
+            values: Vec::new(),
+            mbus_devices: Vec::new(),
+            monthly_peaks: None,
+            unknown: Vec::new(),
+            malformed: Vec::new(),
+            unreadable_times: Vec::new(),
+        }
+    }
+
     /// The value of `metric`, if present.
     pub fn get(&self, metric: &str) -> Option<&DsmrValue> {
         self.values.iter().find(|v| v.metric == metric)
@@ -388,6 +452,8 @@ mod tests {
         files.sort();
         assert!(files.len() > 40, "fixtures not found: {}", files.len());
         let mut frames = 0;
+        // One decoder for every telegram of every file, as a stream's reader keeps one.
+        let mut decoder = Decoder::default();
         for path in files.iter().chain(files.iter().rev()) {
             let mut framer = Framer::default();
             framer.push(&std::fs::read(path).unwrap());
@@ -400,9 +466,19 @@ mod tests {
                 assert_eq!(whole.crc, frame.crc, "{path:?}");
                 whole.crc = frame.crc;
                 assert_eq!(frame.decode().unwrap(), whole, "{path:?}");
+                assert_eq!(decoder.decode_frame(&frame).unwrap(), &whole, "{path:?}: decoder");
                 // Junk in front: the `!` is no longer where the framer found it.
                 frame.bytes.insert(0, b'x');
                 assert_eq!(frame.decode().unwrap(), whole, "{path:?}: bytes changed after framing");
+                assert_eq!(
+                    decoder.decode_frame(&frame).unwrap(),
+                    &whole,
+                    "{path:?}: decoder, bytes changed after framing"
+                );
+                // And without the framer's verdict, as `decode` does.
+                let mut computed = whole.clone();
+                computed.crc = decode(&frame.bytes).unwrap().crc;
+                assert_eq!(decoder.decode(&frame.bytes).unwrap(), &computed, "{path:?}: decoder");
             }
         }
         assert!(frames > 80, "only {frames} frames");

@@ -3,18 +3,48 @@ use super::*;
 
 #[test]
 fn hex_text() {
+    // One pool of strings for all of them, each result handed back to it, as a
+    // `Decoder` does: later texts are written over earlier ones.
+    let mut texts = Texts::default();
+    let mut hex = |raw: &str| {
+        let out = decode_hex_text(raw, &mut texts);
+        if let Some(s) = &out {
+            texts.keep(s.clone());
+        }
+        out
+    };
     assert_eq!(
-        decode_hex_text("4B384547303034303436333935353037").as_deref(),
+        hex("4B384547303034303436333935353037").as_deref(),
         Some("K8EG004046395507")
     );
-    assert_eq!(decode_hex_text("00000000000000").as_deref(), Some("00000000000000"));
-    assert_eq!(decode_hex_text("xxxx").as_deref(), Some("xxxx"));
-    assert_eq!(decode_hex_text("ABC").as_deref(), Some("ABC"));
-    assert_eq!(decode_hex_text(""), None);
+    assert_eq!(hex("00000000000000").as_deref(), Some("00000000000000"));
+    assert_eq!(hex("xxxx").as_deref(), Some("xxxx"));
+    assert_eq!(hex("ABC").as_deref(), Some("ABC"));
+    assert_eq!(hex(""), None);
     // One good digit in a pair is not hex text, whichever side it is on.
-    assert_eq!(decode_hex_text("4B4Z").as_deref(), Some("4B4Z"));
-    assert_eq!(decode_hex_text("4BZ4").as_deref(), Some("4BZ4"));
-    assert_eq!(decode_hex_text("4b4f").as_deref(), Some("KO"));
+    assert_eq!(hex("4B4Z").as_deref(), Some("4B4Z"));
+    assert_eq!(hex("4BZ4").as_deref(), Some("4BZ4"));
+    assert_eq!(hex("4b4f").as_deref(), Some("KO"));
+}
+
+/// The internal vectors keep their allocation from one telegram to the next (the
+/// reason for `emptied`): a second telegram grows nothing.
+#[test]
+fn scratch_vectors_are_kept() {
+    let telegram = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/dsmr/dsmr50_iskra_am550_real.txt"
+    ))
+    .unwrap();
+    let mut t = Telegram::empty();
+    let mut scratch = Scratch::default();
+    decode_into(&mut t, &mut scratch, &telegram, None, None).unwrap();
+    let sized = (scratch.groups.capacity(), scratch.spans.capacity());
+    assert!(sized.0 >= 36 && sized.1 >= 36, "{sized:?}");
+    let at = (scratch.groups.as_ptr(), scratch.spans.as_ptr());
+    decode_into(&mut t, &mut scratch, &telegram, None, None).unwrap();
+    assert_eq!((scratch.groups.as_ptr(), scratch.spans.as_ptr()), at);
+    assert_eq!(t, decode(&telegram).unwrap());
 }
 
 #[test]
