@@ -30,39 +30,63 @@ need faketime faketime  # the clock-sensitive tests again, ten years ahead (belo
 need adduser adduser  # the .deb's postinst, and a dependency of the package (scripts/test-deb.sh)
 need dash dash  # Debian's /bin/sh parses the .deb's maintainer scripts (scripts/test-deb.sh)
 
-# pymodbus, the independent Modbus peer of tests/it/devices/modbus.rs (server, base station),
-# and pyarrow, the independent Parquet reader of tests/it/api/export_parquet.rs
-# (tests/peers/parquet_compare.py), in a venv under target/ so nothing system-wide
-# changes. Pinned for repeatable runs.
+# The Python peers, in venvs under target/ so nothing system-wide changes, pinned for
+# repeatable runs:
+# - pymodbus, the independent Modbus peer of tests/it/devices/modbus.rs (server, base
+#   station), and pyarrow, the independent Parquet reader of tests/it/api/export_parquet.rs
+#   (tests/peers/parquet_compare.py), in target/pyvenv;
+# - Home Assistant core 2024.3.3 in target/ha-venv, the real peer of
+#   tests/it/backends/home_assistant.rs (scripts/ha-venv.sh; about 5 minutes the first
+#   time, quick once there).
+# On a fresh machine installing them is mostly downloading: it runs in the background
+# while cargo builds, and the tests wait for it.
 # (Not MESURA_*: the config loader reads those as overrides.)
-PYVENV="$PWD/target/pyvenv"
-if ! "$PYVENV/bin/python" -c 'import pymodbus, serial, pyarrow, sys; sys.exit(pymodbus.__version__ != "3.16.1" or pyarrow.__version__ != "21.0.0")' 2>/dev/null; then
-  echo "installing pymodbus 3.16.1 and pyarrow 21.0.0 into $PYVENV" >&2
-  need python3 python3
-  # Debian's python3 lacks venv until python3-venv is installed.
-  if ! python3 -m venv --clear "$PYVENV" >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-    else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; fi
-    python3 -m venv --clear "$PYVENV" || { echo "FAILED: cannot create a Python venv for pymodbus and pyarrow" >&2; exit 1; }
-  fi
-  "$PYVENV/bin/pip" install -q "pymodbus[serial]==3.16.1" "pyarrow==21.0.0" \
-    || { echo "FAILED: pymodbus (the Modbus tests) and pyarrow (the Parquet export tests) are required and could not be installed" >&2; exit 1; }
-fi
-export PYMODBUS_PYTHON="$PYVENV/bin/python"
-
-# Home Assistant core 2024.3.3 in target/ha-venv, the real peer of tests/it/backends/home_assistant.rs
-# (about 5 minutes the first time; quick once there). Not MESURA_*: HA_VENV_PYTHON.
 need python3 python3
-scripts/ha-venv.sh >/dev/null || { echo "FAILED: Home Assistant could not be installed (scripts/ha-venv.sh)" >&2; exit 1; }
+PYVENV="$PWD/target/pyvenv"
+python_peers() {
+  if ! "$PYVENV/bin/python" -c 'import pymodbus, serial, pyarrow, sys; sys.exit(pymodbus.__version__ != "3.16.1" or pyarrow.__version__ != "21.0.0")' 2>/dev/null; then
+    echo "installing pymodbus 3.16.1 and pyarrow 21.0.0 into $PYVENV"
+    # Debian's python3 lacks venv until python3-venv is installed (nothing else runs
+    # apt-get while this runs: cargo has the foreground).
+    if ! python3 -m venv --clear "$PYVENV" >/dev/null 2>&1; then
+      $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv --clear "$PYVENV" || { echo "FAILED: cannot create a Python venv for pymodbus and pyarrow"; return 1; }
+    fi
+    "$PYVENV/bin/pip" install -q "pymodbus[serial]==3.16.1" "pyarrow==21.0.0" \
+      || { echo "FAILED: pymodbus (the Modbus tests) and pyarrow (the Parquet export tests) are required and could not be installed"; return 1; }
+  fi
+  scripts/ha-venv.sh >/dev/null || { echo "FAILED: Home Assistant could not be installed (scripts/ha-venv.sh)"; return 1; }
+}
+peers_log=$(mktemp)
+python_peers >"$peers_log" 2>&1 &
+peers_pid=$!
+trap 'kill "$peers_pid" 2>/dev/null; rm -f "$peers_log"' EXIT
+export PYMODBUS_PYTHON="$PYVENV/bin/python"
 export HA_VENV_PYTHON="$PWD/target/ha-venv/bin/python"
+
+# Where the time goes, for CI logs.
+phase() { echo "== [${SECONDS}s] $*"; }
 
 # The lint wall first: a warning anywhere (tests and benches included) fails the run
 # before any test starts.
+phase "clippy"
 cargo clippy --locked --all-targets -- -D warnings
 
+phase "build the tests"
+cargo test --locked --all-targets --no-run
+
+phase "wait for the Python peers"
+if ! wait "$peers_pid"; then
+  cat "$peers_log" >&2
+  echo "FAILED: the Python test peers could not be installed (above)" >&2
+  exit 1
+fi
+cat "$peers_log" >&2
+
 # The benches run too (as smoke tests, in debug): their figures are printed, not judged.
+phase "the tests"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log" "$peers_log"' EXIT
 status=0
 cargo test --locked --no-fail-fast --all-targets "$@" 2>&1 | tee "$log" || status=$?
 
@@ -72,7 +96,7 @@ cargo test --locked --no-fail-fast --all-targets "$@" 2>&1 | tee "$log" || statu
 # libfaketime moves CLOCK_REALTIME only; tokio's timers keep the real monotonic clock.
 # Only on a whole-suite run (no arguments): a filtered run is someone's quick check.
 if [ "$#" -eq 0 ]; then
-  echo "== the clock-sensitive tests with the clock ten years ahead (faketime +10y) =="
+  phase "the clock-sensitive tests with the clock ten years ahead (faketime +10y)"
   # The same suites in the test binaries (module paths; the lib's unit tests all).
   faketime_test() {
     FAKETIME_DONT_FAKE_MONOTONIC=1 cargo test --locked --no-fail-fast \
@@ -86,9 +110,10 @@ if [ "$#" -eq 0 ]; then
   faketime_test --test reliability -- clock::
 
   # The .deb built, installed on this machine, upgraded and purged (needs root or sudo).
-  echo "== the .deb: build, dpkg -i, upgrade, purge (scripts/test-deb.sh) =="
+  phase "the .deb: build, dpkg -i, upgrade, purge (scripts/test-deb.sh)"
   scripts/test-deb.sh || { status=$?; echo "FAILED: scripts/test-deb.sh" | tee -a "$log"; }
 fi
 # One closing line for the whole suite, whatever target ran last.
+phase "done"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
 exit "$status"
