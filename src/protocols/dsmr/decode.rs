@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use super::capacity::parse_peak_history;
-use super::lines::{fast_line, parse_line, Line};
+use super::lines::{fast_line, parse_line, KnownIds, Line};
 use super::obis::{self, MbusKind, Obis, TariffRegister, TimeGroup};
 use super::text::{trim_text, utf8};
 use super::timestamp::{date_and_time, is_time_group, parse_timestamp};
@@ -87,6 +87,17 @@ pub(super) struct Scratch {
     groups: Vec<&'static str>,
     spans: Vec<Span<'static>>,
     texts: Texts,
+    known_ids: KnownIds,
+}
+
+impl Scratch {
+    /// Buffers for telegram after telegram, remembering each line's identifier
+    /// for the next telegram (see [`KnownIds`]); `Default` is for one telegram.
+    pub(super) fn for_a_stream() -> Self {
+        let mut scratch = Scratch::default();
+        scratch.known_ids.on = true;
+        scratch
+    }
 }
 
 /// A line's object before it is interpreted: identifier, OBIS code, and where its
@@ -290,7 +301,8 @@ pub(super) fn decode_into(
         }
         let start = all_groups.len();
         if first.is_ascii_digit() {
-            if let Some((id, o, next)) = fast_line(&body, at, &mut all_groups) {
+            let line = spans.len();
+            if let Some((id, o, next)) = fast_line(&body, at, &mut all_groups, &mut scratch.known_ids, line) {
                 spans.push((id, Some(o), start, all_groups.len()));
                 at = next;
                 continue;

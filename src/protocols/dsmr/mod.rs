@@ -245,7 +245,7 @@ impl Default for Decoder {
     fn default() -> Self {
         Decoder {
             telegram: Telegram::empty(),
-            scratch: decode::Scratch::default(),
+            scratch: decode::Scratch::for_a_stream(),
         }
     }
 }

@@ -76,3 +76,92 @@ fn times_that_are_no_date_are_listed_where_they_were() {
         .expect("telegram");
     assert!(fine.unreadable_times.is_empty());
 }
+
+/// Every fixture's telegrams: tests/fixtures/dsmr, and the directory named by
+/// `MESURA_MORE_DSMR_FIXTURES` when set (captures kept outside the repository).
+fn fixture_telegrams() -> Vec<Vec<u8>> {
+    let mut dirs = vec![concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dsmr").to_string()];
+    dirs.extend(std::env::var("MESURA_MORE_DSMR_FIXTURES"));
+    let mut files: Vec<_> = dirs
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flatten()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    let mut telegrams = Vec::new();
+    for path in files {
+        // The file as it is (`decode` takes its first telegram, framed or not),
+        // then each telegram the framer cuts from it.
+        let bytes = std::fs::read(&path).unwrap();
+        telegrams.push(bytes.clone());
+        let mut framer = crate::protocols::dsmr::Framer::default();
+        framer.push(&bytes);
+        while let Some(frame) = framer.next_frame() {
+            if let Ok(frame) = frame {
+                telegrams.push(frame.bytes);
+            }
+        }
+    }
+    assert!(telegrams.len() > 80, "fixtures not found: {}", telegrams.len());
+    telegrams
+}
+
+/// A stream's decoder remembers each line's identifier from the telegram before
+/// (`KnownIds`): after any telegram, any other decodes as it does alone. Every
+/// fixture after others, and each after itself with one byte of its first
+/// lines' identifiers changed to every byte that means something on a P1 line.
+#[test]
+fn remembered_identifiers_change_nothing() {
+    let telegrams = fixture_telegrams();
+    // (A telegram `decode` refuses, the decoder refuses too, whatever came before.)
+    let alone: Vec<_> = telegrams.iter().map(|t| decode(t)).collect();
+    let mut t = Telegram::empty();
+    let mut scratch = Scratch::for_a_stream();
+    // Each after itself, after its neighbours in the list (another meter, as
+    // often as not) and after a few far ones.
+    for (i, before) in telegrams.iter().enumerate() {
+        let near = i.saturating_sub(2)..(i + 3).min(telegrams.len());
+        let far = [0, telegrams.len() / 3, telegrams.len() / 2, telegrams.len() - 1];
+        for j in near.chain(far) {
+            let after = &telegrams[j];
+            let _ = decode_into(&mut t, &mut scratch, before, None, None);
+            let result = decode_into(&mut t, &mut scratch, after, None, None).map(|()| &t);
+            assert_eq!(
+                result,
+                alone[j].as_ref().map_err(Clone::clone),
+                "telegram {j} after {i}"
+            );
+        }
+    }
+    let mut changed = 0;
+    for (i, telegram) in telegrams.iter().enumerate() {
+        let Ok(alone) = &alone[i] else { continue };
+        // The first bytes of its first lines after the header: every part of an
+        // identifier, its `(`, and the first bytes of the value.
+        let Some(header_end) = telegram.iter().position(|&b| b == b'\n') else {
+            continue;
+        };
+        let line_starts: Vec<usize> = (header_end + 1..telegram.len())
+            .filter(|&at| telegram[at - 1] == b'\n')
+            .take(3)
+            .collect();
+        for start in line_starts {
+            for at in start..(start + 13).min(telegram.len()) {
+                for b in b"0-:.( \nA" {
+                    let mut mutated = telegram.clone();
+                    mutated[at] = *b;
+                    let Ok(expected) = decode(&mutated) else { continue };
+                    decode_into(&mut t, &mut scratch, telegram, None, None).unwrap();
+                    decode_into(&mut t, &mut scratch, &mutated, None, None).unwrap();
+                    assert_eq!(t, expected, "telegram {i}, byte {at} as {b:#04x}");
+                    decode_into(&mut t, &mut scratch, telegram, None, None).unwrap();
+                    assert_eq!(&t, alone, "telegram {i} after its byte {at} as {b:#04x}");
+                    changed += 1;
+                }
+            }
+        }
+    }
+    assert!(changed > 5_000, "only {changed} changed telegrams");
+}
