@@ -4,10 +4,21 @@ use super::*;
 #[test]
 fn hex_text() {
     // One pool of strings for all of them, each result handed back to it, as a
-    // `Decoder` does: later texts are written over earlier ones.
-    let mut texts = Texts::default();
+    // `Decoder` does: later texts are written over earlier ones. Once without
+    // remembering texts, then twice remembering them (the second time, every
+    // text is one remembered or one of those past the room for them).
+    hex_texts(&mut Texts::default(), 0);
+    let mut remembering = Texts {
+        remember_hex: true,
+        ..Texts::default()
+    };
+    hex_texts(&mut remembering, 1);
+    hex_texts(&mut remembering, 2);
+}
+
+fn hex_texts(texts: &mut Texts, round: usize) {
     let mut hex = |raw: &str| {
-        let out = decode_hex_text(raw, &mut texts);
+        let out = decode_hex_text(raw, texts);
         if let Some(s) = &out {
             texts.keep(s.clone());
         }
@@ -25,6 +36,14 @@ fn hex_text() {
     assert_eq!(hex("4B4Z").as_deref(), Some("4B4Z"));
     assert_eq!(hex("4BZ4").as_deref(), Some("4BZ4"));
     assert_eq!(hex("4b4f").as_deref(), Some("KO"));
+    if texts.remember_hex {
+        // Again, from what was remembered (as many as there is room for).
+        assert_eq!(texts.hex.len(), MAX_HEX_TEXTS, "round {round}");
+        for (raw, decoded) in texts.hex.clone() {
+            assert_eq!(decode_hex_text(&raw, texts), Some(decoded), "round {round}");
+        }
+        assert_eq!(texts.hex.len(), MAX_HEX_TEXTS);
+    }
 }
 
 /// The internal vectors keep their allocation from one telegram to the next (the
