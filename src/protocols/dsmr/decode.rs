@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use super::capacity::parse_peak_history;
-use super::lines::{fast_line, parse_line, Line};
+use super::lines::{fast_line, parse_line, KnownIds, Line};
 use super::obis::{self, MbusKind, Obis, TariffRegister, TimeGroup};
 use super::text::{trim_text, utf8};
 use super::timestamp::{date_and_time, is_time_group, parse_timestamp};
@@ -50,12 +50,21 @@ impl Object<'_> {
 /// [`super::Decoder`] decodes telegram after telegram with the same few strings
 /// instead of allocating and freeing each of them every time.
 #[derive(Debug, Default)]
-pub(super) struct Texts(Vec<String>);
+pub(super) struct Texts {
+    free: Vec<String>,
+    /// Hex texts already decoded (raw, decoded), when `remember_hex`: a meter
+    /// sends the same equipment ids in every telegram.
+    hex: Vec<(String, String)>,
+    remember_hex: bool,
+}
+
+/// Hex texts remembered: the equipment ids of a meter and its M-Bus devices.
+const MAX_HEX_TEXTS: usize = 4;
 
 impl Texts {
     /// An empty string with room for `len` bytes.
     fn empty(&mut self, len: usize) -> String {
-        match self.0.pop() {
+        match self.free.pop() {
             Some(mut s) => {
                 s.clear();
                 s.reserve(len);
@@ -74,7 +83,22 @@ impl Texts {
 
     /// Keeps `s` for a later text.
     fn keep(&mut self, s: String) {
-        self.0.push(s);
+        self.free.push(s);
+    }
+
+    /// What `raw` decoded to before, when it is remembered.
+    fn known_hex(&mut self, raw: &str) -> Option<String> {
+        let at = self.hex.iter().position(|(known, _)| known == raw)?;
+        let mut out = self.empty(self.hex.get(at)?.1.len());
+        out.push_str(&self.hex.get(at)?.1);
+        Some(out)
+    }
+
+    /// Remembers that `raw` decodes to `decoded`, while there is room.
+    fn remember_hex(&mut self, raw: &str, decoded: &str) {
+        if self.remember_hex && self.hex.len() < MAX_HEX_TEXTS {
+            self.hex.push((raw.to_string(), decoded.to_string()));
+        }
     }
 }
 
@@ -87,6 +111,19 @@ pub(super) struct Scratch {
     groups: Vec<&'static str>,
     spans: Vec<Span<'static>>,
     texts: Texts,
+    known_ids: KnownIds,
+}
+
+impl Scratch {
+    /// Buffers for telegram after telegram, remembering each line's identifier
+    /// (see [`KnownIds`]) and the hex texts for the next telegram; `Default` is
+    /// for one telegram.
+    pub(super) fn for_a_stream() -> Self {
+        let mut scratch = Scratch::default();
+        scratch.known_ids.on = true;
+        scratch.texts.remember_hex = true;
+        scratch
+    }
 }
 
 /// A line's object before it is interpreted: identifier, OBIS code, and where its
@@ -133,12 +170,23 @@ fn reset(t: &mut Telegram, texts: &mut Texts) {
 }
 
 /// Hex-encoded printable ASCII (`4B384547…` → `K8EG…`), else the raw text.
-/// Empty → `None`.
+/// Empty → `None`. A text decoded in an earlier telegram of a stream is copied
+/// from then (two comparisons and a copy instead of a table load per digit).
 fn decode_hex_text(raw: &str, texts: &mut Texts) -> Option<String> {
     let raw = trim_text(raw);
     if raw.is_empty() {
         return None;
     }
+    if let Some(known) = texts.known_hex(raw) {
+        return Some(known);
+    }
+    let out = decode_new_hex_text(raw, texts);
+    texts.remember_hex(raw, &out);
+    Some(out)
+}
+
+/// [`decode_hex_text`] of a trimmed, non-empty text not seen before.
+fn decode_new_hex_text(raw: &str, texts: &mut Texts) -> String {
     let bytes = raw.as_bytes();
     let printable = |h: u8, l: u8| -> Option<char> {
         let v = (crc::HEX_DIGIT[usize::from(h)] << 4) | crc::HEX_DIGIT[usize::from(l)];
@@ -148,7 +196,7 @@ fn decode_hex_text(raw: &str, texts: &mut Texts) -> Option<String> {
     // An odd length is not hex text. Decoded in one pass, given up at the first
     // pair that is not a printable character.
     if bytes.len() % 2 != 0 {
-        return Some(texts.copy(raw));
+        return texts.copy(raw);
     }
     let mut out = texts.empty(bytes.len() / 2);
     for pair in bytes.chunks_exact(2) {
@@ -158,17 +206,17 @@ fn decode_hex_text(raw: &str, texts: &mut Texts) -> Option<String> {
                 None => {
                     out.clear();
                     out.push_str(raw);
-                    return Some(out);
+                    return out;
                 }
             },
             _ => {
                 out.clear();
                 out.push_str(raw);
-                return Some(out);
+                return out;
             }
         }
     }
-    Some(out)
+    out
 }
 
 /// Rank of an equipment-identifier object (lower wins), for A-B = 0-0 / 1-0.
@@ -290,7 +338,8 @@ pub(super) fn decode_into(
         }
         let start = all_groups.len();
         if first.is_ascii_digit() {
-            if let Some((id, o, next)) = fast_line(&body, at, &mut all_groups) {
+            let line = spans.len();
+            if let Some((id, o, next)) = fast_line(&body, at, &mut all_groups, &mut scratch.known_ids, line) {
                 spans.push((id, Some(o), start, all_groups.len()));
                 at = next;
                 continue;

@@ -101,16 +101,9 @@ fn group_end(bytes: &[u8]) -> Option<usize> {
         .map(|p| at + p)
 }
 
-/// The shape nearly every P1 line has, `A-B:C.D.E(g1)(g2)…` ended by CR LF, LF or
-/// the end of the body, read in one pass over its bytes: identifier, OBIS code and
-/// groups at once, where the general path ([`parse_line`], then
-/// [`super::obis::parse_obis`]) walks each byte three or four times. Returns the
-/// identifier, its code and the offset just past the line, with the groups appended
-/// to `groups`; `None` (with `groups` as it was) for anything else — spaces, a `*F`
-/// or reduced OBIS form, text after the groups, a group spanning lines — which the
-/// general path then reads, so both paths agree on every line this one accepts.
-pub(super) fn fast_line<'a>(body: &'a str, start: usize, groups: &mut Vec<&'a str>) -> Option<(&'a str, Obis, usize)> {
-    let b = body.as_bytes();
+/// The identifier of the usual line shape, `A-B:C.D.E(`, at `start`: its code and
+/// the offset just past the `(`; `None` for anything else (see [`fast_line`]).
+fn fast_id(b: &[u8], start: usize) -> Option<(Obis, usize)> {
     // The five numbers, each one to three digits then its separator, read field by
     // field with the digits unrolled: a loop over the bytes mispredicted its way
     // through every field of every line. Above 255 is refused.
@@ -135,6 +128,109 @@ pub(super) fn fast_line<'a>(body: &'a str, start: usize, groups: &mut Vec<&'a st
         i += 1;
     }
     let [a, bb, c, d, e] = nums;
+    Some((Obis { a, b: bb, c, d, e }, i))
+}
+
+/// Identifiers that [`fast_id`] read in the previous telegram, by line: a meter
+/// sends the same lines in the same order every time, so the identifier at the
+/// start of line k is nearly always the one line k had before. Told by comparing
+/// the line's first 16 bytes, masked to the identifier and its `(`, with what was
+/// kept, instead of reading the five numbers again; whatever fails the comparison
+/// is read by [`fast_id`]. The same bytes read the same way, so a line gives the
+/// same code either way.
+#[derive(Debug, Default)]
+pub(super) struct KnownIds {
+    /// Off for a one-telegram decode, which would only fill it.
+    pub(super) on: bool,
+    ids: Vec<KnownId>,
+}
+
+/// One line's identifier with its `(`, as the little-endian integer of its bytes
+/// (zeros past them), the mask of those bytes, and what [`fast_id`] made of them.
+#[derive(Debug, Clone, Copy)]
+struct KnownId {
+    bytes: u128,
+    mask: u128,
+    len: usize,
+    obis: Obis,
+}
+
+/// A slot no line matches: it compares all 16 bytes with 0xFF, and the lines read
+/// here start with a digit.
+const NO_ID: KnownId = KnownId {
+    bytes: u128::MAX,
+    mask: u128::MAX,
+    len: 0,
+    obis: Obis {
+        a: 0,
+        b: 0,
+        c: 0,
+        d: 0,
+        e: 0,
+    },
+};
+
+/// Lines remembered a telegram: more than any meter sends.
+const MAX_KNOWN_IDS: usize = 128;
+
+impl KnownIds {
+    /// The 16 bytes at `start`, when there are that many.
+    fn word(b: &[u8], start: usize) -> Option<u128> {
+        let chunk: [u8; 16] = b.get(start..start + 16)?.try_into().ok()?;
+        Some(u128::from_le_bytes(chunk))
+    }
+
+    /// [`fast_id`] for line `line` of the telegram, from the previous telegram's
+    /// identifier when the bytes are the same.
+    #[inline(always)]
+    fn read(&mut self, b: &[u8], start: usize, line: usize) -> Option<(Obis, usize)> {
+        let word = Self::word(b, start);
+        if let (Some(word), Some(known)) = (word, self.ids.get(line)) {
+            if word & known.mask == known.bytes {
+                return Some((known.obis, start + known.len));
+            }
+        }
+        let (obis, open) = fast_id(b, start)?;
+        let len = open - start;
+        if let (true, Some(word), true) = (self.on, word, len <= 16) {
+            let mask = u128::MAX >> (8 * (16 - len));
+            let known = KnownId {
+                bytes: word & mask,
+                mask,
+                len,
+                obis,
+            };
+            if line < MAX_KNOWN_IDS {
+                if self.ids.len() <= line {
+                    self.ids.resize(line + 1, NO_ID);
+                }
+                if let Some(slot) = self.ids.get_mut(line) {
+                    *slot = known;
+                }
+            }
+        }
+        Some((obis, open))
+    }
+}
+
+/// The shape nearly every P1 line has, `A-B:C.D.E(g1)(g2)…` ended by CR LF, LF or
+/// the end of the body, read in one pass over its bytes: identifier, OBIS code and
+/// groups at once, where the general path ([`parse_line`], then
+/// [`super::obis::parse_obis`]) walks each byte three or four times. Returns the
+/// identifier, its code and the offset just past the line, with the groups appended
+/// to `groups`; `None` (with `groups` as it was) for anything else — spaces, a `*F`
+/// or reduced OBIS form, text after the groups, a group spanning lines — which the
+/// general path then reads, so both paths agree on every line this one accepts.
+/// `line` is the line's index among the telegram's objects, for `known`.
+pub(super) fn fast_line<'a>(
+    body: &'a str,
+    start: usize,
+    groups: &mut Vec<&'a str>,
+    known: &mut KnownIds,
+    line: usize,
+) -> Option<(&'a str, Obis, usize)> {
+    let b = body.as_bytes();
+    let (obis, mut i) = known.read(b, start, line)?;
     let id = body.get(start..i - 1)?;
     let before = groups.len();
     loop {
@@ -153,9 +249,9 @@ pub(super) fn fast_line<'a>(body: &'a str, start: usize, groups: &mut Vec<&'a st
         i += close + 1;
         match (b.get(i), b.get(i + 1)) {
             (Some(b'('), _) => i += 1,
-            (Some(b'\r'), Some(b'\n')) => return Some((id, Obis { a, b: bb, c, d, e }, i + 2)),
-            (Some(b'\n'), _) => return Some((id, Obis { a, b: bb, c, d, e }, i + 1)),
-            (None, _) => return Some((id, Obis { a, b: bb, c, d, e }, i)),
+            (Some(b'\r'), Some(b'\n')) => return Some((id, obis, i + 2)),
+            (Some(b'\n'), _) => return Some((id, obis, i + 1)),
+            (None, _) => return Some((id, obis, i)),
             _ => {
                 groups.truncate(before);
                 return None;
@@ -224,7 +320,7 @@ mod tests {
         let mut fast_taken = 0;
         for line in &variants {
             let mut groups = vec!["before"];
-            let Some((id, o, next)) = fast_line(line, 0, &mut groups) else {
+            let Some((id, o, next)) = fast_line(line, 0, &mut groups, &mut KnownIds::default(), 0) else {
                 assert_eq!(
                     groups,
                     ["before"],

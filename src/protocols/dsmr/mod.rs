@@ -233,8 +233,11 @@ impl Frame {
 /// Decodes telegram after telegram into one [`Telegram`] that it keeps, with the
 /// same strings and vectors: once the first telegrams have sized them, decoding
 /// allocates nothing (a [`Frame::decode`] allocates and frees about a dozen
-/// buffers). What it returns is what [`Frame::decode`] and [`decode`] return for
-/// the same bytes; a stream's reader (the `dsmr` device) keeps one.
+/// buffers). It also remembers each line's identifier and the hex texts (equipment
+/// ids) of the telegram before, which a meter sends again every time: a line whose
+/// bytes are the same is not read again. What it returns is what
+/// [`Frame::decode`] and [`decode`] return for the same bytes; a stream's reader
+/// (the `dsmr` device) keeps one.
 #[derive(Debug)]
 pub struct Decoder {
     telegram: Telegram,
@@ -245,7 +248,7 @@ impl Default for Decoder {
     fn default() -> Self {
         Decoder {
             telegram: Telegram::empty(),
-            scratch: decode::Scratch::default(),
+            scratch: decode::Scratch::for_a_stream(),
         }
     }
 }
