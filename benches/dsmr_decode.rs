@@ -23,8 +23,7 @@ const FIXTURE: &str = concat!(
 
 /// One telegram through the framer (which checks the CRC) and the decoder, as the
 /// `dsmr` device does it: the framer and the decoder live as long as the stream,
-/// and the decoder takes the CRC verdict from the framer. The frame's buffer goes
-/// back to the framer for a later telegram.
+/// and the decoder takes the CRC verdict from the framer.
 fn frame_and_decode(framer: &mut Framer, decoder: &mut Decoder, bytes: &[u8]) -> usize {
     framer.push(bytes);
     let mut values = 0;
@@ -34,7 +33,6 @@ fn frame_and_decode(framer: &mut Framer, decoder: &mut Decoder, bytes: &[u8]) ->
                 values += t.values.len();
             }
         }
-        framer.recycle(frame);
     }
     values
 }

@@ -88,9 +88,6 @@ pub struct Framer {
     state: State,
     line_start: bool,
     buf: Vec<u8>,
-    /// A decoded frame's buffer, given back by [`Framer::recycle`], for the next
-    /// telegram after `buf`'s.
-    spare: Vec<u8>,
     bang: usize,
     junk: usize,
     junk_significant: bool,
@@ -113,7 +110,6 @@ impl Framer {
             state: State::Hunting,
             line_start: true,
             buf: Vec::new(),
-            spare: Vec::new(),
             bang: 0,
             junk: 0,
             junk_significant: false,
@@ -197,18 +193,6 @@ impl Framer {
     /// input is needed.
     pub fn next_frame(&mut self) -> Option<Result<Frame, FrameError>> {
         self.out.pop_front()
-    }
-
-    /// Gives back the buffer of a frame whose telegram was decoded: the framer cuts
-    /// a later telegram into it instead of into a new allocation (one `malloc`, and
-    /// one `free` when the frame is dropped, a telegram otherwise). Optional; any
-    /// frame's bytes will do, the framer keeps the larger of two buffers.
-    pub fn recycle(&mut self, frame: Frame) {
-        let mut bytes = frame.bytes;
-        if bytes.capacity() > self.spare.capacity() {
-            bytes.clear();
-            self.spare = bytes;
-        }
     }
 
     /// Counters since creation.
@@ -404,10 +388,8 @@ impl Framer {
 
     fn finish_frame(&mut self) {
         // The next telegram is about as long as this one: room for it now, instead
-        // of growing from empty (a reallocation at every doubling). A recycled
-        // buffer has that room already, once the first telegrams have sized it.
-        let mut next = std::mem::take(&mut self.spare);
-        next.reserve(self.buf.len());
+        // of growing from empty (a reallocation at every doubling).
+        let next = Vec::with_capacity(self.buf.len());
         let bytes = std::mem::replace(&mut self.buf, next);
         let crc = match (bytes.get(..=self.bang), bytes.get(self.bang + 1..)) {
             (Some(covered), Some(after)) => crc::status(covered, after),
