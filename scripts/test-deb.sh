@@ -38,6 +38,36 @@ pkg_status() { dpkg-query -W -f='${Status} ${Version}' mesura 2>/dev/null || tru
 has_user() { getent passwd mesura >/dev/null; }
 has_group() { getent group "$1" >/dev/null; }
 
+install_cargo_deb() {
+  if [ "$("$TOOLS/bin/cargo-deb" --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
+    echo "   installing cargo-deb $CARGO_DEB_VERSION into $TOOLS"
+    cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION" --root "$TOOLS" \
+      || fail "cargo install cargo-deb $CARGO_DEB_VERSION"
+  fi
+}
+# The release profile, the binary users get: a profile without LTO was measured no
+# cheaper to build (docs/packaging.md).
+DEB1="$OUT/mesura-1.deb"
+DEB2="$OUT/mesura-2.deb"
+build_debs() {
+  rm -rf "$OUT" && mkdir -p "$OUT"
+  PATH="$TOOLS/bin:$PATH" cargo deb --locked --fast --deb-revision 1 -o "$DEB1" \
+    || fail "cargo deb"
+  PATH="$TOOLS/bin:$PATH" cargo deb --locked --fast --deb-revision 2 --no-build -o "$DEB2" \
+    || fail "cargo deb (revision 2)"
+}
+
+# `--build-only`: cargo-deb and the release build, nothing installed or checked.
+# scripts/test.sh runs it early, in the background at low priority, so that this
+# test proper finds both done (its own `cargo deb` then only packages).
+if [ "${1:-}" = "--build-only" ]; then
+  step "cargo-deb $CARGO_DEB_VERSION and the release build, in advance"
+  install_cargo_deb
+  build_debs
+  step "built"
+  exit 0
+fi
+
 step "preconditions"
 [ -z "$SUDO" ] || command -v sudo >/dev/null || fail "not root and no sudo: dpkg -i needs root"
 for tool in dpkg dpkg-deb dpkg-query dash runuser adduser deluser getent flock cargo; do
@@ -80,23 +110,10 @@ cleanup() {
 trap cleanup EXIT
 
 step "cargo-deb $CARGO_DEB_VERSION"
-if [ "$("$TOOLS/bin/cargo-deb" --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
-  echo "   installing cargo-deb $CARGO_DEB_VERSION into $TOOLS"
-  cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION" --root "$TOOLS" \
-    || fail "cargo install cargo-deb $CARGO_DEB_VERSION"
-fi
+install_cargo_deb
 ok "$("$TOOLS/bin/cargo-deb" --version)"
-
-# The release profile, the binary users get: a profile without LTO was measured no
-# cheaper to build (docs/packaging.md).
 step "build the .deb (release profile) and an upgrade of it (revision 2)"
-rm -rf "$OUT" && mkdir -p "$OUT"
-DEB1="$OUT/mesura-1.deb"
-DEB2="$OUT/mesura-2.deb"
-PATH="$TOOLS/bin:$PATH" cargo deb --locked --fast --deb-revision 1 -o "$DEB1" \
-  || fail "cargo deb"
-PATH="$TOOLS/bin:$PATH" cargo deb --locked --fast --deb-revision 2 --no-build -o "$DEB2" \
-  || fail "cargo deb (revision 2)"
+build_debs
 ok "$(du -h "$DEB1" | cut -f1) $DEB1"
 
 step "maintainer scripts of the package"

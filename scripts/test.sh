@@ -16,6 +16,7 @@ need() { # need <command> <debian package>
 }
 
 need kill procps
+need ionice util-linux  # the release build for the .deb runs at idle I/O priority beside the tests
 need mosquitto mosquitto
 need mosquitto_passwd mosquitto-clients
 need openssl openssl
@@ -83,37 +84,62 @@ if ! wait "$peers_pid"; then
 fi
 cat "$peers_log" >&2
 
-# The benches run too (as smoke tests, in debug): their figures are printed, not judged.
-phase "the tests"
 log=$(mktemp)
-trap 'rm -f "$log" "$peers_log"' EXIT
 status=0
-cargo test --locked --no-fail-fast --all-targets "$@" 2>&1 | tee "$log" || status=$?
+if [ "$#" -ne 0 ]; then
+  # A filtered run, someone's quick check: those tests, nothing else.
+  phase "the tests ($*)"
+  trap 'rm -f "$log" "$peers_log"' EXIT
+  cargo test --locked --no-fail-fast --all-targets "$@" 2>&1 | tee "$log" || status=$?
+  phase "done"
+  awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
+  exit "$status"
+fi
+
+# The release build for the .deb (and cargo-deb) starts now, in the background at the
+# lowest CPU and I/O priority: the tests below mostly wait on timers and peers, and it
+# takes what they leave. The reliability suites, which measure the daemon as a
+# process, wait for it to end and run on a quiet machine.
+deb_log=$(mktemp)
+nice -n 19 ionice -c 3 scripts/test-deb.sh --build-only >"$deb_log" 2>&1 &
+deb_pid=$!
+trap 'kill "$deb_pid" 2>/dev/null; rm -f "$log" "$peers_log" "$deb_log"' EXIT
+
+# The benches run too (as smoke tests, in debug): their figures are printed, not judged.
+phase "the tests: the lib, tests/it, the benches"
+cargo test --locked --no-fail-fast --lib --bins --test it --benches 2>&1 | tee "$log" || status=$?
 
 # The tests that meet the wall clock (outbox ages, retention, token expiry, "last
 # seen", certificates, device clocks) once more with the clock ten years ahead, so a
 # test bound to today's calendar fails today rather than on some future morning.
 # libfaketime moves CLOCK_REALTIME only; tokio's timers keep the real monotonic clock.
-# Only on a whole-suite run (no arguments): a filtered run is someone's quick check.
-if [ "$#" -eq 0 ]; then
-  phase "the clock-sensitive tests with the clock ten years ahead (faketime +10y)"
-  # The same suites in the test binaries (module paths; the lib's unit tests all).
-  faketime_test() {
-    FAKETIME_DONT_FAKE_MONOTONIC=1 cargo test --locked --no-fail-fast \
-      --config "target.'cfg(all())'.runner=['faketime','-f','+10y']" "$@" 2>&1 | tee -a "$log" || status=$?
-  }
-  faketime_test --lib
-  faketime_test --test it -- api::endpoints:: cli::commands:: cli::decode:: devices::dsmr_serial:: \
-    devices::dsmr_tcp:: daemon::e2e:: devices::evohome:: backends::grafana:: devices::homewizard:: \
-    devices::homewizard_v2:: backends::mqtt:: devices::openweathermap:: devices::polling:: \
-    daemon::reload:: daemon::router:: backends::uplink_influx:: backends::uplink_json:: api::events::
-  faketime_test --test reliability -- clock::
+phase "the clock-sensitive tests with the clock ten years ahead (faketime +10y)"
+# The same suites in the test binaries (module paths; the lib's unit tests all).
+faketime_test() {
+  FAKETIME_DONT_FAKE_MONOTONIC=1 cargo test --locked --no-fail-fast \
+    --config "target.'cfg(all())'.runner=['faketime','-f','+10y']" "$@" 2>&1 | tee -a "$log" || status=$?
+}
+faketime_test --lib
+faketime_test --test it -- api::endpoints:: cli::commands:: cli::decode:: devices::dsmr_serial:: \
+  devices::dsmr_tcp:: daemon::e2e:: devices::evohome:: backends::grafana:: devices::homewizard:: \
+  devices::homewizard_v2:: backends::mqtt:: devices::openweathermap:: devices::polling:: \
+  daemon::reload:: daemon::router:: backends::uplink_influx:: backends::uplink_json:: api::events::
+faketime_test --test reliability -- clock::
 
-  # The .deb built, installed on this machine, upgraded and purged (needs root or sudo).
-  phase "the .deb: build, dpkg -i, upgrade, purge (scripts/test-deb.sh)"
-  scripts/test-deb.sh || { status=$?; echo "FAILED: scripts/test-deb.sh" | tee -a "$log"; }
-fi
-# One closing line for the whole suite, whatever target ran last.
+phase "wait for the release build"
+# A failure here is reported by scripts/test-deb.sh below, which builds again.
+wait "$deb_pid" || true
+indent_log() { sed 's/^/   | /' "$1"; }
+indent_log "$deb_log"
+
+phase "the reliability suites (docs/reliability.md)"
+cargo test --locked --no-fail-fast --test reliability 2>&1 | tee -a "$log" || status=$?
+
+# The .deb built, installed on this machine, upgraded and purged (needs root or sudo).
+phase "the .deb: build, dpkg -i, upgrade, purge (scripts/test-deb.sh)"
+scripts/test-deb.sh || { status=$?; echo "FAILED: scripts/test-deb.sh" | tee -a "$log"; }
+
+# One closing line for the whole suite.
 phase "done"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
 exit "$status"
