@@ -61,7 +61,7 @@ python_peers() {
 peers_log=$(mktemp)
 python_peers >"$peers_log" 2>&1 &
 peers_pid=$!
-trap 'kill "$peers_pid" 2>/dev/null; rm -f "$peers_log"' EXIT
+trap 'kill "$peers_pid" 2>/dev/null || true; rm -f "$peers_log"' EXIT
 export PYMODBUS_PYTHON="$PYVENV/bin/python"
 export HA_VENV_PYTHON="$PWD/target/ha-venv/bin/python"
 
@@ -103,7 +103,7 @@ fi
 deb_log=$(mktemp)
 nice -n 19 ionice -c 3 scripts/test-deb.sh --build-only >"$deb_log" 2>&1 &
 deb_pid=$!
-trap 'kill "$deb_pid" 2>/dev/null; rm -f "$log" "$peers_log" "$deb_log"' EXIT
+trap 'kill "$deb_pid" 2>/dev/null || true; rm -f "$log" "$peers_log" "$deb_log"' EXIT
 
 # The benches run too (as smoke tests, in debug): their figures are printed, not judged.
 phase "the tests: the lib, tests/it, the benches"
