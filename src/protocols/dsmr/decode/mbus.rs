@@ -47,40 +47,35 @@ pub(super) fn mbus_object<'a>(t: &mut Telegram, texts: &mut Texts, ch: &mut Chan
         } else {
             push_unknown(t, texts, &obj);
         }
-    } else if o.c == 24 && o.d == 2 {
-        // DSMR 4/5: 0-n:24.2.1 (NL) / 0-n:24.2.3 (BE): (capture time)(value*unit)
-        match obj.groups {
-            [ts, v] => {
-                let (value, unit) = split_unit(v);
-                ch.push(MbusReading {
-                    obj,
-                    obis: o,
-                    ts: Some(ts),
-                    value,
-                    unit,
-                });
-            }
-            _ => t.malformed.push(obj.line(texts)),
-        }
-    } else if o.cde(24, 3, 0) {
-        // DSMR 2.2/3.0: (ts)(00)(60)(1)(0-n:24.2.1)(m3) + "(value)" continuation line.
-        match (g(0), g(5), g(6)) {
-            (Some(ts), unit, Some(v)) => {
-                let (value, own_unit) = split_unit(v);
-                let unit = if own_unit.is_empty() {
-                    unit.unwrap_or("").trim()
-                } else {
-                    own_unit
-                };
-                ch.push(MbusReading {
-                    obj,
-                    obis: o,
-                    ts: Some(ts),
-                    value,
-                    unit,
-                });
-            }
-            _ => t.malformed.push(obj.line(texts)),
+    } else if (o.c == 24 && o.d == 2) || o.cde(24, 3, 0) {
+        // DSMR 4/5: 0-n:24.2.1 (NL) / 0-n:24.2.3 (BE): (capture time)(value*unit).
+        // DSMR 2.2/3.0: 0-n:24.3.0 (ts)(00)(60)(1)(0-n:24.2.1)(m3) + "(value)"
+        // continuation line, the unit in the value if it has one.
+        let read = match obj.groups {
+            [ts, v] if o.d == 2 => Some((*ts, split_unit(v))),
+            _ if o.d == 3 => match (g(0), g(5), g(6)) {
+                (Some(ts), unit, Some(v)) => {
+                    let (value, own_unit) = split_unit(v);
+                    let unit = if own_unit.is_empty() {
+                        unit.unwrap_or("").trim()
+                    } else {
+                        own_unit
+                    };
+                    Some((ts, (value, unit)))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        match read {
+            Some((ts, (value, unit))) => ch.push(MbusReading {
+                obj,
+                obis: o,
+                ts: Some(ts),
+                value,
+                unit,
+            }),
+            None => t.malformed.push(obj.line(texts)),
         }
     } else {
         push_unknown(t, texts, &obj);
