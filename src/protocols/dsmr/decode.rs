@@ -113,6 +113,7 @@ pub(super) struct Scratch {
     spans: Vec<Span<'static>>,
     texts: Texts,
     known_ids: KnownIds,
+    routes: Routes,
 }
 
 impl Scratch {
@@ -122,6 +123,7 @@ impl Scratch {
     pub(super) fn for_a_stream() -> Self {
         let mut scratch = Scratch::default();
         scratch.known_ids.on = true;
+        scratch.routes.on = true;
         scratch.texts.remember_hex = true;
         scratch
     }
@@ -340,14 +342,79 @@ pub(super) fn decode_into(
             Line::Malformed => t.malformed.push(texts.copy(line)),
         }
     }
-    interpret(t, texts, &all_groups, &spans);
+    interpret(t, texts, &mut scratch.routes, &all_groups, &spans);
     scratch.groups = emptied(all_groups);
     scratch.spans = emptied(spans);
     Ok(())
 }
 
+/// Where a code leads in the metric tables: what [`interpret`] does with an
+/// object that is not taken apart, told by the code alone.
+#[derive(Debug, Clone, Copy)]
+enum TableRoute {
+    Tariff(TariffRegister),
+    /// The metric's index in the table (below 64), and its definition.
+    Metric(u8, &'static obis::MetricDef),
+    Unknown,
+}
+
+impl TableRoute {
+    fn of(o: &Obis) -> Self {
+        if let Some(register) = TariffRegister::of(o) {
+            return TableRoute::Tariff(register);
+        }
+        match obis::lookup_index(o).and_then(|(index, def)| Some((u8::try_from(index).ok()?, def))) {
+            Some((index, def)) => TableRoute::Metric(index, def),
+            None => TableRoute::Unknown,
+        }
+    }
+}
+
+/// The previous telegram's [`TableRoute`]s, by object: a meter sends the same
+/// objects in the same order, so object k's code is nearly always the one object
+/// k had, and one comparison of the code replaces the two table lookups. Each
+/// slot holds a code with its own route (an unused slot, 0-0:0.0.0 with its
+/// route), so a stale slot can only miss, never mislead.
+#[derive(Debug, Default)]
+struct Routes {
+    /// Off for a one-telegram decode, which would only fill it.
+    on: bool,
+    known: Vec<(Obis, TableRoute)>,
+}
+
+/// Objects remembered a telegram, as for the identifiers.
+const MAX_ROUTES: usize = 128;
+
+impl Routes {
+    #[inline(always)]
+    fn get(&mut self, k: usize, o: &Obis) -> TableRoute {
+        if let Some((known, route)) = self.known.get(k) {
+            if known == o {
+                return *route;
+            }
+        }
+        let route = TableRoute::of(o);
+        if self.on && k < MAX_ROUTES {
+            if self.known.len() <= k {
+                let unused = Obis::default();
+                self.known.resize(k + 1, (unused, TableRoute::of(&unused)));
+            }
+            if let Some(slot) = self.known.get_mut(k) {
+                *slot = (*o, route);
+            }
+        }
+        route
+    }
+}
+
 /// Pass 2: the objects' meaning, into `t`.
-fn interpret<'a>(t: &mut Telegram, texts: &mut Texts, all_groups: &'a [&'a str], spans: &[Span<'a>]) {
+fn interpret<'a>(
+    t: &mut Telegram,
+    texts: &mut Texts,
+    routes: &mut Routes,
+    all_groups: &'a [&'a str],
+    spans: &[Span<'a>],
+) {
     t.values.reserve(spans.len());
 
     let mut equipment: Option<(u8, String, Object<'_>)> = None; // (rank, value, object)
@@ -358,7 +425,7 @@ fn interpret<'a>(t: &mut Telegram, texts: &mut Texts, all_groups: &'a [&'a str],
                                       // `1-0:0.9.2` date and `1-0:0.9.1` time: the clock of meters without `0-0:1.0.0`.
     let mut clock_parts: (Option<Object<'_>>, Option<Object<'_>>) = (None, None);
     let mut clock_sent = false;
-    'objects: for &(id, o, from, to) in spans {
+    'objects: for (k, &(id, o, from, to)) in spans.iter().enumerate() {
         let obj = Object {
             id,
             groups: all_groups.get(from..to).unwrap_or_default(),
@@ -419,32 +486,34 @@ fn interpret<'a>(t: &mut Telegram, texts: &mut Texts, all_groups: &'a [&'a str],
             }
             continue 'objects;
         }
-        if let Some(register) = TariffRegister::of(&o) {
-            let (row, bit) = register.bit();
-            let def = obis::MetricDef {
-                name: register.base_name(),
-                quantity: register.quantity(),
-                counter: true,
-                time: TimeGroup::No,
-            };
-            match tariffs_seen.get_mut(row) {
-                Some(taken) if *taken & bit == 0 => {
-                    if meter_value(t, texts, &def, register.metric_name(), o, obj) {
-                        *taken |= bit;
+        match routes.get(k, &o) {
+            TableRoute::Tariff(register) => {
+                let (row, bit) = register.bit();
+                let def = obis::MetricDef {
+                    name: register.base_name(),
+                    quantity: register.quantity(),
+                    counter: true,
+                    time: TimeGroup::No,
+                };
+                match tariffs_seen.get_mut(row) {
+                    Some(taken) if *taken & bit == 0 => {
+                        if meter_value(t, texts, &def, register.metric_name(), o, obj) {
+                            *taken |= bit;
+                        }
                     }
+                    _ => push_unknown(t, texts, obj),
                 }
-                _ => push_unknown(t, texts, obj),
             }
-        } else if let Some((index, def)) = obis::lookup_index(&o) {
-            let bit = 1u64 << index;
-            if seen & bit != 0 {
-                // A second object for the same metric: the first one wins.
-                push_unknown(t, texts, obj);
-            } else if meter_value(t, texts, def, Cow::Borrowed(def.name), o, obj) {
-                seen |= bit;
+            TableRoute::Metric(index, def) => {
+                let bit = 1u64 << index;
+                if seen & bit != 0 {
+                    // A second object for the same metric: the first one wins.
+                    push_unknown(t, texts, obj);
+                } else if meter_value(t, texts, def, Cow::Borrowed(def.name), o, obj) {
+                    seen |= bit;
+                }
             }
-        } else {
-            push_unknown(t, texts, obj);
+            TableRoute::Unknown => push_unknown(t, texts, obj),
         }
     }
     t.equipment_id = equipment.map(|(_, id, _)| id);
