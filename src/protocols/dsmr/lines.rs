@@ -80,7 +80,7 @@ fn group_end(bytes: &[u8]) -> Option<usize> {
     let mut at = 0;
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     while let Some(chunk) = bytes.get(at..at + 16).and_then(|c| <&[u8; 16]>::try_from(c).ok()) {
-        if let Some(p) = sse2::first_delimiter(chunk) {
+        if let Some(p) = super::simd::first_delimiter(chunk) {
             return Some(at + p);
         }
         at += 16;
@@ -107,30 +107,6 @@ fn group_end(bytes: &[u8]) -> Option<usize> {
     tail.iter()
         .position(|&c| matches!(c, b'(' | b')' | b'\n'))
         .map(|p| at + p)
-}
-
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-mod sse2 {
-    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
-
-    /// Offset of the first `(`, `)` or LF among the sixteen bytes of `chunk`.
-    #[inline(always)]
-    pub(super) fn first_delimiter(chunk: &[u8; 16]) -> Option<usize> {
-        // SAFETY: the module is compiled only where SSE2 is enabled for the whole
-        // build (the x86_64 baseline).
-        unsafe { first_delimiter_sse2(chunk) }
-    }
-
-    #[target_feature(enable = "sse2")]
-    fn first_delimiter_sse2(chunk: &[u8; 16]) -> Option<usize> {
-        // SAFETY: `chunk` is sixteen readable bytes, and `loadu` takes any alignment.
-        let v = unsafe { _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>()) };
-        let is = |b: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
-        let hits = _mm_or_si128(_mm_or_si128(is(b'('), is(b')')), is(b'\n'));
-        // One bit per byte, the first byte lowest.
-        let mask = _mm_movemask_epi8(hits) as u32;
-        (mask != 0).then_some(mask.trailing_zeros() as usize)
-    }
 }
 
 /// The identifier of the usual line shape, `A-B:C.D.E(`, at `start`: its code and

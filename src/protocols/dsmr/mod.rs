@@ -171,6 +171,8 @@ mod field_variants;
 mod framer;
 mod lines;
 mod obis;
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod simd;
 mod text;
 mod timestamp;
 mod units;
