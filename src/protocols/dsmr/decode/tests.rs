@@ -128,7 +128,8 @@ fn fixture_telegrams() -> Vec<Vec<u8>> {
 }
 
 /// A stream's decoder remembers each line's identifier from the telegram before
-/// (`KnownIds`): after any telegram, any other decodes as it does alone. Every
+/// (`KnownIds`), and each object's table route (`Routes`): after any telegram,
+/// any other decodes as it does alone. Every
 /// fixture after others, and each after itself with one byte of its first
 /// lines' identifiers changed to every byte that means something on a P1 line.
 #[test]
