@@ -309,44 +309,58 @@ impl Store {
         let tx = self.conn.transaction().map_err(classify)?;
         for (device, ts, readings) in &rows {
             let table_existed = self.columns.contains_key(*device);
-            let known = match self.columns.get_mut(*device) {
-                Some(cols) => cols,
-                None => {
-                    let table = quote(device);
-                    tx.execute_batch(&format!(
-                        "CREATE TABLE IF NOT EXISTS {table} (ts INTEGER PRIMARY KEY NOT NULL);"
-                    ))
-                    .map_err(classify)?;
-                    schema::prepare_aggregate_table(&tx, device, &[]).map_err(classify)?;
-                    self.columns
-                        .entry((*device).to_owned())
-                        .or_insert_with(|| HashSet::from(["ts".to_owned()]))
-                }
-            };
-            let mut new_columns: Vec<(String, Aggregate)> = Vec::new();
+            // The metrics this row brings that the table lacks, each once, with
+            // the column type its first value asks for.
+            let mut added: Vec<(&Reading, &'static str)> = Vec::new();
             for r in readings {
-                if !known.contains(&*r.metric) {
+                let known = self.columns.get(*device).is_some_and(|cols| cols.contains(&*r.metric));
+                if !known && !added.iter().any(|(a, _)| a.metric == r.metric) {
                     let sql_type = if matches!(r.value, Value::Text(_)) {
                         "TEXT"
                     } else {
                         "REAL"
                     };
-                    tx.execute_batch(&format!(
-                        "ALTER TABLE {} ADD COLUMN {} {sql_type};",
-                        quote(device),
-                        quote(&r.metric)
-                    ))
-                    .map_err(classify)?;
-                    tx.execute(
-                        "INSERT OR REPLACE INTO metrics (device, metric, unit, kind) VALUES (?1, ?2, ?3, ?4)",
-                        (device, &*r.metric, r.unit.symbol(), r.kind.as_str()),
-                    )
-                    .map_err(classify)?;
-                    known.insert(r.metric.to_string());
-                    new_columns.push((r.metric.to_string(), Aggregate::of(r.kind.as_str(), sql_type)));
+                    added.push((r, sql_type));
                 }
             }
-            if !new_columns.is_empty() {
+            // A new table is created with all its first columns in one statement,
+            // and an existing one takes an ALTER per new column: SQLite reads its
+            // whole schema again after every change, so a device's first write
+            // with 30 gauges was 122 schema changes (its table and its 5-minute
+            // table), each reading every other device's tables again.
+            let definitions: Vec<String> = added
+                .iter()
+                .map(|(r, sql_type)| format!("{} {sql_type}", quote(&r.metric)))
+                .collect();
+            if !table_existed {
+                let mut columns = String::from("ts INTEGER PRIMARY KEY NOT NULL");
+                for definition in &definitions {
+                    columns.push_str(", ");
+                    columns.push_str(definition);
+                }
+                tx.execute_batch(&format!("CREATE TABLE IF NOT EXISTS {} ({columns});", quote(device)))
+                    .map_err(classify)?;
+            } else {
+                for definition in &definitions {
+                    tx.execute_batch(&format!("ALTER TABLE {} ADD COLUMN {definition};", quote(device)))
+                        .map_err(classify)?;
+                }
+            }
+            let known = self
+                .columns
+                .entry((*device).to_owned())
+                .or_insert_with(|| HashSet::from(["ts".to_owned()]));
+            let mut new_columns: Vec<(String, Aggregate)> = Vec::with_capacity(added.len());
+            for (r, sql_type) in &added {
+                tx.execute(
+                    "INSERT OR REPLACE INTO metrics (device, metric, unit, kind) VALUES (?1, ?2, ?3, ?4)",
+                    (device, &*r.metric, r.unit.symbol(), r.kind.as_str()),
+                )
+                .map_err(classify)?;
+                known.insert(r.metric.to_string());
+                new_columns.push((r.metric.to_string(), Aggregate::of(r.kind.as_str(), sql_type)));
+            }
+            if !table_existed || !new_columns.is_empty() {
                 schema::prepare_aggregate_table(&tx, device, &new_columns).map_err(classify)?;
             }
             // Later readings of a metric in the same second win.

@@ -111,24 +111,33 @@ pub fn prepare_aggregate_table(
     columns: &[(String, Aggregate)],
 ) -> rusqlite::Result<()> {
     let table = quote(&aggregate_table(device));
-    conn.execute_batch(&format!(
-        "CREATE TABLE IF NOT EXISTS {table} (ts INTEGER PRIMARY KEY NOT NULL, samples INTEGER NOT NULL);"
-    ))?;
-    if columns.is_empty() {
-        return Ok(());
-    }
+    // An empty answer: no such table yet.
     let existing: HashSet<String> = conn
         .prepare(&format!("PRAGMA table_info({table})"))?
         .query_map([], |r| r.get::<_, String>(1))?
         .collect::<Result<_, _>>()?;
+    let mut missing: Vec<String> = Vec::new();
     for (metric, aggregate) in columns {
         for column in aggregate.columns(metric) {
             if !existing.contains(&column) {
                 // No declared type for last-value columns: they hold REAL or TEXT as
                 // the raw column does.
                 let ty = if *aggregate == Aggregate::Gauge { " REAL" } else { "" };
-                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {}{ty};", quote(&column)))?;
+                missing.push(format!("{}{ty}", quote(&column)));
             }
+        }
+    }
+    // As for the device tables: one statement for a new table, not one per column.
+    if existing.is_empty() {
+        let mut definitions = String::from("ts INTEGER PRIMARY KEY NOT NULL, samples INTEGER NOT NULL");
+        for column in &missing {
+            definitions.push_str(", ");
+            definitions.push_str(column);
+        }
+        conn.execute_batch(&format!("CREATE TABLE IF NOT EXISTS {table} ({definitions});"))?;
+    } else {
+        for column in &missing {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column};"))?;
         }
     }
     Ok(())

@@ -182,3 +182,72 @@ fn readers_never_see_database_is_locked() {
     let reads = reader.join().unwrap().expect("the reader hit an error");
     assert!(reads > 0);
 }
+
+/// A device's first write creates its table and its 5-minute table with all the
+/// columns at once: SQLite reads the whole schema again after each change, and
+/// 30 metrics by ALTERs were 118 changes for one device. The columns and their
+/// types are those the ALTERs gave.
+#[test]
+fn a_new_device_is_two_schema_changes_whatever_its_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    let mut store = Store::open(&path).unwrap();
+    let version = |store: &Store| -> i64 { store.conn.query_row("PRAGMA schema_version", [], |r| r.get(0)).unwrap() };
+    let before = version(&store);
+    let mut first: Vec<Reading> = (0..30)
+        .map(|m| reading("meter", &format!("m{m}"), m as f64, 100))
+        .collect();
+    first[1].kind = Kind::Counter;
+    first[2].value = Value::Text(Arc::from("on"));
+    // The same metric twice in the row: one column.
+    first.push(reading("meter", "m0", 7.0, 100));
+    // A later row of the same batch with one more metric: an ALTER each table.
+    first.push(reading("meter", "late", 1.0, 101));
+    store.write(&first).unwrap();
+    // (By an ALTER per column it was 2 + 30 + 86 for the first row.)
+    assert_eq!(
+        version(&store) - before,
+        2 + 1 + 3,
+        "two tables, then one new gauge: a raw column and three aggregate ones"
+    );
+
+    let columns = |table: &str| -> Vec<(String, String)> {
+        store
+            .conn
+            .prepare(&format!("PRAGMA table_info({})", quote(table)))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let raw = columns("meter");
+    assert_eq!(raw.len(), 1 + 30 + 1);
+    assert_eq!(raw[0], ("ts".into(), "INTEGER".into()));
+    assert_eq!(raw[1], ("m0".into(), "REAL".into()));
+    assert_eq!(raw[3], ("m2".into(), "TEXT".into()));
+    assert_eq!(raw[31], ("late".into(), "REAL".into()));
+    let aggregate = columns("meter_5m");
+    let names: Vec<&str> = aggregate.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(&names[..5], ["ts", "samples", "m0_mean", "m0_min", "m0_max"]);
+    // A counter and a text keep their last value, without a declared type.
+    assert_eq!(
+        &aggregate[5..7],
+        [("m1".to_owned(), String::new()), ("m2".to_owned(), String::new())]
+    );
+    assert_eq!(aggregate.len(), 2 + 28 * 3 + 2 + 3);
+    let stored: (f64, f64, String, f64) = store
+        .conn
+        .query_row("SELECT m0, m1, m2, m29 FROM meter WHERE ts = 100", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .unwrap();
+    assert_eq!(stored, (7.0, 1.0, "on".into(), 29.0));
+
+    // Later: two new metrics, one ALTER each in the raw table, three in the 5m one.
+    let before = version(&store);
+    store
+        .write(&[reading("meter", "x", 1.0, 102), reading("meter", "y", 2.0, 102)])
+        .unwrap();
+    assert_eq!(version(&store) - before, 2 + 6);
+}
