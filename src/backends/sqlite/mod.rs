@@ -312,8 +312,9 @@ impl Store {
             // The metrics this row brings that the table lacks, each once, with
             // the column type its first value asks for.
             let mut added: Vec<(&Reading, &'static str)> = Vec::new();
+            let columns = self.columns.get(*device);
             for r in readings {
-                let known = self.columns.get(*device).is_some_and(|cols| cols.contains(&*r.metric));
+                let known = columns.is_some_and(|cols| cols.contains(&*r.metric));
                 if !known && !added.iter().any(|(a, _)| a.metric == r.metric) {
                     let sql_type = if matches!(r.value, Value::Text(_)) {
                         "TEXT"
@@ -323,28 +324,13 @@ impl Store {
                     added.push((r, sql_type));
                 }
             }
-            // A new table is created with all its first columns in one statement,
-            // and an existing one takes an ALTER per new column: SQLite reads its
-            // whole schema again after every change, so a device's first write
-            // with 30 gauges was 122 schema changes (its table and its 5-minute
-            // table), each reading every other device's tables again.
-            let definitions: Vec<String> = added
-                .iter()
-                .map(|(r, sql_type)| format!("{} {sql_type}", quote(&r.metric)))
-                .collect();
-            if !table_existed {
-                let mut columns = String::from("ts INTEGER PRIMARY KEY NOT NULL");
-                for definition in &definitions {
-                    columns.push_str(", ");
-                    columns.push_str(definition);
-                }
-                tx.execute_batch(&format!("CREATE TABLE IF NOT EXISTS {} ({columns});", quote(device)))
-                    .map_err(classify)?;
-            } else {
-                for definition in &definitions {
-                    tx.execute_batch(&format!("ALTER TABLE {} ADD COLUMN {definition};", quote(device)))
-                        .map_err(classify)?;
-                }
+            if !added.is_empty() || !table_existed {
+                let definitions: Vec<String> = added
+                    .iter()
+                    .map(|(r, sql_type)| format!("{} {sql_type}", quote(&r.metric)))
+                    .collect();
+                let new_table = (!table_existed).then_some("ts INTEGER PRIMARY KEY NOT NULL");
+                schema::add_columns(&tx, &quote(device), new_table, &definitions).map_err(classify)?;
             }
             let known = self
                 .columns

@@ -127,20 +127,40 @@ pub fn prepare_aggregate_table(
             }
         }
     }
-    // As for the device tables: one statement for a new table, not one per column.
-    if existing.is_empty() {
-        let mut definitions = String::from("ts INTEGER PRIMARY KEY NOT NULL, samples INTEGER NOT NULL");
-        for column in &missing {
-            definitions.push_str(", ");
-            definitions.push_str(column);
+    let new_table = existing
+        .is_empty()
+        .then_some("ts INTEGER PRIMARY KEY NOT NULL, samples INTEGER NOT NULL");
+    add_columns(conn, &table, new_table, &missing)
+}
+
+/// Gives `table` (quoted) the columns `definitions` (`"name" TYPE`): a new table
+/// (`new_table`: its own first columns) in one `CREATE TABLE` with all of them,
+/// an existing one an `ALTER TABLE` each. SQLite reads its whole schema again
+/// after every change, so a device's first write with 30 gauges made by ALTERs
+/// was 122 changes (its table and its 5-minute table), each parsing every other
+/// device's tables again.
+pub fn add_columns(
+    conn: &Connection,
+    table: &str,
+    new_table: Option<&str>,
+    definitions: &[String],
+) -> rusqlite::Result<()> {
+    match new_table {
+        Some(first) => {
+            let mut columns = String::from(first);
+            for definition in definitions {
+                columns.push_str(", ");
+                columns.push_str(definition);
+            }
+            conn.execute_batch(&format!("CREATE TABLE IF NOT EXISTS {table} ({columns});"))
         }
-        conn.execute_batch(&format!("CREATE TABLE IF NOT EXISTS {table} ({definitions});"))?;
-    } else {
-        for column in &missing {
-            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column};"))?;
+        None => {
+            for definition in definitions {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {definition};"))?;
+            }
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// Device tables and how each column is aggregated, from the `metrics` catalogue
